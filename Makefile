@@ -1,0 +1,35 @@
+# fashion-search: the two set-up commands (README) and a few helpers.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+PY := .venv/bin/python
+# Catalog size for `make up`: empty = the whole dataset (44,072 products).
+LIMIT ?=
+
+.PHONY: up down status test lint bootstrap bench
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+## Local stack up, catalog loaded (images in MinIO, rows in PostgreSQL).
+up: bootstrap
+	$(PY) -m stack up
+	$(PY) -m fashion_search.cli load --skip-existing $(if $(LIMIT),--limit $(LIMIT))
+	@$(PY) -m stack status
+
+down:
+	$(PY) -m stack down
+
+status:
+	$(PY) -m stack status
+
+lint: bootstrap
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+## Lint, types, then the tests against the real stack (started if needed, stopped after).
+test: lint
+	$(PY) -m pytest
+
+bench: bootstrap
+	$(PY) bench/catalog.py

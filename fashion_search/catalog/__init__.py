@@ -1,0 +1,1 @@
+"""Product catalog: schema migrations, repository, and dataset loading."""

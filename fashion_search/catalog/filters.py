@@ -1,0 +1,61 @@
+"""Metadata filters: ``{"articleType": "Shirts", "baseColour": ["Navy Blue", "Blue"]}`` to SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TypeAlias
+
+from psycopg import sql
+from pydantic.alias_generators import to_camel
+
+from fashion_search.catalog.models import METADATA_FIELDS
+from fashion_search.errors import InvalidFilterError
+
+FilterValue: TypeAlias = str | int | Sequence[str | int]
+Filters: TypeAlias = Mapping[str, FilterValue]
+
+#: Accepted filter names (snake_case and the dataset's camelCase) -> column.
+FILTER_COLUMNS: dict[str, str] = {
+    **{name: name for name in (*METADATA_FIELDS, "dataset", "model_version")},
+    **{to_camel(name): name for name in (*METADATA_FIELDS, "dataset", "model_version")},
+}
+_INTEGER_COLUMNS = frozenset({"year"})
+MAX_VALUES_PER_FIELD = 100
+
+
+def _check_value(field: str, value: object, integer: bool) -> str | int:
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InvalidFilterError(f"filter {field!r} needs an integer, got {value!r}")
+        try:
+            return int(value)
+        except ValueError as error:
+            raise InvalidFilterError(f"filter {field!r} needs an integer, got {value!r}") from error
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise InvalidFilterError(f"filter {field!r} needs a non-empty string, got {value!r}")
+    return value
+
+
+def where_clause(filters: Filters | None) -> sql.Composable:
+    """``TRUE AND col = 'v' AND col2 = ANY(...)`` for the filters; raises InvalidFilterError."""
+    parts: list[sql.Composable] = [sql.SQL("TRUE")]
+    for field, raw in (filters or {}).items():
+        column = FILTER_COLUMNS.get(field)
+        if column is None:
+            known = ", ".join(sorted(to_camel(n) for n in (*METADATA_FIELDS, "dataset")))
+            raise InvalidFilterError(f"unknown filter field {field!r}; known fields: {known}")
+        integer = column in _INTEGER_COLUMNS
+        if isinstance(raw, str | int):
+            value = _check_value(field, raw, integer)
+            parts.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value)))
+            continue
+        values = [_check_value(field, v, integer) for v in raw]
+        if not values or len(values) > MAX_VALUES_PER_FIELD:
+            raise InvalidFilterError(
+                f"filter {field!r} needs 1 to {MAX_VALUES_PER_FIELD} values, got {len(values)}"
+            )
+        cast = sql.SQL("integer[]" if integer else "text[]")
+        parts.append(
+            sql.SQL("{} = ANY({}::{})").format(sql.Identifier(column), sql.Literal(values), cast)
+        )
+    return sql.SQL(" AND ").join(parts)

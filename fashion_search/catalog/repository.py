@@ -1,0 +1,223 @@
+"""The product catalog in PostgreSQL + pgvector: upsert, read, list, nearest neighbours, delete.
+
+Every method validates its whole input before it writes, and writes in one transaction: a
+refused call (typed error from :mod:`fashion_search.errors`) leaves the catalog unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from fashion_search.catalog.filters import Filters, where_clause
+from fashion_search.catalog.migrate import embedding_dimension
+from fashion_search.catalog.models import Neighbor, Page, Product
+from fashion_search.errors import (
+    EmbeddingDimensionError,
+    InvalidArgumentError,
+    InvalidProductError,
+    ProductNotFoundError,
+)
+
+#: Columns written by an upsert, in COPY order, with their PostgreSQL types.
+_WRITE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "bigint"),
+    ("gender", "text"),
+    ("master_category", "text"),
+    ("sub_category", "text"),
+    ("article_type", "text"),
+    ("base_colour", "text"),
+    ("season", "text"),
+    ("year", "integer"),
+    ("usage", "text"),
+    ("product_display_name", "text"),
+    ("image_key", "text"),
+    ("dataset", "text"),
+    ("model_version", "text"),
+    ("embedding", "vector"),
+)
+_READ_COLUMNS = sql.SQL(", ").join(
+    sql.Identifier(name)
+    for name in (*(c for c, _ in _WRITE_COLUMNS if c != "embedding"), "created_at", "updated_at")
+)
+MAX_PAGE_SIZE = 1000
+MAX_K = 1000
+
+
+class CatalogRepository:
+    """Catalog operations over a psycopg connection pool (pgvector registered on it)."""
+
+    def __init__(self, pool: ConnectionPool[Any], ef_search: int = 100) -> None:
+        self.pool = pool
+        self.ef_search = ef_search
+        self._dimension: int | None = None
+
+    @property
+    def dimension(self) -> int:
+        """The catalog's embedding dimension."""
+        if self._dimension is None:
+            with self.pool.connection() as conn:
+                self._dimension = embedding_dimension(conn)
+        return self._dimension
+
+    def _check_vector(self, vector: np.ndarray[Any, Any] | Sequence[float]) -> np.ndarray[Any, Any]:
+        array = np.asarray(vector, dtype=np.float32)
+        if array.ndim != 1 or array.shape[0] != self.dimension:
+            raise EmbeddingDimensionError(self.dimension, array.shape[-1] if array.ndim else 0)
+        if not np.all(np.isfinite(array)):
+            raise InvalidArgumentError("embedding has NaN or infinite values")
+        return array
+
+    def upsert_many(self, products: Sequence[Product]) -> int:
+        """Insert or update products by id (COPY into a staging table, then one upsert).
+
+        A product without an embedding keeps the one already stored. Returns the row count.
+        """
+        ids = [p.id for p in products]
+        if len(set(ids)) != len(ids):
+            raise InvalidProductError("a batch lists the same product id more than once")
+        for product in products:
+            if product.embedding is not None:
+                self._check_vector(product.embedding)
+                if not product.model_version:
+                    raise InvalidProductError(
+                        f"product {product.id} has an embedding but no model_version"
+                    )
+        if not products:
+            return 0
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c, _ in _WRITE_COLUMNS)
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            for c, _ in _WRITE_COLUMNS
+            if c not in ("id", "embedding", "model_version")
+        )
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.execute(
+                "CREATE TEMP TABLE staging_products"
+                " (LIKE products INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+            copy_sql = sql.SQL("COPY staging_products ({}) FROM STDIN (FORMAT BINARY)")
+            with cur.copy(copy_sql.format(columns)) as copy:
+                copy.set_types([t for _, t in _WRITE_COLUMNS])
+                for p in products:
+                    copy.write_row(
+                        (
+                            p.id, p.gender, p.master_category, p.sub_category, p.article_type,
+                            p.base_colour, p.season, p.year, p.usage, p.product_display_name,
+                            p.image_key, p.dataset,
+                            p.model_version if p.embedding is not None else None,
+                            p.embedding,
+                        )
+                    )  # fmt: skip
+            cur.execute(
+                sql.SQL(
+                    "INSERT INTO products ({columns}) SELECT {columns} FROM staging_products"
+                    " ON CONFLICT (id) DO UPDATE SET {updates},"
+                    " model_version = CASE WHEN EXCLUDED.embedding IS NULL"
+                    "   THEN products.model_version ELSE EXCLUDED.model_version END,"
+                    " embedding = COALESCE(EXCLUDED.embedding, products.embedding),"
+                    " updated_at = now()"
+                ).format(columns=columns, updates=updates)
+            )
+            return int(cur.rowcount)
+
+    def get(self, product_id: int, with_embedding: bool = False) -> Product:
+        """One product by id; ProductNotFoundError when it does not exist."""
+        extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            row = cur.execute(
+                sql.SQL("SELECT {}{} FROM products WHERE id = %s").format(_READ_COLUMNS, extra),
+                (product_id,),
+            ).fetchone()
+        if row is None:
+            raise ProductNotFoundError(product_id)
+        return Product.model_validate(row)
+
+    def existing_ids(self, ids: Sequence[int]) -> set[int]:
+        """The subset of ``ids`` that are in the catalog."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT id FROM products WHERE id = ANY(%s)", (list(ids),))
+            return {int(row[0]) for row in rows}
+
+    def count(self, filters: Filters | None = None) -> int:
+        """Number of products matching the filters."""
+        where = where_clause(filters)
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM products WHERE {}").format(where)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def list_products(
+        self, filters: Filters | None = None, limit: int = 50, after: int | None = None
+    ) -> Page:
+        """Products in id order, ``limit`` per page, starting after the id ``after`` (keyset)."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError(f"limit must be 1..{MAX_PAGE_SIZE}, got {limit}")
+        where = where_clause(filters)
+        query = sql.SQL("SELECT {} FROM products WHERE {} AND id > %s ORDER BY id LIMIT %s").format(
+            _READ_COLUMNS, where
+        )
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query, (after if after is not None else 0, limit + 1)).fetchall()
+        items = [Product.model_validate(r) for r in rows[:limit]]
+        return Page(items=items, next_after=items[-1].id if len(rows) > limit else None)
+
+    def nearest(
+        self,
+        vector: np.ndarray[Any, Any] | Sequence[float],
+        k: int = 10,
+        filters: Filters | None = None,
+        exact: bool = False,
+    ) -> list[Neighbor]:
+        """The ``k`` products closest to ``vector`` by cosine similarity, best first.
+
+        Uses the HNSW index with pgvector's iterative scan so that a selective filter still
+        yields ``k`` rows; if the index scan ends short, the query is answered exactly.
+        """
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
+        query_vector = self._check_vector(vector)
+        where = where_clause(filters)
+        query = sql.SQL(
+            "WITH hits AS MATERIALIZED ("
+            " SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
+            " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s)"
+            " SELECT * FROM hits ORDER BY distance, id"
+        ).format(columns=_READ_COLUMNS, where=where)
+        params = {"v": query_vector, "k": k}
+        rows = self._search(query, params, exact=exact)
+        if len(rows) < k and not exact:
+            rows = self._search(query, params, exact=True)
+        return [
+            Neighbor(product=Product.model_validate(row), score=1.0 - float(row["distance"]))
+            for row in rows
+        ]
+
+    def _search(
+        self, query: sql.Composable, params: dict[str, Any], exact: bool
+    ) -> list[dict[str, Any]]:
+        with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            if exact:
+                cur.execute("SET LOCAL enable_indexscan = off")
+            else:
+                ef_search = max(self.ef_search, params["k"])
+                cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+                cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            rows: list[dict[str, Any]] = cur.execute(query, params).fetchall()
+            return rows
+
+    def delete(self, ids: Sequence[int]) -> int:
+        """Delete products by id; returns how many existed."""
+        with self.pool.connection() as conn, conn.transaction():
+            cursor = conn.execute("DELETE FROM products WHERE id = ANY(%s)", (list(ids),))
+            return int(cursor.rowcount)

@@ -1,0 +1,89 @@
+"""``fashion-search`` command: catalog administration (migrate, load, embedding dimension)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.load import load_catalog
+from fashion_search.catalog.migrate import migrate, set_embedding_dimension
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.errors import FashionSearchError
+from fashion_search.settings import get_settings
+from fashion_search.storage import ObjectStore
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    applied = migrate(settings.database_url, args.embedding_dim or settings.embedding_dim)
+    print("applied: " + ", ".join(applied) if applied else "schema is current")
+
+
+def _load(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    migrate(settings.database_url, settings.embedding_dim)
+    store = ObjectStore(settings)
+    store.ensure_buckets()
+    started = time.perf_counter()
+    with create_pool(settings) as pool:
+        summary = load_catalog(
+            CatalogRepository(pool, settings.hnsw_ef_search),
+            store,
+            args.source or settings.dataset_source,
+            dataset=args.dataset,
+            offset=args.offset,
+            limit=args.limit,
+            skip_existing=args.skip_existing,
+        )
+    took = time.perf_counter() - started
+    print(
+        f"loaded {summary.loaded} products in {took:.1f} s ({summary.skipped} already there);"
+        f" {len(summary.report.rejected)} rows rejected of {summary.report.read} read"
+    )
+    for row in summary.report.rejected[:20]:
+        print(f"  rejected row {row.index} (id {row.product_id}): {row.reason}")
+
+
+def _set_dim(args: argparse.Namespace) -> None:
+    changed = set_embedding_dimension(get_settings().database_url, args.dimension)
+    print(
+        "embedding dimension changed; embeddings cleared" if changed else "already that dimension"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fashion-search`` command."""
+    parser = argparse.ArgumentParser(prog="fashion-search", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("migrate", help="apply pending catalog migrations")
+    p.add_argument("--embedding-dim", type=int, help="dimension for a new catalog")
+    p.set_defaults(run=_migrate)
+
+    p = commands.add_parser("load", help="load products (images + metadata) into the catalog")
+    p.add_argument("--source", help="parquet path or Hugging Face dataset id (FS_DATASET_SOURCE)")
+    p.add_argument("--limit", type=int, help="load at most this many rows")
+    p.add_argument("--offset", type=int, default=0, help="skip this many rows first")
+    p.add_argument("--dataset", default="catalog", help="value of the products.dataset column")
+    p.add_argument("--skip-existing", action="store_true", help="leave loaded products as they are")
+    p.set_defaults(run=_load)
+
+    p = commands.add_parser("set-embedding-dim", help="move the catalog to another dimension")
+    p.add_argument("dimension", type=int)
+    p.set_defaults(run=_set_dim)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        args.run(args)
+    except FashionSearchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

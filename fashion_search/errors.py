@@ -1,0 +1,61 @@
+"""Typed errors: each says what was wrong with the input; nothing was changed."""
+
+from __future__ import annotations
+
+
+class FashionSearchError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class CatalogError(FashionSearchError):
+    """A catalog operation was refused; the catalog is unchanged."""
+
+
+class ProductNotFoundError(CatalogError):
+    """No product has the requested id."""
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__(f"product {product_id} does not exist")
+        self.product_id = product_id
+
+
+class EmbeddingDimensionError(CatalogError):
+    """A vector does not have the catalog's embedding dimension."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        super().__init__(f"embedding has dimension {got}, the catalog stores dimension {expected}")
+        self.expected = expected
+        self.got = got
+
+
+class InvalidFilterError(CatalogError):
+    """A metadata filter names an unknown field or has an unusable value."""
+
+
+class InvalidProductError(CatalogError):
+    """A product record is malformed (missing field, bad image key, duplicate id in a batch)."""
+
+
+class InvalidArgumentError(CatalogError):
+    """A paging or search argument is out of range."""
+
+
+class StorageError(FashionSearchError):
+    """An object-store operation was refused."""
+
+
+class InvalidObjectKeyError(StorageError):
+    """An object key is empty, too long, or escapes the key layout."""
+
+
+class ObjectNotFoundError(StorageError):
+    """The bucket has no object under that key."""
+
+    def __init__(self, bucket: str, key: str) -> None:
+        super().__init__(f"s3://{bucket}/{key} does not exist")
+        self.bucket = bucket
+        self.key = key
+
+
+class DatasetError(FashionSearchError):
+    """The dataset source cannot be read."""

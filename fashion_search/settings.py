@@ -1,0 +1,105 @@
+"""One typed settings object for every part of fashion-search, read from ``FS_*`` variables.
+
+Endpoints default to the native local stack on 127.0.0.1; the docker-compose stack and real
+deployments override them (``FS_DATABASE_URL``, ``FS_S3_ENDPOINT_URL``, ...).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASET = (
+    REPO_ROOT.parent
+    / "shared/datasets/fashion-product-images-small/fashion-product-images-small.parquet"
+)
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (prefix ``FS_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="FS_", extra="ignore")
+
+    # Local stack: where it keeps data, logs and pid files, and where installs are cached.
+    state_dir: Path = REPO_ROOT / ".stack"
+    cache_dir: Path = Path.home() / ".cache" / "fashion-search"
+    profile: Literal["native", "pip"] = "native"
+
+    # Product dataset: a local parquet file or folder, or a Hugging Face dataset id.
+    dataset_source: str = (
+        str(SHARED_DATASET) if SHARED_DATASET.exists() else "ashraq/fashion-product-images-small"
+    )
+
+    # PostgreSQL + pgvector.
+    pg_port: int = 15432
+    database: str = "fashion"
+    database_url: str = ""
+    pool_max_size: int = 8
+    embedding_dim: int = 512
+    hnsw_ef_search: int = 100
+
+    # S3-compatible object store (MinIO natively, moto as the pip-only fallback).
+    s3_port: int = 19000
+    s3_console_port: int = 19001
+    s3_endpoint_url: str = ""
+    s3_access_key: str = "fashion"
+    s3_secret_key: str = "fashion-secret"
+    s3_region: str = "us-east-1"
+    images_bucket: str = "fashion-images"
+    datasets_bucket: str = "fashion-datasets"
+    models_bucket: str = "fashion-models"
+    uploads_bucket: str = "fashion-uploads"
+
+    # Kafka (Apache Kafka natively, Tansu as the pip-only fallback).
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_bootstrap: str = ""
+    kafka_partitions: int = 3
+    uploads_topic: str = "fashion.uploads"
+    output_topic: str = "fashion.products"
+    dead_letter_topic: str = "fashion.dead-letter"
+
+    # MLflow tracking server and model registry.
+    mlflow_port: int = 15000
+    mlflow_tracking_uri: str = ""
+
+    # LocalStack (S3 + SQS) for the AWS-shaped trigger path.
+    localstack_port: int = 14566
+    localstack_endpoint_url: str = ""
+    uploads_queue: str = "fashion-uploads-events"
+
+    @model_validator(mode="after")
+    def _default_endpoints(self) -> Settings:
+        """Endpoints left empty point at the native local stack on 127.0.0.1."""
+        host = "127.0.0.1"
+        self.database_url = (
+            self.database_url or f"postgresql://postgres@{host}:{self.pg_port}/{self.database}"
+        )
+        self.s3_endpoint_url = self.s3_endpoint_url or f"http://{host}:{self.s3_port}"
+        self.kafka_bootstrap = self.kafka_bootstrap or f"{host}:{self.kafka_port}"
+        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"http://{host}:{self.mlflow_port}"
+        self.localstack_endpoint_url = (
+            self.localstack_endpoint_url or f"http://{host}:{self.localstack_port}"
+        )
+        return self
+
+    @property
+    def buckets(self) -> tuple[str, ...]:
+        """Every bucket the system uses."""
+        return (self.images_bucket, self.datasets_bucket, self.models_bucket, self.uploads_bucket)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every Kafka topic the system uses."""
+        return (self.uploads_topic, self.output_topic, self.dead_letter_topic)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

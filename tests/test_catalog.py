@@ -1,0 +1,265 @@
+"""The catalog against the real PostgreSQL + pgvector and S3 server: bulk load, read back,
+filters, keyset pagination, nearest neighbours, and refused input that changes nothing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from fashion_search.catalog.load import LoadSummary, load_catalog
+from fashion_search.catalog.models import Product
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.errors import (
+    EmbeddingDimensionError,
+    InvalidArgumentError,
+    InvalidFilterError,
+    InvalidProductError,
+    ObjectNotFoundError,
+    ProductNotFoundError,
+)
+from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore
+
+N_PRODUCTS = 2000
+MODEL_VERSION = "test-synthetic"
+
+
+@pytest.fixture(scope="session")
+def source_rows(settings: Settings) -> list[dict[str, Any]]:
+    """The first 2,000 rows of the shared parquet, as pyarrow reads them."""
+    table = pq.ParquetFile(settings.dataset_source).read_row_group(0)
+    assert table.num_rows >= N_PRODUCTS
+    return table.slice(0, N_PRODUCTS).to_pylist()
+
+
+@pytest.fixture(scope="session")
+def loaded(repository: CatalogRepository, store: ObjectStore, settings: Settings) -> LoadSummary:
+    """2,000 shared products loaded once: images in S3, rows in PostgreSQL."""
+    return load_catalog(
+        repository, store, settings.dataset_source, limit=N_PRODUCTS, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def embeddings(loaded: LoadSummary, repository: CatalogRepository) -> dict[int, np.ndarray]:
+    """Clustered unit vectors (one cluster per articleType) stored for every product."""
+    products = _all_products(repository)
+    rng = np.random.default_rng(7)
+    centers: dict[str | None, np.ndarray] = {}
+    vectors = {}
+    for p in products:
+        center = centers.setdefault(p.article_type, rng.normal(size=repository.dimension))
+        v = center + 0.8 * rng.normal(size=repository.dimension)
+        vectors[p.id] = (v / np.linalg.norm(v)).astype(np.float32)
+    with_vectors = [
+        p.model_copy(update={"embedding": vectors[p.id], "model_version": MODEL_VERSION})
+        for p in products
+    ]
+    repository.upsert_many(with_vectors)
+    return vectors
+
+
+def _all_products(repository: CatalogRepository, **filters: Any) -> list[Product]:
+    items, after = [], None
+    while True:
+        page = repository.list_products(filters or None, limit=300, after=after)
+        items.extend(page.items)
+        if page.next_after is None:
+            return items
+        after = page.next_after
+
+
+def _snapshot(repository: CatalogRepository) -> list[tuple[Any, ...]]:
+    with repository.pool.connection() as conn:
+        return conn.execute(
+            "SELECT id, product_display_name, image_key, model_version, embedding::text,"
+            " updated_at FROM products ORDER BY id"
+        ).fetchall()
+
+
+def test_bulk_load_reads_back_identical(
+    loaded: LoadSummary,
+    repository: CatalogRepository,
+    store: ObjectStore,
+    settings: Settings,
+    source_rows: list[dict[str, Any]],
+) -> None:
+    assert loaded.loaded == N_PRODUCTS
+    assert loaded.report.rejected == []
+    assert repository.count() == N_PRODUCTS
+    for row in source_rows:
+        product = repository.get(row["id"])
+        # The loader trims surrounding whitespace (a few titles end in a space).
+        assert product.product_display_name == row["productDisplayName"].strip()
+        assert product.article_type == row["articleType"]
+        assert product.base_colour == row["baseColour"]
+        assert product.master_category == row["masterCategory"]
+        assert product.year == (None if row["year"] is None else int(row["year"]))
+        image = store.get(settings.images_bucket, product.image_key)
+        assert image == row["image"]["bytes"], f"image of {row['id']} differs"
+
+
+def test_reload_is_idempotent(
+    loaded: LoadSummary, repository: CatalogRepository, store: ObjectStore, settings: Settings
+) -> None:
+    summary = load_catalog(repository, store, settings.dataset_source, limit=50, progress=False)
+    assert (summary.loaded, summary.skipped) == (50, 0)
+    summary = load_catalog(
+        repository, store, settings.dataset_source, limit=60, skip_existing=True, progress=False
+    )
+    assert (summary.loaded, summary.skipped) == (0, 60)
+    assert repository.count() == N_PRODUCTS
+
+
+def test_filters_match_the_source(
+    loaded: LoadSummary, repository: CatalogRepository, source_rows: list[dict[str, Any]]
+) -> None:
+    expected = {
+        r["id"] for r in source_rows if r["articleType"] == "Tshirts" and r["gender"] == "Men"
+    }
+    assert expected
+    by_camel = {p.id for p in _all_products(repository, articleType="Tshirts", gender="Men")}
+    by_snake = {p.id for p in _all_products(repository, article_type="Tshirts", gender="Men")}
+    assert by_camel == by_snake == expected
+    colours = {"Navy Blue", "Black"}
+    assert {p.id for p in _all_products(repository, baseColour=sorted(colours))} == {
+        r["id"] for r in source_rows if r["baseColour"] in colours
+    }
+    year = Counter(r["year"] for r in source_rows if r["year"]).most_common(1)[0][0]
+    assert repository.count({"year": int(year)}) == sum(r["year"] == year for r in source_rows)
+
+
+def test_keyset_pagination_visits_every_product_once(
+    loaded: LoadSummary, repository: CatalogRepository, source_rows: list[dict[str, Any]]
+) -> None:
+    ids = [p.id for p in _all_products(repository)]
+    assert ids == sorted(r["id"] for r in source_rows)
+    first = repository.list_products(limit=7)
+    second = repository.list_products(limit=7, after=first.next_after)
+    assert [p.id for p in first.items + second.items] == ids[:14]
+    last = repository.list_products(limit=10, after=ids[-3])
+    assert [p.id for p in last.items] == ids[-2:]
+    assert last.next_after is None
+
+
+def _exact_top_k(
+    embeddings: dict[int, np.ndarray], query: np.ndarray, k: int, allowed: set[int] | None = None
+) -> list[int]:
+    ids = [i for i in embeddings if allowed is None or i in allowed]
+    matrix = np.stack([embeddings[i] for i in ids])
+    scores = matrix @ query
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [ids[j] for j in order]
+
+
+def test_nearest_returns_exact_top_k_for_stored_vectors(
+    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+) -> None:
+    rng = np.random.default_rng(1)
+    for product_id in rng.choice(sorted(embeddings), size=20, replace=False):
+        query = embeddings[int(product_id)]
+        expected = _exact_top_k(embeddings, query, 10)
+        for exact in (True, False):
+            hits = repository.nearest(query, k=10, exact=exact)
+            assert [h.product.id for h in hits] == expected
+            assert hits[0].product.id == product_id
+            assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+            scores = [h.score for h in hits]
+            assert scores == sorted(scores, reverse=True)
+            expected_scores = [float(embeddings[i] @ query) for i in expected]
+            assert scores == pytest.approx(expected_scores, abs=1e-5)
+
+
+def test_nearest_returns_k_rows_under_a_one_percent_filter(
+    embeddings: dict[int, np.ndarray],
+    repository: CatalogRepository,
+    source_rows: list[dict[str, Any]],
+) -> None:
+    counts = Counter(r["articleType"] for r in source_rows)
+    # An articleType holding about 1% of the products, far from the query's cluster.
+    article_type = min(counts, key=lambda a: (abs(counts[a] - N_PRODUCTS // 100), a))
+    allowed = {r["id"] for r in source_rows if r["articleType"] == article_type}
+    assert 10 <= len(allowed) <= 40
+    outsider = next(r["id"] for r in source_rows if r["articleType"] != article_type)
+    query = embeddings[outsider]
+    hits = repository.nearest(query, k=10, filters={"articleType": article_type})
+    assert len(hits) == 10
+    assert all(h.product.article_type == article_type for h in hits)
+    assert [h.product.id for h in hits] == _exact_top_k(embeddings, query, 10, allowed)
+    # More requested than match: every match, and no more.
+    hits = repository.nearest(query, k=len(allowed) + 5, filters={"articleType": article_type})
+    assert {h.product.id for h in hits} == allowed
+
+
+def test_wrong_dimension_is_refused_and_changes_nothing(
+    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+) -> None:
+    before = _snapshot(repository)
+    good = repository.get(next(iter(embeddings)), with_embedding=True)
+    bad = good.model_copy(update={"id": good.id + 1, "embedding": np.ones(17, np.float32)})
+    with pytest.raises(EmbeddingDimensionError, match="dimension 17"):
+        repository.upsert_many([good, bad])
+    with pytest.raises(EmbeddingDimensionError):
+        repository.nearest(np.ones(repository.dimension + 1), k=5)
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        repository.nearest(np.full(repository.dimension, np.nan), k=5)
+    assert _snapshot(repository) == before
+
+
+def test_bad_arguments_get_typed_errors_and_change_nothing(
+    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+) -> None:
+    before = _snapshot(repository)
+    query = next(iter(embeddings.values()))
+    with pytest.raises(InvalidFilterError, match="unknown filter field 'colour'"):
+        repository.nearest(query, k=5, filters={"colour": "Red"})
+    with pytest.raises(InvalidFilterError, match="unknown filter field"):
+        repository.list_products({"id; DROP TABLE products": 1})
+    with pytest.raises(InvalidFilterError, match="integer"):
+        repository.count({"year": "twenty"})
+    with pytest.raises(InvalidFilterError, match="1 to 100 values"):
+        repository.count({"gender": []})
+    with pytest.raises(InvalidArgumentError):
+        repository.nearest(query, k=0)
+    with pytest.raises(InvalidArgumentError):
+        repository.list_products(limit=10_000)
+    with pytest.raises(ProductNotFoundError, match="999999999"):
+        repository.get(999_999_999)
+    duplicate = repository.get(next(iter(embeddings)))
+    with pytest.raises(InvalidProductError, match="more than once"):
+        repository.upsert_many([duplicate, duplicate])
+    assert repository.count({"gender": "Men'; DELETE FROM products; --"}) == 0
+    assert _snapshot(repository) == before
+
+
+def test_invalid_image_key_is_refused(loaded: LoadSummary, store: ObjectStore) -> None:
+    for key in ("", "../etc/passwd", "/abs/key.jpg", "a//b.jpg", "bad\x00key"):
+        with pytest.raises(ValidationError, match="image_key"):
+            Product(id=1, product_display_name="x", image_key=key)
+    with pytest.raises(ObjectNotFoundError):
+        store.get(store.settings.images_bucket, "products/does-not-exist.jpg")
+
+
+def test_upsert_keeps_embedding_when_none_given_and_delete(
+    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+) -> None:
+    product_id = max(embeddings)
+    product = repository.get(product_id)
+    renamed = product.model_copy(update={"product_display_name": "Renamed Shirt"})
+    repository.upsert_many([renamed])
+    stored = repository.get(product_id, with_embedding=True)
+    assert stored.product_display_name == "Renamed Shirt"
+    assert stored.model_version == MODEL_VERSION
+    assert stored.embedding is not None
+    np.testing.assert_allclose(stored.embedding, embeddings[product_id], atol=1e-6)
+    new = Product(id=123_456_789, product_display_name="Temporary", image_key="products/t.jpg")
+    assert repository.upsert_many([new]) == 1
+    assert repository.delete([new.id, 987_654_321]) == 1
+    with pytest.raises(ProductNotFoundError):
+        repository.get(new.id)
+    repository.upsert_many([product])

@@ -1,0 +1,49 @@
+"""The object store on the real S3 server: key layout, round trips, typed errors."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+from fashion_search.errors import InvalidObjectKeyError, ObjectNotFoundError
+from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore, product_image_key, validate_object_key
+
+
+@pytest.mark.parametrize(
+    "key", ["", " ", "/abs", "a/../b", "a//b", "./a", "tab\there", "back\\slash", "k" * 1025]
+)
+def test_unsafe_keys_are_refused(key: str) -> None:
+    with pytest.raises(InvalidObjectKeyError):
+        validate_object_key(key)
+
+
+def test_key_layout() -> None:
+    assert product_image_key(15970) == "products/15970.jpg"
+    assert validate_object_key("incoming/Men's navy shirt (1).jpg")
+
+
+def test_buckets_exist_and_round_trip(store: ObjectStore, settings: Settings) -> None:
+    names = {b["Name"] for b in store.client.list_buckets()["Buckets"]}
+    assert set(settings.buckets) <= names
+    data = bytes(range(256)) * 100
+    etag = store.put(settings.datasets_bucket, "splits/v1/blob.bin", data, "application/x-test")
+    assert len(etag) == 32
+    assert store.get(settings.datasets_bucket, "splits/v1/blob.bin") == data
+    assert store.exists(settings.datasets_bucket, "splits/v1/blob.bin")
+    with urllib.request.urlopen(
+        store.presigned_url(settings.datasets_bucket, "splits/v1/blob.bin")
+    ) as r:
+        assert r.read() == data
+
+
+def test_missing_and_invalid_objects(store: ObjectStore, settings: Settings) -> None:
+    with pytest.raises(ObjectNotFoundError, match=r"nope\.jpg"):
+        store.get(settings.images_bucket, "products/nope.jpg")
+    assert not store.exists(settings.images_bucket, "products/nope.jpg")
+    with pytest.raises(InvalidObjectKeyError):
+        store.put(settings.images_bucket, "../escape.jpg", b"x")
+    with pytest.raises(InvalidObjectKeyError):
+        store.put_many(settings.images_bucket, [("products/ok.jpg", b"x"), ("", b"y")])
+    assert not store.exists(settings.images_bucket, "products/ok.jpg")  # nothing half-written
