@@ -11,20 +11,26 @@ from stack.orchestrator import ROLES, down, service, setup, status, up
 from stack.service import StackError
 
 
+def _role(value: str) -> str:
+    if value not in ROLES:
+        raise argparse.ArgumentTypeError(f"unknown service {value!r}; known: {', '.join(ROLES)}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "install what is missing and start"), ("down", "stop")):
         p = commands.add_parser(name, help=text)
-        p.add_argument("services", nargs="*", choices=ROLES, help="default: all")
+        p.add_argument("services", nargs="*", type=_role, metavar="SERVICE", help="default: all")
         if name == "up":
             p.add_argument("--profile", choices=["native", "pip"], help="FS_PROFILE")
         else:
             p.add_argument("--purge", action="store_true", help="also delete their data")
     commands.add_parser("status", help="what runs, with which implementation")
     p = commands.add_parser("setup", help="only create databases/buckets/topics on FS_* endpoints")
-    p.add_argument("services", nargs="*", choices=ROLES, help="default: all")
+    p.add_argument("services", nargs="*", type=_role, metavar="SERVICE", help="default: all")
     p = commands.add_parser("logs", help="the end of a service's log")
     p.add_argument("service", choices=ROLES)
     p.add_argument("-n", "--lines", type=int, default=50)
