@@ -14,13 +14,13 @@ def kafka_ready(bootstrap: str) -> bool:
     host, _, port = bootstrap.split(",")[0].rpartition(":")
     if not port_in_use(int(port), host):
         return False  # checked first: librdkafka logs every refused connection
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+    metadata = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4}).list_topics(timeout=2)
     return bool(metadata.brokers)
 
 
 def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> None:
     """Create the system's topics that do not exist yet."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
         NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
