@@ -62,16 +62,20 @@ def load_catalog(
     bucket = store.settings.images_bucket
     loaded = skipped = 0
     rows = count_rows(source)
-    total = limit if rows is None else max(0, min(rows - offset, limit or rows))
+    total = (
+        limit
+        if rows is None
+        else max(0, rows - offset if limit is None else min(rows - offset, limit))
+    )
     with tqdm(total=total, unit="product", desc="catalog", disable=not progress) as bar:
         for batch in _batched(_products(items, dataset), batch_size):
-            bar.update(len(batch))
+            todo = batch
             if skip_existing:
                 existing = repository.existing_ids([p.id for p, _ in batch])
-                batch = [(p, image) for p, image in batch if p.id not in existing]
+                todo = [(p, image) for p, image in batch if p.id not in existing]
                 skipped += len(existing)
-            if not batch:
-                continue
-            store.put_many(bucket, ((p.image_key, image) for p, image in batch))
-            loaded += repository.upsert_many([p for p, _ in batch])
+            if todo:
+                store.put_many(bucket, ((p.image_key, image) for p, image in todo))
+                loaded += repository.upsert_many([p for p, _ in todo])
+            bar.update(len(batch))
     return LoadSummary(loaded=loaded, skipped=skipped, report=report)
