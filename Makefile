@@ -32,4 +32,4 @@ test: lint
 	$(PY) -m pytest
 
 bench: bootstrap
-	$(PY) bench/catalog.py
+	$(PY) -m bench.catalog

@@ -5,7 +5,7 @@ Loads N shared products with clustered 512-d vectors into a scratch database and
 - nearest-neighbour latency p50/p95 with the HNSW index against exact search (baseline),
   unfiltered and under a ~1% filter, with HNSW recall@10 against the exact answers.
 
-    .venv/bin/python bench/catalog.py --products 20000 --queries 200
+    .venv/bin/python -m bench.catalog --products 20000 --queries 200
 """
 
 from __future__ import annotations

@@ -54,6 +54,44 @@ def _set_dim(args: argparse.Namespace) -> None:
     )
 
 
+def _train(args: argparse.Namespace) -> None:
+    import torch
+
+    from fashion_search.model.factory import ModelSpec
+    from fashion_search.model.pipeline import train_and_register
+    from fashion_search.model.train import SCRATCH_RECIPE, TrainConfig
+
+    settings = get_settings()
+    recipe: dict[str, object] = dict(SCRATCH_RECIPE) if args.pretrained is None else {}
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "precision")}
+    recipe.update({k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig(**recipe)  # type: ignore[arg-type]
+    device = (
+        args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    outcome = train_and_register(
+        settings,
+        ModelSpec(args.architecture, args.pretrained),
+        config,
+        args.source or settings.dataset_source,
+        limit=args.limit,
+        device=device,
+    )
+    took = (time.perf_counter() - started) / 60
+    print(
+        f"run {outcome.run_id}: version {outcome.version.version}, {took:.1f} min on {device}"
+        f" (training loop {outcome.train_minutes:.1f} min)"
+    )
+    print(f"{'metric':<22} {'candidate':>10} {'champion':>10}")
+    for name, value in outcome.metrics.items():
+        before = (outcome.champion_metrics or {}).get(name)
+        print(f"{name:<22} {value:>10.4f} {'' if before is None else f'{before:>10.4f}'}")
+    print("promoted to champion" if outcome.promoted else "champion unchanged")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fashion-search`` command."""
     parser = argparse.ArgumentParser(prog="fashion-search", description=__doc__)
@@ -74,6 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("set-embedding-dim", help="move the catalog to another dimension")
     p.add_argument("dimension", type=int)
     p.set_defaults(run=_set_dim)
+
+    p = commands.add_parser("train", help="train, evaluate, register; promote if better")
+    p.add_argument("--architecture", default="fashion-compact", help="open_clip model name")
+    p.add_argument(
+        "--pretrained", help="pretrained tag (openai, laion2b_s34b_b79k) or checkpoint path"
+    )
+    p.add_argument("--source", help="dataset (FS_DATASET_SOURCE)")
+    p.add_argument("--limit", type=int, help="use only the first N dataset rows")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["bf16", "fp32"])
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(run=_train)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

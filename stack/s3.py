@@ -15,12 +15,10 @@ MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
 MINIO_KAFKA_ARN = "arn:minio:sqs::PRIMARY:kafka"
 
 
-class MinIO(Service):
-    """Object store for images, datasets, model artifacts and uploads; uploads notify Kafka."""
+class S3Server(Service):
+    """Object store for images, datasets, model artifacts and uploads."""
 
     role = "s3"
-    implementation = f"MinIO (go install github.com/minio/minio@{MINIO_VERSION})"
-    ready_timeout_s = 60.0
 
     @property
     def port(self) -> int:
@@ -29,6 +27,13 @@ class MinIO(Service):
     @property
     def endpoint(self) -> str:
         return self.settings.s3_endpoint_url
+
+
+class MinIO(S3Server):
+    """MinIO; new objects in the uploads bucket are announced on Kafka."""
+
+    implementation = f"MinIO (go install github.com/minio/minio@{MINIO_VERSION})"
+    ready_timeout_s = 60.0
 
     @property
     def _binary(self) -> Path:
@@ -79,22 +84,13 @@ class MinIO(Service):
         )
 
 
-class MotoS3(Service):
+class MotoS3(S3Server):
     """Fallback S3 server (moto); it cannot send bucket notifications to Kafka."""
 
-    role = "s3"
     implementation = "moto server 5.2 - FALLBACK for MinIO (no bucket notifications to Kafka)"
     is_fallback = True
     ready_timeout_s = 30.0
     requirements = ("moto[server]==5.2.5",)
-
-    @property
-    def port(self) -> int:
-        return self.settings.s3_port
-
-    @property
-    def endpoint(self) -> str:
-        return self.settings.s3_endpoint_url
 
     @property
     def _venv(self) -> Path:

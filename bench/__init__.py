@@ -1,0 +1,1 @@
+"""Benchmarks: run as modules (``python -m bench.NAME``), each prints a table with ratios."""

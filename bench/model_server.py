@@ -1,0 +1,189 @@
+"""Model-serving benchmark: PyTorch eager vs ONNX Runtime fp32 vs int8, text cut, batching.
+
+Random-init weights (speed does not depend on them); runs without the stack:
+
+    .venv/bin/python -m bench.model_server --architecture ViT-B-32
+    .venv/bin/python -m bench.model_server --architecture fashion-compact --batches 1 8 32 256
+
+Prints throughput tables with ratios against PyTorch eager (same process), query latency at
+the full context length vs cut after the end-of-text token, and gRPC throughput under
+concurrent clients with and without server-side batching, plus int8 parity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import torch
+
+from fashion_search.dataset import iter_dataset
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.model.factory import ModelSpec, create_clip
+from fashion_search.model.onnx_export import (
+    export_image_tower,
+    export_text_tower,
+    quantize_int8,
+)
+from fashion_search.model.registry import RegisteredVersion
+from fashion_search.model.towers import cut_tokens
+from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
+from fashion_search.settings import Settings
+from model_server.loader import ExportedModel
+from model_server.model import ServedModel
+from model_server.service import EmbeddingService
+
+
+def _rate(fn: Callable[[], Any], items: int, seconds: float = 3.0) -> float:
+    fn()  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        fn()
+        done += items
+    return done / (time.perf_counter() - started)
+
+
+def _latency_ms(fn: Callable[[], Any], repeats: int = 30) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def _serve(model: ServedModel, port: int, max_batch: int) -> Callable[[], None]:
+    settings = Settings(model_server_port=port, model_max_batch=max_batch, model_max_wait_ms=5)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    server_box: dict[str, Any] = {}
+
+    async def run() -> None:
+        service = EmbeddingService(settings, model)
+        await service.start()
+        server = grpc.aio.server()
+        pb_grpc.add_EmbeddingServiceServicer_to_server(service, server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        server_box["server"] = server
+        ready.set()
+        await server.wait_for_termination()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
+    thread.start()
+    ready.wait(30)
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(server_box["server"].stop(0), loop).result(10)
+        thread.join(10)
+
+    return stop
+
+
+def main() -> None:
+    """Run and print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--architecture", default="ViT-B-32")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--source", default=Settings().dataset_source)
+    args = parser.parse_args()
+
+    torch.set_num_threads(torch.get_num_threads())
+    clip = create_clip(ModelSpec(args.architecture))
+    items = list(iter_dataset(args.source, limit=max(args.batches) + 64))
+    images = [item.image for item in items]
+    titles = [item.fields.product_display_name for item in items]
+    tmp = Path(tempfile.mkdtemp())
+    files = {
+        "fp32": {
+            "image": export_image_tower(clip, tmp / "image.onnx"),
+            "text": export_text_tower(clip, tmp / "text.onnx"),
+        }
+    }
+    files["int8"] = {t: quantize_int8(p, tmp / f"{t}.int8.onnx") for t, p in files["fp32"].items()}
+    version = RegisteredVersion("bench", "0", None, str(tmp))
+    served = {v: ServedModel(ExportedModel(version, v, f, clip)) for v, f in files.items()}
+    fp32 = served["fp32"]
+    pixels = np.stack([fp32.preprocess(b, 40_000_000) for b in images])
+    tokens = clip.tokenize(titles).numpy().astype(np.int64)
+
+    params = sum(p.numel() for p in clip.model.parameters()) / 1e6
+    threads = torch.get_num_threads()
+    print(f"\n{args.architecture}: {params:.1f}M params, {threads} threads, {fp32.providers}")
+    for tower in ("image", "text"):
+        unit = "images/s" if tower == "image" else "texts/s"
+        print(f"\n{tower} tower, {unit:<9} " + "".join(f"{f'bs {b}':>12}" for b in args.batches))
+        rows: dict[str, list[float]] = {}
+        with torch.no_grad():
+            for b in args.batches:
+                if tower == "image":
+                    x = torch.from_numpy(pixels[:b])
+                    rows.setdefault("PyTorch eager", []).append(
+                        _rate(lambda x=x: clip.model.encode_image(x), b, args.seconds)
+                    )
+                else:
+                    t = torch.from_numpy(tokens[:b])
+                    rows.setdefault("PyTorch eager", []).append(
+                        _rate(lambda t=t: clip.model.encode_text(t), b, args.seconds)
+                    )
+                for variant, model in served.items():
+                    session = model.image if tower == "image" else model.text
+                    batch = pixels[:b] if tower == "image" else cut_tokens(tokens[:b])
+                    rows.setdefault(f"ONNX Runtime {variant}", []).append(
+                        _rate(lambda s=session, x=batch: s.run(x), b, args.seconds)
+                    )
+        base = rows["PyTorch eager"]
+        for name, values in rows.items():
+            cells = "".join(f"{v:>7.1f} {v / base[i]:>3.1f}x" for i, v in enumerate(values))
+            print(f"{name:<21}{cells}")
+
+    query = clip.tokenize(["navy blue casual shirt for men"]).numpy().astype(np.int64)
+    full = _latency_ms(lambda: fp32.text.run(query))
+    cut = _latency_ms(lambda: fp32.text.run(cut_tokens(query)))
+    print(
+        f"\nquery latency (ORT fp32, batch 1): {query.shape[1]} tokens {full:.2f} ms,"
+        f" cut to {cut_tokens(query).shape[1]} tokens {cut:.2f} ms ({full / cut:.1f}x)"
+    )
+
+    int8 = served["int8"]
+    image_cos = _cos(int8.image.run(pixels[:32]), fp32.image.run(pixels[:32]))
+    text_cos = _cos(int8.text.run(cut_tokens(tokens[:64])), fp32.text.run(cut_tokens(tokens[:64])))
+    print(f"int8 parity vs fp32 (min cosine): image {image_cos:.5f}, text {text_cos:.5f}")
+
+    print(f"\ngRPC, {args.clients} concurrent clients, one item per request")
+    print(f"{'':<26} {'images/s':>9} {'texts/s':>9}")
+    rates: dict[str, list[float]] = {}
+    for label, max_batch in (("no server batching", 1), ("server batching (max 32)", 32)):
+        stop = _serve(fp32, 50551, max_batch)
+        with EmbeddingClient("127.0.0.1:50551") as client, ThreadPoolExecutor(args.clients) as pool:
+            for payloads, call in ((images, client.embed_images), (titles, client.embed_texts)):
+                work = [[p] for p in (payloads * 8)[: args.clients * 8]]
+                list(pool.map(call, work[: args.clients]))  # warm-up
+                started = time.perf_counter()
+                list(pool.map(call, work))
+                rates.setdefault(label, []).append(len(work) / (time.perf_counter() - started))
+        stop()
+    base = rates["no server batching"]
+    for label, (img, txt) in rates.items():
+        print(f"{label:<26} {img:>9.1f} {txt:>9.1f}   ({img / base[0]:.1f}x, {txt / base[1]:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()

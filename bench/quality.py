@@ -1,0 +1,112 @@
+"""Retrieval quality of a registered model: PyTorch vs its ONNX fp32 and int8 exports, next to
+the random-init floor of the same architecture, on the held-out split.
+
+    .venv/bin/python -m bench.quality                 # the champion of FS_MODEL_NAME
+    .venv/bin/python -m bench.quality --version 3 --limit 5000
+
+Needs the stack (MLflow + S3) for the registered weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fashion_search.model.data import load_split
+from fashion_search.model.embed import normalize_pixels
+from fashion_search.model.evaluate import evaluate, evaluate_embeddings
+from fashion_search.model.factory import Clip, ModelSpec, create_clip
+from fashion_search.model.onnx_export import (
+    export_image_tower,
+    export_text_tower,
+    quantize_int8,
+)
+from fashion_search.model.registry import (
+    RegisteredVersion,
+    champion,
+    configure_mlflow,
+    load_version,
+)
+from fashion_search.model.towers import cut_tokens
+from fashion_search.settings import get_settings
+from model_server.runtime import OnnxSession
+
+
+def _onnx_metrics(clip: Clip, files: dict[str, Path], test: Any, train: Any) -> dict[str, float]:
+    image, text = OnnxSession(files["image"]), OnnxSession(files["text"])
+
+    def embed_images(images: np.ndarray) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), 256):
+            pixels = normalize_pixels(torch.from_numpy(images[start : start + 256]), clip).numpy()
+            out.append(image.run(pixels))
+        return np.concatenate(out)
+
+    def embed_texts(texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), 256):
+            tokens = clip.tokenize(texts[start : start + 256]).numpy().astype(np.int64)
+            out.append(text.run(cut_tokens(tokens)))
+        return np.concatenate(out)
+
+    return evaluate_embeddings(
+        embed_texts,
+        embed_images(test.images),
+        test.fields,
+        embed_images(train.images),
+        train.fields,
+    )
+
+
+def main() -> None:
+    """Evaluate and print."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--version", help="registry version (default: the champion)")
+    parser.add_argument("--limit", type=int, help="dataset rows (default: all)")
+    args = parser.parse_args()
+    settings = get_settings()
+    client = configure_mlflow(settings)
+    if args.version:
+        version = RegisteredVersion(settings.model_name, args.version, None, "")
+    else:
+        found = champion(client, settings.model_name, settings.model_alias)
+        if found is None:
+            raise SystemExit(f"{settings.model_name} has no {settings.model_alias}")
+        version = found
+    clip = load_version(version)
+    train = load_split(settings.dataset_source, clip.image_size, "train", args.limit)
+    test = load_split(settings.dataset_source, clip.image_size, "test", args.limit)
+    tmp = Path(tempfile.mkdtemp())
+    fp32 = {
+        "image": export_image_tower(clip, tmp / "i.onnx"),
+        "text": export_text_tower(clip, tmp / "t.onnx"),
+    }
+    int8 = {k: quantize_int8(v, tmp / f"{k}.int8.onnx") for k, v in fp32.items()}
+    rows: dict[str, dict[str, float]] = {}
+    for label, run in (
+        (
+            "random init",
+            lambda: evaluate(create_clip(ModelSpec(clip.spec.architecture)), test, train),
+        ),
+        (f"v{version.version} PyTorch", lambda: evaluate(clip, test, train)),
+        (f"v{version.version} ONNX fp32", lambda: _onnx_metrics(clip, fp32, test, train)),
+        (f"v{version.version} ONNX int8", lambda: _onnx_metrics(clip, int8, test, train)),
+    ):
+        started = time.perf_counter()
+        rows[label] = run()
+        print(f"{label}: evaluated in {time.perf_counter() - started:.0f} s")
+    names = [n for n in rows[f"v{version.version} PyTorch"] if n != "title_queries"]
+    print(f"\n{len(train)} train / {len(test)} test products, {clip.spec.architecture}")
+    print(f"{'metric':<22}" + "".join(f"{label:>18}" for label in rows))
+    for name in names:
+        print(f"{name:<22}" + "".join(f"{rows[label][name]:>18.3f}" for label in rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Typed client of the model server (used by the functions, the DAGs and the benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from fashion_search.errors import FashionSearchError
+from fashion_search.rpc import embedding_pb2 as pb
+from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
+
+Array = np.ndarray[Any, np.dtype[np.float32]]
+_MAX_MESSAGE = 96 * 1024 * 1024
+
+
+class EmbeddingRequestError(FashionSearchError):
+    """The model server refused the input (bad or oversized text or image)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ModelServerUnavailableError(FashionSearchError):
+    """The model server cannot be reached or did not answer in time."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the model server serves."""
+
+    model_name: str
+    registry_name: str
+    registry_version: str
+    dimension: int
+    execution_providers: list[str]
+    quantized: bool
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Embeddings ``[N, D]`` and the registry version that produced them."""
+
+    vectors: Array
+    model_version: str
+
+
+class EmbeddingClient:
+    """Blocking gRPC client; one channel, reused."""
+
+    def __init__(self, address: str, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", _MAX_MESSAGE),
+                ("grpc.max_receive_message_length", _MAX_MESSAGE),
+            ],
+        )
+        self._stub = pb_grpc.EmbeddingServiceStub(self._channel)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> EmbeddingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=self.timeout_s)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ModelServerUnavailableError(f"model server: {error.details()}") from error
+            raise EmbeddingRequestError(code, error.details()) from error
+
+    @staticmethod
+    def _embeddings(response: pb.EmbeddingsResponse) -> Embeddings:
+        vectors = np.array([e.values for e in response.embeddings], dtype=np.float32)
+        return Embeddings(vectors, response.model_version)
+
+    def embed_texts(self, texts: Sequence[str]) -> Embeddings:
+        """L2-normalised embeddings of ``texts``."""
+        return self._embeddings(
+            self._call(self._stub.EmbedTexts, pb.EmbedTextsRequest(texts=list(texts)))
+        )
+
+    def embed_images(self, images: Sequence[bytes]) -> Embeddings:
+        """L2-normalised embeddings of encoded images."""
+        return self._embeddings(
+            self._call(self._stub.EmbedImages, pb.EmbedImagesRequest(images=list(images)))
+        )
+
+    def info(self) -> ModelInfo:
+        """The served model."""
+        r = self._call(self._stub.Info, pb.InfoRequest())
+        return ModelInfo(
+            r.model_name, r.registry_name, r.registry_version, r.dimension,
+            list(r.execution_providers), r.quantized,
+        )  # fmt: skip
+
+    def healthy(self) -> bool:
+        """Whether the server answers SERVING."""
+        try:
+            response = self._call(self._stub.Health, pb.HealthRequest())
+        except ModelServerUnavailableError:
+            return False
+        return bool(response.status == pb.HealthResponse.SERVING)

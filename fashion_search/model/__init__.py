@@ -1,0 +1,1 @@
+"""CLIP model code shared by training, evaluation, export, serving and benchmarks."""

@@ -1,0 +1,72 @@
+"""Training/evaluation data: products with preprocessed images, split by image content.
+
+The split hashes each image's bytes, so byte-identical images (the same product listed under
+several ids) always fall into the same split, and the split never depends on row order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fashion_search.catalog.models import ProductFields
+from fashion_search.dataset import iter_dataset
+from fashion_search.model.preprocess import decode_image, pad_to_square
+
+TEST_PERCENT = 20
+
+
+def in_test_split(image: bytes, test_percent: int = TEST_PERCENT) -> bool:
+    """Whether an image belongs to the held-out split."""
+    return int(hashlib.sha1(image).hexdigest()[:8], 16) % 100 < test_percent
+
+
+def attribute_caption(fields: ProductFields, template: str = "{g} {c} {a}") -> str:
+    """``"{gender} {baseColour} {articleType}"`` (or another phrasing) of a product."""
+    return " ".join(
+        template.format(
+            g=fields.gender or "", c=fields.base_colour or "", a=fields.article_type or ""
+        ).split()
+    )
+
+
+@dataclass
+class ProductImages:
+    """Products with their images resized to a square uint8 array ``[N, S, S, 3]``."""
+
+    fields: list[ProductFields]
+    images: np.ndarray[Any, np.dtype[np.uint8]]
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def caption(self, index: int, rng: random.Random, title_share: float = 0.5) -> str:
+        """A training caption: the title (with probability ``title_share``) or the attributes."""
+        fields = self.fields[index]
+        if rng.random() < title_share:
+            return fields.product_display_name
+        return attribute_caption(fields)
+
+
+def load_split(
+    source: str, image_size: int, split: str, limit: int | None = None, offset: int = 0
+) -> ProductImages:
+    """The ``split`` ("train" or "test") products among rows ``offset..offset+limit``."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    fields, images = [], []
+    for item in iter_dataset(source, offset=offset, limit=limit):
+        if in_test_split(item.image) != (split == "test"):
+            continue
+        square = pad_to_square(decode_image(item.image)).resize(
+            (image_size, image_size), Image.Resampling.BICUBIC
+        )
+        fields.append(item.fields)
+        images.append(np.asarray(square, dtype=np.uint8))
+    array = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return ProductImages(fields, array)

@@ -1,0 +1,143 @@
+"""Retrieval and classification metrics on a held-out split (one function for training runs,
+the DAGs and the benchmarks).
+
+- title -> image: each distinct product title is a query; relevant images are the products
+  with that title. Recall@1, Recall@10, MRR.
+- attribute queries: ``"{gender} {baseColour} {articleType}"`` (the training phrasing) and
+  ``"{baseColour} {articleType} for {gender}"`` (unseen) -> Precision@10, relevant when all
+  three attributes match; one query per combination with at least 10 matching test products
+  (so a perfect ranking scores 1).
+- kNN-10 classification of masterCategory, articleType and baseColour from the train split's
+  image embeddings (similarity-weighted vote).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from fashion_search.catalog.models import ProductFields
+from fashion_search.model.data import ProductImages
+from fashion_search.model.embed import embed_images, embed_texts
+from fashion_search.model.factory import Clip
+
+Array = np.ndarray[Any, np.dtype[np.float32]]
+TextEmbedder = Callable[[list[str]], Array]
+SEEN_PHRASING = "{g} {c} {a}"
+UNSEEN_PHRASING = "{c} {a} for {g}"
+KNN_LABELS = ("master_category", "article_type", "base_colour")
+
+
+def _top_k(queries: Array, keys: Array, k: int) -> np.ndarray[Any, Any]:
+    """Indices of the k best keys per query, best first (chunked to bound memory)."""
+    out = []
+    for start in range(0, len(queries), 1024):
+        scores = queries[start : start + 1024] @ keys.T
+        part = np.argpartition(-scores, min(k, keys.shape[0] - 1), axis=1)[:, :k]
+        order = np.take_along_axis(scores, part, axis=1).argsort(axis=1)[:, ::-1]
+        out.append(np.take_along_axis(part, order, axis=1))
+    return np.concatenate(out) if out else np.zeros((0, k), int)
+
+
+def title_retrieval(
+    embed_text: TextEmbedder, images: Array, fields: Sequence[ProductFields]
+) -> dict[str, float]:
+    """Recall@1, Recall@10 and MRR of product titles as queries."""
+    by_title: dict[str, list[int]] = defaultdict(list)
+    for i, f in enumerate(fields):
+        by_title[f.product_display_name].append(i)
+    titles = sorted(by_title)
+    queries = embed_text(titles)
+    ranks = np.empty(len(titles))
+    for start in range(0, len(titles), 1024):
+        scores = queries[start : start + 1024] @ images.T
+        for row, title in enumerate(titles[start : start + 1024]):
+            best = scores[row, by_title[title]].max()
+            ranks[start + row] = 1 + np.count_nonzero(scores[row] > best)
+    return {
+        "title_r1": float(np.mean(ranks <= 1)),
+        "title_r10": float(np.mean(ranks <= 10)),
+        "title_mrr": float(np.mean(1.0 / ranks)),
+        "title_queries": float(len(titles)),
+    }
+
+
+def attribute_precision(
+    embed_text: TextEmbedder,
+    images: Array,
+    fields: Sequence[ProductFields],
+    template: str,
+    min_relevant: int = 10,
+) -> float:
+    """Mean Precision@10 of attribute queries written with ``template``."""
+    keys = [(f.gender, f.base_colour, f.article_type) for f in fields]
+    counts = Counter(k for k in keys if all(k))
+    combos = sorted(k for k, n in counts.items() if n >= min_relevant)
+    if not combos:
+        return 0.0
+    texts = [" ".join(template.format(g=g, c=c, a=a).split()) for g, c, a in combos]
+    top = _top_k(embed_text(texts), images, 10)
+    key_array = np.array(keys, dtype=object)
+    precisions = [
+        np.mean([tuple(key_array[j]) == combo for j in top[q]]) for q, combo in enumerate(combos)
+    ]
+    return float(np.mean(precisions))
+
+
+def knn_accuracy(
+    test_images: Array,
+    test_fields: Sequence[ProductFields],
+    train_images: Array,
+    train_fields: Sequence[ProductFields],
+    k: int = 10,
+) -> dict[str, float]:
+    """Accuracy of a similarity-weighted kNN vote for each label in KNN_LABELS."""
+    top = _top_k(test_images, train_images, k)
+    scores = np.take_along_axis(test_images @ train_images.T, top, axis=1) if len(top) else top
+    result = {}
+    for label in KNN_LABELS:
+        correct = 0
+        for row, neighbours in enumerate(top):
+            votes: dict[str | None, float] = defaultdict(float)
+            for j, score in zip(neighbours, scores[row], strict=True):
+                votes[getattr(train_fields[j], label)] += float(score)
+            correct += max(votes, key=lambda v: votes[v]) == getattr(test_fields[row], label)
+        result[f"knn_{label}"] = correct / max(len(top), 1)
+    return result
+
+
+def evaluate_embeddings(
+    embed_text: TextEmbedder,
+    test_images: Array,
+    test_fields: Sequence[ProductFields],
+    train_images: Array | None = None,
+    train_fields: Sequence[ProductFields] | None = None,
+) -> dict[str, float]:
+    """Every metric, from image embeddings and a text embedder (PyTorch or ONNX)."""
+    metrics = title_retrieval(embed_text, test_images, test_fields)
+    metrics["attr_p10_seen"] = attribute_precision(
+        embed_text, test_images, test_fields, SEEN_PHRASING
+    )
+    metrics["attr_p10_unseen"] = attribute_precision(
+        embed_text, test_images, test_fields, UNSEEN_PHRASING
+    )
+    if train_images is not None and train_fields is not None and len(train_fields):
+        metrics.update(knn_accuracy(test_images, test_fields, train_images, train_fields))
+    return metrics
+
+
+def evaluate(
+    clip: Clip, test: ProductImages, train: ProductImages | None = None
+) -> dict[str, float]:
+    """Every metric of a PyTorch CLIP on ``test`` (kNN against ``train`` when given)."""
+    clip.model.eval()
+    return evaluate_embeddings(
+        lambda texts: embed_texts(clip, texts),
+        embed_images(clip, test.images),
+        test.fields,
+        embed_images(clip, train.images) if train is not None else None,
+        train.fields if train is not None else None,
+    )

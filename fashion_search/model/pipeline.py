@@ -1,0 +1,103 @@
+"""Train, evaluate, register and (if better) promote a CLIP: what the training CLI and the
+finetune DAG run. Every run logs its parameters, per-epoch loss and metrics to MLflow."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+
+from fashion_search.model.data import TEST_PERCENT, load_split
+from fashion_search.model.evaluate import evaluate
+from fashion_search.model.factory import ModelSpec, create_clip
+from fashion_search.model.registry import (
+    PRIMARY_METRIC,
+    RegisteredVersion,
+    champion,
+    configure_mlflow,
+    load_version,
+    promote_if_better,
+    register_clip,
+)
+from fashion_search.model.train import TrainConfig, train
+from fashion_search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training run produced."""
+
+    run_id: str
+    version: RegisteredVersion
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    promoted: bool
+    train_minutes: float
+
+
+def train_and_register(
+    settings: Settings,
+    spec: ModelSpec,
+    config: TrainConfig,
+    source: str,
+    limit: int | None = None,
+    device: str = "cpu",
+    experiment: str = "fashion-clip",
+    progress: bool = True,
+) -> TrainingOutcome:
+    """Train ``spec`` on the train split of ``source``, evaluate it and the current champion on
+    the same test split, register it, and move the champion alias if it scores higher."""
+    client = configure_mlflow(settings)
+    clip = create_clip(spec, device)
+    train_data = load_split(source, clip.image_size, "train", limit)
+    test_data = load_split(source, clip.image_size, "test", limit)
+    split_id = f"{Path(source).name}:rows={limit or 'all'}:test={TEST_PERCENT}%:sha1-image"
+    log.info("split %s: %d train, %d test products", split_id, len(train_data), len(test_data))
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run() as run:
+        mlflow.log_params(
+            {
+                "architecture": spec.architecture,
+                "pretrained": spec.pretrained,
+                **config.to_dict(),
+                "device": device,
+                "split_id": split_id,
+                "train_products": len(train_data),
+                "test_products": len(test_data),
+            }
+        )
+        started = time.perf_counter()
+        train(
+            clip,
+            train_data,
+            config,
+            on_epoch=lambda epoch, loss: mlflow.log_metric("train_loss", loss, step=epoch),
+            progress=progress,
+        )
+        train_minutes = (time.perf_counter() - started) / 60
+        metrics = evaluate(clip, test_data, train_data)
+        mlflow.log_metrics({**metrics, "train_minutes": train_minutes})
+        version = register_clip(
+            client, clip, run.info.run_id, settings.model_name, split_id, metrics
+        )
+        current = champion(client, settings.model_name, settings.model_alias)
+        champion_metrics = None
+        if current is not None:
+            champion_metrics = evaluate(load_version(current, device), test_data, train_data)
+            mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+        promoted = promote_if_better(
+            client,
+            version,
+            metrics[PRIMARY_METRIC],
+            champion_metrics[PRIMARY_METRIC] if champion_metrics else None,
+            settings.model_alias,
+        )
+        mlflow.set_tag("promoted", str(promoted).lower())
+    return TrainingOutcome(
+        run.info.run_id, version, metrics, champion_metrics, promoted, train_minutes
+    )

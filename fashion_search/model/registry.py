@@ -1,0 +1,121 @@
+"""The MLflow model registry: register trained CLIP checkpoints, move the champion alias only
+when a new version beats it on the primary metric, and load a version back."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from fashion_search.model.factory import Clip, ModelSpec, create_clip
+from fashion_search.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+SPEC = "model.json"
+ARTIFACT_PATH = "clip"
+#: Higher is better; compared on the same test split (recorded as the version's tag).
+PRIMARY_METRIC = "title_mrr"
+
+
+def configure_mlflow(settings: Settings) -> MlflowClient:
+    """Point MLflow (tracking + artifact S3 endpoint) at the configured servers."""
+    os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", settings.s3_access_key)
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", settings.s3_secret_key)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return MlflowClient(settings.mlflow_tracking_uri)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version and where its files are."""
+
+    name: str
+    version: str
+    run_id: str | None
+    source: str
+
+
+def register_clip(
+    client: MlflowClient,
+    clip: Clip,
+    run_id: str,
+    name: str,
+    split_id: str,
+    metrics: dict[str, float],
+) -> RegisteredVersion:
+    """Log the checkpoint and spec as run artifacts and register them as a new version.
+
+    The version carries its test-split id and metrics as tags.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(clip.model.state_dict(), Path(tmp) / CHECKPOINT)
+        (Path(tmp) / SPEC).write_text(json.dumps(clip.spec.to_dict()))
+        client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
+    try:
+        client.create_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    run = client.get_run(run_id)
+    source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
+    version = client.create_model_version(name, source, run_id=run_id)
+    client.set_model_version_tag(name, version.version, "split_id", split_id)
+    for key, value in metrics.items():
+        client.set_model_version_tag(name, version.version, key, f"{value:.6f}")
+    return RegisteredVersion(name, str(version.version), run_id, source)
+
+
+def champion(client: MlflowClient, name: str, alias: str = "champion") -> RegisteredVersion | None:
+    """The version the alias points to, or None."""
+    try:
+        version = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    return RegisteredVersion(name, str(version.version), version.run_id, str(version.source))
+
+
+def promote_if_better(
+    client: MlflowClient,
+    candidate: RegisteredVersion,
+    candidate_score: float,
+    champion_score: float | None,
+    alias: str = "champion",
+) -> bool:
+    """Point ``alias`` at ``candidate`` when there is no champion or the candidate scores
+    higher (both measured on the same test split by the caller). Returns whether it moved."""
+    if champion_score is not None and candidate_score <= champion_score:
+        log.info(
+            "version %s (%.4f) does not beat the champion (%.4f): alias %s stays",
+            candidate.version, candidate_score, champion_score, alias,
+        )  # fmt: skip
+        return False
+    client.set_registered_model_alias(candidate.name, alias, candidate.version)
+    log.info("alias %s -> version %s (%.4f)", alias, candidate.version, candidate_score)
+    return True
+
+
+def load_version(version: RegisteredVersion, device: str = "cpu") -> Clip:
+    """Download a registered version's files and build its model."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                f"models:/{version.name}/{version.version}", dst_path=tmp
+            )
+        )
+        spec = ModelSpec(**json.loads((local / SPEC).read_text()))
+        clip = create_clip(ModelSpec(spec.architecture, None), device)
+        state = torch.load(local / CHECKPOINT, map_location=device, weights_only=True)
+    clip.model.load_state_dict(state)
+    clip.spec = spec
+    return clip

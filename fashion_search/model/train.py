@@ -1,0 +1,144 @@
+"""Contrastive fine-tuning / training of a CLIP on product images and captions.
+
+Symmetric InfoNCE (open_clip's ClipLoss), AdamW, linear warm-up then cosine decay, gradient
+clipping, optional horizontal flips, bf16 autocast; deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from open_clip import ClipLoss
+from tqdm import tqdm
+
+from fashion_search.model.data import ProductImages
+from fashion_search.model.embed import normalize_pixels
+from fashion_search.model.factory import Clip
+from fashion_search.model.towers import TextTower, cut_tokens_torch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters. Defaults are the original study's fine-tuning recipe;
+    training from scratch needs its own (see ``SCRATCH_RECIPE``)."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    flip: bool = True
+    title_share: float = 0.5  # captions: the title, else "{gender} {baseColour} {articleType}"
+    seed: int = 0
+    precision: Literal["bf16", "fp32"] = "bf16"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat parameters for MLflow."""
+        return asdict(self)
+
+
+#: From-scratch recipe of the compact default model (see shared/notes/model-baselines.md).
+SCRATCH_RECIPE = {
+    "epochs": 7,
+    "batch_size": 256,
+    "lr": 5e-4,
+    "warmup_steps": 100,
+    "title_share": 0.7,
+}
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, total: int, config: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to zero."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train(
+    clip: Clip,
+    data: ProductImages,
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+) -> list[float]:
+    """Train ``clip`` in place; returns the mean loss of each epoch (none for 0 epochs)."""
+    if config.epochs == 0:
+        return []
+    if len(data) < 2:
+        raise ValueError("training needs at least two products")
+    seed_everything(config.seed)
+    rng = random.Random(config.seed)
+    model = clip.model
+    device = next(model.parameters()).device
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "embedding" in n]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    loss_fn = ClipLoss()
+    text_tower = TextTower(clip)  # runs only up to the batch's last end-of-text token
+    batch_size = min(config.batch_size, len(data))
+    steps_per_epoch = len(data) // batch_size
+    total = steps_per_epoch * config.epochs
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    images = torch.from_numpy(data.images)
+    losses, step = [], 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(
+            len(data), generator=torch.Generator().manual_seed(config.seed + epoch)
+        )
+        running = 0.0
+        bar = tqdm(
+            range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress
+        )
+        for batch_index in bar:
+            idx = order[batch_index * batch_size : (batch_index + 1) * batch_size]
+            batch = images[idx]
+            if config.flip:
+                flip = torch.rand(len(idx), generator=torch.Generator().manual_seed(step)) < 0.5
+                batch[flip] = batch[flip].flip(2)
+            pixels = normalize_pixels(batch.to(device), clip)
+            captions = [data.caption(int(i), rng, config.title_share) for i in idx]
+            tokens = cut_tokens_torch(clip.tokenize(captions)).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, config)
+            with autocast:
+                image_features = model.encode_image(pixels, normalize=True)
+                text_features = text_tower(tokens)
+                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            running += loss.item()
+            step += 1
+            bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
+        losses.append(running / max(steps_per_epoch, 1))
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    model.eval()
+    return losses

@@ -1,0 +1,48 @@
+"""A served model version: tokeniser + preprocessing + the two ONNX sessions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fashion_search.model.preprocess import preprocess_image
+from fashion_search.model.towers import cut_tokens
+from model_server.loader import ExportedModel
+from model_server.runtime import OnnxSession
+
+Array = np.ndarray[Any, np.dtype[np.float32]]
+
+
+class ServedModel:
+    """Embeds texts and images with one registered version's ONNX towers."""
+
+    def __init__(self, exported: ExportedModel, threads: int = 0) -> None:
+        self.version = exported.version
+        self.variant = exported.variant
+        clip = exported.clip
+        self.architecture = clip.spec.architecture
+        self.dimension = clip.embed_dim
+        self.image_size = clip.image_size
+        self.mean, self.std = clip.mean, clip.std
+        self._tokenizer = clip.tokenizer
+        self.text = OnnxSession(exported.files["text"], threads)
+        self.image = OnnxSession(exported.files["image"], threads)
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers the sessions really use."""
+        return sorted(set(self.text.providers) | set(self.image.providers))
+
+    def embed_texts(self, texts: list[str]) -> Array:
+        """Tokenise, cut after the last end-of-text token, run the text tower."""
+        tokens = self._tokenizer(texts).numpy().astype(np.int64)
+        return self.text.run(cut_tokens(tokens))
+
+    def preprocess(self, data: bytes, max_pixels: int) -> Array:
+        """Decoded, padded, resized, normalised ``[3, S, S]`` pixels of one image."""
+        return preprocess_image(data, self.image_size, self.mean, self.std, max_pixels)
+
+    def embed_pixels(self, pixels: list[Array]) -> Array:
+        """Run the image tower on preprocessed images."""
+        return self.image.run(np.stack(pixels))

@@ -1,0 +1,197 @@
+"""The gRPC EmbeddingService: validation, batching, hot reload when the registry alias moves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+import numpy as np
+
+from fashion_search.errors import ImageTooLargeError, InvalidImageError
+from fashion_search.model.registry import configure_mlflow
+from fashion_search.rpc import embedding_pb2 as pb
+from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
+from fashion_search.settings import Settings
+from model_server.batcher import MicroBatcher
+from model_server.loader import export_version, resolve
+from model_server.model import ServedModel
+
+log = logging.getLogger(__name__)
+Array = np.ndarray[Any, np.dtype[np.float32]]
+
+
+def load_model(settings: Settings) -> ServedModel:
+    """The model the alias points to now, exported (or from the cache) and in sessions."""
+    client = configure_mlflow(settings)
+    return ServedModel(export_version(settings, resolve(settings, client)), settings.model_threads)
+
+
+def _response(embeddings: Array, version: str) -> pb.EmbeddingsResponse:
+    return pb.EmbeddingsResponse(
+        embeddings=[pb.Embedding(values=row.tolist()) for row in embeddings],
+        model_version=version,
+    )
+
+
+async def _check_count(
+    context: grpc.aio.ServicerContext[Any, Any], what: str, count: int, limit: int
+) -> None:
+    if count == 0:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{what} is empty")
+    if count > limit:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, f"{count} {what} in one call; at most {limit}"
+        )
+
+
+class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
+    """Serves the current model; swaps in a new one when the alias moves."""
+
+    def __init__(self, settings: Settings, model: ServedModel) -> None:
+        self.settings = settings
+        self.model = model
+        wait = settings.model_max_wait_ms / 1000
+        self.texts: MicroBatcher[str] = MicroBatcher(
+            "text", self._embed_texts, settings.model_max_batch, wait
+        )
+        self.images: MicroBatcher[Array] = MicroBatcher(
+            "image", self._embed_pixels, settings.model_max_batch, wait
+        )
+
+    # Batch functions read self.model once: a batch never mixes two versions, and says which.
+    def _embed_texts(self, texts: list[str]) -> tuple[Array, str]:
+        model = self.model
+        return model.embed_texts(texts), model.version.version
+
+    def _embed_pixels(self, pixels: list[Array]) -> tuple[Array, str]:
+        model = self.model
+        return model.embed_pixels(pixels), model.version.version
+
+    async def start(self) -> None:
+        """Start the batch workers."""
+        self.texts.start()
+        self.images.start()
+
+    async def EmbedTexts(  # noqa: N802 - gRPC method name
+        self, request: pb.EmbedTextsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EmbeddingsResponse:
+        """Embed texts (validated: 1..max texts, each 1..max characters)."""
+        started = time.perf_counter()
+        texts = list(request.texts)
+        s = self.settings
+        await _check_count(context, "texts", len(texts), s.model_max_items)
+        for i, text in enumerate(texts):
+            if not text.strip():
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"text {i} is empty")
+            if len(text) > s.model_max_text_chars:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"text {i} has {len(text)} characters; at most {s.model_max_text_chars}",
+                )
+        embeddings, version = await self.texts.submit(texts)
+        log.info("EmbedTexts n=%d %.1f ms", len(texts), (time.perf_counter() - started) * 1000)
+        return _response(embeddings, version)
+
+    async def EmbedImages(  # noqa: N802 - gRPC method name
+        self, request: pb.EmbedImagesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.EmbeddingsResponse:
+        """Embed encoded images (validated: decodable, under the byte and pixel caps)."""
+        started = time.perf_counter()
+        images = list(request.images)
+        s = self.settings
+        await _check_count(context, "images", len(images), s.model_max_items)
+        for i, data in enumerate(images):
+            if len(data) > s.model_max_image_bytes:
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"image {i} has {len(data):,} bytes; at most {s.model_max_image_bytes:,}",
+                )
+        model = self.model
+        try:
+            pixels = await asyncio.to_thread(
+                lambda: [model.preprocess(d, s.model_max_image_pixels) for d in images]
+            )
+        except InvalidImageError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except ImageTooLargeError as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        embeddings, version = await self.images.submit(pixels)
+        log.info("EmbedImages n=%d %.1f ms", len(images), (time.perf_counter() - started) * 1000)
+        return _response(embeddings, version)
+
+    async def Info(  # noqa: N802 - gRPC method name
+        self, request: pb.InfoRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.InfoResponse:
+        """What is being served."""
+        m = self.model
+        return pb.InfoResponse(
+            model_name=m.architecture,
+            registry_name=m.version.name,
+            registry_version=m.version.version,
+            dimension=m.dimension,
+            execution_providers=m.providers,
+            quantized=m.variant == "int8",
+        )
+
+    async def Health(  # noqa: N802 - gRPC method name
+        self, request: pb.HealthRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.HealthResponse:
+        """SERVING once a model is loaded (always, once the server listens)."""
+        return pb.HealthResponse(status=pb.HealthResponse.SERVING)
+
+    async def watch_alias(self) -> None:
+        """Poll the registry; load and swap in the new version when the alias moves.
+
+        Requests in flight finish on the model they started with; a failed load keeps the
+        current model serving.
+        """
+        client = configure_mlflow(self.settings)
+        while True:
+            await asyncio.sleep(self.settings.model_reload_interval_s)
+            try:
+                target = await asyncio.to_thread(resolve, self.settings, client)
+                if target.version == self.model.version.version:
+                    continue
+                log.info(
+                    "alias %s moved to version %s: loading",
+                    self.settings.model_alias,
+                    target.version,
+                )
+                exported = await asyncio.to_thread(export_version, self.settings, target)
+                self.model = await asyncio.to_thread(
+                    ServedModel, exported, self.settings.model_threads
+                )
+                log.info("now serving version %s", self.model.version.version)
+            except Exception:
+                log.exception("reload failed; still serving version %s", self.model.version.version)
+
+
+async def serve(settings: Settings) -> None:
+    """Load the champion, listen on the configured port, serve until cancelled."""
+    model = await asyncio.to_thread(load_model, settings)
+    service = EmbeddingService(settings, model)
+    await service.start()
+    limit = settings.model_max_image_bytes * 4 + 1024 * 1024
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    pb_grpc.add_EmbeddingServiceServicer_to_server(service, server)
+    server.add_insecure_port(f"{settings.model_server_bind}:{settings.model_server_port}")
+    await server.start()
+    log.info(
+        "serving %s version %s (%s, %s) on %s:%d",
+        settings.model_name, model.version.version, model.variant, model.providers,
+        settings.model_server_bind, settings.model_server_port,
+    )  # fmt: skip
+    watcher = asyncio.create_task(service.watch_alias())
+    try:
+        await server.wait_for_termination()
+    finally:
+        watcher.cancel()
+        await server.stop(grace=5)

@@ -1,0 +1,207 @@
+"""Model pieces: ONNX parity on real images and titles, the text cut, int8, preprocessing
+errors, metric arithmetic, micro-batching, and champion promotion in the real registry."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from fashion_search.catalog.models import ProductFields
+from fashion_search.dataset import iter_dataset
+from fashion_search.errors import ImageTooLargeError, InvalidImageError
+from fashion_search.model.embed import embed_images, embed_texts
+from fashion_search.model.evaluate import evaluate_embeddings, title_retrieval
+from fashion_search.model.factory import Clip, ModelSpec, create_clip
+from fashion_search.model.onnx_export import (
+    IMAGE_INPUT,
+    TEXT_INPUT,
+    export_image_tower,
+    export_text_tower,
+    quantize_int8,
+)
+from fashion_search.model.preprocess import decode_image, pad_to_square, preprocess_image
+from fashion_search.model.registry import (
+    champion,
+    configure_mlflow,
+    promote_if_better,
+    register_clip,
+)
+from fashion_search.model.towers import cut_tokens
+from fashion_search.settings import Settings
+from model_server.batcher import MicroBatcher
+
+
+@pytest.fixture(scope="module")
+def clip() -> Clip:
+    return create_clip(ModelSpec("fashion-tiny"))
+
+
+@pytest.fixture(scope="module")
+def onnx_files(clip: Clip, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("onnx")
+    return {
+        "image": export_image_tower(clip, out / "image.onnx"),
+        "text": export_text_tower(clip, out / "text.onnx"),
+    }
+
+
+@pytest.fixture(scope="module")
+def products(settings: Settings) -> list[Any]:
+    return list(iter_dataset(settings.dataset_source, limit=256))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+
+def test_onnx_towers_match_pytorch_on_real_products(
+    clip: Clip, onnx_files: dict[str, Path], products: list[Any]
+) -> None:
+    titles = [p.fields.product_display_name for p in products]
+    tokens = clip.tokenize(titles).numpy().astype(np.int64)
+    text = _session(onnx_files["text"]).run(None, {TEXT_INPUT: cut_tokens(tokens)})[0]
+    assert _min_cos(text, embed_texts(clip, titles)) >= 0.9999
+    pixels = np.stack(
+        [preprocess_image(p.image, clip.image_size, clip.mean, clip.std) for p in products]
+    )
+    image = _session(onnx_files["image"]).run(None, {IMAGE_INPUT: pixels})[0]
+    squares = np.stack(
+        [
+            np.asarray(
+                pad_to_square(decode_image(p.image)).resize((32, 32), Image.Resampling.BICUBIC)
+            )
+            for p in products
+        ]
+    )
+    assert _min_cos(image, embed_images(clip, squares)) >= 0.9999
+    assert image.shape == (len(products), clip.embed_dim)
+
+
+def test_cut_tokens_is_exact(clip: Clip, onnx_files: dict[str, Path], products: list[Any]) -> None:
+    titles = [p.fields.product_display_name for p in products]
+    tokens = clip.tokenize(titles).numpy().astype(np.int64)
+    cut = cut_tokens(tokens)
+    assert cut.shape[1] < tokens.shape[1]
+    assert (tokens[:, cut.shape[1] :] == 0).all()
+    session = _session(onnx_files["text"])
+    full = session.run(None, {TEXT_INPUT: tokens})[0]
+    short = session.run(None, {TEXT_INPUT: cut})[0]
+    assert _min_cos(full, short) >= 0.99999
+    single = session.run(None, {TEXT_INPUT: cut_tokens(tokens[:1])})[0]
+    assert _min_cos(single, full[:1]) >= 0.99999
+
+
+def test_int8_variant_runs_and_stays_close(
+    onnx_files: dict[str, Path], clip: Clip, products: list[Any], tmp_path: Path
+) -> None:
+    int8 = quantize_int8(onnx_files["image"], tmp_path / "image.int8.onnx")
+    assert int8.stat().st_size < onnx_files["image"].stat().st_size
+    pixels = np.stack(
+        [preprocess_image(p.image, clip.image_size, clip.mean, clip.std) for p in products[:64]]
+    )
+    fp32 = _session(onnx_files["image"]).run(None, {IMAGE_INPUT: pixels})[0]
+    quantized = _session(int8).run(None, {IMAGE_INPUT: pixels})[0]
+    assert _min_cos(fp32, quantized) >= 0.95
+
+
+def _jpeg(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_preprocessing_refuses_bad_images() -> None:
+    with pytest.raises(InvalidImageError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(InvalidImageError):
+        decode_image(b"GIF89a broken")
+    with pytest.raises(InvalidImageError):
+        decode_image(_jpeg(60, 80)[:200])
+    with pytest.raises(ImageTooLargeError, match="pixels"):
+        decode_image(_jpeg(2000, 2000), max_pixels=1_000_000)
+    grey = io.BytesIO()
+    Image.new("LA", (10, 20)).save(grey, "PNG")
+    pixels = preprocess_image(grey.getvalue(), 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert pixels.shape == (3, 32, 32)
+    assert pixels.dtype == np.float32
+
+
+def _fields(titles: list[str]) -> list[ProductFields]:
+    return [
+        ProductFields(
+            id=i + 1,
+            product_display_name=t,
+            gender="Men",
+            base_colour="Blue",
+            article_type="Shirts",
+        )
+        for i, t in enumerate(titles)
+    ]
+
+
+def test_metrics_reward_a_perfect_embedder_and_punish_a_shuffled_one() -> None:
+    titles = [f"title {i}" for i in range(20)]
+    fields = _fields(titles)
+    eye = np.eye(20, dtype=np.float32)
+
+    def perfect(texts: list[str]) -> np.ndarray:
+        return eye[[int(t.split()[1]) for t in texts]] if texts[0].startswith("title") else eye[:1]
+
+    metrics = title_retrieval(perfect, eye, fields)
+    assert metrics["title_r1"] == metrics["title_mrr"] == 1.0
+    shuffled = eye[np.roll(np.arange(20), 1)]
+    worse = title_retrieval(perfect, shuffled, fields)
+    assert worse["title_r1"] == 0.0
+    assert worse["title_mrr"] < 1.0
+    full = evaluate_embeddings(perfect, eye, fields, eye, fields)
+    assert full["knn_article_type"] == 1.0  # every neighbour is a blue men's shirt
+
+
+def test_micro_batcher_merges_concurrent_requests() -> None:
+    calls: list[int] = []
+
+    def embed(items: list[int]) -> tuple[np.ndarray, str]:
+        calls.append(len(items))
+        return np.array([[float(i)] for i in items], dtype=np.float32), f"v{len(calls)}"
+
+    async def scenario() -> list[tuple[np.ndarray, str]]:
+        batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=16, max_wait_s=0.05)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(20)))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert [r[:, 0].tolist() for r, _ in results] == [[i, i + 100] for i in range(20)]
+    assert {tag for _, tag in results} == {f"v{n}" for n in range(1, len(calls) + 1)}
+    assert sum(calls) == 40
+    assert len(calls) < 20  # requests were merged
+    assert max(calls) <= 16 + 2
+
+
+def test_champion_alias_moves_only_for_a_better_version(clip: Clip, settings: Settings) -> None:
+    client = configure_mlflow(settings)
+    name = f"test-promote-{uuid.uuid4().hex[:6]}"
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    first = register_clip(client, clip, run.info.run_id, name, "split-a", {"title_mrr": 0.3})
+    assert promote_if_better(client, first, 0.3, None)
+    second = register_clip(client, clip, run.info.run_id, name, "split-a", {"title_mrr": 0.2})
+    assert not promote_if_better(client, second, 0.2, 0.3)
+    assert champion(client, name) is not None
+    assert champion(client, name).version == first.version  # type: ignore[union-attr]
+    third = register_clip(client, clip, run.info.run_id, name, "split-a", {"title_mrr": 0.4})
+    assert promote_if_better(client, third, 0.4, 0.3)
+    assert champion(client, name).version == third.version  # type: ignore[union-attr]
+    client.set_terminated(run.info.run_id)
