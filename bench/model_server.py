@@ -68,29 +68,33 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _serve(model: ServedModel, port: int, max_batch: int) -> Callable[[], None]:
+    """Run the gRPC service in a background thread; returns a function that stops it."""
     settings = Settings(model_server_port=port, model_max_batch=max_batch, model_max_wait_ms=5)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
-    server_box: dict[str, Any] = {}
+    box: dict[str, Any] = {}
 
     async def run() -> None:
+        box["stop"] = asyncio.Event()
         service = EmbeddingService(settings, model)
         await service.start()
         server = grpc.aio.server()
         pb_grpc.add_EmbeddingServiceServicer_to_server(service, server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
-        server_box["server"] = server
         ready.set()
-        await server.wait_for_termination()
+        await box["stop"].wait()
+        await server.stop(0)
+        await service.texts.stop()
+        await service.images.stop()
 
     thread = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
     thread.start()
     ready.wait(30)
 
     def stop() -> None:
-        asyncio.run_coroutine_threadsafe(server_box["server"].stop(0), loop).result(10)
-        thread.join(10)
+        loop.call_soon_threadsafe(box["stop"].set)
+        thread.join(30)
 
     return stop
 
