@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 SPEC = "model.json"
 ARTIFACT_PATH = "clip"
-#: Higher is better; compared on the same test split (recorded as the version's tag).
+#: Higher is better; the caller measures candidate and champion on the same test split.
 PRIMARY_METRIC = "title_mrr"
 
 
