@@ -27,7 +27,7 @@ from fashion_search.model.onnx_export import (
     export_text_tower,
     quantize_int8,
 )
-from fashion_search.model.preprocess import decode_image, pad_to_square, preprocess_image
+from fashion_search.model.preprocess import decode_image, preprocess_image
 from fashion_search.model.registry import (
     champion,
     configure_mlflow,
@@ -37,6 +37,7 @@ from fashion_search.model.registry import (
 from fashion_search.model.towers import cut_tokens
 from fashion_search.settings import Settings
 from model_server.batcher import MicroBatcher
+from tests.helpers import jpeg, min_cosine, squares
 
 
 @pytest.fixture(scope="module")
@@ -62,30 +63,19 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
-
-
 def test_onnx_towers_match_pytorch_on_real_products(
     clip: Clip, onnx_files: dict[str, Path], products: list[Any]
 ) -> None:
     titles = [p.fields.product_display_name for p in products]
     tokens = clip.tokenize(titles).numpy().astype(np.int64)
     text = _session(onnx_files["text"]).run(None, {TEXT_INPUT: cut_tokens(tokens)})[0]
-    assert _min_cos(text, embed_texts(clip, titles)) >= 0.9999
+    assert min_cosine(text, embed_texts(clip, titles)) >= 0.9999
     pixels = np.stack(
         [preprocess_image(p.image, clip.image_size, clip.mean, clip.std) for p in products]
     )
     image = _session(onnx_files["image"]).run(None, {IMAGE_INPUT: pixels})[0]
-    squares = np.stack(
-        [
-            np.asarray(
-                pad_to_square(decode_image(p.image)).resize((32, 32), Image.Resampling.BICUBIC)
-            )
-            for p in products
-        ]
-    )
-    assert _min_cos(image, embed_images(clip, squares)) >= 0.9999
+    reference = embed_images(clip, squares([p.image for p in products], clip.image_size))
+    assert min_cosine(image, reference) >= 0.9999
     assert image.shape == (len(products), clip.embed_dim)
 
 
@@ -98,9 +88,9 @@ def test_cut_tokens_is_exact(clip: Clip, onnx_files: dict[str, Path], products: 
     session = _session(onnx_files["text"])
     full = session.run(None, {TEXT_INPUT: tokens})[0]
     short = session.run(None, {TEXT_INPUT: cut})[0]
-    assert _min_cos(full, short) >= 0.99999
+    assert min_cosine(full, short) >= 0.99999
     single = session.run(None, {TEXT_INPUT: cut_tokens(tokens[:1])})[0]
-    assert _min_cos(single, full[:1]) >= 0.99999
+    assert min_cosine(single, full[:1]) >= 0.99999
 
 
 def test_int8_variant_runs_and_stays_close(
@@ -113,13 +103,7 @@ def test_int8_variant_runs_and_stays_close(
     )
     fp32 = _session(onnx_files["image"]).run(None, {IMAGE_INPUT: pixels})[0]
     quantized = _session(int8).run(None, {IMAGE_INPUT: pixels})[0]
-    assert _min_cos(fp32, quantized) >= 0.95
-
-
-def _jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), "red").save(buffer, "JPEG")
-    return buffer.getvalue()
+    assert min_cosine(fp32, quantized) >= 0.95
 
 
 def test_preprocessing_refuses_bad_images() -> None:
@@ -128,9 +112,9 @@ def test_preprocessing_refuses_bad_images() -> None:
     with pytest.raises(InvalidImageError):
         decode_image(b"GIF89a broken")
     with pytest.raises(InvalidImageError):
-        decode_image(_jpeg(60, 80)[:200])
+        decode_image(jpeg(60, 80)[:200])
     with pytest.raises(ImageTooLargeError, match="pixels"):
-        decode_image(_jpeg(2000, 2000), max_pixels=1_000_000)
+        decode_image(jpeg(2000, 2000), max_pixels=1_000_000)
     grey = io.BytesIO()
     Image.new("LA", (10, 20)).save(grey, "PNG")
     pixels = preprocess_image(grey.getvalue(), 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))

@@ -4,9 +4,7 @@ and the server follows; bad input gets clear gRPC errors and the server keeps se
 
 from __future__ import annotations
 
-import io
 import os
-import socket
 import sys
 import time
 import uuid
@@ -16,7 +14,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from PIL import Image
 
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient, EmbeddingRequestError
@@ -24,27 +21,21 @@ from fashion_search.model.data import load_split
 from fashion_search.model.embed import embed_images, embed_texts
 from fashion_search.model.factory import Clip, ModelSpec
 from fashion_search.model.pipeline import TrainingOutcome, train_and_register
-from fashion_search.model.preprocess import decode_image, pad_to_square
 from fashion_search.model.registry import configure_mlflow, load_version
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.process import ManagedProcess
+from tests.helpers import free_port, jpeg, min_cosine, squares
 
 ROWS = 300
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 TINY = TrainConfig(epochs=1, batch_size=64, lr=5e-4, warmup_steps=2)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def model_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for a model registered under a fresh name, served on a free port."""
-    port = _free_port()
+    port = free_port()
     return settings.model_copy(
         update={
             "model_name": f"test-clip-{uuid.uuid4().hex[:6]}",
@@ -101,10 +92,6 @@ def client(model_settings: Settings, server: ManagedProcess) -> Iterator[Embeddi
         yield c
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
 def _reference(settings: Settings, outcome: TrainingOutcome) -> Clip:
     configure_mlflow(settings)
     return load_version(outcome.version)
@@ -133,20 +120,11 @@ def test_served_embeddings_equal_pytorch(
     titles = [f.product_display_name for f in test.fields[:40]]
     served = client.embed_texts(titles)
     assert served.model_version == first.version.version
-    assert _cosines(served.vectors, embed_texts(clip, titles)).min() >= 0.9999
+    assert min_cosine(served.vectors, embed_texts(clip, titles)) >= 0.9999
     raw = [item.image for item in iter_dataset(model_settings.dataset_source, limit=16)]
     served_images = client.embed_images(raw).vectors
-    square = [
-        pad_to_square(decode_image(b)).resize((32, 32), Image.Resampling.BICUBIC) for b in raw
-    ]
-    reference = embed_images(clip, np.stack([np.asarray(img) for img in square]))
-    assert _cosines(served_images, reference).min() >= 0.9999
-
-
-def _jpeg(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), "navy").save(buffer, "JPEG", quality=50)
-    return buffer.getvalue()
+    reference = embed_images(clip, squares(raw, clip.image_size))
+    assert min_cosine(served_images, reference) >= 0.9999
 
 
 @pytest.mark.parametrize(
@@ -157,9 +135,9 @@ def _jpeg(width: int, height: int) -> bytes:
         ("texts", lambda: ["ok", "x" * 10_000], INVALID, "text 1 has 10000"),
         ("texts", lambda: ["shirt"] * 10_000, INVALID, "10000 texts"),
         ("images", lambda: [], INVALID, "images is empty"),
-        ("images", lambda: [_jpeg(60, 80)[:300]], INVALID, "not a decodable"),
+        ("images", lambda: [jpeg(60, 80)[:300]], INVALID, "not a decodable"),
         ("images", lambda: [b"%PDF-1.7 not an image"], INVALID, "not a decodable"),
-        ("images", lambda: [_jpeg(8660, 5774)], grpc.StatusCode.RESOURCE_EXHAUSTED, "pixels"),
+        ("images", lambda: [jpeg(8660, 5774)], grpc.StatusCode.RESOURCE_EXHAUSTED, "pixels"),
     ],
     ids=[
         "no-texts",
@@ -194,7 +172,7 @@ def test_concurrent_requests_are_batched(client: EmbeddingClient, server: Manage
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda t: client.embed_texts([t]).vectors[0], texts))
     together = client.embed_texts(texts).vectors
-    assert _cosines(np.stack(results), together).min() >= 0.9999
+    assert min_cosine(np.stack(results), together) >= 0.9999
     merged = [line for line in server.log_tail(400).splitlines() if "text batch:" in line]
     assert any(int(line.split("from ")[1].split()[0]) > 1 for line in merged), merged[-5:]
 
@@ -221,4 +199,4 @@ def test_alias_move_is_followed_without_failing_requests(
     reference = embed_texts(
         _reference(model_settings, second), ["Turtle Check Men Navy Blue Shirt"]
     )
-    assert _cosines(served.vectors, reference).min() >= 0.9999
+    assert min_cosine(served.vectors, reference) >= 0.9999

@@ -21,6 +21,7 @@ from stack.orchestrator import down, status, up
 from stack.postgres import Postgres
 from stack.process import port_in_use
 from stack.service import StackError
+from tests.helpers import free_port
 
 
 def test_every_component_runs(stack_settings: Settings) -> None:
@@ -132,18 +133,12 @@ def test_mlflow_keeps_artifacts_in_the_object_store(
     assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
     settings = Settings(
         profile="pip",
         state_dir=tmp_path / "stack",
-        kafka_port=_free_port(),
-        s3_port=_free_port(),
+        kafka_port=free_port(),
+        s3_port=free_port(),
     )
     started = up(settings, ("kafka", "s3"))
     try:

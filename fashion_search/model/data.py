@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from fashion_search.catalog.models import ProductFields
 from fashion_search.dataset import iter_dataset
-from fashion_search.model.preprocess import decode_image, pad_to_square
+from fashion_search.model.preprocess import decode_image, resize_square
 
 TEST_PERCENT = 20
 
@@ -63,10 +62,7 @@ def load_split(
     for item in iter_dataset(source, offset=offset, limit=limit):
         if in_test_split(item.image) != (split == "test"):
             continue
-        square = pad_to_square(decode_image(item.image)).resize(
-            (image_size, image_size), Image.Resampling.BICUBIC
-        )
         fields.append(item.fields)
-        images.append(np.asarray(square, dtype=np.uint8))
+        images.append(np.asarray(resize_square(decode_image(item.image), image_size), np.uint8))
     array = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
     return ProductImages(fields, array)

@@ -50,12 +50,16 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int] = (255, 255, 25
     return canvas
 
 
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """Pad to a white square, then resize to ``size`` x ``size`` (bicubic)."""
+    return pad_to_square(image).resize((size, size), Image.Resampling.BICUBIC)
+
+
 def to_pixels(
     image: Image.Image, size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> np.ndarray[Any, np.dtype[np.float32]]:
     """``[3, size, size]`` float32, normalised, from an RGB image."""
-    square = pad_to_square(image).resize((size, size), Image.Resampling.BICUBIC)
-    array = np.asarray(square, dtype=np.float32) / np.float32(255.0)
+    array = np.asarray(resize_square(image, size), dtype=np.float32) / np.float32(255.0)
     normalised = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
 
