@@ -40,11 +40,16 @@ class ManagedProcess:
         self.pid_file = run_dir / f"{name}.pid"
         self.log_file = log_dir / f"{name}.log"
 
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def pid(self) -> int | None:
         """The pid if the process is alive, else None (a stale pid file is removed)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        pid = self._recorded_pid()
+        if pid is None:
             return None
         if _alive(pid):
             return pid
@@ -81,7 +86,7 @@ class ManagedProcess:
 
     def exited(self) -> bool:
         """Whether the process started last has exited (reaping it if it is our child)."""
-        pid = self.pid()
+        pid = self._recorded_pid()
         if pid is None:
             return True
         with contextlib.suppress(ChildProcessError):
@@ -89,7 +94,7 @@ class ManagedProcess:
             if done:
                 self.pid_file.unlink(missing_ok=True)
                 return True
-        return False
+        return self.pid() is None
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
         """Signal the process group, wait, then SIGKILL; returns whether it was running."""

@@ -54,11 +54,6 @@ class Clip:
         return tokens
 
 
-def available_architectures() -> list[str]:
-    """open_clip architectures, this package's configs included."""
-    return list(open_clip.list_models())
-
-
 def create_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> Clip:
     """Build the model of ``spec`` (weights loaded), in eval mode on ``device``."""
     if spec.architecture not in open_clip.list_models():

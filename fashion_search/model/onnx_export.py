@@ -22,18 +22,7 @@ def export_image_tower(clip: Clip, path: Path) -> Path:
     """Write the image tower as ONNX with a dynamic batch axis."""
     example = torch.zeros(2, 3, clip.image_size, clip.image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        ImageTower(clip).eval(),
-        (example,),
-        dynamo=True,
-        input_names=[IMAGE_INPUT],
-        output_names=[OUTPUT],
-        dynamic_shapes={"pixel_values": {0: batch}},
-        opset_version=OPSET,
-        optimize=True,
-        verbose=False,
-    )
-    return _save(program, path)
+    return _export(ImageTower(clip), example, IMAGE_INPUT, {0: batch}, path)
 
 
 def export_text_tower(clip: Clip, path: Path) -> Path:
@@ -41,21 +30,27 @@ def export_text_tower(clip: Clip, path: Path) -> Path:
     example = clip.tokenize(["a navy blue shirt", "red dress"])[:, :8].contiguous()
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("sequence", min=2, max=clip.context_length)
+    return _export(TextTower(clip), example, TEXT_INPUT, {0: batch, 1: length}, path)
+
+
+def _export(
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    input_name: str,
+    axes: dict[int, Any],
+    path: Path,
+) -> Path:
     program = torch.onnx.export(
-        TextTower(clip).eval(),
+        module.eval(),
         (example,),
         dynamo=True,
-        input_names=[TEXT_INPUT],
+        input_names=[input_name],
         output_names=[OUTPUT],
-        dynamic_shapes={"input_ids": {0: batch, 1: length}},
+        dynamic_shapes={input_name: axes},
         opset_version=OPSET,
         optimize=True,
         verbose=False,
     )
-    return _save(program, path)
-
-
-def _save(program: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
