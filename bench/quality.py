@@ -33,27 +33,29 @@ from fashion_search.model.registry import (
     configure_mlflow,
     load_version,
 )
-from fashion_search.model.towers import cut_tokens
 from fashion_search.settings import get_settings
-from model_server.runtime import OnnxSession
+from model_server.loader import ExportedModel
+from model_server.model import ServedModel
 
 
-def _onnx_metrics(clip: Clip, files: dict[str, Path], test: Any, train: Any) -> dict[str, float]:
-    image, text = OnnxSession(files["image"]), OnnxSession(files["text"])
+def _onnx_metrics(
+    clip: Clip, variant: str, files: dict[str, Path], test: Any, train: Any
+) -> dict[str, float]:
+    served = ServedModel(
+        ExportedModel(RegisteredVersion("bench", "0", None, ""), variant, files, clip)
+    )
 
     def embed_images(images: np.ndarray) -> np.ndarray:
         out = []
         for start in range(0, len(images), 256):
             pixels = normalize_pixels(torch.from_numpy(images[start : start + 256]), clip).numpy()
-            out.append(image.run(pixels))
+            out.append(served.image.run(pixels))
         return np.concatenate(out)
 
     def embed_texts(texts: list[str]) -> np.ndarray:
-        out = []
-        for start in range(0, len(texts), 256):
-            tokens = clip.tokenize(texts[start : start + 256]).numpy().astype(np.int64)
-            out.append(text.run(cut_tokens(tokens)))
-        return np.concatenate(out)
+        return np.concatenate(
+            [served.embed_texts(texts[start : start + 256]) for start in range(0, len(texts), 256)]
+        )
 
     return evaluate_embeddings(
         embed_texts,
@@ -95,8 +97,8 @@ def main() -> None:
             lambda: evaluate(create_clip(ModelSpec(clip.spec.architecture)), test, train),
         ),
         (f"v{version.version} PyTorch", lambda: evaluate(clip, test, train)),
-        (f"v{version.version} ONNX fp32", lambda: _onnx_metrics(clip, fp32, test, train)),
-        (f"v{version.version} ONNX int8", lambda: _onnx_metrics(clip, int8, test, train)),
+        (f"v{version.version} ONNX fp32", lambda: _onnx_metrics(clip, "fp32", fp32, test, train)),
+        (f"v{version.version} ONNX int8", lambda: _onnx_metrics(clip, "int8", int8, test, train)),
     ):
         started = time.perf_counter()
         rows[label] = run()

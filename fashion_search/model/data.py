@@ -25,13 +25,20 @@ def in_test_split(image: bytes, test_percent: int = TEST_PERCENT) -> bool:
     return int(hashlib.sha1(image).hexdigest()[:8], 16) % 100 < test_percent
 
 
-def attribute_caption(fields: ProductFields, template: str = "{g} {c} {a}") -> str:
-    """``"{gender} {baseColour} {articleType}"`` (or another phrasing) of a product."""
-    return " ".join(
-        template.format(
-            g=fields.gender or "", c=fields.base_colour or "", a=fields.article_type or ""
-        ).split()
-    )
+#: The attribute phrasing used for training captions: "{gender} {baseColour} {articleType}".
+TRAINING_PHRASING = "{g} {c} {a}"
+
+
+def attribute_text(
+    gender: str | None, colour: str | None, article: str | None, template: str
+) -> str:
+    """Attributes written with ``template`` (``{g}``, ``{c}``, ``{a}``), spaces collapsed."""
+    return " ".join(template.format(g=gender or "", c=colour or "", a=article or "").split())
+
+
+def attribute_caption(fields: ProductFields, template: str = TRAINING_PHRASING) -> str:
+    """A product's attributes as a caption (the training phrasing by default)."""
+    return attribute_text(fields.gender, fields.base_colour, fields.article_type, template)
 
 
 @dataclass

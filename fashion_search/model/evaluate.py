@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 
 from fashion_search.catalog.models import ProductFields
-from fashion_search.model.data import ProductImages
+from fashion_search.model.data import TRAINING_PHRASING, ProductImages, attribute_text
 from fashion_search.model.embed import embed_images, embed_texts
 from fashion_search.model.factory import Clip
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 TextEmbedder = Callable[[list[str]], Array]
-SEEN_PHRASING = "{g} {c} {a}"
+SEEN_PHRASING = TRAINING_PHRASING
 UNSEEN_PHRASING = "{c} {a} for {g}"
 KNN_LABELS = ("master_category", "article_type", "base_colour")
 
@@ -78,7 +78,7 @@ def attribute_precision(
     combos = sorted(k for k, n in counts.items() if n >= min_relevant)
     if not combos:
         return 0.0
-    texts = [" ".join(template.format(g=g, c=c, a=a).split()) for g, c, a in combos]
+    texts = [attribute_text(g, c, a, template) for g, c, a in combos]
     top = _top_k(embed_text(texts), images, 10)
     key_array = np.array(keys, dtype=object)
     precisions = [
