@@ -47,6 +47,35 @@ def _load(args: argparse.Namespace) -> None:
         print(f"  rejected row {row.index} (id {row.product_id}): {row.reason}")
 
 
+def _embed(args: argparse.Namespace) -> None:
+    from fashion_search.catalog.embed import embed_catalog
+    from fashion_search.embedding_client import EmbeddingClient
+
+    settings = get_settings()
+    migrate(settings.database_url, settings.embedding_dim)
+    started = time.perf_counter()
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
+    ):
+        dimension = client.info().dimension
+        if set_embedding_dimension(settings.database_url, dimension):
+            print(f"catalog moved to the served model's dimension {dimension}")
+        summary = embed_catalog(
+            CatalogRepository(pool, settings.hnsw_ef_search),
+            ObjectStore(settings),
+            client,
+            batch_size=args.batch_size,
+        )
+    took = time.perf_counter() - started
+    print(
+        f"embedded {summary.embedded} products with model version {summary.model_version}"
+        f" in {took:.1f} s; {len(summary.failed)} failed"
+    )
+    for product_id, reason in list(summary.failed.items())[:20]:
+        print(f"  product {product_id}: {reason}")
+
+
 def _set_dim(args: argparse.Namespace) -> None:
     changed = set_embedding_dimension(get_settings().database_url, args.dimension)
     print(
@@ -108,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="catalog", help="value of the products.dataset column")
     p.add_argument("--skip-existing", action="store_true", help="leave loaded products as they are")
     p.set_defaults(run=_load)
+
+    p = commands.add_parser(
+        "embed", help="embed products whose embedding is missing or from another model version"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(run=_embed)
 
     p = commands.add_parser("set-embedding-dim", help="move the catalog to another dimension")
     p.add_argument("dimension", type=int)

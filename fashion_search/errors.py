@@ -28,6 +28,14 @@ class EmbeddingDimensionError(CatalogError):
         self.got = got
 
 
+class ProductNotEmbeddedError(CatalogError):
+    """The product has no embedding yet (the catalog is still being embedded)."""
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__(f"product {product_id} has no embedding yet")
+        self.product_id = product_id
+
+
 class InvalidFilterError(CatalogError):
     """A metadata filter names an unknown field or has an unusable value."""
 

@@ -89,6 +89,15 @@ class Settings(BaseSettings):
     model_max_text_chars: int = 2000
     model_threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
 
+    # Search API and UI.
+    search_mode: Literal["vector", "hybrid"] = "vector"
+    search_max_upload_bytes: int = 10 * 1024 * 1024
+    image_url_expiry_s: int = 3600
+    api_host: str = "127.0.0.1"
+    api_port: int = 18000
+    api_url: str = ""
+    ui_port: int = 18501
+
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:
         """Endpoints left empty point at the native local stack on 127.0.0.1."""
@@ -100,6 +109,7 @@ class Settings(BaseSettings):
         self.kafka_bootstrap = self.kafka_bootstrap or f"{host}:{self.kafka_port}"
         self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"http://{host}:{self.mlflow_port}"
         self.model_server_address = self.model_server_address or f"{host}:{self.model_server_port}"
+        self.api_url = self.api_url or f"http://{host}:{self.api_port}"
         self.localstack_endpoint_url = (
             self.localstack_endpoint_url or f"http://{host}:{self.localstack_port}"
         )

@@ -92,3 +92,65 @@ def scratch_database(stack_settings: Settings) -> Iterator[str]:
     yield make_conninfo(stack_settings.database_url, dbname=name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+#: Products in the search tests' catalog (the first rows of the shared dataset).
+SEARCH_ROWS = 300
+
+
+@pytest.fixture(scope="session")
+def search_settings(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """A served tiny CLIP and a catalog of SEARCH_ROWS products embedded by it.
+
+    Its own database (the model's dimension) and model name; the model server runs as a real
+    process on a free port; the API and UI ports are free ones for the tests that start them.
+    """
+    from fashion_search.catalog.embed import embed_catalog
+    from fashion_search.catalog.load import load_catalog
+    from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.model.factory import ModelSpec
+    from fashion_search.model.pipeline import train_and_register
+    from fashion_search.model.train import TrainConfig
+    from tests.helpers import free_port, start_model_server
+
+    run = uuid.uuid4().hex[:6]
+    ports = {name: free_port() for name in ("model_server_port", "api_port", "ui_port")}
+    search = settings.model_copy(
+        update={
+            "database": f"{settings.database}_search",
+            "database_url": make_conninfo(
+                settings.database_url, dbname=f"{settings.database}_search"
+            ),
+            "model_name": f"search-clip-{run}",
+            "model_server_address": f"127.0.0.1:{ports['model_server_port']}",
+            "api_url": f"http://127.0.0.1:{ports['api_port']}",
+            "cache_dir": tmp_path_factory.mktemp("search-cache"),
+            **ports,
+        }
+    )
+    admin = make_conninfo(settings.database_url, dbname="postgres")
+    create_database(admin, search.database)
+    train_and_register(
+        search, ModelSpec("fashion-tiny"), TrainConfig(epochs=1, batch_size=64, lr=5e-4),
+        search.dataset_source, limit=SEARCH_ROWS, progress=False,
+    )  # fmt: skip
+    server = start_model_server(search, tmp_path_factory.mktemp("search-model-server"))
+    try:
+        with EmbeddingClient(search.model_server_address) as client:
+            migrate(search.database_url, client.info().dimension)
+            with create_pool(search) as pool:
+                repository = CatalogRepository(pool)
+                store = ObjectStore(search)
+                load_catalog(repository, store, search.dataset_source, limit=SEARCH_ROWS,
+                             progress=False)  # fmt: skip
+                summary = embed_catalog(repository, store, client, progress=False)
+                assert summary.embedded == SEARCH_ROWS and not summary.failed
+        yield search
+    finally:
+        server.stop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(search.database))
+            )

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import io
+import os
 import socket
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from fashion_search.model.preprocess import decode_image, resize_square
+from fashion_search.settings import REPO_ROOT, Settings
+from stack.process import ManagedProcess
+
+#: Settings that a child process (model server, API, UI) needs to find the test resources.
+_CHILD_SETTINGS = (
+    "database_url", "s3_endpoint_url", "mlflow_tracking_uri", "images_bucket", "uploads_bucket",
+    "models_bucket", "model_name", "model_server_port", "model_server_address", "cache_dir",
+    "model_reload_interval_s", "api_port", "api_url", "ui_port",
+)  # fmt: skip
 
 
 def free_port() -> int:
@@ -34,3 +47,37 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 def squares(images: Sequence[bytes], size: int) -> np.ndarray:
     """uint8 ``[N, size, size, 3]`` as training sees the images."""
     return np.stack([np.asarray(resize_square(decode_image(b), size)) for b in images])
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """This process's environment plus ``FS_*`` variables for ``settings``."""
+    return {
+        **os.environ,
+        **{f"FS_{name.upper()}": str(getattr(settings, name)) for name in _CHILD_SETTINGS},
+    }
+
+
+def start_process(
+    name: str, argv: list[str], settings: Settings, run_dir: Path,
+    ready: Callable[[], bool], timeout_s: float = 120,
+) -> ManagedProcess:  # fmt: skip
+    """Start ``python argv`` with the test settings; wait until ``ready()``."""
+    process = ManagedProcess(name, run_dir, run_dir)
+    process.start([sys.executable, *argv], child_env(settings), cwd=REPO_ROOT)
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if process.exited() or time.monotonic() > deadline:
+            process.stop()
+            raise AssertionError(f"{name} did not become ready:\n{process.log_tail()}")
+        time.sleep(0.3)
+    return process
+
+
+def start_model_server(settings: Settings, run_dir: Path) -> ManagedProcess:
+    """``python -m model_server`` serving ``settings.model_name``'s champion, once healthy."""
+    from fashion_search.embedding_client import EmbeddingClient
+
+    with EmbeddingClient(settings.model_server_address, timeout_s=5) as client:
+        return start_process(
+            "model-server", ["-m", "model_server"], settings, run_dir, client.healthy
+        )

@@ -4,8 +4,6 @@ and the server follows; bad input gets clear gRPC errors and the server keeps se
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,9 +21,9 @@ from fashion_search.model.factory import Clip, ModelSpec
 from fashion_search.model.pipeline import TrainingOutcome, train_and_register
 from fashion_search.model.registry import configure_mlflow, load_version
 from fashion_search.model.train import TrainConfig
-from fashion_search.settings import REPO_ROOT, Settings
+from fashion_search.settings import Settings
 from stack.process import ManagedProcess
-from tests.helpers import free_port, jpeg, min_cosine, squares
+from tests.helpers import free_port, jpeg, min_cosine, squares, start_model_server
 
 ROWS = 300
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -56,32 +54,12 @@ def first(model_settings: Settings) -> TrainingOutcome:
     )  # fmt: skip
 
 
-def _env(settings: Settings) -> dict[str, str]:
-    names = (
-        "database_url", "s3_endpoint_url", "mlflow_tracking_uri", "models_bucket",
-        "model_name", "model_server_port", "cache_dir", "model_reload_interval_s",
-    )  # fmt: skip
-    return {f"FS_{n.upper()}": str(getattr(settings, n)) for n in names}
-
-
 @pytest.fixture(scope="module")
 def server(
     model_settings: Settings, first: TrainingOutcome, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ManagedProcess]:
     """``python -m model_server`` as a real process, stopped after the module."""
-    run_dir = tmp_path_factory.mktemp("model-server")
-    process = ManagedProcess("model-server", run_dir, run_dir)
-    process.start(
-        [sys.executable, "-m", "model_server"],
-        {**os.environ, **_env(model_settings)},
-        cwd=REPO_ROOT,
-    )
-    with EmbeddingClient(model_settings.model_server_address, timeout_s=5) as client:
-        deadline = time.monotonic() + 120
-        while not client.healthy():
-            assert not process.exited(), process.log_tail()
-            assert time.monotonic() < deadline, process.log_tail()
-            time.sleep(0.3)
+    process = start_model_server(model_settings, tmp_path_factory.mktemp("model-server"))
     yield process
     process.stop()
 

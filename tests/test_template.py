@@ -1,12 +1,13 @@
-"""template.yaml (AWS SAM) passes cfn-lint, and mirrors the LocalStack init resources."""
+"""template.yaml (AWS SAM) passes cfn-lint and ``sam validate --lint``; its handlers load."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-from fashion_search.settings import REPO_ROOT
+from fashion_search.settings import REPO_ROOT, Settings
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
@@ -29,3 +30,29 @@ def test_lint_catches_a_broken_template(tmp_path: Path) -> None:
     result = subprocess.run([str(CFN_LINT), str(broken)], capture_output=True, text=True)
     assert result.returncode != 0
     assert "Nope" in result.stdout
+
+
+def test_sam_validate_lint_passes(tmp_path: Path) -> None:
+    sam = Settings().cache_dir / "bin" / "sam"
+    assert sam.exists(), "scripts/bootstrap.sh installs the SAM CLI"
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0",
+           "HOME": str(tmp_path)}  # fmt: skip
+    result = subprocess.run(
+        [str(sam), "validate", "--lint", "-t", str(REPO_ROOT / "template.yaml")],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_every_function_handler_exists() -> None:
+    from functions.local_invoke import FUNCTION_TYPE, function_spec, load_handler, load_template
+
+    template = load_template(REPO_ROOT / "template.yaml")
+    names = [n for n, r in template["Resources"].items() if r["Type"] == FUNCTION_TYPE]
+    assert {"HealthFunction", "TextSearchFunction", "ImageSearchFunction",
+            "MetadataFunction"} <= set(names)  # fmt: skip
+    for name in names:
+        spec = function_spec(REPO_ROOT / "template.yaml", name)
+        assert callable(load_handler(spec)), name
+        assert spec.environment["FS_MODEL_SERVER_ADDRESS"] == "127.0.0.1:50051"

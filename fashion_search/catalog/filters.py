@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from psycopg import sql
 from pydantic.alias_generators import to_camel
@@ -36,26 +36,35 @@ def _check_value(field: str, value: object, integer: bool) -> str | int:
     return value
 
 
-def where_clause(filters: Filters | None) -> sql.Composable:
-    """``TRUE AND col = 'v' AND col2 = ANY(...)`` for the filters; raises InvalidFilterError."""
+def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
+    """``TRUE AND col = %(f_col)s AND col2 = ANY(%(f_col2)s)`` and its parameters.
+
+    Values are always bound as parameters, never spliced into the SQL text. Raises
+    InvalidFilterError for an unknown field or an unusable value.
+    """
     parts: list[sql.Composable] = [sql.SQL("TRUE")]
+    params: dict[str, Any] = {}
     for field, raw in (filters or {}).items():
         column = FILTER_COLUMNS.get(field)
         if column is None:
             known = ", ".join(sorted(to_camel(n) for n in (*METADATA_FIELDS, "dataset")))
             raise InvalidFilterError(f"unknown filter field {field!r}; known fields: {known}")
         integer = column in _INTEGER_COLUMNS
+        name = f"f_{column}"
+        if name in params:
+            raise InvalidFilterError(f"filter {field!r} is given twice (camelCase and snake_case)")
         if isinstance(raw, str | int):
-            value = _check_value(field, raw, integer)
-            parts.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Literal(value)))
+            params[name] = _check_value(field, raw, integer)
+            parts.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(name)))
             continue
         values = [_check_value(field, v, integer) for v in raw]
         if not values or len(values) > MAX_VALUES_PER_FIELD:
             raise InvalidFilterError(
                 f"filter {field!r} needs 1 to {MAX_VALUES_PER_FIELD} values, got {len(values)}"
             )
+        params[name] = values
         cast = sql.SQL("integer[]" if integer else "text[]")
         parts.append(
-            sql.SQL("{} = ANY({}::{})").format(sql.Identifier(column), sql.Literal(values), cast)
+            sql.SQL("{} = ANY({}::{})").format(sql.Identifier(column), sql.Placeholder(name), cast)
         )
-    return sql.SQL(" AND ").join(parts)
+    return sql.SQL(" AND ").join(parts), params

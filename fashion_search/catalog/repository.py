@@ -13,10 +13,11 @@ import numpy as np
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.migrate import embedding_dimension
-from fashion_search.catalog.models import Neighbor, Page, Product
+from fashion_search.catalog.models import METADATA_FIELDS, Neighbor, Page, Product
 from fashion_search.errors import (
     EmbeddingDimensionError,
     InvalidArgumentError,
@@ -138,6 +139,17 @@ class CatalogRepository:
             raise ProductNotFoundError(product_id)
         return Product.model_validate(row)
 
+    def get_many(self, ids: Sequence[int]) -> list[Product]:
+        """The products with these ids, in id order (missing ids are left out)."""
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(
+                sql.SQL("SELECT {} FROM products WHERE id = ANY(%s) ORDER BY id").format(
+                    _READ_COLUMNS
+                ),
+                (list(ids),),
+            ).fetchall()
+        return [Product.model_validate(row) for row in rows]
+
     def existing_ids(self, ids: Sequence[int]) -> set[int]:
         """The subset of ``ids`` that are in the catalog."""
         with self.pool.connection() as conn:
@@ -146,12 +158,30 @@ class CatalogRepository:
 
     def count(self, filters: Filters | None = None) -> int:
         """Number of products matching the filters."""
-        where = where_clause(filters)
+        where, params = where_clause(filters)
         with self.pool.connection() as conn:
             row = conn.execute(
-                sql.SQL("SELECT count(*) FROM products WHERE {}").format(where)
+                sql.SQL("SELECT count(*) FROM products WHERE {}").format(where), params
             ).fetchone()
         return int(row[0]) if row else 0
+
+    def facets(self) -> dict[str, list[str | int]]:
+        """Distinct values of every metadata field (camelCase names), sorted."""
+        selects = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {name}, array_agg(DISTINCT {col}::text) FROM products").format(
+                name=sql.Literal(field), col=sql.Identifier(field)
+            )
+            for field in METADATA_FIELDS
+        )
+        with self.pool.connection() as conn:
+            rows = conn.execute(selects).fetchall()
+        return {
+            to_camel(field): sorted(
+                (int(v) if field == "year" else v for v in values or [] if v is not None),
+                key=lambda v: (isinstance(v, str), v),
+            )
+            for field, values in rows
+        }
 
     def list_products(
         self, filters: Filters | None = None, limit: int = 50, after: int | None = None
@@ -159,12 +189,13 @@ class CatalogRepository:
         """Products in id order, ``limit`` per page, starting after the id ``after`` (keyset)."""
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise InvalidArgumentError(f"limit must be 1..{MAX_PAGE_SIZE}, got {limit}")
-        where = where_clause(filters)
-        query = sql.SQL("SELECT {} FROM products WHERE {} AND id > %s ORDER BY id LIMIT %s").format(
-            _READ_COLUMNS, where
-        )
+        where, params = where_clause(filters)
+        query = sql.SQL(
+            "SELECT {} FROM products WHERE {} AND id > %(after)s ORDER BY id LIMIT %(limit)s"
+        ).format(_READ_COLUMNS, where)
+        params.update(after=after if after is not None else 0, limit=limit + 1)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query, (after if after is not None else 0, limit + 1)).fetchall()
+            rows = cur.execute(query, params).fetchall()
         items = [Product.model_validate(r) for r in rows[:limit]]
         return Page(items=items, next_after=items[-1].id if len(rows) > limit else None)
 
@@ -183,14 +214,14 @@ class CatalogRepository:
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
         query_vector = self._check_vector(vector)
-        where = where_clause(filters)
+        where, params = where_clause(filters)
         query = sql.SQL(
             "WITH hits AS MATERIALIZED ("
             " SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
             " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s)"
             " SELECT * FROM hits ORDER BY distance, id"
         ).format(columns=_READ_COLUMNS, where=where)
-        params = {"v": query_vector, "k": k}
+        params.update(v=query_vector, k=k)
         rows = self._search(query, params, exact=exact)
         if len(rows) < k and not exact:
             rows = self._search(query, params, exact=True)
@@ -215,6 +246,70 @@ class CatalogRepository:
                 cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             rows: list[dict[str, Any]] = cur.execute(query, params).fetchall()
             return rows
+
+    def title_matches(
+        self, text: str, k: int = 10, filters: Filters | None = None
+    ) -> list[Neighbor]:
+        """Full-text matches of ``text`` on product titles, best first (any word may match).
+
+        The score is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
+        """
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
+        where, params = where_clause(filters)
+        query = sql.SQL(
+            "WITH q AS (SELECT replace(plainto_tsquery('english', %(t)s)::text, '&', '|') AS t)"
+            " SELECT {columns}, ts_rank_cd(title_search, q.t::tsquery) AS rank"
+            " FROM products, q WHERE q.t <> '' AND title_search @@ q.t::tsquery AND {where}"
+            " ORDER BY rank DESC, id LIMIT %(k)s"
+        ).format(columns=_READ_COLUMNS, where=where)
+        params.update(t=text, k=k)
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query, params).fetchall()
+        return [
+            Neighbor(product=Product.model_validate(row), score=float(row["rank"])) for row in rows
+        ]
+
+    def ids_to_embed(self, model_version: str, limit: int, after: int = 0) -> list[int]:
+        """Ids (after ``after``, in order) whose embedding is missing or from another version."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT id FROM products WHERE model_version IS DISTINCT FROM %s AND id > %s"
+                " ORDER BY id LIMIT %s",
+                (model_version, after, limit),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def count_to_embed(self, model_version: str) -> int:
+        """How many products have no embedding from ``model_version``."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM products WHERE model_version IS DISTINCT FROM %s",
+                (model_version,),
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def set_embeddings(
+        self,
+        ids: Sequence[int],
+        vectors: np.ndarray[Any, Any] | Sequence[Sequence[float]],
+        model_version: str,
+    ) -> int:
+        """Store embeddings of existing products (one transaction); returns rows updated."""
+        if len(ids) != len(vectors):
+            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} embeddings")
+        if not model_version:
+            raise InvalidArgumentError("model_version is empty")
+        checked = [self._check_vector(v) for v in vectors]
+        if not ids:
+            return 0
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "UPDATE products SET embedding = %s, model_version = %s, updated_at = now()"
+                " WHERE id = %s",
+                [(v, model_version, i) for i, v in zip(ids, checked, strict=True)],
+            )
+            return int(cur.rowcount)
 
     def delete(self, ids: Sequence[int]) -> int:
         """Delete products by id; returns how many existed."""

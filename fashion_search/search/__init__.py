@@ -1,0 +1,1 @@
+"""Product search: text, image and similar-product queries over the catalog."""

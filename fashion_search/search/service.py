@@ -1,0 +1,177 @@
+"""The search service behind every search function: embed the query, ask the catalog, fuse.
+
+Inputs are checked here, once, for every front end (REST, GraphQL, Lambda, UI); a refused
+query raises a typed error from :mod:`fashion_search.errors` and changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.models import Neighbor, Product
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.errors import (
+    ImageTooLargeError,
+    InvalidArgumentError,
+    InvalidImageError,
+    ProductNotEmbeddedError,
+)
+from fashion_search.search.fusion import reciprocal_rank_fusion
+from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore
+
+SearchMode = Literal["vector", "hybrid"]
+MAX_K = 100
+#: How many candidates each side of a hybrid search contributes before fusion.
+HYBRID_CANDIDATES = 50
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: the product, its score, and a presigned URL of its image."""
+
+    product: Product
+    score: float
+    image_url: str
+
+
+@dataclass
+class SearchResult:
+    """Hits, best first, with the serving model version and where the time went."""
+
+    hits: list[Hit]
+    mode: str
+    model_version: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + (time.perf_counter() - started) * 1000
+
+
+def decode_base64_image(data: str) -> bytes:
+    """Bytes of a base64 image (a ``data:image/...;base64,`` prefix is allowed)."""
+    payload = data.split(",", 1)[1] if data.startswith("data:") and "," in data else data
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidImageError("image is not valid base64") from error
+
+
+class SearchService:
+    """Text, image and similar-product search over one catalog, model server and store."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: CatalogRepository,
+        store: ObjectStore,
+        embedder: EmbeddingClient,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.store = store
+        self.embedder = embedder
+
+    def _check_k(self, k: int) -> None:
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
+
+    def image_url(self, product: Product) -> str:
+        """A presigned GET URL of the product's image."""
+        return self.store.presigned_url(
+            self.settings.images_bucket, product.image_key, self.settings.image_url_expiry_s
+        )
+
+    def _hits(self, neighbors: list[Neighbor]) -> list[Hit]:
+        return [Hit(n.product, n.score, self.image_url(n.product)) for n in neighbors]
+
+    def text(
+        self,
+        query: str,
+        k: int = 10,
+        filters: Filters | None = None,
+        mode: SearchMode | None = None,
+    ) -> SearchResult:
+        """Products matching a text query: by embedding, or fused with full-text title search."""
+        query = query.strip()
+        if not query:
+            raise InvalidArgumentError("query is empty")
+        if len(query) > self.settings.model_max_text_chars:
+            raise InvalidArgumentError(
+                f"query has {len(query)} characters; at most {self.settings.model_max_text_chars}"
+            )
+        self._check_k(k)
+        mode = mode or self.settings.search_mode
+        timings: dict[str, float] = {}
+        with _timed(timings, "model"):
+            embedding = self.embedder.embed_texts([query])
+        depth = max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
+        with _timed(timings, "database"):
+            neighbors = self.repository.nearest(embedding.vectors[0], depth, filters)
+            if mode == "hybrid":
+                lexical = self.repository.title_matches(query, depth, filters)
+        if mode == "hybrid":
+            by_id = {n.product.id: n.product for n in (*neighbors, *lexical)}
+            fused = reciprocal_rank_fusion(
+                [[n.product.id for n in neighbors], [n.product.id for n in lexical]]
+            )
+            neighbors = [Neighbor(product=by_id[i], score=score) for i, score in fused[:k]]
+        with _timed(timings, "urls"):
+            hits = self._hits(neighbors)
+        return SearchResult(hits, mode, embedding.model_version, timings)
+
+    def image(self, image: bytes, k: int = 10, filters: Filters | None = None) -> SearchResult:
+        """Products whose images look like ``image`` (encoded bytes)."""
+        if not image:
+            raise InvalidImageError("image is empty")
+        if len(image) > self.settings.search_max_upload_bytes:
+            raise ImageTooLargeError(
+                f"image has {len(image)} bytes; at most {self.settings.search_max_upload_bytes}"
+            )
+        self._check_k(k)
+        timings: dict[str, float] = {}
+        with _timed(timings, "model"):
+            embedding = self.embedder.embed_images([image])
+        with _timed(timings, "database"):
+            neighbors = self.repository.nearest(embedding.vectors[0], k, filters)
+        with _timed(timings, "urls"):
+            hits = self._hits(neighbors)
+        return SearchResult(hits, "image", embedding.model_version, timings)
+
+    def image_by_key(
+        self, key: str, bucket: str | None = None, k: int = 10, filters: Filters | None = None
+    ) -> SearchResult:
+        """Image search with an image already in the store (images or uploads bucket)."""
+        bucket = bucket or self.settings.images_bucket
+        allowed = (self.settings.images_bucket, self.settings.uploads_bucket)
+        if bucket not in allowed:
+            raise InvalidArgumentError(f"bucket must be one of {', '.join(allowed)}")
+        return self.image(self.store.get(bucket, key), k, filters)
+
+    def similar(self, product_id: int, k: int = 10, filters: Filters | None = None) -> SearchResult:
+        """Products closest to a catalog product's stored embedding (the product left out)."""
+        self._check_k(k)
+        timings: dict[str, float] = {}
+        with _timed(timings, "database"):
+            product = self.repository.get(product_id, with_embedding=True)
+            if product.embedding is None:
+                raise ProductNotEmbeddedError(product_id)
+            neighbors = self.repository.nearest(product.embedding, k + 1, filters)
+        neighbors = [n for n in neighbors if n.product.id != product_id][:k]
+        with _timed(timings, "urls"):
+            hits = self._hits(neighbors)
+        return SearchResult(hits, "similar", product.model_version, timings)

@@ -1,0 +1,28 @@
+"""The process-wide search service (built on first use, reused across Lambda invocations)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from fastapi import Depends
+
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.search.service import SearchService
+from fashion_search.settings import get_settings
+from fashion_search.storage import ObjectStore
+
+
+@lru_cache(maxsize=1)
+def get_service() -> SearchService:
+    """The search service on the configured catalog, object store and model server."""
+    settings = get_settings()
+    repository = CatalogRepository(create_pool(settings), settings.hnsw_ef_search)
+    return SearchService(
+        settings, repository, ObjectStore(settings), EmbeddingClient(settings.model_server_address)
+    )
+
+
+Service = Annotated[SearchService, Depends(get_service)]

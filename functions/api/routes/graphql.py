@@ -1,0 +1,281 @@
+"""``/graphql``: product metadata and search as a GraphQL schema (strawberry).
+
+``products`` is a Relay-style connection with opaque cursors; depth, token and alias limits
+guard against expensive documents. A request that fails as a whole (syntax, validation, limits,
+bad arguments) is answered with a 4xx status and the GraphQL errors, each with its status in
+``extensions``; field errors in an otherwise answered query keep GraphQL's 200.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import strawberry
+from fastapi import Depends
+from graphql import GraphQLError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionContext, ExecutionResult, Info
+
+from fashion_search.catalog import models
+from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.repository import MAX_PAGE_SIZE
+from fashion_search.errors import FashionSearchError, InvalidArgumentError
+from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchService
+from functions.api.dependencies import get_service
+from functions.api.errors import status_of
+
+MAX_DEPTH = 6
+MAX_TOKENS = 1000
+MAX_ALIASES = 10
+_CURSOR_PREFIX = "product:"
+
+
+@strawberry.type(description="A catalog product.")
+class Product:
+    id: strawberry.ID
+    product_display_name: str
+    gender: str | None
+    master_category: str | None
+    sub_category: str | None
+    article_type: str | None
+    base_colour: str | None
+    season: str | None
+    year: int | None
+    usage: str | None
+    model_version: str | None
+    image_url: str = strawberry.field(description="presigned URL of the product image")
+
+    @strawberry.field(description="Products that look like this one, best first.")
+    async def similar(self, info: Info[dict[str, Any], None], k: int = 5) -> list[SearchHit]:
+        service: SearchService = info.context["service"]
+        result = await run_in_threadpool(service.similar, int(self.id), k)
+        return [SearchHit.of(hit) for hit in result.hits]
+
+    @classmethod
+    def of(cls, product: models.Product, image_url: str) -> Product:
+        """From a catalog product."""
+        return cls(
+            id=strawberry.ID(str(product.id)),
+            image_url=image_url,
+            **product.model_dump(
+                include={"product_display_name", *models.METADATA_FIELDS, "model_version"}
+            ),
+        )
+
+
+@strawberry.type(description="A search hit: cosine similarity (or fused rank score) and product.")
+class SearchHit:
+    score: float
+    product: Product
+
+    @classmethod
+    def of(cls, hit: Hit) -> SearchHit:
+        """From a service hit."""
+        return cls(score=hit.score, product=Product.of(hit.product, hit.image_url))
+
+
+@strawberry.type(description="Search hits, best first, and the model version that produced them.")
+class SearchResults:
+    mode: str
+    model_version: str | None
+    hits: list[SearchHit]
+
+    @classmethod
+    def of(cls, result: SearchResult) -> SearchResults:
+        """From a service result."""
+        return cls(
+            mode=result.mode,
+            model_version=result.model_version,
+            hits=[SearchHit.of(h) for h in result.hits],
+        )
+
+
+@strawberry.input(description="Metadata filters; each field takes one or more allowed values.")
+class ProductFilter:
+    gender: list[str] | None = None
+    master_category: list[str] | None = None
+    sub_category: list[str] | None = None
+    article_type: list[str] | None = None
+    base_colour: list[str] | None = None
+    season: list[str] | None = None
+    year: list[int] | None = None
+    usage: list[str] | None = None
+
+    def to_filters(self) -> Filters:
+        """As catalog filters."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class ProductEdge:
+    cursor: str
+    node: Product
+
+
+@strawberry.type(description="A page of products in id order.")
+class ProductConnection:
+    edges: list[ProductEdge]
+    page_info: PageInfo
+    filters: strawberry.Private[Filters]
+
+    @strawberry.field(description="How many products match the filter (all pages).")
+    async def total_count(self, info: Info[dict[str, Any], None]) -> int:
+        service: SearchService = info.context["service"]
+        return await run_in_threadpool(service.repository.count, self.filters)
+
+
+def _cursor(product_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{product_id}".encode()).decode()
+
+
+def _after_id(cursor: str | None) -> int | None:
+    if cursor is None:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        if text.startswith(_CURSOR_PREFIX):
+            return int(text.removeprefix(_CURSOR_PREFIX))
+    except ValueError:
+        pass
+    raise InvalidArgumentError(f"cursor {cursor!r} is not one this API returned")
+
+
+def _filters(filter: ProductFilter | None) -> Filters:
+    return filter.to_filters() if filter is not None else {}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Products in id order, `first` per page, after a cursor.")
+    async def products(
+        self,
+        info: Info[dict[str, Any], None],
+        filter: ProductFilter | None = None,
+        first: int = 20,
+        after: str | None = None,
+    ) -> ProductConnection:
+        service: SearchService = info.context["service"]
+        if not 1 <= first <= MAX_PAGE_SIZE // 10:
+            raise InvalidArgumentError(f"first must be between 1 and {MAX_PAGE_SIZE // 10}")
+        filters = _filters(filter)
+        page = await run_in_threadpool(
+            service.repository.list_products, filters, first, _after_id(after)
+        )
+        edges = [ProductEdge(cursor=_cursor(p.id), node=Product.of(p, service.image_url(p)))
+                 for p in page.items]  # fmt: skip
+        return ProductConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.next_after is not None,
+                end_cursor=edges[-1].cursor if edges else None,
+            ),
+            filters=filters,
+        )
+
+    @strawberry.field(description="One product, or null when no product has that id.")
+    async def product(self, info: Info[dict[str, Any], None], id: strawberry.ID) -> Product | None:
+        service: SearchService = info.context["service"]
+        if not str(id).isdigit():
+            raise InvalidArgumentError(f"product id must be a positive integer, got {id!r}")
+        found = await run_in_threadpool(service.repository.get_many, [int(id)])
+        return Product.of(found[0], service.image_url(found[0])) if found else None
+
+    @strawberry.field(description="Products for a text query (vector or hybrid).")
+    async def search_by_text(
+        self,
+        info: Info[dict[str, Any], None],
+        query: str,
+        k: int = 10,
+        filter: ProductFilter | None = None,
+        mode: str | None = None,
+    ) -> SearchResults:
+        service: SearchService = info.context["service"]
+        if mode not in (None, "vector", "hybrid"):
+            raise InvalidArgumentError("mode must be vector or hybrid")
+        chosen: SearchMode | None = mode  # type: ignore[assignment]
+        result = await run_in_threadpool(service.text, query, k, _filters(filter), chosen)
+        return SearchResults.of(result)
+
+    @strawberry.field(description="Products that look like the product `id`.")
+    async def search_similar(
+        self,
+        info: Info[dict[str, Any], None],
+        id: strawberry.ID,
+        k: int = 10,
+        filter: ProductFilter | None = None,
+    ) -> SearchResults:
+        service: SearchService = info.context["service"]
+        if not str(id).isdigit():
+            raise InvalidArgumentError(f"product id must be a positive integer, got {id!r}")
+        result = await run_in_threadpool(service.similar, int(id), k, _filters(filter))
+        return SearchResults.of(result)
+
+
+def _status(error: GraphQLError) -> int:
+    """400 for document errors (syntax, validation, limits), the typed error's status, or 500."""
+    original = error.original_error
+    if original is None:
+        return 400
+    return status_of(original) if isinstance(original, FashionSearchError) else 500
+
+
+class _Schema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log only server-side failures; the client's own mistakes are in the response."""
+        unexpected = [e for e in errors if _status(e) >= 500]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
+class _Router(GraphQLRouter[dict[str, Any], None]):
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        formatted_errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
+        for formatted, error in zip(formatted_errors, result.errors or [], strict=True):
+            formatted.setdefault("extensions", {})["status"] = _status(error)
+        return response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        response = super().create_response(response_data, sub_response)
+        if isinstance(response_data, dict) and response_data.get("data") is None:
+            errors: list[dict[str, Any]] = response_data.get("errors") or []  # type: ignore[assignment]
+            if errors:
+                response.status_code = errors[0].get("extensions", {}).get("status", 400)
+        return response
+
+
+schema = _Schema(
+    query=Query,
+    extensions=[
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+    ],
+)
+
+
+async def _context(service: SearchService = Depends(get_service)) -> dict[str, Any]:  # noqa: B008
+    return {"service": service}
+
+
+router = _Router(schema, path="/graphql", context_getter=_context, tags=["graphql"])

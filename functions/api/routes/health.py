@@ -1,0 +1,38 @@
+"""``GET /health``: the catalog, the object store and the model server answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from fashion_search.errors import FashionSearchError
+from functions.api.dependencies import Service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Readiness of the catalog, object store and model server")
+def health(service: Service) -> JSONResponse:
+    """200 when every dependency answers, else 503; each component with its state."""
+    checks: dict[str, Any] = {}
+    try:
+        checks["catalog"] = {"ok": True, "products": service.repository.count()}
+    except Exception as error:  # any failure means "not ready"; the message says which
+        checks["catalog"] = {"ok": False, "error": str(error)}
+    try:
+        service.store.exists(service.settings.images_bucket, "health-check")
+        checks["objectStore"] = {"ok": True}
+    except Exception as error:
+        checks["objectStore"] = {"ok": False, "error": str(error)}
+    try:
+        info = service.embedder.info()
+        checks["modelServer"] = {
+            "ok": True, "model": info.registry_name, "version": info.registry_version,
+            "providers": info.execution_providers,
+        }  # fmt: skip
+    except FashionSearchError as error:
+        checks["modelServer"] = {"ok": False, "error": str(error)}
+    ok = all(c["ok"] for c in checks.values())
+    return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)

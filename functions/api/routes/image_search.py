@@ -1,0 +1,86 @@
+"""``POST /search/image``: products that look like an image (upload, base64, or store key)."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from fashion_search.errors import ImageTooLargeError, InvalidArgumentError
+from fashion_search.search.service import SearchService, decode_base64_image
+from functions.api.dependencies import Service
+from functions.api.parameters import reject_unknown_parameters
+from functions.api.schemas import ImageSearchIn, SearchOut
+
+router = APIRouter(tags=["search"], dependencies=[Depends(reject_unknown_parameters)])
+
+_MULTIPART = "multipart/form-data"
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLargeError(f"upload is larger than {limit} bytes")
+    return data
+
+
+async def _from_form(request: Request, service: SearchService) -> SearchOut:
+    limit = service.settings.search_max_upload_bytes
+    async with request.form(max_files=1, max_fields=4, max_part_size=limit + 1) as form:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise InvalidArgumentError("multipart form needs a file field named 'image'")
+        data = await _read_upload(upload, limit)
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    body = ImageSearchIn.model_validate(
+        {"k": fields.get("k", 10), "filters": json.loads(fields.get("filters") or "{}")}
+    )
+    return SearchOut.of(await run_in_threadpool(service.image, data, body.k, body.filters))
+
+
+@router.post(
+    "/search/image",
+    summary="Search by image",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": ImageSearchIn.model_json_schema(by_alias=True)},
+                _MULTIPART: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["image"],
+                        "properties": {
+                            "image": {"type": "string", "format": "binary"},
+                            "k": {"type": "integer", "default": 10},
+                            "filters": {"type": "string", "description": "JSON object"},
+                        },
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def search_image(request: Request, service: Service) -> SearchOut:
+    """A multipart upload (field ``image``), or JSON with ``imageBase64`` or ``key``."""
+    if request.headers.get("content-type", "").startswith(_MULTIPART):
+        return await _from_form(request, service)
+    raw = await request.body()
+    if len(raw) > service.settings.search_max_upload_bytes * 4 // 3 + 4096:
+        raise ImageTooLargeError("request body is too large")
+    try:
+        body = ImageSearchIn.model_validate_json(raw)
+    except ValueError as error:
+        raise InvalidArgumentError(f"body is not a valid image search request: {error}") from error
+    if (body.image_base64 is None) == (body.key is None):
+        raise InvalidArgumentError("give exactly one of imageBase64 or key")
+    if body.key is not None:
+        result = await run_in_threadpool(
+            service.image_by_key, body.key, body.bucket, body.k, body.filters
+        )
+    else:
+        image = decode_base64_image(body.image_base64 or "")
+        result = await run_in_threadpool(service.image, image, body.k, body.filters)
+    return SearchOut.of(result)

@@ -1,0 +1,40 @@
+"""``GET /products/{id}`` and ``GET /products/{id}/similar``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from fashion_search.catalog.filters import Filters
+from fashion_search.search.service import MAX_K
+from functions.api.dependencies import Service
+from functions.api.parameters import metadata_filters, reject_unknown_parameters
+from functions.api.schemas import ProductOut, SearchOut
+
+router = APIRouter(tags=["products"], dependencies=[Depends(reject_unknown_parameters)])
+ProductId = Annotated[int, Path(ge=1, le=2**63 - 1, description="product id")]
+
+
+@router.get("/facets", summary="Distinct values of every metadata field (for filter menus)")
+def facets(service: Service) -> dict[str, list[str | int]]:
+    """``{"articleType": ["Backpacks", ...], "year": [2007, ...], ...}``."""
+    return service.repository.facets()
+
+
+@router.get("/products/{product_id}", summary="One product")
+def get_product(service: Service, product_id: ProductId) -> ProductOut:
+    """A product's metadata and image URL; 404 when there is none with that id."""
+    product = service.repository.get(product_id)
+    return ProductOut.of(product, service.image_url(product))
+
+
+@router.get("/products/{product_id}/similar", summary="Products that look like this one")
+def similar_products(
+    service: Service,
+    product_id: ProductId,
+    filters: Annotated[Filters, Depends(metadata_filters)],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+) -> SearchOut:
+    """The k products nearest to this product's embedding, itself left out."""
+    return SearchOut.of(service.similar(product_id, k, filters))

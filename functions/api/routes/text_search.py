@@ -1,0 +1,33 @@
+"""``GET|POST /search/text``: products for a text query, with metadata filters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from fashion_search.catalog.filters import Filters
+from fashion_search.search.service import MAX_K, SearchMode
+from functions.api.dependencies import Service
+from functions.api.parameters import metadata_filters, reject_unknown_parameters
+from functions.api.schemas import SearchOut, TextSearchIn
+
+router = APIRouter(tags=["search"], dependencies=[Depends(reject_unknown_parameters)])
+
+
+@router.get("/search/text", summary="Search by text")
+def search_text(
+    service: Service,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="the query")],
+    filters: Annotated[Filters, Depends(metadata_filters)],
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    mode: SearchMode | None = None,
+) -> SearchOut:
+    """The k best products for ``q``; ``mode`` hybrid fuses full-text title matches."""
+    return SearchOut.of(service.text(q, k, filters, mode))
+
+
+@router.post("/search/text", summary="Search by text (JSON body)")
+def search_text_body(service: Service, body: TextSearchIn) -> SearchOut:
+    """Same as GET, with the query and filters in a JSON body."""
+    return SearchOut.of(service.text(body.q, body.k, body.filters, body.mode))

@@ -1,0 +1,94 @@
+"""Request and response bodies of the REST API (camelCase on the wire, like the dataset)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from fashion_search.catalog.filters import FilterValue
+from fashion_search.catalog.models import Product
+from fashion_search.search.service import MAX_K, Hit, SearchMode, SearchResult
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class ProductOut(_Body):
+    """A product's metadata and a presigned URL of its image."""
+
+    id: int
+    product_display_name: str
+    gender: str | None
+    master_category: str | None
+    sub_category: str | None
+    article_type: str | None
+    base_colour: str | None
+    season: str | None
+    year: int | None
+    usage: str | None
+    image_key: str
+    image_url: str
+    model_version: str | None
+
+    @classmethod
+    def of(cls, product: Product, image_url: str) -> ProductOut:
+        """From a catalog product."""
+        fields = product.model_dump(include=set(ProductOut.model_fields) - {"image_url"})
+        return cls.model_validate({**fields, "image_url": image_url})
+
+
+class HitOut(ProductOut):
+    """A search hit: the product and its score (cosine similarity, or fused rank score)."""
+
+    score: float
+
+    @classmethod
+    def of_hit(cls, hit: Hit) -> HitOut:
+        """From a service hit."""
+        return cls.model_validate(
+            {**ProductOut.of(hit.product, hit.image_url).model_dump(), "score": hit.score}
+        )
+
+
+class SearchOut(_Body):
+    """Hits, best first, with the model version that embedded the query and timings."""
+
+    mode: str
+    model_version: str | None
+    hits: list[HitOut]
+    timings_ms: dict[str, float]
+
+    @classmethod
+    def of(cls, result: SearchResult) -> SearchOut:
+        """From a service result."""
+        return cls(
+            mode=result.mode,
+            model_version=result.model_version,
+            hits=[HitOut.of_hit(h) for h in result.hits],
+            timings_ms={name: round(ms, 3) for name, ms in result.timings_ms.items()},
+        )
+
+
+Filters = dict[str, FilterValue]
+
+
+class TextSearchIn(_Body):
+    """``POST /search/text``."""
+
+    q: Annotated[str, Field(min_length=1, max_length=2000, description="the query")]
+    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    filters: Filters = Field(default_factory=dict, description="metadata field -> value(s)")
+    mode: SearchMode | None = None
+
+
+class ImageSearchIn(_Body):
+    """``POST /search/image`` as JSON: a base64 image, or the key of an image in the store."""
+
+    image_base64: str | None = None
+    key: Annotated[str | None, Field(max_length=1024)] = None
+    bucket: str | None = None
+    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    filters: Filters = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Lambda entry points (``handler(event, context)``), one module per function."""

@@ -1,0 +1,8 @@
+"""Lambda function: product metadata (``/graphql``, ``/products/{id}[/similar]``, ``/facets``)."""
+
+from __future__ import annotations
+
+from functions.api.lambda_adapter import lambda_handler
+from functions.api.routes import graphql, products
+
+handler = lambda_handler(graphql.router, products.router)

@@ -1,0 +1,73 @@
+"""Typed HTTP client of the search API, as the UI uses it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from fashion_search.errors import FashionSearchError
+
+
+class ApiError(FashionSearchError):
+    """The API answered with an error status; the message is its ``detail``."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class SearchApi:
+    """Calls of the REST API (one pooled connection per UI session)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, str(detail))
+        return response.json()
+
+    def facets(self) -> dict[str, list[str | int]]:
+        """Distinct values of each metadata field."""
+        result: dict[str, list[str | int]] = self._json(self._http.get("/facets"))
+        return result
+
+    def search_text(
+        self, query: str, k: int, filters: dict[str, list[str]], mode: str
+    ) -> dict[str, Any]:
+        """``POST /search/text``."""
+        body = {"q": query, "k": k, "filters": filters, "mode": mode}
+        result: dict[str, Any] = self._json(self._http.post("/search/text", json=body))
+        return result
+
+    def search_image(
+        self, image: bytes, filename: str, k: int, filters: dict[str, list[str]]
+    ) -> dict[str, Any]:
+        """``POST /search/image`` with a multipart upload."""
+        result: dict[str, Any] = self._json(
+            self._http.post(
+                "/search/image",
+                files={"image": (filename, image)},
+                data={"k": str(k), "filters": json.dumps(filters)},
+            )
+        )
+        return result
+
+    def product(self, product_id: int) -> dict[str, Any]:
+        """``GET /products/{id}``."""
+        result: dict[str, Any] = self._json(self._http.get(f"/products/{product_id}"))
+        return result
+
+    def similar(self, product_id: int, k: int) -> dict[str, Any]:
+        """``GET /products/{id}/similar``."""
+        result: dict[str, Any] = self._json(
+            self._http.get(f"/products/{product_id}/similar", params={"k": k})
+        )
+        return result
