@@ -10,13 +10,14 @@ LIMIT ?=
 bootstrap:
 	@scripts/bootstrap.sh
 
-## Local stack up, catalog loaded (images in MinIO, rows in PostgreSQL).
+## Local stack up, catalog loaded and embedded, model server, search API and UI running.
 up: bootstrap
 	$(PY) -m stack up
 	$(PY) -m fashion_search.cli load --skip-existing $(if $(LIMIT),--limit $(LIMIT))
-	@$(PY) -m stack status
+	$(PY) -m stack.apps up
 
 down:
+	-$(PY) -m stack.apps down
 	$(PY) -m stack down
 
 status:
@@ -33,3 +34,4 @@ test: lint
 
 bench: bootstrap
 	$(PY) -m bench.catalog
+	$(PY) -m bench.search

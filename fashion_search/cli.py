@@ -76,6 +76,48 @@ def _embed(args: argparse.Namespace) -> None:
         print(f"  product {product_id}: {reason}")
 
 
+def _eval_search(args: argparse.Namespace) -> None:
+    import random
+
+    from fashion_search.catalog.models import ProductFields
+    from fashion_search.dataset import iter_dataset
+    from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.model.data import in_test_split
+    from fashion_search.model.evaluate import evaluate_ranker
+    from fashion_search.search.service import SearchService
+
+    settings = get_settings()
+    source = args.source or settings.dataset_source
+    held_out = [i.fields for i in iter_dataset(source, limit=args.limit) if in_test_split(i.image)]
+    titles = sorted({f.product_display_name for f in held_out})
+    chosen = set(random.Random(0).sample(titles, min(args.queries, len(titles))))
+    queries_from = [f for f in held_out if f.product_display_name in chosen]
+    print(f"{len(chosen)} title queries sampled from {len(titles)} held-out titles")
+    results: dict[str, dict[str, float]] = {}
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server_address) as client,
+    ):
+        service = SearchService(
+            settings,
+            CatalogRepository(pool, settings.hnsw_ef_search),
+            ObjectStore(settings),
+            client,
+        )
+        for mode in ("vector", "hybrid"):
+
+            def rank(text: str, mode: str = mode) -> list[ProductFields]:
+                return [h.product for h in service.text(text, args.depth, mode=mode).hits]  # type: ignore[arg-type]
+
+            started = time.perf_counter()
+            results[mode] = evaluate_ranker(rank, queries_from)
+            print(f"{mode}: {time.perf_counter() - started:.0f} s")
+    print(f"{'metric':<18} {'vector':>8} {'hybrid':>8} {'ratio':>7}")
+    for name in results["vector"]:
+        v, h = results["vector"][name], results["hybrid"][name]
+        print(f"{name:<18} {v:>8.4f} {h:>8.4f} {h / v if v else float('nan'):>7.2f}")
+
+
 def _set_dim(args: argparse.Namespace) -> None:
     changed = set_embedding_dimension(get_settings().database_url, args.dimension)
     print(
@@ -143,6 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(run=_embed)
+
+    p = commands.add_parser(
+        "eval-search", help="vector vs hybrid search on the catalog, with the evaluation metrics"
+    )
+    p.add_argument("--source", help="dataset whose held-out split gives the queries")
+    p.add_argument("--limit", type=int, help="read only the first N dataset rows")
+    p.add_argument("--queries", type=int, default=1000, help="title queries to sample")
+    p.add_argument("--depth", type=int, default=100, help="results per query (MRR cut-off)")
+    p.set_defaults(run=_eval_search)
 
     p = commands.add_parser("set-embedding-dim", help="move the catalog to another dimension")
     p.add_argument("dimension", type=int)

@@ -1,5 +1,6 @@
 """Server-side micro-batching: concurrent requests are merged into one model call of up to
-``max_batch`` items, waiting at most ``max_wait_s`` for company."""
+``max_batch`` items: those that queued while the previous call ran, plus those arriving within
+``max_wait_s`` (0 by default: no request waits for company)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,11 @@ class MicroBatcher(Generic[Item]):
         while True:
             first = await self._queue.get()
             batch, size = [first], len(first.items)
+            # Whatever queued while the previous batch ran joins at once (no added latency)...
+            while size < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+                size += len(batch[-1].items)
+            # ...and a non-zero max wait holds a part-full batch a little longer for company.
             deadline = loop.time() + self.max_wait_s
             while size < self.max_batch:
                 timeout = deadline - loop.time()

@@ -42,7 +42,7 @@ def sidebar() -> tuple[dict[str, list[str]], int, str]:
         if chosen:
             filters[field] = [str(v) for v in chosen]
     k = st.sidebar.slider("Results", 4, 60, 20, step=4, key="k")
-    hybrid = st.sidebar.toggle("Hybrid (match titles too)", key="hybrid")
+    hybrid = st.sidebar.toggle("Hybrid (match titles too)", value=True, key="hybrid")
     return filters, k, "hybrid" if hybrid else "vector"
 
 

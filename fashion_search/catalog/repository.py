@@ -250,7 +250,7 @@ class CatalogRepository:
     def title_matches(
         self, text: str, k: int = 10, filters: Filters | None = None
     ) -> list[Neighbor]:
-        """Full-text matches of ``text`` on product titles, best first (any word may match).
+        """Full-text matches of ``text`` on product titles (every word must match), best first.
 
         The score is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
         """
@@ -258,10 +258,9 @@ class CatalogRepository:
             raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
         where, params = where_clause(filters)
         query = sql.SQL(
-            "WITH q AS (SELECT replace(plainto_tsquery('english', %(t)s)::text, '&', '|') AS t)"
-            " SELECT {columns}, ts_rank_cd(title_search, q.t::tsquery) AS rank"
-            " FROM products, q WHERE q.t <> '' AND title_search @@ q.t::tsquery AND {where}"
-            " ORDER BY rank DESC, id LIMIT %(k)s"
+            "SELECT {columns}, ts_rank_cd(title_search, q) AS rank"
+            " FROM products, plainto_tsquery('english', %(t)s) AS q"
+            " WHERE title_search @@ q AND {where} ORDER BY rank DESC, id LIMIT %(k)s"
         ).format(columns=_READ_COLUMNS, where=where)
         params.update(t=text, k=k)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

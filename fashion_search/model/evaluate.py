@@ -141,3 +141,46 @@ def evaluate(
         embed_images(clip, train.images) if train is not None else None,
         train.fields if train is not None else None,
     )
+
+
+Ranker = Callable[[str], Sequence[ProductFields]]
+
+
+def evaluate_ranker(
+    rank: Ranker, queries_from: Sequence[ProductFields], min_relevant: int = 10
+) -> dict[str, float]:
+    """Title and attribute metrics of any search function (text -> products, best first).
+
+    The same queries as :func:`evaluate_embeddings`, built from ``queries_from`` (the held-out
+    products), answered by ``rank`` over whatever it searches (e.g. the whole catalog, by vector
+    or hybrid search). MRR counts only the ranks ``rank`` returns.
+    """
+    titles = sorted({f.product_display_name for f in queries_from})
+    ranks = []
+    for title in titles:
+        hits = rank(title)
+        ranks.append(next((i for i, h in enumerate(hits, 1) if h.product_display_name == title), 0))
+    found = np.array(ranks)
+    metrics = {
+        "title_r1": float(np.mean(found == 1)),
+        "title_r10": float(np.mean((found >= 1) & (found <= 10))),
+        "title_mrr": float(np.mean([1.0 / r if r else 0.0 for r in ranks])),
+        "title_queries": float(len(titles)),
+    }
+    keys = Counter(
+        (f.gender, f.base_colour, f.article_type)
+        for f in queries_from
+        if f.gender and f.base_colour and f.article_type
+    )
+    combos = sorted(k for k, n in keys.items() if n >= min_relevant)
+    for name, template in (("attr_p10_seen", SEEN_PHRASING), ("attr_p10_unseen", UNSEEN_PHRASING)):
+        precisions = [
+            sum(
+                (h.gender, h.base_colour, h.article_type) == combo
+                for h in rank(attribute_text(*combo, template))[:10]
+            )
+            / 10
+            for combo in combos
+        ]
+        metrics[name] = float(np.mean(precisions)) if precisions else 0.0
+    return metrics

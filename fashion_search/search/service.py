@@ -32,6 +32,7 @@ SearchMode = Literal["vector", "hybrid"]
 MAX_K = 100
 #: How many candidates each side of a hybrid search contributes before fusion.
 HYBRID_CANDIDATES = 50
+URL_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -85,16 +86,28 @@ class SearchService:
         self.repository = repository
         self.store = store
         self.embedder = embedder
+        self._urls: dict[str, tuple[str, float]] = {}  # image key -> (URL, signed at)
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
 
     def image_url(self, product: Product) -> str:
-        """A presigned GET URL of the product's image."""
-        return self.store.presigned_url(
+        """A presigned GET URL of the product's image, valid for at least half its expiry.
+
+        Signing costs ~0.25 ms a URL; one is reused for half of its lifetime.
+        """
+        now = time.monotonic()
+        cached = self._urls.get(product.image_key)
+        if cached is not None and now - cached[1] < self.settings.image_url_expiry_s / 2:
+            return cached[0]
+        url = self.store.presigned_url(
             self.settings.images_bucket, product.image_key, self.settings.image_url_expiry_s
         )
+        if len(self._urls) >= URL_CACHE_SIZE:
+            self._urls.clear()
+        self._urls[product.image_key] = (url, now)
+        return url
 
     def _hits(self, neighbors: list[Neighbor]) -> list[Hit]:
         return [Hit(n.product, n.score, self.image_url(n.product)) for n in neighbors]

@@ -1,0 +1,142 @@
+"""Search benchmark over HTTP against the running stack (``make up``: catalog loaded and
+embedded, model server, API):
+
+    .venv/bin/python -m bench.search --requests 200
+
+Text and image search latency p50/p95 and requests/s at concurrency 1, 8 and 32, with the
+server's own breakdown (model, database, presigning, rest = HTTP + JSON), next to the same
+search called in-process (no HTTP) as the baseline; and HNSW recall@10 against exact search
+on the same queries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.dataset import iter_dataset
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.model.data import attribute_caption
+from fashion_search.search.service import SearchService
+from fashion_search.settings import get_settings
+from fashion_search.storage import ObjectStore
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def _run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -> dict[str, float]:
+    """``n`` calls on ``concurrency`` threads: latency percentiles, rate, mean breakdown."""
+    latencies: list[float] = []
+    parts: dict[str, list[float]] = {}
+
+    def one(i: int) -> None:
+        started = time.perf_counter()
+        body = call(i)
+        latencies.append((time.perf_counter() - started) * 1000)
+        for name, ms in body.get("timingsMs", {}).items():
+            parts.setdefault(name, []).append(ms)
+
+    call(0)  # warm-up
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(n)))
+    took = time.perf_counter() - started
+    result = {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95), "rps": n / took}
+    result.update({name: statistics.mean(values) for name, values in parts.items()})
+    result["rest"] = statistics.mean(latencies) - sum(statistics.mean(v) for v in parts.values())
+    return result
+
+
+def _table(
+    title: str, rows: list[tuple[str, dict[str, float]]], baseline: dict[str, float]
+) -> None:
+    print(f"\n{title}")
+    print(f"{'run':<22} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7} {'p50/base':>9}"
+          f" {'model':>7} {'db':>7} {'urls':>6} {'rest':>7}")  # fmt: skip
+    for name, r in rows:
+        print(
+            f"{name:<22} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['rps']:>7.1f}"
+            f" {r['p50'] / baseline['p50']:>9.2f} {r.get('model', 0):>7.2f}"
+            f" {r.get('database', 0):>7.2f} {r.get('urls', 0):>6.2f} {r.get('rest', 0):>7.2f}"
+        )
+
+
+def main() -> None:
+    """Run the benchmark and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=200, help="requests per run")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--k", type=int, default=10)
+    args = parser.parse_args()
+    settings = get_settings()
+    items = list(iter_dataset(settings.dataset_source, limit=2000))
+    rng = random.Random(0)
+    rng.shuffle(items)
+    queries = [
+        f.product_display_name if i % 2 else attribute_caption(f)
+        for i, f in enumerate(item.fields for item in items)
+    ]
+    images = [item.image for item in items[:200]]
+    http = httpx.Client(
+        base_url=settings.api_url, timeout=60, limits=httpx.Limits(max_connections=64)
+    )
+    count = http.get("/health").json()["catalog"]["products"]
+
+    def text(i: int) -> dict[str, Any]:
+        response = http.get("/search/text", params={"q": queries[i % len(queries)], "k": args.k})
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    def image(i: int) -> dict[str, Any]:
+        files = {"image": ("q.jpg", images[i % len(images)], "image/jpeg")}
+        response = http.post("/search/image", files=files, data={"k": str(args.k)})
+        response.raise_for_status()
+        return response.json()  # type: ignore[no-any-return]
+
+    with create_pool(settings) as pool, EmbeddingClient(settings.model_server_address) as client:
+        repository = CatalogRepository(pool, settings.hnsw_ef_search)
+        service = SearchService(settings, repository, ObjectStore(settings), client)
+        info = client.info()
+        print(f"catalog: {count} products; model {info.registry_name} v{info.registry_version}"
+              f" (dim {info.dimension}, {'int8' if info.quantized else 'fp32'},"
+              f" {info.execution_providers[0]})")  # fmt: skip
+
+        def in_process_text(i: int) -> dict[str, Any]:
+            r = service.text(queries[i % len(queries)], args.k)
+            return {"timingsMs": r.timings_ms}
+
+        def in_process_image(i: int) -> dict[str, Any]:
+            r = service.image(images[i % len(images)], args.k)
+            return {"timingsMs": r.timings_ms}
+
+        for name, http_call, local in (("text", text, in_process_text),
+                                       ("image", image, in_process_image)):  # fmt: skip
+            baseline = _run(local, args.requests, 1)
+            rows = [("in-process, c=1 (base)", baseline)]
+            rows += [(f"HTTP, c={c}", _run(http_call, args.requests, c)) for c in args.concurrency]
+            _table(f"{name} search, k={args.k}, {args.requests} requests per run", rows, baseline)
+
+        vectors = client.embed_texts(queries[:200]).vectors
+        recalls = []
+        for vector in vectors:
+            approx = {n.product.id for n in repository.nearest(vector, 10)}
+            exact = {n.product.id for n in repository.nearest(vector, 10, exact=True)}
+            recalls.append(len(approx & exact) / 10)
+        print(f"\nHNSW recall@10 vs exact search on {len(recalls)} text queries:"
+              f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""The project's own programs on top of the stack: model server, search API, UI.
+
+``python -m stack.apps up`` trains the offline default model when the registry has no champion
+yet (about 25 minutes on 2 cores), starts the model server, embeds the catalog products that
+lack an embedding from the served version, then starts the API and the UI and prints their
+URLs. ``python -m stack.apps down`` stops them. Pid files and logs sit with the stack's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.settings import REPO_ROOT, Settings, get_settings
+from stack.process import ManagedProcess
+
+
+@dataclass(frozen=True)
+class App:
+    """A program, how to start it, and how to tell it is ready."""
+
+    name: str
+    argv: list[str]
+    ready: Callable[[Settings], bool]
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _model_server_ready(settings: Settings) -> bool:
+    with EmbeddingClient(settings.model_server_address, timeout_s=2) as client:
+        return client.healthy()
+
+
+def apps(settings: Settings) -> dict[str, App]:
+    """The programs, by name, in start order."""
+    ui = ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(settings.ui_port),
+          "--server.address", settings.api_host, "--server.headless", "true",
+          "--browser.gatherUsageStats", "false"]  # fmt: skip
+    return {
+        "model-server": App("model-server", ["-m", "model_server"], _model_server_ready),
+        "api": App("api", ["-m", "functions"], lambda s: _http_ok(f"{s.api_url}/health")),
+        "ui": App("ui", ui, lambda s: _http_ok(f"http://{s.api_host}:{s.ui_port}/_stcore/health")),
+    }
+
+
+def _process(settings: Settings, name: str) -> ManagedProcess:
+    return ManagedProcess(name, settings.state_dir / "run", settings.state_dir / "logs")
+
+
+def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
+    """Start ``app`` unless it runs; wait until it is ready."""
+    process = _process(settings, app.name)
+    if process.pid() is None:
+        process.start([sys.executable, *app.argv], cwd=REPO_ROOT)
+    deadline = time.monotonic() + timeout_s
+    while not app.ready(settings):
+        if process.exited() or time.monotonic() > deadline:
+            raise SystemExit(f"{app.name} did not start:\n{process.log_tail()}")
+        time.sleep(0.5)
+    print(f"{app.name}: running (pid {process.pid()}, log {process.log_file})")
+
+
+def _cli(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "fashion_search.cli", *args], check=True, cwd=REPO_ROOT)
+
+
+def _has_champion(settings: Settings) -> bool:
+    from fashion_search.model.registry import champion, configure_mlflow
+
+    return (
+        champion(configure_mlflow(settings), settings.model_name, settings.model_alias) is not None
+    )
+
+
+def up(settings: Settings) -> None:
+    """Model (trained if missing), model server, catalog embeddings, API, UI."""
+    programs = apps(settings)
+    if not _has_champion(settings):
+        print("no registered champion: training the offline default model (~25 min on 2 cores)")
+        _cli("train")
+    start(settings, programs["model-server"])
+    _cli("embed")
+    start(settings, programs["api"])
+    start(settings, programs["ui"])
+    api = settings.api_url
+    print(
+        f"\nsearch API  {api}/docs   GraphQL {api}/graphql\n"
+        f"UI          http://{settings.api_host}:{settings.ui_port}\n"
+        f"try:        curl '{api}/search/text?q=navy+blue+casual+shirt+for+men&k=5'\n"
+        f"            curl '{api}/search/text?q=silver+watch&articleType=Watches&gender=Women'\n"
+        f"            curl -F image=@photo.jpg {api}/search/image\n"
+        f"            http://{settings.api_host}:{settings.ui_port}/?q=red+dress"
+    )
+
+
+def down(settings: Settings) -> None:
+    """Stop the programs (UI first)."""
+    for name in reversed(apps(settings)):
+        if _process(settings, name).stop():
+            print(f"{name}: stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stack.apps up|down``."""
+    parser = argparse.ArgumentParser(prog="python -m stack.apps", description=__doc__)
+    parser.add_argument("command", choices=["up", "down"])
+    args = parser.parse_args(argv)
+    (up if args.command == "up" else down)(get_settings())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
