@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import httpx
 
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from stack.process import ManagedProcess
+from stack.service import http_ok
 
 
 @dataclass(frozen=True)
@@ -29,13 +27,6 @@ class App:
     name: str
     argv: list[str]
     ready: Callable[[Settings], bool]
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _model_server_ready(settings: Settings) -> bool:
@@ -50,8 +41,8 @@ def apps(settings: Settings) -> dict[str, App]:
           "--browser.gatherUsageStats", "false"]  # fmt: skip
     return {
         "model-server": App("model-server", ["-m", "model_server"], _model_server_ready),
-        "api": App("api", ["-m", "functions"], lambda s: _http_ok(f"{s.api_url}/health")),
-        "ui": App("ui", ui, lambda s: _http_ok(f"http://{s.api_host}:{s.ui_port}/_stcore/health")),
+        "api": App("api", ["-m", "functions"], lambda s: http_ok(f"{s.api_url}/health")),
+        "ui": App("ui", ui, lambda s: http_ok(f"http://{s.api_host}:{s.ui_port}/_stcore/health")),
     }
 
 
@@ -64,11 +55,8 @@ def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
     process = _process(settings, app.name)
     if process.pid() is None:
         process.start([sys.executable, *app.argv], cwd=REPO_ROOT)
-    deadline = time.monotonic() + timeout_s
-    while not app.ready(settings):
-        if process.exited() or time.monotonic() > deadline:
-            raise SystemExit(f"{app.name} did not start:\n{process.log_tail()}")
-        time.sleep(0.5)
+    if not process.wait_ready(lambda: app.ready(settings), timeout_s):
+        raise SystemExit(f"{app.name} did not start:\n{process.log_tail()}")
     print(f"{app.name}: running (pid {process.pid()}, log {process.log_file})")
 
 

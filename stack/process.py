@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 
@@ -112,6 +112,15 @@ class ManagedProcess:
             while not self.exited():
                 time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def wait_ready(self, ready: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll ``ready()`` until it is true (True), or the process exits or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if self.exited() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.3)
         return True
 
     def log_tail(self, lines: int = 40) -> str:

@@ -49,6 +49,14 @@ def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether a GET answers 200 (False when nothing answers)."""
+    try:
+        return http_get(url, timeout_s)[0] == 200
+    except OSError:
+        return False
+
+
 def require_tool(name: str) -> str:
     """Path of an executable on PATH, or InstallUnavailableError."""
     path = shutil.which(name)

@@ -6,7 +6,6 @@ import io
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -64,12 +63,9 @@ def start_process(
     """Start ``python argv`` with the test settings; wait until ``ready()``."""
     process = ManagedProcess(name, run_dir, run_dir)
     process.start([sys.executable, *argv], child_env(settings), cwd=REPO_ROOT)
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if process.exited() or time.monotonic() > deadline:
-            process.stop()
-            raise AssertionError(f"{name} did not become ready:\n{process.log_tail()}")
-        time.sleep(0.3)
+    if not process.wait_ready(ready, timeout_s):
+        process.stop()
+        raise AssertionError(f"{name} did not become ready:\n{process.log_tail()}")
     return process
 
 

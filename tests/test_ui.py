@@ -15,16 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from stack.process import ManagedProcess
+from stack.service import http_ok
 from tests.helpers import start_process
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +28,7 @@ def api_server(
     """``python -m functions`` (uvicorn) on the search test catalog."""
     process = start_process(
         "api", ["-m", "functions"], search_settings, tmp_path_factory.mktemp("api"),
-        lambda: _answers(f"{search_settings.api_url}/health"),
+        lambda: http_ok(f"{search_settings.api_url}/health"),
     )  # fmt: skip
     yield process
     process.stop()
@@ -114,7 +108,7 @@ def test_real_search_in_headless_chromium(
         ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(search_settings.ui_port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false"],
-        search_settings, tmp_path_factory.mktemp("ui"), lambda: _answers(f"{url}/_stcore/health"),
+        search_settings, tmp_path_factory.mktemp("ui"), lambda: http_ok(f"{url}/_stcore/health"),
     )  # fmt: skip
     try:
         with sync_playwright() as playwright:

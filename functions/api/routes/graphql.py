@@ -152,6 +152,12 @@ def _after_id(cursor: str | None) -> int | None:
     raise InvalidArgumentError(f"cursor {cursor!r} is not one this API returned")
 
 
+def _product_id(id: strawberry.ID) -> int:
+    if not str(id).isdigit():
+        raise InvalidArgumentError(f"product id must be a positive integer, got {id!r}")
+    return int(id)
+
+
 def _filters(filter: ProductFilter | None) -> Filters:
     return filter.to_filters() if filter is not None else {}
 
@@ -187,9 +193,7 @@ class Query:
     @strawberry.field(description="One product, or null when no product has that id.")
     async def product(self, info: Info[dict[str, Any], None], id: strawberry.ID) -> Product | None:
         service: SearchService = info.context["service"]
-        if not str(id).isdigit():
-            raise InvalidArgumentError(f"product id must be a positive integer, got {id!r}")
-        found = await run_in_threadpool(service.repository.get_many, [int(id)])
+        found = await run_in_threadpool(service.repository.get_many, [_product_id(id)])
         return Product.of(found[0], service.image_url(found[0])) if found else None
 
     @strawberry.field(description="Products for a text query (vector or hybrid).")
@@ -217,9 +221,7 @@ class Query:
         filter: ProductFilter | None = None,
     ) -> SearchResults:
         service: SearchService = info.context["service"]
-        if not str(id).isdigit():
-            raise InvalidArgumentError(f"product id must be a positive integer, got {id!r}")
-        result = await run_in_threadpool(service.similar, int(id), k, _filters(filter))
+        result = await run_in_threadpool(service.similar, _product_id(id), k, _filters(filter))
         return SearchResults.of(result)
 
 
