@@ -65,6 +65,13 @@ class ObjectNotFoundError(StorageError):
         self.key = key
 
 
+class ObjectChangedError(StorageError):
+    """The object was overwritten since the event that names it (its ETag differs)."""
+
+    def __init__(self, bucket: str, key: str, etag: str) -> None:
+        super().__init__(f"s3://{bucket}/{key} no longer has ETag {etag}")
+
+
 class DatasetError(FashionSearchError):
     """The dataset source cannot be read."""
 

@@ -89,6 +89,16 @@ class Settings(BaseSettings):
     model_max_text_chars: int = 2000
     model_threads: int = 0  # ONNX Runtime intra-op threads; 0 = one per core
 
+    # Bucket-event ingestion: dispatcher (Kafka) / poller (SQS) and the bucket-event function.
+    ingest_group_id: str = "fashion-ingest"
+    ingest_batch_size: int = 32  # events per function invocation
+    ingest_batch_window_ms: float = 20.0  # how long a started batch waits to fill
+    ingest_neighbours: int = 10  # catalog neighbours that vote on each label
+    ingest_retry_attempts: int = 8  # model-server calls per batch before dead-lettering
+    ingest_retry_base_s: float = 0.5  # first backoff, doubled each attempt
+    ingest_retry_max_s: float = 10.0
+    ingest_invoke_attempts: int = 3  # invocations of a failing batch before it is split
+
     # Search API and UI.
     search_mode: Literal["vector", "hybrid"] = "hybrid"  # measured better: README, Search
     search_max_upload_bytes: int = 10 * 1024 * 1024

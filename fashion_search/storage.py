@@ -16,13 +16,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from fashion_search.errors import InvalidObjectKeyError, ObjectNotFoundError
+from fashion_search.errors import (
+    ImageTooLargeError,
+    InvalidObjectKeyError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+)
 from fashion_search.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,6 +36,17 @@ if TYPE_CHECKING:
 
 MAX_KEY_BYTES = 1024
 _UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f\\]")
+_MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes with its ETag, content type and user metadata."""
+
+    data: bytes
+    etag: str
+    content_type: str
+    metadata: dict[str, str]
 
 
 def product_image_key(product_id: int) -> str:
@@ -104,14 +121,49 @@ class ObjectStore:
 
     def get(self, bucket: str, key: str) -> bytes:
         """Read an object; ObjectNotFoundError when it does not exist."""
+        return self.read(bucket, key).data
+
+    def read(
+        self, bucket: str, key: str, etag: str | None = None, max_bytes: int | None = None
+    ) -> StoredObject:
+        """Read an object with its metadata.
+
+        ObjectNotFoundError when it does not exist, ObjectChangedError when ``etag`` is given
+        and the object now has another, ImageTooLargeError over ``max_bytes`` (not downloaded).
+        """
         validate_object_key(key)
         try:
-            response = self.client.get_object(Bucket=bucket, Key=key)
+            if etag:
+                response = self.client.get_object(Bucket=bucket, Key=key, IfMatch=etag)
+            else:
+                response = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            code = error.response.get("Error", {}).get("Code")
+            if code in _MISSING:
                 raise ObjectNotFoundError(bucket, key) from error
+            if code in ("PreconditionFailed", "412") and etag:
+                raise ObjectChangedError(bucket, key, etag) from error
             raise
-        return response["Body"].read()
+        body = response["Body"]
+        if max_bytes is not None and response["ContentLength"] > max_bytes:
+            body.close()
+            raise ImageTooLargeError(
+                f"s3://{bucket}/{key} has {response['ContentLength']:,} bytes,"
+                f" more than the {max_bytes:,} allowed"
+            )
+        return StoredObject(
+            data=body.read(),
+            etag=response["ETag"].strip('"'),
+            content_type=response.get("ContentType", "application/octet-stream"),
+            metadata=dict(response.get("Metadata", {})),
+        )
+
+    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
+        """Server-side copy of an object (content type and metadata kept)."""
+        validate_object_key(key)
+        self.client.copy_object(
+            Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key}
+        )
 
     def exists(self, bucket: str, key: str) -> bool:
         """Whether ``key`` exists in ``bucket``."""
@@ -119,7 +171,7 @@ class ObjectStore:
         try:
             self.client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            if error.response.get("Error", {}).get("Code") in _MISSING:
                 return False
             raise
         return True

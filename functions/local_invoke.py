@@ -199,11 +199,31 @@ def generated_event(spec: FunctionSpec, args: argparse.Namespace) -> dict[str, A
                 args.query or "",
                 body,
             )
-        if kind == "S3":
+        if kind in ("S3", "SQS"):
             if not args.key:
-                raise TemplateError("an S3-triggered function needs --key (and --bucket)")
-            return s3_event(args.bucket or "fashion-uploads", args.key)
-    raise TemplateError(f"{spec.name} has no HttpApi or S3 event to generate; pass --event")
+                raise TemplateError(f"an {kind}-triggered function needs --key (and --bucket)")
+            event = s3_event(args.bucket or "fashion-uploads", args.key)
+            return event if kind == "S3" else sqs_event([json.dumps(event)])
+    raise TemplateError(f"{spec.name} has no HttpApi, S3 or SQS event to generate; pass --event")
+
+
+def sqs_event(bodies: list[str]) -> dict[str, Any]:
+    """An SQS event-source event with one record per message body."""
+    return {
+        "Records": [
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": "local-invoke",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:fashion-uploads-events",
+                "awsRegion": "us-east-1",
+            }
+            for body in bodies
+        ]
+    }
 
 
 @dataclass

@@ -74,14 +74,17 @@ class MinIO(S3Server):
     def after_start(self) -> None:
         store = ObjectStore(self.settings)
         store.ensure_buckets()
-        store.client.put_bucket_notification_configuration(
-            Bucket=self.settings.uploads_bucket,
-            NotificationConfiguration={
-                "QueueConfigurations": [
-                    {"QueueArn": MINIO_KAFKA_ARN, "Events": ["s3:ObjectCreated:*"]}
-                ]
-            },
-        )
+        announce_uploads(store, self.settings.uploads_bucket)
+
+
+def announce_uploads(store: ObjectStore, bucket: str) -> None:
+    """Make MinIO announce objects created in ``bucket`` on its Kafka target."""
+    store.client.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [{"QueueArn": MINIO_KAFKA_ARN, "Events": ["s3:ObjectCreated:*"]}]
+        },
+    )
 
 
 class MotoS3(S3Server):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -107,9 +108,6 @@ def search_settings(
     Its own database (the model's dimension) and model name; the model server runs as a real
     process on a free port; the API and UI ports are free ones for the tests that start them.
     """
-    from fashion_search.catalog.embed import embed_catalog
-    from fashion_search.catalog.load import load_catalog
-    from fashion_search.embedding_client import EmbeddingClient
     from fashion_search.model.factory import ModelSpec
     from fashion_search.model.pipeline import train_and_register
     from fashion_search.model.train import TrainConfig
@@ -130,27 +128,41 @@ def search_settings(
             **ports,
         }
     )
-    admin = make_conninfo(settings.database_url, dbname="postgres")
-    create_database(admin, search.database)
     train_and_register(
         search, ModelSpec("fashion-tiny"), TrainConfig(epochs=1, batch_size=64, lr=5e-4),
         search.dataset_source, limit=SEARCH_ROWS, progress=False,
     )  # fmt: skip
     server = start_model_server(search, tmp_path_factory.mktemp("search-model-server"))
     try:
-        with EmbeddingClient(search.model_server_address) as client:
-            migrate(search.database_url, client.info().dimension)
-            with create_pool(search) as pool:
-                repository = CatalogRepository(pool)
-                store = ObjectStore(search)
-                load_catalog(repository, store, search.dataset_source, limit=SEARCH_ROWS,
-                             progress=False)  # fmt: skip
-                summary = embed_catalog(repository, store, client, progress=False)
-                assert summary.embedded == SEARCH_ROWS and not summary.failed
-        yield search
+        with catalog_database(search, SEARCH_ROWS):
+            yield search
     finally:
         server.stop()
+
+
+@contextmanager
+def catalog_database(settings: Settings, rows: int) -> Iterator[None]:
+    """``settings.database`` created with the first ``rows`` products, embedded by the served
+    model; dropped on exit."""
+    from fashion_search.catalog.embed import embed_catalog
+    from fashion_search.catalog.load import load_catalog
+    from fashion_search.embedding_client import EmbeddingClient
+
+    admin = make_conninfo(settings.database_url, dbname="postgres")
+    create_database(admin, settings.database)
+    try:
+        with EmbeddingClient(settings.model_server_address) as client:
+            migrate(settings.database_url, client.info().dimension)
+            with create_pool(settings) as pool:
+                repository = CatalogRepository(pool)
+                store = ObjectStore(settings)
+                load_catalog(repository, store, settings.dataset_source, limit=rows,
+                             progress=False)  # fmt: skip
+                summary = embed_catalog(repository, store, client, progress=False)
+                assert summary.embedded == rows and not summary.failed
+        yield
+    finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(search.database))
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(settings.database))
             )

@@ -51,7 +51,7 @@ def test_every_function_handler_exists() -> None:
     template = load_template(REPO_ROOT / "template.yaml")
     names = [n for n, r in template["Resources"].items() if r["Type"] == FUNCTION_TYPE]
     assert {"HealthFunction", "TextSearchFunction", "ImageSearchFunction",
-            "MetadataFunction"} <= set(names)  # fmt: skip
+            "MetadataFunction", "BucketEventFunction"} <= set(names)  # fmt: skip
     for name in names:
         spec = function_spec(REPO_ROOT / "template.yaml", name)
         assert callable(load_handler(spec)), name

@@ -90,3 +90,31 @@ class Page(BaseModel):
 
     items: list[Product]
     next_after: int | None
+
+
+#: ``dataset`` of products created from merchant uploads (their labels are predicted).
+UPLOADS_DATASET = "uploads"
+
+
+class UploadedProduct(BaseModel):
+    """A product made from an uploaded object: predicted labels, embedding, where it came from."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    source_bucket: str
+    source_key: str
+    source_etag: str
+    labels: dict[str, str | None]  # snake_case metadata field -> predicted value
+    confidence: dict[str, float]  # camelCase label -> confidence
+    product_display_name: Annotated[str, Field(min_length=1, max_length=1000)]
+    image_key: str
+    model_version: str
+    embedding: np.ndarray[Any, np.dtype[np.float32]] = Field(repr=False)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_metadata(cls, labels: dict[str, str | None]) -> dict[str, str | None]:
+        unknown = set(labels) - set(METADATA_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown label fields {sorted(unknown)}")
+        return labels

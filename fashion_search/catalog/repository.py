@@ -6,18 +6,26 @@ refused call (typed error from :mod:`fashion_search.errors`) leaves the catalog 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.migrate import embedding_dimension
-from fashion_search.catalog.models import METADATA_FIELDS, Neighbor, Page, Product
+from fashion_search.catalog.models import (
+    METADATA_FIELDS,
+    UPLOADS_DATASET,
+    Neighbor,
+    Page,
+    Product,
+    UploadedProduct,
+)
 from fashion_search.errors import (
     EmbeddingDimensionError,
     InvalidArgumentError,
@@ -309,6 +317,101 @@ class CatalogRepository:
                 [(v, model_version, i) for i, v in zip(ids, checked, strict=True)],
             )
             return int(cur.rowcount)
+
+    def labelled_neighbours(
+        self,
+        vectors: Sequence[np.ndarray[Any, Any]] | np.ndarray[Any, Any],
+        k: int,
+        exclude_ids: Iterable[int] = (),
+    ) -> list[list[Neighbor]]:
+        """For each vector, the ``k`` nearest products whose labels are known (not predicted
+        from an upload), best first; ``exclude_ids`` are never returned (held-out checks)."""
+        if not 1 <= k <= MAX_K:
+            raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
+        checked = [self._check_vector(v) for v in vectors]
+        excluded = sorted(set(exclude_ids))
+        query = sql.SQL(
+            "SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
+            " WHERE embedding IS NOT NULL AND source_key IS NULL"
+            " AND NOT (id = ANY(%(excluded)s)) ORDER BY distance LIMIT %(k)s"
+        ).format(columns=_READ_COLUMNS)
+        result = []
+        with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            ef_search = max(self.ef_search, k)
+            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
+            cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            for vector in checked:
+                rows = cur.execute(query, {"v": vector, "k": k, "excluded": excluded}).fetchall()
+                result.append(
+                    [
+                        Neighbor(product=Product.model_validate(r), score=1.0 - r["distance"])
+                        for r in rows
+                    ]
+                )
+        return result
+
+    def uploaded_products(
+        self, bucket: str, keys: Sequence[str]
+    ) -> dict[str, tuple[Product, str, dict[str, float]]]:
+        """Products already made from keys of ``bucket``: key -> (product, ETag, confidence)."""
+        query = sql.SQL(
+            "SELECT {columns}, source_key, source_etag, label_confidence FROM products"
+            " WHERE source_bucket = %s AND source_key = ANY(%s)"
+        ).format(columns=_READ_COLUMNS)
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query, (bucket, list(keys))).fetchall()
+        return {
+            r["source_key"]: (Product.model_validate(r), r["source_etag"], r["label_confidence"])
+            for r in rows
+        }
+
+    def save_upload(
+        self, upload: UploadedProduct
+    ) -> tuple[int, Literal["created", "updated", "duplicate"]]:
+        """Insert the product of an uploaded object, idempotently.
+
+        One product per (bucket, key): the same ETag again changes nothing (``duplicate``); a
+        new ETag replaces its labels, image and embedding (``updated``).
+        """
+        vector = self._check_vector(upload.embedding)
+        columns = [
+            *upload.labels, "product_display_name", "image_key", "dataset", "model_version",
+            "embedding", "source_bucket", "source_key", "source_etag", "label_confidence",
+        ]  # fmt: skip
+        values = [
+            *upload.labels.values(), upload.product_display_name, upload.image_key,
+            UPLOADS_DATASET, upload.model_version, vector, upload.source_bucket,
+            upload.source_key, upload.source_etag, Jsonb(upload.confidence),
+        ]  # fmt: skip
+        updates = sql.SQL(", ").join(
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+            for c in columns
+            if c not in ("source_bucket", "source_key", "dataset")
+        )
+        query = sql.SQL(
+            "INSERT INTO products ({columns}) VALUES ({values})"
+            " ON CONFLICT (source_bucket, source_key) DO UPDATE SET {updates}, updated_at = now()"
+            " WHERE products.source_etag IS DISTINCT FROM EXCLUDED.source_etag"
+            " RETURNING id, xmax = 0 AS inserted"
+        ).format(
+            columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            values=sql.SQL(", ").join([sql.Placeholder()] * len(values)),
+            updates=updates,
+        )
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(query, values).fetchone()
+            if row is not None:
+                return int(row[0]), "created" if row[1] else "updated"
+            existing = conn.execute(
+                "SELECT id FROM products WHERE source_bucket = %s AND source_key = %s",
+                (upload.source_bucket, upload.source_key),
+            ).fetchone()
+        assert existing is not None  # the conflicting row stays locked by this transaction
+        return int(existing[0]), "duplicate"
 
     def delete(self, ids: Sequence[int]) -> int:
         """Delete products by id; returns how many existed."""

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fashion_search.catalog.models import ProductFields
+from fashion_search.ingest.classify import vote
 from fashion_search.model.data import TRAINING_PHRASING, ProductImages, attribute_text
 from fashion_search.model.embed import embed_images, embed_texts
 from fashion_search.model.factory import Clip
@@ -97,16 +98,15 @@ def knn_accuracy(
     """Accuracy of a similarity-weighted kNN vote for each label in KNN_LABELS."""
     top = _top_k(test_images, train_images, k)
     scores = np.take_along_axis(test_images @ train_images.T, top, axis=1) if len(top) else top
-    result = {}
-    for label in KNN_LABELS:
-        correct = 0
-        for row, neighbours in enumerate(top):
-            votes: dict[str | None, float] = defaultdict(float)
-            for j, score in zip(neighbours, scores[row], strict=True):
-                votes[getattr(train_fields[j], label)] += float(score)
-            correct += max(votes, key=lambda v: votes[v]) == getattr(test_fields[row], label)
-        result[f"knn_{label}"] = correct / max(len(top), 1)
-    return result
+    correct: Counter[str] = Counter()
+    for row, neighbours in enumerate(top):
+        predicted = vote([train_fields[j] for j in neighbours], scores[row].tolist(), KNN_LABELS)
+        correct.update(
+            label
+            for label, prediction in predicted.items()
+            if prediction.value == getattr(test_fields[row], label)
+        )
+    return {f"knn_{label}": correct[label] / max(len(top), 1) for label in KNN_LABELS}
 
 
 def evaluate_embeddings(

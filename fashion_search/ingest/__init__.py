@@ -1,0 +1,1 @@
+"""Bucket-event ingestion: a merchant's uploaded photo becomes a classified, searchable product."""

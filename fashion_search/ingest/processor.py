@@ -1,0 +1,240 @@
+"""Turn object-created events into classified catalog products (the bucket-event function's core).
+
+Per batch: skip versions already processed, read and check every object, embed the images in
+one model-server call (bounded retries with backoff while the server is down), let each image's
+nearest labelled catalog products vote on its labels, copy the image into the images bucket
+and store the product idempotently on (bucket, key, ETag). An event that cannot succeed ends
+as a :class:`Failure` with a reason; infrastructure errors (database, object store) propagate
+so that the event source delivers the batch again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+from pydantic.alias_generators import to_camel
+
+from fashion_search.catalog.models import Neighbor, Product, UploadedProduct
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.embedding_client import (
+    Array,
+    EmbeddingClient,
+    EmbeddingRequestError,
+    Embeddings,
+    ModelServerUnavailableError,
+)
+from fashion_search.errors import (
+    ImageTooLargeError,
+    InvalidImageError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+)
+from fashion_search.ingest.classify import vote
+from fashion_search.ingest.events import ObjectCreated
+from fashion_search.ingest.messages import ClassifiedProduct, Status, UploadProcessed
+from fashion_search.model.preprocess import decode_image
+from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore, StoredObject
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An event given up on: a stable reason slug and the error text."""
+
+    reason: str
+    error: str
+
+
+Outcome = UploadProcessed | Failure
+
+
+def upload_image_key(event: ObjectCreated) -> str:
+    """Key of an uploaded object's copy in the images bucket (one per object version)."""
+    digest = hashlib.sha256(f"{event.bucket}/{event.key}/{event.etag}".encode()).hexdigest()
+    return f"uploads/{digest[:32]}"
+
+
+class UploadProcessor:
+    """Processes batches of object-created events."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repository: CatalogRepository,
+        store: ObjectStore,
+        embedder: EmbeddingClient,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.store = store
+        self.embedder = embedder
+        self._sleep = sleep
+        self._io = ThreadPoolExecutor(8, thread_name_prefix="ingest-io")
+
+    def process(self, events: Sequence[ObjectCreated]) -> list[Outcome]:
+        """One outcome per event, in order."""
+        events = list(events)
+        outcomes: dict[int, Outcome] = {}
+        todo = []
+        for index, event in enumerate(events):
+            stored = self.repository.uploaded_products(event.bucket, [event.key]).get(event.key)
+            if stored is not None and stored[1] == event.etag:
+                outcomes[index] = _processed(event, "duplicate", stored[0], stored[2])
+            else:
+                todo.append(index)
+        objects: dict[int, StoredObject] = {}
+        reads = self._io.map(lambda i: self._read(events[i]), todo)
+        for index, read in zip(todo, reads, strict=True):
+            if isinstance(read, StoredObject):
+                objects[index] = read
+                events[index] = replace(events[index], etag=events[index].etag or read.etag)
+            else:
+                outcomes[index] = read
+        embedded: dict[int, tuple[Array, str]] = {}
+        for index, result in self._embed({i: o.data for i, o in objects.items()}).items():
+            if isinstance(result, Failure):
+                outcomes[index] = result
+            else:
+                embedded[index] = result
+        neighbours = self.repository.labelled_neighbours(
+            [vector for vector, _ in embedded.values()], self.settings.ingest_neighbours
+        )
+        stored_outcomes = self._io.map(
+            lambda item: self._store(
+                events[item[0]], objects[item[0]], *embedded[item[0]], item[1]
+            ),
+            zip(embedded, neighbours, strict=True),
+        )
+        outcomes.update(zip(embedded, stored_outcomes, strict=True))
+        return [outcomes[i] for i in range(len(events))]
+
+    def _read(self, event: ObjectCreated) -> StoredObject | Outcome:
+        try:
+            obj = self.store.read(
+                event.bucket, event.key, event.etag or None, self.settings.model_max_image_bytes
+            )
+            decode_image(obj.data, self.settings.model_max_image_pixels)
+        except ObjectNotFoundError as error:
+            return Failure("object-not-found", str(error))
+        except ObjectChangedError:
+            return UploadProcessed(
+                bucket=event.bucket,
+                key=event.key,
+                e_tag=event.etag,
+                status="superseded",
+                results=[],
+            )
+        except ImageTooLargeError as error:
+            return Failure("too-large", str(error))
+        except InvalidImageError as error:
+            return Failure("not-an-image", f"s3://{event.bucket}/{event.key}: {error}")
+        return obj
+
+    def _embed(self, images: dict[int, bytes]) -> dict[int, tuple[Array, str] | Failure]:
+        """Embed in one call; when the server refuses the batch, one by one to isolate why."""
+        if not images:
+            return {}
+        try:
+            result = self._embed_with_retry(list(images.values()))
+        except ModelServerUnavailableError as error:
+            return {i: Failure("model-server-unavailable", str(error)) for i in images}
+        except EmbeddingRequestError as error:
+            if len(images) == 1:
+                return {i: Failure("rejected-by-model-server", str(error)) for i in images}
+            return {k: v for i, data in images.items() for k, v in self._embed({i: data}).items()}
+        return {i: (v, result.model_version) for i, v in zip(images, result.vectors, strict=True)}
+
+    def _embed_with_retry(self, images: list[bytes]) -> Embeddings:
+        s = self.settings
+        for attempt in range(1, s.ingest_retry_attempts + 1):
+            try:
+                return self.embedder.embed_images(images)
+            except ModelServerUnavailableError as error:
+                if attempt == s.ingest_retry_attempts:
+                    raise ModelServerUnavailableError(
+                        f"{error} (gave up after {attempt} attempts)"
+                    ) from error
+                delay = min(s.ingest_retry_base_s * 2 ** (attempt - 1), s.ingest_retry_max_s)
+                log.warning(
+                    "model server unavailable (attempt %d); retry in %.1f s", attempt, delay
+                )
+                self._sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _store(
+        self,
+        event: ObjectCreated,
+        obj: StoredObject,
+        vector: Array,
+        model_version: str,
+        neighbours: list[Neighbor],
+    ) -> UploadProcessed:
+        predicted = vote([n.product for n in neighbours], [n.score for n in neighbours])
+        labels = {label: p.value for label, p in predicted.items()}
+        confidence = {to_camel(label): round(p.confidence, 4) for label, p in predicted.items()}
+        image_key = upload_image_key(event)
+        self.store.copy(event.bucket, event.key, self.settings.images_bucket, image_key)
+        upload = UploadedProduct(
+            source_bucket=event.bucket,
+            source_key=event.key,
+            source_etag=event.etag,
+            labels=labels,
+            confidence=confidence,
+            product_display_name=_title(obj, labels),
+            image_key=image_key,
+            model_version=model_version,
+            embedding=vector,
+        )
+        product_id, status = self.repository.save_upload(upload)
+        if status == "duplicate":  # a concurrent delivery stored it first: report what is stored
+            product, _, confidence = self.repository.uploaded_products(event.bucket, [event.key])[
+                event.key
+            ]
+            return _processed(event, status, product, confidence)
+        product = Product(
+            id=product_id, product_display_name=upload.product_display_name, image_key=image_key,
+            model_version=model_version, **labels,
+        )  # fmt: skip
+        return _processed(event, status, product, confidence)
+
+
+def _title(obj: StoredObject, labels: dict[str, str | None]) -> str:
+    """The uploader's ``title`` metadata, else "{baseColour} {articleType}"."""
+    given = obj.metadata.get("title", "").strip()
+    if given:
+        return given[:1000]
+    words = [labels.get("base_colour"), labels.get("article_type")]
+    return " ".join(w for w in words if w) or "Uploaded product"
+
+
+def _processed(
+    event: ObjectCreated, status: Status, product: Product, confidence: dict[str, float]
+) -> UploadProcessed:
+    return UploadProcessed(
+        bucket=event.bucket,
+        key=event.key,
+        e_tag=event.etag,
+        status=status,
+        results=[
+            ClassifiedProduct(
+                id=product.id,
+                filename=event.key.rsplit("/", 1)[-1],
+                s3_path=event.s3_path,
+                master_category=product.master_category,
+                sub_category=product.sub_category,
+                article_type=product.article_type,
+                base_colour=product.base_colour,
+                gender=product.gender,
+                confidence=confidence,
+                model_version=product.model_version,
+            )
+        ],
+    )

@@ -1,0 +1,55 @@
+"""Kafka producer of the ingestion path's output and dead-letter messages."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from fashion_search.errors import FashionSearchError
+from fashion_search.ingest.messages import DeadLetter, UploadProcessed
+from fashion_search.settings import Settings
+
+
+class PublishError(FashionSearchError):
+    """Messages could not be delivered to Kafka (the batch must be processed again)."""
+
+
+class KafkaPublisher:
+    """Produces to the output and dead-letter topics; :meth:`flush` confirms delivery."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "log_level": 4,
+            }
+        )
+        self._errors: list[str] = []
+
+    def _produce(self, topic: str, key: str, value: bytes) -> None:
+        self._producer.produce(topic, value, key.encode(), on_delivery=self._delivered)
+        self._producer.poll(0)
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._errors.append(f"{message.topic()}: {error}")
+
+    def processed(self, message: UploadProcessed) -> None:
+        """Queue an output-topic message (keyed by bucket/key)."""
+        self._produce(
+            self.settings.output_topic, f"{message.bucket}/{message.key}", message.to_json()
+        )
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        """Queue a dead-letter record (keyed by bucket/key when known)."""
+        key = f"{letter.bucket}/{letter.key}" if letter.key else letter.reason
+        self._produce(self.settings.dead_letter_topic, key, letter.to_json())
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued message is acknowledged; PublishError if any is not."""
+        remaining = self._producer.flush(timeout_s)
+        errors, self._errors = self._errors, []
+        if remaining or errors:
+            raise PublishError(f"{remaining} messages not delivered in {timeout_s} s; {errors}")

@@ -1,0 +1,41 @@
+"""``python -m functions.events kafka|sqs``: run an event source that invokes the bucket-event
+function in this process, until SIGTERM or SIGINT (the batch in hand is finished first)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from fashion_search.ingest.publisher import KafkaPublisher
+from fashion_search.settings import get_settings
+from functions.events.kafka_dispatcher import KafkaDispatcher
+from functions.events.sqs_poller import SqsPoller
+from functions.handlers.bucket_event import handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="python -m functions.events", description=__doc__)
+    parser.add_argument("source", choices=["kafka", "sqs"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    settings = get_settings()
+
+    def invoke(event: Mapping[str, Any]) -> dict[str, Any]:
+        return handler(dict(event), None)
+
+    if args.source == "kafka":
+        KafkaDispatcher(settings, invoke, KafkaPublisher(settings)).run(stop)
+    else:
+        SqsPoller(settings, invoke).run(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,650 @@
+"""Bucket events end to end against the real stack: MinIO -> Kafka -> dispatcher -> function ->
+catalog + output topic, the LocalStack S3 -> SQS -> poller path, and every way an event can fail.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.dataset import DatasetItem, iter_dataset
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.ingest.processor import UploadProcessor
+from fashion_search.ingest.publisher import KafkaPublisher
+from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore
+from functions.events.bucket_event import BucketEventFunction
+from functions.events.envelopes import kafka_event
+from functions.events.kafka_dispatcher import KafkaDispatcher
+from functions.events.sqs_poller import SqsPoller, make_sqs_client
+from stack.orchestrator import status
+from stack.process import ManagedProcess
+from stack.s3 import announce_uploads
+from stack.topics import ensure_topics
+from tests.conftest import SEARCH_ROWS, catalog_database
+from tests.helpers import jpeg, start_model_server, start_process
+
+#: Held-out products (not in the search catalog) uploaded by these tests.
+UPLOADS = 80
+
+
+@pytest.fixture(scope="module")
+def held_out(search_settings: Settings) -> list[DatasetItem]:
+    """Dataset rows after the search catalog's: products the catalog has never seen."""
+    return list(iter_dataset(search_settings.dataset_source, offset=SEARCH_ROWS, limit=UPLOADS))
+
+
+@pytest.fixture(scope="module")
+def ingest_settings(search_settings: Settings) -> Settings:
+    """The search catalog with its own output/dead-letter topics, consumer group and model
+    server port (the tests stop that server), and quick retries."""
+    from tests.helpers import free_port
+
+    s3 = {row.role: row for row in status(search_settings)}["s3"]
+    if s3.fallback:
+        pytest.skip("the S3 fallback (moto) sends no bucket notifications to Kafka")
+    run = uuid.uuid4().hex[:6]
+    port = free_port()
+    settings = search_settings.model_copy(
+        update={
+            "database": f"{search_settings.database}_ingest",
+            "database_url": make_conninfo(
+                search_settings.database_url, dbname=f"{search_settings.database}_ingest"
+            ),
+            "output_topic": f"test-{run}.products",
+            "dead_letter_topic": f"test-{run}.dead-letter",
+            "ingest_group_id": f"test-ingest-{run}",
+            "model_server_port": port,
+            "model_server_address": f"127.0.0.1:{port}",
+            "ingest_retry_attempts": 12,
+            "ingest_retry_base_s": 0.25,
+            "ingest_retry_max_s": 4.0,
+        }
+    )
+    ensure_topics(settings, (settings.output_topic, settings.dead_letter_topic))
+    announce_uploads(ObjectStore(settings), settings.uploads_bucket)
+    _start_group_at_end(settings)
+    return settings
+
+
+def _start_group_at_end(settings: Settings) -> None:
+    """Commit the new group's offsets at the topic's end, so it sees only this run's uploads."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    partitions = (
+        consumer.list_topics(settings.uploads_topic, timeout=10)
+        .topics[settings.uploads_topic]
+        .partitions
+    )
+    ends = [
+        TopicPartition(settings.uploads_topic, p, consumer.get_watermark_offsets(
+            TopicPartition(settings.uploads_topic, p), timeout=10)[1])
+        for p in partitions
+    ]  # fmt: skip
+    consumer.close()
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    request = ConsumerGroupTopicPartitions(settings.ingest_group_id, ends)
+    for future in admin.alter_consumer_group_offsets([request]).values():
+        future.result()
+
+
+def _group_has_member(settings: Settings) -> bool:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    future = admin.describe_consumer_groups([settings.ingest_group_id])[settings.ingest_group_id]
+    group = future.result()
+    return any(member.assignment.topic_partitions for member in group.members)
+
+
+class ModelServer:
+    """The ingestion tests' own model server process, which tests stop and start again."""
+
+    def __init__(self, settings: Settings, run_dir: Path) -> None:
+        self.settings, self.run_dir = settings, run_dir
+        self.process = start_model_server(settings, run_dir)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def start(self) -> None:
+        self.process = start_model_server(self.settings, self.run_dir)
+
+
+@pytest.fixture(scope="module")
+def model_server(
+    ingest_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ModelServer]:
+    server = ModelServer(ingest_settings, tmp_path_factory.mktemp("ingest-model-server"))
+    yield server
+    server.stop()
+
+
+def _start_dispatcher(settings: Settings, run_dir: Path) -> ManagedProcess:
+    return start_process(
+        "dispatcher", ["-m", "functions.events", "kafka"], settings, run_dir,
+        lambda: _group_has_member(settings), timeout_s=60,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dispatcher(
+    ingest_settings: Settings,
+    ingest_pool: ConnectionPool,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[list[ManagedProcess]]:
+    """The Kafka dispatcher as a real process; a list so that a test can replace it."""
+    run_dir = tmp_path_factory.mktemp("dispatcher")
+    processes = [_start_dispatcher(ingest_settings, run_dir)]
+    yield processes
+    processes[-1].stop()
+
+
+class Outputs:
+    """Reads the run's output and dead-letter topics from the start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+            }
+        )
+        self.consumer.subscribe([settings.output_topic, settings.dead_letter_topic])
+        self.processed: list[dict[str, Any]] = []
+        self.dead_letters: list[dict[str, Any]] = []
+
+    def wait(self, done: Callable[[Outputs], bool], timeout_s: float = 120) -> None:
+        """Read until ``done(self)``; AssertionError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not done(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out: {len(self.processed)} processed, {self.dead_letters}"
+                )
+            message = self.consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            value = json.loads(message.value() or b"null")
+            target = (
+                self.processed
+                if message.topic() == self.settings.output_topic
+                else self.dead_letters
+            )
+            target.append(value)
+
+    def drain(self, seconds: float) -> None:
+        """Read whatever arrives during ``seconds``."""
+        deadline = time.monotonic() + seconds
+        self.wait(lambda o: time.monotonic() > deadline, timeout_s=seconds + 5)
+
+    def for_prefix(self, prefix: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Processed and dead-letter messages whose key starts with ``prefix``."""
+        return (
+            [m for m in self.processed if m["key"].startswith(prefix)],
+            [m for m in self.dead_letters if (m.get("key") or "").startswith(prefix)],
+        )
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture(scope="module")
+def outputs(ingest_settings: Settings) -> Iterator[Outputs]:
+    reader = Outputs(ingest_settings)
+    yield reader
+    reader.close()
+
+
+def _keys_done(prefix: str, keys: set[str], dead: int = 0) -> Callable[[Outputs], bool]:
+    def done(o: Outputs) -> bool:
+        processed, dead_letters = o.for_prefix(prefix)
+        return {m["key"] for m in processed} >= keys and len(dead_letters) >= dead
+
+    return done
+
+
+def _rows(pool: ConnectionPool, bucket: str, prefix: str) -> list[tuple[Any, ...]]:
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT id, source_key, source_etag, master_category, article_type, base_colour,"
+            " model_version, embedding IS NOT NULL, image_key, label_confidence FROM products"
+            " WHERE source_bucket = %s AND source_key LIKE %s ORDER BY source_key",
+            (bucket, prefix + "%"),
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def ingest_pool(ingest_settings: Settings, model_server: ModelServer) -> Iterator[ConnectionPool]:
+    """The ingestion tests' own catalog (the search catalog's products), which they grow."""
+    with catalog_database(ingest_settings, SEARCH_ROWS), create_pool(ingest_settings) as pool:
+        yield pool
+
+
+def _upload(
+    store: ObjectStore, bucket: str, items: list[DatasetItem], prefix: str
+) -> dict[str, DatasetItem]:
+    keys = {f"{prefix}{item.fields.id}.jpg": item for item in items}
+    store.put_many(bucket, [(key, item.image) for key, item in keys.items()])
+    return keys
+
+
+def test_fifty_uploads_become_classified_searchable_products(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    store = ObjectStore(ingest_settings)
+    prefix = f"fifty/{uuid.uuid4().hex[:6]}/"
+    uploaded = _upload(store, ingest_settings.uploads_bucket, held_out[:50], prefix)
+
+    outputs.wait(_keys_done(prefix, set(uploaded)))
+    processed, dead_letters = outputs.for_prefix(prefix)
+    assert len(processed) == 50 and not dead_letters
+    rows = _rows(ingest_pool, ingest_settings.uploads_bucket, prefix)
+    assert len(rows) == 50
+    repository = CatalogRepository(ingest_pool)
+    vocabulary = repository.facets()
+    for message in processed:
+        assert message["status"] == "created"
+        assert message["bucket"] == ingest_settings.uploads_bucket and message["eTag"]
+        [result] = message["results"]
+        assert result["s3_path"] == f"s3://{ingest_settings.uploads_bucket}/{message['key']}"
+        assert result["filename"] == message["key"].rsplit("/", 1)[-1]
+        assert result["articleType"] in vocabulary["articleType"]
+        assert result["baseColour"] in vocabulary["baseColour"]
+        assert set(result["confidence"]) >= {
+            "masterCategory",
+            "subCategory",
+            "articleType",
+            "baseColour",
+        }
+        assert all(0 < c <= 1 for c in result["confidence"].values())
+        product = repository.get(result["id"], with_embedding=True)
+        assert product.dataset == "uploads" and product.article_type == result["articleType"]
+        # searchable: its own embedding finds it first, and its image is in the images bucket
+        assert product.embedding is not None
+        assert repository.nearest(product.embedding, k=1)[0].product.id == product.id
+        assert store.exists(ingest_settings.images_bucket, product.image_key)
+    correct = sum(
+        m["results"][0]["masterCategory"] == uploaded[m["key"]].fields.master_category
+        for m in processed
+    )
+    print(f"masterCategory accuracy of the 1-epoch test model on 50 uploads: {correct / 50:.2f}")
+
+
+def test_the_same_object_twice_makes_one_product_and_a_new_version_updates_it(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.uploads_bucket
+    prefix = f"twice/{uuid.uuid4().hex[:6]}/"
+    key = f"{prefix}photo.jpg"
+    first = store.put(bucket, key, held_out[50].image)
+    outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 1)
+    assert store.put(bucket, key, held_out[50].image) == first  # same bytes, same ETag
+    outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 2)
+    second = store.put(bucket, key, held_out[51].image)
+    outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 3)
+
+    statuses = [(m["status"], m["eTag"]) for m in outputs.for_prefix(prefix)[0]]
+    assert statuses == [("created", first), ("duplicate", first), ("updated", second)]
+    ids = {m["results"][0]["id"] for m in outputs.for_prefix(prefix)[0]}
+    rows = _rows(ingest_pool, bucket, prefix)
+    assert len(ids) == 1 and len(rows) == 1 and rows[0][2] == second
+
+
+def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.uploads_bucket
+    prefix = f"corrupt/{uuid.uuid4().hex[:6]}/"
+    good = _upload(store, bucket, held_out[52:57], prefix)
+    store.put(bucket, f"{prefix}broken.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg")
+
+    outputs.wait(_keys_done(prefix, set(good), dead=1))
+    processed, dead_letters = outputs.for_prefix(prefix)
+    assert {m["key"] for m in processed} == set(good)
+    [letter] = dead_letters
+    assert letter["reason"] == "not-an-image" and letter["key"] == f"{prefix}broken.jpg"
+    original = json.loads(letter["originalEvent"])
+    assert original["Records"][0]["s3"]["object"]["key"].endswith("broken.jpg")
+    assert len(_rows(ingest_pool, bucket, prefix)) == 5
+
+
+def test_a_killed_dispatcher_restarts_without_losing_or_duplicating_events(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem], tmp_path: Path,
+) -> None:  # fmt: skip
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.uploads_bucket
+    prefix = f"killed/{uuid.uuid4().hex[:6]}/"
+    uploaded = _upload(store, bucket, held_out[57:60], prefix)
+    outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 1)
+    pid = dispatcher[-1].pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # mid-stream: no clean shutdown, nothing committed after
+    uploaded |= _upload(store, bucket, held_out[60:80], prefix)
+    dispatcher.append(_start_dispatcher(ingest_settings, tmp_path))
+
+    outputs.wait(_keys_done(prefix, set(uploaded)))
+    rows = _rows(ingest_pool, bucket, prefix)
+    assert sorted(r[1] for r in rows) == sorted(uploaded)  # every event, one row each
+    assert not outputs.for_prefix(prefix)[1]
+
+    # SIGTERM: the dispatcher finishes its batch, commits, leaves the group and exits 0.
+    process = dispatcher[-1]
+    pid = process.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while process.pid() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert process.pid() is None and "dispatcher stopped" in process.log_tail()
+    dispatcher.append(_start_dispatcher(ingest_settings, tmp_path))
+
+
+def test_events_wait_for_a_stopped_model_server_and_none_is_lost(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    model_server: ModelServer, ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.uploads_bucket
+    prefix = f"server-down/{uuid.uuid4().hex[:6]}/"
+    model_server.stop()
+    uploaded = _upload(store, bucket, held_out[:5], prefix)
+    outputs.drain(4)
+    assert not outputs.for_prefix(prefix)[0]  # delayed while the server is down
+    model_server.start()
+    outputs.wait(_keys_done(prefix, set(uploaded)))
+    assert not outputs.for_prefix(prefix)[1]
+    assert len(_rows(ingest_pool, bucket, prefix)) == 5
+
+
+# --- The function invoked directly (in-process) with events that must be dead-lettered --------
+
+
+@pytest.fixture(scope="module")
+def function(
+    ingest_settings: Settings, ingest_pool: ConnectionPool, model_server: ModelServer
+) -> BucketEventFunction:
+    """The bucket-event function in this process, on the ingestion tests' resources."""
+    processor = UploadProcessor(
+        ingest_settings, CatalogRepository(ingest_pool), ObjectStore(ingest_settings),
+        EmbeddingClient(ingest_settings.model_server_address),
+    )  # fmt: skip
+    return BucketEventFunction(processor, KafkaPublisher(ingest_settings))
+
+
+def _notification(
+    bucket: str, key: str, etag: str = "0123abcd", name: str = "s3:ObjectCreated:Put"
+) -> dict[str, Any]:
+    return {
+        "EventName": name,
+        "Key": f"{bucket}/{key}",
+        "Records": [
+            {
+                "eventName": name,
+                "s3": {"bucket": {"name": bucket}, "object": {"key": key, "eTag": etag, "size": 9}},
+            }
+        ],
+    }
+
+
+def test_the_template_event_of_the_bucket_function_is_handled(
+    ingest_settings: Settings, function: BucketEventFunction, outputs: Outputs,
+    held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    """``local_invoke`` generates the SQS-wrapped S3 event of template.yaml's trigger (no eTag:
+    the version read is processed); the function answers with Lambda's partial batch response."""
+    import argparse
+
+    from fashion_search.settings import REPO_ROOT
+    from functions.local_invoke import function_spec, generated_event
+
+    key = f"template/{uuid.uuid4().hex[:6]}/shirt.jpg"
+    etag = ObjectStore(ingest_settings).put(ingest_settings.uploads_bucket, key, held_out[2].image)
+    spec = function_spec(REPO_ROOT / "template.yaml", "BucketEventFunction")
+    args = argparse.Namespace(bucket=ingest_settings.uploads_bucket, key=key)
+    event = generated_event(spec, args)
+
+    assert function(event) == {"batchItemFailures": []}
+    outputs.wait(lambda o: bool(o.for_prefix(key)[0]))
+    [message] = outputs.for_prefix(key)[0]
+    assert message["status"] == "created" and message["eTag"] == etag
+    assert function(event) == {"batchItemFailures": []}  # again: the same version
+    outputs.wait(lambda o: len(o.for_prefix(key)[0]) == 2)
+    assert outputs.for_prefix(key)[0][1]["status"] == "duplicate"
+
+
+def _kafka_invocation(*values: bytes) -> dict[str, Any]:
+    records = [
+        {"topic": "uploads", "partition": 0, "offset": i, "timestamp": 0, "key": None, "value": v}
+        for i, v in enumerate(values)
+    ]
+    return kafka_event(records, "test")
+
+
+def test_bad_events_are_dead_lettered_with_reason_and_original_event(
+    ingest_settings: Settings, function: BucketEventFunction, outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    bucket = ingest_settings.uploads_bucket
+    prefix = f"bad/{uuid.uuid4().hex[:6]}/"
+    store = ObjectStore(ingest_settings)
+    etag = store.put(bucket, f"{prefix}gone.jpg", held_out[0].image)
+    store.client.delete_object(Bucket=bucket, Key=f"{prefix}gone.jpg")  # deleted before processing
+    store.put(bucket, f"{prefix}huge.jpg", jpeg(9000, 9000, "white"))
+    huge = store.read(bucket, f"{prefix}huge.jpg").etag
+    events = [
+        json.dumps(_notification(bucket, f"{prefix}gone.jpg", etag)).encode(),
+        json.dumps(_notification(bucket, f"{prefix}huge.jpg", huge)).encode(),
+        b"not json at all",
+        json.dumps({"Records": "nope", "Key": f"{bucket}/{prefix}x"}).encode(),
+        json.dumps(_notification(bucket, f"{prefix}../escape.jpg")).encode(),
+        json.dumps(
+            _notification(bucket, f"{prefix}removed.jpg", name="s3:ObjectRemoved:Delete")
+        ).encode(),
+    ]
+    counts = function(_kafka_invocation(*events))
+
+    assert counts == {"dead-letter": 5}  # the removal is not an upload: ignored
+    outputs.wait(
+        lambda o: (
+            sum(
+                d["source"].get("topic") == "uploads"
+                and d["originalEvent"] in {e.decode() for e in events}
+                for d in o.dead_letters
+            )
+            >= 5
+        )
+    )
+    letters = {
+        d["originalEvent"]: d for d in outputs.dead_letters if d["source"].get("topic") == "uploads"
+    }
+    reasons = [letters[e.decode()]["reason"] for e in events[:5]]
+    assert reasons == [
+        "object-not-found",
+        "too-large",
+        "malformed-event",
+        "malformed-event",
+        "malformed-event",
+    ]
+    assert "pixels" in letters[events[1].decode()]["error"]
+    assert letters[events[0].decode()]["key"] == f"{prefix}gone.jpg"
+    assert not _rows(ingest_pool, bucket, prefix)
+
+
+def test_a_model_server_down_past_the_retries_dead_letters_the_event(
+    ingest_settings: Settings, ingest_pool: ConnectionPool, outputs: Outputs,
+    held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    from tests.helpers import free_port
+
+    settings = ingest_settings.model_copy(update={"ingest_retry_attempts": 3})
+    waits: list[float] = []
+    processor = UploadProcessor(
+        settings, CatalogRepository(ingest_pool), ObjectStore(settings),
+        EmbeddingClient(f"127.0.0.1:{free_port()}", timeout_s=2), sleep=waits.append,
+    )  # fmt: skip
+    function = BucketEventFunction(processor, KafkaPublisher(settings))
+    bucket = settings.uploads_bucket
+    key = f"no-server/{uuid.uuid4().hex[:6]}/a.jpg"
+    etag = ObjectStore(settings).put(bucket, key, held_out[1].image)
+    event = json.dumps(_notification(bucket, key, etag)).encode()
+
+    assert function(_kafka_invocation(event)) == {"dead-letter": 1}
+    assert waits == [0.25, 0.5]  # bounded retries with exponential backoff
+    outputs.wait(lambda o: any(d.get("key") == key for d in o.dead_letters))
+    [letter] = [d for d in outputs.dead_letters if d.get("key") == key]
+    assert letter["reason"] == "model-server-unavailable" and "3 attempts" in letter["error"]
+    assert letter["originalEvent"] == event.decode()
+
+
+def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
+    ingest_settings: Settings,
+    outputs: Outputs,
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    settings = ingest_settings.model_copy(
+        update={"uploads_topic": f"test-{run}.uploads", "ingest_group_id": f"poison-{run}",
+                "ingest_invoke_attempts": 2, "ingest_retry_base_s": 0.01}
+    )  # fmt: skip
+    ensure_topics(settings, (settings.uploads_topic,))
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    for value in (b"ok-1", b"poison", b"ok-2"):
+        producer.produce(settings.uploads_topic, value, key=b"same-partition")
+    producer.flush(10)
+    seen: list[bytes] = []
+    stop = threading.Event()
+
+    def flaky(event: Mapping[str, Any]) -> None:
+        values = [base64.b64decode(r["value"]) for rs in event["records"].values() for r in rs]
+        if b"poison" in values:
+            raise RuntimeError("cannot handle this one")
+        seen.extend(values)
+        if b"ok-2" in seen:
+            stop.set()
+
+    dispatcher = KafkaDispatcher(settings, flaky, KafkaPublisher(settings))
+    thread = threading.Thread(target=dispatcher.run, args=(stop,))
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert seen == [b"ok-1", b"ok-2"]
+    outputs.wait(
+        lambda o: any(d["source"].get("topic") == settings.uploads_topic for d in o.dead_letters)
+    )
+    [letter] = [
+        d for d in outputs.dead_letters if d["source"].get("topic") == settings.uploads_topic
+    ]
+    assert letter["reason"] == "function-error" and letter["originalEvent"] == "poison"
+    assert "cannot handle this one" in letter["error"]
+    committed = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.ingest_group_id}
+    )
+    offsets = committed.committed(
+        [TopicPartition(settings.uploads_topic, p) for p in range(settings.kafka_partitions)],
+        timeout=10,
+    )
+    committed.close()
+    assert sum(max(tp.offset, 0) for tp in offsets) == 3  # all three committed
+
+
+# --- LocalStack: S3 -> SQS -> poller -> the same function --------------------------------------
+
+
+@pytest.fixture
+def localstack_settings(ingest_settings: Settings) -> Settings:
+    """The function reading uploads from LocalStack's S3 (buckets made by localstack/init)."""
+    stack = Settings()
+    return ingest_settings.model_copy(
+        update={
+            "s3_endpoint_url": ingest_settings.localstack_endpoint_url,
+            "uploads_bucket": stack.uploads_bucket,
+            "images_bucket": stack.images_bucket,
+            "uploads_queue": stack.uploads_queue,
+        }
+    )
+
+
+def test_localstack_uploads_reach_the_function_through_sqs(
+    localstack_settings: Settings, model_server: ModelServer, outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    settings = localstack_settings
+    store = ObjectStore(settings)
+    prefix = f"localstack/{uuid.uuid4().hex[:6]}/"
+    processor = UploadProcessor(
+        settings, CatalogRepository(ingest_pool), store,
+        EmbeddingClient(settings.model_server_address),
+    )  # fmt: skip
+    function = BucketEventFunction(processor, KafkaPublisher(settings))
+    poller = SqsPoller(settings, function)
+    good = _upload(store, settings.uploads_bucket, held_out[60:65], prefix)
+    store.put(
+        settings.uploads_bucket,
+        f"{prefix}{next(iter(good)).rsplit('/', 1)[-1]}",
+        held_out[60].image,
+    )  # same object again
+    store.put(settings.uploads_bucket, f"{prefix}broken.jpg", b"GIF89a broken")
+
+    deadline = time.monotonic() + 90
+    while not _keys_done(prefix, set(good), dead=1)(outputs) and time.monotonic() < deadline:
+        poller.poll_once()
+        outputs.drain(0.2)
+    processed, dead_letters = outputs.for_prefix(prefix)
+    assert {m["key"] for m in processed} == set(good)
+    assert [d["reason"] for d in dead_letters] == ["not-an-image"]
+    assert dead_letters[0]["source"]["messageId"]
+    rows = _rows(ingest_pool, settings.uploads_bucket, prefix)
+    assert sorted(r[1] for r in rows) == sorted(good)  # the re-upload made no second row
+    assert all(store.exists(settings.images_bucket, r[8]) for r in rows)
+
+
+def test_the_sqs_poller_deletes_only_what_the_function_did_not_report_failed(
+    localstack_settings: Settings,
+) -> None:
+    sqs = make_sqs_client(localstack_settings)
+    queue = f"test-{uuid.uuid4().hex[:6]}"
+    url = sqs.create_queue(QueueName=queue, Attributes={"VisibilityTimeout": "1"})["QueueUrl"]
+    try:
+        for body in ("a", "b", "c"):
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+        received: list[str] = []
+
+        def fail_b(event: Mapping[str, Any]) -> dict[str, Any]:
+            received.extend(r["body"] for r in event["Records"])
+            return {
+                "batchItemFailures": [
+                    {"itemIdentifier": r["messageId"]} for r in event["Records"] if r["body"] == "b"
+                ]
+            }
+
+        poller = SqsPoller(localstack_settings.model_copy(update={"uploads_queue": queue}), fail_b)
+        deadline = time.monotonic() + 30
+        while received.count("b") < 2 and time.monotonic() < deadline:
+            poller.poll_once()
+        assert sorted(set(received)) == ["a", "b", "c"]
+        assert received.count("a") == received.count("c") == 1  # deleted after success
+        assert received.count("b") >= 2  # visible again after the visibility timeout
+    finally:
+        sqs.delete_queue(QueueUrl=url)
