@@ -35,3 +35,4 @@ test: lint
 bench: bootstrap
 	$(PY) -m bench.catalog
 	$(PY) -m bench.search
+	$(PY) -m bench.ingest

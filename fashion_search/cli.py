@@ -1,4 +1,4 @@
-"""``fashion-search`` command: catalog administration (migrate, load, embedding dimension)."""
+"""``fashion-search`` command: catalog administration, training, evaluation, uploads."""
 
 from __future__ import annotations
 
@@ -118,6 +118,85 @@ def _eval_search(args: argparse.Namespace) -> None:
         print(f"{name:<18} {v:>8.4f} {h:>8.4f} {h / v if v else float('nan'):>7.2f}")
 
 
+def _eval_ingest(args: argparse.Namespace) -> None:
+    import random
+
+    from fashion_search.dataset import iter_dataset
+    from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.ingest.evaluate import CONFIDENT, classification_accuracy
+    from fashion_search.model.data import in_test_split
+
+    settings = get_settings()
+    held_out = [
+        (item.fields, item.image)
+        for item in iter_dataset(args.source or settings.dataset_source, limit=args.limit)
+        if in_test_split(item.image)
+    ]
+    sample = random.Random(0).sample(held_out, min(args.uploads, len(held_out)))
+    print(
+        f"{len(sample)} held-out products classified as uploads; the {len(held_out)} held-out"
+        f" products never vote (neighbours: {args.neighbours})"
+    )
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
+    ):
+        print(f"model {client.info().registry_name} version {client.info().registry_version}")
+        report = classification_accuracy(
+            CatalogRepository(pool, settings.hnsw_ef_search),
+            client,
+            sample,
+            exclude_ids=(fields.id for fields, _ in held_out),
+            k=args.neighbours,
+        )
+    print(
+        f"{'label':<15} {'accuracy':>8} {'mean conf':>9}"
+        f" {f'acc@conf>={CONFIDENT}':>15} {'coverage':>8}"
+    )
+    for label, r in report.items():
+        print(
+            f"{label:<15} {r['accuracy']:>8.3f} {r['mean_confidence']:>9.3f}"
+            f" {r['confident_accuracy']:>15.3f} {r['confident_coverage']:>8.3f}"
+        )
+
+
+def _upload(args: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from confluent_kafka import Consumer
+
+    settings = get_settings()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"upload-cli-{time.time_ns()}",
+            "auto.offset.reset": "latest",
+            "log_level": 4,
+        }
+    )
+    consumer.subscribe([settings.output_topic, settings.dead_letter_topic])
+    consumer.poll(1.0)  # join the group before uploading, so no message is missed
+    store = ObjectStore(settings)
+    pending = {}
+    for path in map(Path, args.files):
+        key = f"{args.prefix.strip('/')}/{path.name}"
+        pending[key] = store.put(settings.uploads_bucket, key, path.read_bytes())
+        print(f"uploaded s3://{settings.uploads_bucket}/{key} (eTag {pending[key]})")
+    deadline = time.monotonic() + args.wait
+    while pending and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        value = json.loads(message.value() or b"{}")
+        if value.get("key") in pending and pending[value["key"]] == value.get("eTag"):
+            del pending[value["key"]]
+            print(json.dumps(value, indent=2))
+    consumer.close()
+    if pending:
+        raise SystemExit(f"no output for {sorted(pending)} within {args.wait} s (dispatcher up?)")
+
+
 def _set_dim(args: argparse.Namespace) -> None:
     changed = set_embedding_dimension(get_settings().database_url, args.dimension)
     print(
@@ -194,6 +273,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=1000, help="title queries to sample")
     p.add_argument("--depth", type=int, default=100, help="results per query (MRR cut-off)")
     p.set_defaults(run=_eval_search)
+
+    p = commands.add_parser(
+        "eval-ingest", help="accuracy of upload classification on held-out products"
+    )
+    p.add_argument("--source", help="dataset whose held-out split is classified")
+    p.add_argument("--limit", type=int, help="read only the first N dataset rows")
+    p.add_argument("--uploads", type=int, default=1000, help="held-out products to classify")
+    p.add_argument("--neighbours", type=int, default=10, help="catalog products that vote")
+    p.set_defaults(run=_eval_ingest)
+
+    p = commands.add_parser(
+        "upload", help="put images into the uploads bucket and print their output messages"
+    )
+    p.add_argument("files", nargs="+", help="image files")
+    p.add_argument("--prefix", default="incoming", help="key prefix in the uploads bucket")
+    p.add_argument("--wait", type=float, default=60, help="seconds to wait for the output")
+    p.set_defaults(run=_upload)
 
     p = commands.add_parser("set-embedding-dim", help="move the catalog to another dimension")
     p.add_argument("dimension", type=int)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MAX_KEY_BYTES = 1024
 _UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f\\]")
-_MISSING = ("NoSuchKey", "404", "NotFound")
+_MISSING = ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The project's own programs on top of the stack: model server, search API, UI.
+"""The project's own programs on top of the stack: model server, search API, UI, dispatcher.
 
 ``python -m stack.apps up`` trains the offline default model when the registry has no champion
 yet (about 25 minutes on 2 cores), starts the model server, embeds the catalog products that
-lack an embedding from the served version, then starts the API and the UI and prints their
-URLs. ``python -m stack.apps down`` stops them. Pid files and logs sit with the stack's.
+lack an embedding from the served version, then starts the API, the UI and the bucket-event
+dispatcher (uploads -> Kafka -> function) and prints their URLs. ``python -m stack.apps down``
+stops them. Pid files and logs sit with the stack's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from stack.process import ManagedProcess
 from stack.service import http_ok
+from stack.topics import group_has_member
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ def apps(settings: Settings) -> dict[str, App]:
         "model-server": App("model-server", ["-m", "model_server"], _model_server_ready),
         "api": App("api", ["-m", "functions"], lambda s: http_ok(f"{s.api_url}/health")),
         "ui": App("ui", ui, lambda s: http_ok(f"http://{s.api_host}:{s.ui_port}/_stcore/health")),
+        "dispatcher": App(
+            "dispatcher",
+            ["-m", "functions.events", "kafka"],
+            lambda s: group_has_member(s.kafka_bootstrap, s.ingest_group_id),
+        ),
     }
 
 
@@ -82,6 +89,7 @@ def up(settings: Settings) -> None:
     _cli("embed")
     start(settings, programs["api"])
     start(settings, programs["ui"])
+    start(settings, programs["dispatcher"])
     api = settings.api_url
     print(
         f"\nsearch API  {api}/docs   GraphQL {api}/graphql\n"

@@ -35,3 +35,10 @@ def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> 
         except KafkaException as error:
             if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+
+
+def group_has_member(bootstrap: str, group: str) -> bool:
+    """Whether a member of consumer group ``group`` has partitions assigned."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    described = admin.describe_consumer_groups([group])[group].result()
+    return any(member.assignment.topic_partitions for member in described.members)

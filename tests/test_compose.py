@@ -18,7 +18,7 @@ def test_compose_file_is_valid_and_complete() -> None:
     config = json.loads(result.stdout)
     services = config["services"]
     expected = {"postgres", "kafka", "minio", "localstack", "mlflow", "setup", "catalog"}
-    assert expected | {"model-init", "model-server"} <= set(services)
+    assert expected | {"model-init", "model-server", "dispatcher"} <= set(services)
     assert services["postgres"]["image"].startswith("pgvector/pgvector:")
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["minio"]["image"].startswith("minio/minio:")

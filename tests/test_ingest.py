@@ -36,7 +36,7 @@ from functions.events.sqs_poller import SqsPoller, make_sqs_client
 from stack.orchestrator import status
 from stack.process import ManagedProcess
 from stack.s3 import announce_uploads
-from stack.topics import ensure_topics
+from stack.topics import ensure_topics, group_has_member
 from tests.conftest import SEARCH_ROWS, catalog_database
 from tests.helpers import jpeg, start_model_server, start_process
 
@@ -103,13 +103,6 @@ def _start_group_at_end(settings: Settings) -> None:
         future.result()
 
 
-def _group_has_member(settings: Settings) -> bool:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    future = admin.describe_consumer_groups([settings.ingest_group_id])[settings.ingest_group_id]
-    group = future.result()
-    return any(member.assignment.topic_partitions for member in group.members)
-
-
 class ModelServer:
     """The ingestion tests' own model server process, which tests stop and start again."""
 
@@ -136,7 +129,8 @@ def model_server(
 def _start_dispatcher(settings: Settings, run_dir: Path) -> ManagedProcess:
     return start_process(
         "dispatcher", ["-m", "functions.events", "kafka"], settings, run_dir,
-        lambda: _group_has_member(settings), timeout_s=60,
+        lambda: group_has_member(settings.kafka_bootstrap, settings.ingest_group_id),
+        timeout_s=60,
     )  # fmt: skip
 
 

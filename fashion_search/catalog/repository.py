@@ -329,11 +329,12 @@ class CatalogRepository:
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
         checked = [self._check_vector(v) for v in vectors]
-        excluded = sorted(set(exclude_ids))
+        excluded = set(exclude_ids)
+        # Filtering in SQL would let the planner leave the HNSW index; rows are filtered here.
         query = sql.SQL(
-            "SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
-            " WHERE embedding IS NOT NULL AND source_key IS NULL"
-            " AND NOT (id = ANY(%(excluded)s)) ORDER BY distance LIMIT %(k)s"
+            "SELECT {columns}, source_key IS NOT NULL AS uploaded,"
+            " embedding <=> %(v)s AS distance FROM products"
+            " WHERE embedding IS NOT NULL ORDER BY distance LIMIT %(n)s"
         ).format(columns=_READ_COLUMNS)
         result = []
         with (
@@ -341,15 +342,21 @@ class CatalogRepository:
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
-            ef_search = max(self.ef_search, k)
-            cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
             cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             for vector in checked:
-                rows = cur.execute(query, {"v": vector, "k": k, "excluded": excluded}).fetchall()
+                fetch = 2 * k
+                while True:
+                    ef_search = sql.Literal(max(self.ef_search, fetch))
+                    cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(ef_search))
+                    rows = cur.execute(query, {"v": vector, "n": fetch}).fetchall()
+                    kept = [r for r in rows if not r["uploaded"] and r["id"] not in excluded][:k]
+                    if len(kept) == k or len(rows) < fetch:
+                        break
+                    fetch *= 4
                 result.append(
                     [
                         Neighbor(product=Product.model_validate(r), score=1.0 - r["distance"])
-                        for r in rows
+                        for r in kept
                     ]
                 )
         return result

@@ -1,0 +1,171 @@
+"""Upload ingestion benchmark against the running stack (``make up``: model server, catalog,
+dispatcher):
+
+    .venv/bin/python -m bench.ingest --burst 500 --singles 30
+
+Uploads held-out product photos to the uploads bucket and times each one from the start of its
+PUT to the arrival of its output-topic message (MinIO -> Kafka -> dispatcher -> function ->
+catalog -> Kafka): single uploads one at a time, then a burst uploaded at once (events/s end to
+end). The baseline, run in the same process on the same images: the model server's raw image
+embedding throughput (batches of 32), so the pipeline's overhead shows as a ratio. The products
+the benchmark made are deleted afterwards (``--keep`` leaves them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from confluent_kafka import Consumer
+
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.dataset import iter_dataset
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.model.data import in_test_split
+from fashion_search.settings import Settings, get_settings
+from fashion_search.storage import ObjectStore
+
+
+class OutputWatcher:
+    """Records when each key's output or dead-letter message arrives."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.arrived: dict[str, float] = {}
+        self.ids: list[int] = []
+        self.dead: list[str] = []
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "auto.offset.reset": "latest",
+                "fetch.wait.max.ms": 10,
+                "log_level": 4,
+            }
+        )
+        self._consumer.subscribe([settings.output_topic, settings.dead_letter_topic])
+        while not self._consumer.assignment():
+            self._consumer.poll(0.2)
+        self._output_topic = settings.output_topic
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            message = self._consumer.poll(0.1)
+            if message is None or message.error():
+                continue
+            value = json.loads(message.value() or b"{}")
+            key = value.get("key")
+            if key:
+                self.arrived.setdefault(key, time.perf_counter())
+                if message.topic() == self._output_topic:
+                    self.ids.extend(r["id"] for r in value.get("results", []))
+                else:
+                    self.dead.append(f"{key}: {value.get('reason')}")
+
+    def wait(self, keys: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while any(k not in self.arrived for k in keys):
+            if time.monotonic() > deadline:
+                missing = sum(k not in self.arrived for k in keys)
+                raise SystemExit(f"{missing} uploads had no output within {timeout_s} s")
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--burst", type=int, default=500, help="uploads sent at once")
+    parser.add_argument("--singles", type=int, default=30, help="uploads sent one at a time")
+    parser.add_argument("--keep", action="store_true", help="keep the products made")
+    args = parser.parse_args()
+    settings = get_settings()
+    store = ObjectStore(settings)
+    images = [
+        item.image
+        for item in iter_dataset(settings.dataset_source, limit=(args.burst + args.singles) * 8)
+        if in_test_split(item.image)
+    ][: args.burst + args.singles]
+    run = uuid.uuid4().hex[:6]
+
+    with EmbeddingClient(settings.model_server_address, timeout_s=120) as client:
+        info = client.info()
+        client.embed_images(images[:32])  # warm-up
+        started = time.perf_counter()
+        for i in range(0, args.burst, 32):
+            client.embed_images(images[i : i + 32])
+        raw_rate = args.burst / (time.perf_counter() - started)
+
+    watcher = OutputWatcher(settings)
+    sent: dict[str, float] = {}
+
+    def upload(index: int, prefix: str) -> str:
+        key = f"bench/{run}/{prefix}/{index}.jpg"
+        sent[key] = time.perf_counter()
+        store.put(settings.uploads_bucket, key, images[index])
+        return key
+
+    try:
+        singles = []
+        for i in range(args.singles):
+            singles.append(upload(args.burst + i, "single"))
+            watcher.wait(singles[-1:], 60)
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            burst = list(pool.map(lambda i: upload(i, "burst"), range(args.burst)))
+        watcher.wait(burst, 600)
+        burst_s = max(watcher.arrived[k] for k in burst) - started
+    finally:
+        watcher.close()
+
+    def latencies(keys: list[str]) -> list[float]:
+        return [(watcher.arrived[k] - sent[k]) * 1000 for k in keys]
+
+    single_ms, burst_ms = latencies(singles), latencies(burst)
+    rate = args.burst / burst_s
+    precision = "int8" if info.quantized else "fp32"
+    print(
+        f"model {info.registry_name} v{info.registry_version} ({info.dimension}-d), {precision},"
+        f" {', '.join(info.execution_providers)}"
+    )
+    print(f"{'run':<34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'ratio':>6}")
+    print(f"{'model server raw (batches of 32)':<34} {raw_rate:>9.1f} {'':>8} {'':>8} {1:>6.2f}")
+    print(
+        f"{f'pipeline, {args.singles} single uploads':<34} {1000 / np.mean(single_ms):>9.1f}"
+        f" {np.percentile(single_ms, 50):>8.0f} {np.percentile(single_ms, 95):>8.0f}"
+        f" {1000 / np.mean(single_ms) / raw_rate:>6.2f}"
+    )
+    print(
+        f"{f'pipeline, burst of {args.burst}':<34} {rate:>9.1f}"
+        f" {np.percentile(burst_ms, 50):>8.0f} {np.percentile(burst_ms, 95):>8.0f}"
+        f" {rate / raw_rate:>6.2f}"
+    )
+    if watcher.dead:
+        print(f"dead letters: {watcher.dead[:5]}")
+    if not args.keep:
+        with create_pool(settings) as catalog:
+            repository = CatalogRepository(catalog)
+            copies = [p.image_key for p in repository.get_many(sorted(set(watcher.ids)))]
+            repository.delete(watcher.ids)
+        for bucket, keys in (
+            (settings.uploads_bucket, list(sent)),
+            (settings.images_bucket, copies),
+        ):
+            for key in keys:
+                store.client.delete_object(Bucket=bucket, Key=key)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Accuracy of upload classification: held-out products classified as if uploaded (embedded
+by the model server, labels voted by their nearest labelled catalog products), with every
+held-out product kept out of the voters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from pydantic.alias_generators import to_camel
+
+from fashion_search.catalog.models import ProductFields
+from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.ingest.classify import PREDICTED_LABELS, vote
+
+#: Confidence above which a prediction would be published without review.
+CONFIDENT = 0.8
+
+
+def classification_accuracy(
+    repository: CatalogRepository,
+    client: EmbeddingClient,
+    products: Sequence[tuple[ProductFields, bytes]],
+    exclude_ids: Iterable[int],
+    k: int = 10,
+    batch_size: int = 64,
+) -> dict[str, dict[str, float]]:
+    """Per label (camelCase): accuracy, mean confidence, and accuracy/coverage of the
+    predictions with confidence >= CONFIDENT."""
+    excluded = set(exclude_ids) | {fields.id for fields, _ in products}
+    hits: dict[str, list[tuple[bool, float]]] = {label: [] for label in PREDICTED_LABELS}
+    for start in range(0, len(products), batch_size):
+        batch = products[start : start + batch_size]
+        vectors = client.embed_images([image for _, image in batch]).vectors
+        for (fields, _), near in zip(
+            batch, repository.labelled_neighbours(vectors, k, excluded), strict=True
+        ):
+            predicted = vote([n.product for n in near], [n.score for n in near])
+            for label, prediction in predicted.items():
+                hits[label].append(
+                    (prediction.value == getattr(fields, label), prediction.confidence)
+                )
+    report = {}
+    for label, outcomes in hits.items():
+        confident = [correct for correct, confidence in outcomes if confidence >= CONFIDENT]
+        n = max(len(outcomes), 1)
+        report[to_camel(label)] = {
+            "accuracy": sum(correct for correct, _ in outcomes) / n,
+            "mean_confidence": sum(confidence for _, confidence in outcomes) / n,
+            "confident_accuracy": sum(confident) / max(len(confident), 1),
+            "confident_coverage": len(confident) / n,
+        }
+    return report

@@ -1,0 +1,98 @@
+"""Pure parts of ingestion: notification parsing, Lambda envelopes, the label vote."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fashion_search.catalog.models import ProductFields
+from fashion_search.ingest.classify import vote
+from fashion_search.ingest.events import MalformedEventError, parse_notification
+from functions.events.envelopes import kafka_event, unwrap
+
+MINIO_EVENT = {
+    "EventName": "s3:ObjectCreated:Put",
+    "Key": "fashion-uploads/incoming/navy shirt.jpg",
+    "Records": [
+        {
+            "eventName": "s3:ObjectCreated:Put",
+            "s3": {
+                "bucket": {"name": "fashion-uploads"},
+                "object": {"key": "incoming%2Fnavy+shirt.jpg", "eTag": "abc", "size": 10},
+            },
+        }
+    ],
+}
+
+
+def test_minio_and_aws_notifications_parse_to_decoded_keys() -> None:
+    [event] = parse_notification(json.dumps(MINIO_EVENT))
+    assert (event.bucket, event.key, event.etag, event.size) == (
+        "fashion-uploads", "incoming/navy shirt.jpg", "abc", 10,
+    )  # fmt: skip
+    aws = {"Records": [{**MINIO_EVENT["Records"][0], "eventName": "ObjectCreated:Put"}]}  # type: ignore[dict-item]
+    [from_aws] = parse_notification(aws)
+    assert (from_aws.bucket, from_aws.key, from_aws.etag) == (event.bucket, event.key, event.etag)
+
+
+def test_removals_and_test_events_are_not_uploads() -> None:
+    removed = {"Records": [{**MINIO_EVENT["Records"][0], "eventName": "s3:ObjectRemoved:Delete"}]}  # type: ignore[dict-item]
+    assert parse_notification(removed) == []
+    assert parse_notification({"Event": "s3:TestEvent", "Bucket": "b"}) == []
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe",
+        "[1, 2]",
+        "{}",
+        '{"Records": []}',
+        '{"Records": [{"eventName": "s3:ObjectCreated:Put"}]}',
+        '{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": ""},'
+        ' "object": {"key": "a.jpg"}}}]}',
+        '{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "b"},'
+        ' "object": {"key": "..%2Fescape.jpg"}}}]}',
+        '{"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "b"},'
+        ' "object": {"key": "a.jpg", "size": "big"}}}]}',
+    ],
+)
+def test_malformed_notifications_say_why(payload: str | bytes) -> None:
+    with pytest.raises(MalformedEventError):
+        parse_notification(payload)
+
+
+def test_envelopes_unwrap_kafka_sqs_and_direct_events() -> None:
+    body = json.dumps(MINIO_EVENT)
+    record = {"topic": "t", "partition": 1, "offset": 7, "timestamp": 0, "key": b"k",
+              "value": body.encode()}  # fmt: skip
+    kind, [delivery] = unwrap(kafka_event([record], "bootstrap"))
+    assert (kind, delivery.body, delivery.source) == (
+        "kafka", body, {"topic": "t", "partition": 1, "offset": 7},
+    )  # fmt: skip
+    sqs = {"Records": [{"eventSource": "aws:sqs", "messageId": "m1", "body": body}]}
+    kind, [delivery] = unwrap(sqs)
+    assert (kind, delivery.id, delivery.body) == ("sqs", "m1", body)
+    kind, [delivery] = unwrap(MINIO_EVENT)
+    assert kind == "s3" and json.loads(delivery.body) == MINIO_EVENT
+
+
+def _fields(article: str, colour: str) -> ProductFields:
+    return ProductFields(id=1, product_display_name="x", article_type=article, base_colour=colour)
+
+
+def test_vote_weights_neighbours_by_similarity() -> None:
+    neighbours = [_fields("Shirts", "Blue"), _fields("Tshirts", "Blue"), _fields("Tshirts", "Red")]
+    predicted = vote(neighbours, [0.9, 0.6, 0.5], ["article_type", "base_colour"])
+    assert predicted["article_type"].value == "Tshirts"  # 0.6 + 0.5 outweigh 0.9
+    assert predicted["article_type"].confidence == pytest.approx(1.1 / 2.0)
+    assert predicted["base_colour"].value == "Blue"
+    assert predicted["base_colour"].confidence == pytest.approx(1.5 / 2.0)
+
+
+def test_vote_without_neighbours_or_positive_similarity() -> None:
+    assert vote([], [], ["article_type"])["article_type"].confidence == 0.0
+    predicted = vote([_fields("Shirts", "Blue"), _fields("Jeans", "Blue")], [-0.2, -0.1])
+    assert predicted["article_type"].confidence == pytest.approx(0.5)
+    assert predicted["article_type"].value == "Shirts"  # a tie goes to the nearest
