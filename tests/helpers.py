@@ -21,8 +21,9 @@ _CHILD_SETTINGS = (
     "database_url", "s3_endpoint_url", "mlflow_tracking_uri", "images_bucket", "uploads_bucket",
     "models_bucket", "model_name", "model_server_port", "model_server_address", "cache_dir",
     "model_reload_interval_s", "api_port", "api_url", "ui_port", "output_topic",
-    "dead_letter_topic", "uploads_topic", "ingest_group_id", "ingest_retry_attempts",
-    "ingest_retry_base_s", "ingest_retry_max_s", "localstack_endpoint_url", "uploads_queue",
+    "dead_letter_topic", "uploads_topic", "ingest_group_id", "ingest_batch_size",
+    "ingest_retry_attempts", "ingest_retry_base_s", "ingest_retry_max_s",
+    "localstack_endpoint_url", "uploads_queue",
 )  # fmt: skip
 
 

@@ -72,6 +72,7 @@ def ingest_settings(search_settings: Settings) -> Settings:
             "ingest_group_id": f"test-ingest-{run}",
             "model_server_port": port,
             "model_server_address": f"127.0.0.1:{port}",
+            "ingest_batch_size": 4,  # many batches, so a kill lands mid-stream
             "ingest_retry_attempts": 12,
             "ingest_retry_base_s": 0.25,
             "ingest_retry_max_s": 4.0,
@@ -331,12 +332,14 @@ def test_a_killed_dispatcher_restarts_without_losing_or_duplicating_events(
     store = ObjectStore(ingest_settings)
     bucket = ingest_settings.uploads_bucket
     prefix = f"killed/{uuid.uuid4().hex[:6]}/"
-    uploaded = _upload(store, bucket, held_out[57:60], prefix)
+    uploaded = _upload(store, bucket, held_out[57:80], prefix)
     outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 1)
     pid = dispatcher[-1].pid()
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # mid-stream: no clean shutdown, nothing committed after
-    uploaded |= _upload(store, bucket, held_out[60:80], prefix)
+    outputs.drain(1)
+    before_restart = {m["key"] for m in outputs.for_prefix(prefix)[0]}
+    assert before_restart < set(uploaded)  # some events were still to be processed
     dispatcher.append(_start_dispatcher(ingest_settings, tmp_path))
 
     outputs.wait(_keys_done(prefix, set(uploaded)))
