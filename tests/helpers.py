@@ -19,6 +19,7 @@ from stack.process import ManagedProcess
 #: Settings that a child process (model server, API, UI) needs to find the test resources.
 _CHILD_SETTINGS = (
     "database_url", "s3_endpoint_url", "mlflow_tracking_uri", "images_bucket", "uploads_bucket",
+    "datasets_bucket",
     "models_bucket", "model_name", "model_server_port", "model_server_address", "cache_dir",
     "model_reload_interval_s", "api_port", "api_url", "ui_port", "output_topic",
     "dead_letter_topic", "uploads_topic", "ingest_group_id", "ingest_batch_size",

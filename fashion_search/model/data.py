@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,14 +61,25 @@ class ProductImages:
 
 
 def load_split(
-    source: str, image_size: int, split: str, limit: int | None = None, offset: int = 0
+    source: str,
+    image_size: int,
+    split: str,
+    limit: int | None = None,
+    offset: int = 0,
+    ids: Collection[int] | None = None,
 ) -> ProductImages:
-    """The ``split`` ("train" or "test") products among rows ``offset..offset+limit``."""
+    """The ``split`` ("train" or "test") products among rows ``offset..offset+limit``: the
+    products listed in ``ids`` (that split of a stored split) when given, else those that
+    :func:`in_test_split` puts there."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     fields, images = [], []
     for item in iter_dataset(source, offset=offset, limit=limit):
-        if in_test_split(item.image) != (split == "test"):
+        if ids is not None:
+            keep = item.fields.id in ids
+        else:
+            keep = in_test_split(item.image) == (split == "test")
+        if not keep:
             continue
         fields.append(item.fields)
         images.append(np.asarray(resize_square(decode_image(item.image), image_size), np.uint8))

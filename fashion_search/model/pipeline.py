@@ -49,14 +49,23 @@ def train_and_register(
     device: str = "cpu",
     experiment: str = "fashion-clip",
     progress: bool = True,
+    split: tuple[str, set[int], set[int]] | None = None,
 ) -> TrainingOutcome:
     """Train ``spec`` on the train split of ``source``, evaluate it and the current champion on
-    the same test split, register it, and move the champion alias if it scores higher."""
+    the same test split, register it, and move the champion alias if it scores higher.
+
+    ``split`` is a stored split (version, train ids, test ids); without it the split is by
+    image content hash (:func:`~fashion_search.model.data.in_test_split`).
+    """
     client = configure_mlflow(settings)
     clip = create_clip(spec, device)
-    train_data = load_split(source, clip.image_size, "train", limit)
-    test_data = load_split(source, clip.image_size, "test", limit)
-    split_id = f"{Path(source).name}:rows={limit or 'all'}:test={TEST_PERCENT}%:sha1-image"
+    if split is None:
+        split_id = f"{Path(source).name}:rows={limit or 'all'}:test={TEST_PERCENT}%:sha1-image"
+        train_ids = test_ids = None
+    else:
+        split_id, train_ids, test_ids = split
+    train_data = load_split(source, clip.image_size, "train", limit, ids=train_ids)
+    test_data = load_split(source, clip.image_size, "test", limit, ids=test_ids)
     log.info("split %s: %d train, %d test products", split_id, len(train_data), len(test_data))
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:

@@ -1,0 +1,169 @@
+"""The Airflow DAGs run with ``dag.test()`` (Airflow 3 in its own environment, tasks in the
+project's Python) against the real stack on small slices."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.model.factory import ModelSpec
+from fashion_search.model.pipeline import train_and_register
+from fashion_search.model.registry import champion, configure_mlflow
+from fashion_search.model.train import TrainConfig
+from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore
+from stack.airflow import DagRunResult, LocalAirflow
+from stack.postgres import create_database
+from tests.helpers import child_env, free_port, start_model_server
+
+ROWS = 300
+
+
+@pytest.fixture(scope="module")
+def dags_settings(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
+    """An empty database for the DAGs, a model name whose v1 (untrained) is the champion, and
+    a model server serving it that polls the alias every second."""
+    run = uuid.uuid4().hex[:6]
+    port = free_port()
+    dags = settings.model_copy(
+        update={
+            "database": f"{settings.database}_dags",
+            "database_url": make_conninfo(
+                settings.database_url, dbname=f"{settings.database}_dags"
+            ),
+            "model_name": f"dags-clip-{run}",
+            "model_server_port": port,
+            "model_server_address": f"127.0.0.1:{port}",
+            "model_reload_interval_s": 1.0,
+            "cache_dir": tmp_path_factory.mktemp("dags-cache"),
+        }
+    )
+    admin = make_conninfo(settings.database_url, dbname="postgres")
+    create_database(admin, dags.database)
+    train_and_register(
+        dags, ModelSpec("fashion-tiny"), TrainConfig(epochs=0), dags.dataset_source,
+        limit=ROWS, progress=False,
+    )  # fmt: skip
+    server = start_model_server(dags, tmp_path_factory.mktemp("dags-model-server"))
+    try:
+        yield dags
+    finally:
+        server.stop()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dags.database))
+            )
+
+
+@pytest.fixture(scope="module")
+def airflow(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> LocalAirflow:
+    return LocalAirflow(settings, tmp_path_factory.mktemp("airflow-home"))
+
+
+def _dag(
+    airflow: LocalAirflow, settings: Settings, dag_id: str, conf: dict[str, Any], **env: str
+) -> DagRunResult:
+    """Run a DAG once, its tasks without retries, with ``settings`` (and ``env``) as FS_*."""
+    return airflow.test_dag(
+        dag_id, conf, {**child_env(settings), "FS_DAG_TASK_RETRIES": "0", **env}
+    )
+
+
+def _catalog(settings: Settings) -> list[tuple[Any, ...]]:
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute(
+            "SELECT model_version, count(*) FROM products GROUP BY 1 ORDER BY 1 NULLS LAST"
+        ).fetchall()
+
+
+def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
+    airflow: LocalAirflow, dags_settings: Settings
+) -> None:
+    result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 40, "reset": True})
+    assert result.state == "success", result.log[-3000:]
+    assert _catalog(dags_settings) == [("1", 40)]
+
+    # The model server is unreachable: the embed task fails after the load task grew the
+    # catalog; what is stored stays consistent, and the next run finishes the job.
+    result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60},
+                  FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
+    assert result.state == "failed"
+    assert _catalog(dags_settings) == [("1", 40), (None, 20)]
+    result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60})
+    assert result.state == "success", result.log[-3000:]
+    assert _catalog(dags_settings) == [("1", 60)]
+
+
+@pytest.fixture(scope="module")
+def split_version(airflow: LocalAirflow, dags_settings: Settings) -> str:
+    """The split made by process_train_test_dataset on ROWS products."""
+    result = _dag(airflow, dags_settings, "process_train_test_dataset", {"limit": ROWS})
+    assert result.state == "success", result.log[-3000:]
+    listing = ObjectStore(dags_settings).client.list_objects_v2(
+        Bucket=dags_settings.datasets_bucket, Prefix="splits/"
+    )
+    versions = {obj["Key"].split("/")[1] for obj in listing.get("Contents", [])}
+    assert len(versions) == 1
+    return versions.pop()
+
+
+def test_process_train_test_dataset_is_stratified_deterministic_and_logged(
+    airflow: LocalAirflow, dags_settings: Settings, split_version: str
+) -> None:
+    store = ObjectStore(dags_settings)
+    manifest = json.loads(
+        store.get(dags_settings.datasets_bucket, f"splits/{split_version}/manifest.json")
+    )
+    assert manifest["version"] == split_version
+    assert sum(manifest["counts"].values()) == ROWS
+    for article, counts in manifest["article_types"].items():
+        total = sum(counts.values())
+        assert counts.get("test", 0) == round(total * 20 / 100), article  # in every class
+    # Same inputs, same version: running again writes the same split.
+    again = _dag(airflow, dags_settings, "process_train_test_dataset", {"limit": ROWS})
+    assert again.state == "success"
+    listing = store.client.list_objects_v2(Bucket=dags_settings.datasets_bucket, Prefix="splits/")
+    assert {obj["Key"].split("/")[1] for obj in listing["Contents"]} == {split_version}
+    client = configure_mlflow(dags_settings)
+    experiment = client.get_experiment_by_name("fashion-datasets")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id],
+                              f"params.version = '{split_version}'")  # fmt: skip
+    assert runs and {d.dataset.name for d in runs[0].inputs.dataset_inputs} == {
+        f"{split_version}-train", f"{split_version}-test",
+    }  # fmt: skip
+
+
+def test_finetune_registers_promotes_serves_and_reembeds(
+    airflow: LocalAirflow, dags_settings: Settings, split_version: str
+) -> None:
+    catalog = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60})
+    assert catalog.state == "success"  # (already done: a no-op) the catalog to re-embed
+    conf = {"architecture": "fashion-tiny", "epochs": 1, "batch_size": 64, "lr": 5e-4,
+            "limit": ROWS, "split_version": split_version, "precision": "fp32"}  # fmt: skip
+    result = _dag(airflow, dags_settings, "finetune", conf)
+    assert result.state == "success", result.log[-3000:]
+
+    client = configure_mlflow(dags_settings)
+    version = client.get_model_version(dags_settings.model_name, "2")
+    run = client.get_run(version.run_id)
+    assert run.data.params["split_id"] == split_version
+    # evaluated against the champion (v1) on the same split
+    assert any(name.startswith("champion_") for name in run.data.metrics)
+    served = champion(client, dags_settings.model_name, dags_settings.model_alias)
+    assert served is not None
+    with EmbeddingClient(dags_settings.model_server_address) as model_server:
+        assert model_server.info().registry_version == served.version
+    # Every stored embedding comes from the serving version.
+    assert _catalog(dags_settings) == [(served.version, 60)]
+    assert (served.version == "2") == (run.data.tags["promoted"] == "true")
