@@ -135,11 +135,7 @@ def main() -> None:
 
     single_ms, burst_ms = latencies(singles), latencies(burst)
     rate = args.burst / burst_s
-    precision = "int8" if info.quantized else "fp32"
-    print(
-        f"model {info.registry_name} v{info.registry_version} ({info.dimension}-d), {precision},"
-        f" {', '.join(info.execution_providers)}"
-    )
+    print(info.describe())
     print(f"{'run':<34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'ratio':>6}")
     print(f"{'model server raw (batches of 32)':<34} {raw_rate:>9.1f} {'':>8} {'':>8} {1:>6.2f}")
     print(

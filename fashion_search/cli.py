@@ -48,31 +48,18 @@ def _load(args: argparse.Namespace) -> None:
 
 
 def _embed(args: argparse.Namespace) -> None:
-    from fashion_search.catalog.embed import embed_catalog
-    from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.workflows.catalog import embed_products
 
     settings = get_settings()
     migrate(settings.database_url, settings.embedding_dim)
-    started = time.perf_counter()
-    with (
-        create_pool(settings) as pool,
-        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
-    ):
-        dimension = client.info().dimension
-        if set_embedding_dimension(settings.database_url, dimension):
-            print(f"catalog moved to the served model's dimension {dimension}")
-        summary = embed_catalog(
-            CatalogRepository(pool, settings.hnsw_ef_search),
-            ObjectStore(settings),
-            client,
-            batch_size=args.batch_size,
-        )
-    took = time.perf_counter() - started
+    report = embed_products(settings, args.batch_size, progress=True)
+    if report["dimension_changed"]:
+        print(f"catalog moved to the served model's dimension {report['dimension']}")
     print(
-        f"embedded {summary.embedded} products with model version {summary.model_version}"
-        f" in {took:.1f} s; {len(summary.failed)} failed"
+        f"embedded {report['embedded']} products with model version {report['model_version']}"
+        f" in {report['seconds']:.1f} s; {report['failed']} failed"
     )
-    for product_id, reason in list(summary.failed.items())[:20]:
+    for product_id, reason in report["failures"].items():
         print(f"  product {product_id}: {reason}")
 
 

@@ -40,6 +40,14 @@ class ModelInfo:
     execution_providers: list[str]
     quantized: bool
 
+    def describe(self) -> str:
+        """One line for logs and benchmark tables."""
+        precision = "int8" if self.quantized else "fp32"
+        return (
+            f"model {self.registry_name} v{self.registry_version} ({self.dimension}-d),"
+            f" {precision}, {', '.join(self.execution_providers)}"
+        )
+
 
 @dataclass(frozen=True)
 class Embeddings:

@@ -18,14 +18,16 @@ def test_compose_file_is_valid_and_complete() -> None:
     config = json.loads(result.stdout)
     services = config["services"]
     expected = {"postgres", "kafka", "minio", "localstack", "mlflow", "setup", "catalog"}
-    assert expected | {"model-init", "model-server", "dispatcher"} <= set(services)
+    apps = {"model-init", "model-server", "dispatcher", "api", "ui", "airflow"}
+    assert expected | apps <= set(services)
     assert services["postgres"]["image"].startswith("pgvector/pgvector:")
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["minio"]["image"].startswith("minio/minio:")
     assert services["localstack"]["image"].startswith("localstack/localstack:")
     # The project's services share one image built from the one Dockerfile.
     built = {name for name, s in services.items() if "build" in s}
-    assert {"setup", "mlflow", "catalog", "model-init", "model-server"} <= built
+    assert {"setup", "mlflow", "catalog"} | apps <= built
+    assert "/app/dags" in services["airflow"]["volumes"][0]["target"]
     assert {services[name]["image"] for name in built} == {"fashion-search:latest"}
     assert services["minio"]["environment"]["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "fashion.uploads"
 

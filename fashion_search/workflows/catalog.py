@@ -48,7 +48,9 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
     }
 
 
-def embed_products(settings: Settings, batch_size: int = 64) -> dict[str, Any]:
+def embed_products(
+    settings: Settings, batch_size: int = 64, progress: bool = False
+) -> dict[str, Any]:
     """Embed the products without an embedding from the served model version (the catalog
     first moves to the served model's dimension)."""
     started = time.perf_counter()
@@ -60,7 +62,7 @@ def embed_products(settings: Settings, batch_size: int = 64) -> dict[str, Any]:
         moved = set_embedding_dimension(settings.database_url, dimension)
         summary = embed_catalog(
             CatalogRepository(pool, settings.hnsw_ef_search), ObjectStore(settings), client,
-            batch_size=batch_size, progress=False,
+            batch_size=batch_size, progress=progress,
         )  # fmt: skip
     took = time.perf_counter() - started
     return {
@@ -69,6 +71,7 @@ def embed_products(settings: Settings, batch_size: int = 64) -> dict[str, Any]:
         "dimension_changed": moved,
         "embedded": summary.embedded,
         "failed": len(summary.failed),
+        "failures": {str(k): v for k, v in list(summary.failed.items())[:20]},  # the first 20
         "seconds": round(took, 1),
         "images_per_s": round(summary.embedded / took, 1) if took else 0.0,
     }

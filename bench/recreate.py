@@ -1,0 +1,79 @@
+"""recreate_prod_database benchmark: the DAG run with ``dag.test()`` against the running stack
+(``make up``: model server serving the champion), into a scratch database:
+
+    .venv/bin/python -m bench.recreate              # all 44,072 products
+    .venv/bin/python -m bench.recreate --limit 2000
+
+Prints the DAG's duration and products/s, each task's own report (load, embed), and the model
+server's raw image embedding rate measured in the same process as the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+import uuid
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from fashion_search.dataset import iter_dataset
+from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.settings import get_settings
+from stack.airflow import LocalAirflow
+from stack.postgres import create_database
+
+
+def main() -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--limit", type=int, help="products to load (default: all)")
+    args = parser.parse_args()
+    settings = get_settings()
+    images = [item.image for item in iter_dataset(settings.dataset_source, limit=512)]
+    with EmbeddingClient(settings.model_server_address, timeout_s=120) as client:
+        info = client.info()
+        client.embed_images(images[:64])
+        started = time.perf_counter()
+        for i in range(0, len(images), 64):
+            client.embed_images(images[i : i + 64])
+        raw_rate = len(images) / (time.perf_counter() - started)
+
+    database = f"{settings.database}_bench_{uuid.uuid4().hex[:6]}"
+    admin = make_conninfo(settings.database_url, dbname="postgres")
+    create_database(admin, database)
+    url = make_conninfo(settings.database_url, dbname=database)
+    env = {**os.environ, "FS_DATABASE": database, "FS_DATABASE_URL": url,
+           "FS_DAG_TASK_RETRIES": "0"}  # fmt: skip
+    try:
+        airflow = LocalAirflow(settings, settings.state_dir / "airflow")
+        started = time.perf_counter()
+        result = airflow.test_dag("recreate_prod_database", {"limit": args.limit}, env)
+        took = time.perf_counter() - started
+        if result.state != "success":
+            raise SystemExit(f"DAG run {result.state}:\n{result.log[-5000:]}")
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*), count(embedding) FROM products").fetchone()
+        products, embedded = row if row else (0, 0)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(database)))  # fmt: skip
+    reports = re.findall(r"Returned value was: (\{.*\})", result.log)
+    print(info.describe())
+    print(f"{'run':<40} {'products':>9} {'seconds':>8} {'images/s':>9} {'ratio':>6}")
+    raw_s = len(images) / raw_rate
+    print(f"{'model server raw (batches of 64)':<40} {len(images):>9} {raw_s:>8.1f}"
+          f" {raw_rate:>9.1f} {1:>6.2f}")  # fmt: skip
+    rate = embedded / took
+    print(f"{'recreate_prod_database (whole DAG)':<40} {products:>9} {took:>8.1f} {rate:>9.1f}"
+          f" {rate / raw_rate:>6.2f}")  # fmt: skip
+    for report in dict.fromkeys(reports):
+        print(f"  task report: {report}")
+
+
+if __name__ == "__main__":
+    main()
