@@ -7,13 +7,20 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 PROJECT_PYTHON = os.environ.get(
     "FS_PROJECT_PYTHON", str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python")
 )
 
-#: Retries of a failed task (``FS_DAG_TASK_RETRIES``); every step is safe to run again.
-DEFAULT_ARGS = {
-    "retries": int(os.environ.get("FS_DAG_TASK_RETRIES", "2")),
-    "retry_delay": timedelta(seconds=30),
+#: What every DAG of the project shares: triggered runs only, retried tasks (every step is safe
+#: to run again; ``FS_DAG_TASK_RETRIES``), run-conf templates rendered as Python values.
+DAG_DEFAULTS: dict[str, Any] = {
+    "schedule": None,
+    "catchup": False,
+    "default_args": {
+        "retries": int(os.environ.get("FS_DAG_TASK_RETRIES", "2")),
+        "retry_delay": timedelta(seconds=30),
+    },
+    "render_template_as_native_obj": True,
 }

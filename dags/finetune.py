@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _project import DEFAULT_ARGS, PROJECT_PYTHON
+from _project import DAG_DEFAULTS, PROJECT_PYTHON
 from airflow.sdk import Param, dag, task
 
 OPTIONAL_INT = {"type": ["null", "integer"], "minimum": 1}
@@ -21,10 +21,6 @@ PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epo
 
 @dag(
     dag_id="finetune",
-    schedule=None,
-    catchup=False,
-    default_args=DEFAULT_ARGS,
-    render_template_as_native_obj=True,
     params={
         "architecture": Param("fashion-compact", type="string"),
         "pretrained": Param(None, type=["null", "string"]),
@@ -38,6 +34,7 @@ PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epo
         "precision": Param(None, type=["null", "string"], enum=[None, "bf16", "fp32"]),
     },
     tags=["fashion-search", "training"],
+    **DAG_DEFAULTS,
 )
 def finetune() -> None:
     """Train + register -> model server serves the champion -> re-embed the catalog."""

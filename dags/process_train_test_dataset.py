@@ -9,16 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from _project import DEFAULT_ARGS, PROJECT_PYTHON
+from _project import DAG_DEFAULTS, PROJECT_PYTHON
 from airflow.sdk import Param, dag, task
 
 
 @dag(
     dag_id="process_train_test_dataset",
-    schedule=None,
-    catchup=False,
-    default_args=DEFAULT_ARGS,
-    render_template_as_native_obj=True,
     params={
         "source": Param(None, type=["null", "string"]),
         "limit": Param(None, type=["null", "integer"], minimum=1),
@@ -26,6 +22,7 @@ from airflow.sdk import Param, dag, task
         "seed": Param(0, type="integer"),
     },
     tags=["fashion-search", "training"],
+    **DAG_DEFAULTS,
 )
 def process_train_test_dataset() -> None:
     """One task: split, store, log."""

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from _project import DEFAULT_ARGS, PROJECT_PYTHON
+from _project import DAG_DEFAULTS, PROJECT_PYTHON
 from airflow.sdk import Param, dag, task
 
 
 @dag(
     dag_id="recreate_prod_database",
-    schedule=None,
-    catchup=False,
-    default_args=DEFAULT_ARGS,
-    render_template_as_native_obj=True,
     params={
         "source": Param(None, type=["null", "string"]),
         "limit": Param(None, type=["null", "integer"], minimum=1),
         "reset": Param(False, type="boolean"),
     },
     tags=["fashion-search", "catalog"],
+    **DAG_DEFAULTS,
 )
 def recreate_prod_database() -> None:
     """Schema -> load -> embed."""

@@ -21,6 +21,7 @@ from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, up
 from stack.postgres import create_database
+from tests.helpers import database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable from the test machines
 
@@ -41,10 +42,7 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
     run = uuid.uuid4().hex[:8]
     test_settings = stack_settings.model_copy(
         update={
-            "database": f"fashion_test_{run}",
-            "database_url": make_conninfo(
-                stack_settings.database_url, dbname=f"fashion_test_{run}"
-            ),
+            **database(stack_settings, f"fashion_test_{run}"),
             "images_bucket": f"test-{run}-images",
             "datasets_bucket": f"test-{run}-datasets",
             "models_bucket": f"test-{run}-models",
@@ -117,10 +115,7 @@ def search_settings(
     ports = {name: free_port() for name in ("model_server_port", "api_port", "ui_port")}
     search = settings.model_copy(
         update={
-            "database": f"{settings.database}_search",
-            "database_url": make_conninfo(
-                settings.database_url, dbname=f"{settings.database}_search"
-            ),
+            **database(settings, f"{settings.database}_search"),
             "model_name": f"search-clip-{run}",
             "model_server_address": f"127.0.0.1:{ports['model_server_port']}",
             "api_url": f"http://127.0.0.1:{ports['api_port']}",

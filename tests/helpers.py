@@ -52,6 +52,13 @@ def squares(images: Sequence[bytes], size: int) -> np.ndarray:
     return np.stack([np.asarray(resize_square(decode_image(b), size)) for b in images])
 
 
+def database(settings: Settings, name: str) -> dict[str, str]:
+    """Settings updates that point at database ``name`` on the same server."""
+    from psycopg.conninfo import make_conninfo
+
+    return {"database": name, "database_url": make_conninfo(settings.database_url, dbname=name)}
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment plus ``FS_*`` variables for ``settings``."""
     return {

@@ -22,7 +22,7 @@ from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 from stack.airflow import DagRunResult, LocalAirflow
 from stack.postgres import create_database
-from tests.helpers import child_env, free_port, start_model_server
+from tests.helpers import child_env, database, free_port, start_model_server
 
 ROWS = 300
 
@@ -37,10 +37,7 @@ def dags_settings(
     port = free_port()
     dags = settings.model_copy(
         update={
-            "database": f"{settings.database}_dags",
-            "database_url": make_conninfo(
-                settings.database_url, dbname=f"{settings.database}_dags"
-            ),
+            **database(settings, f"{settings.database}_dags"),
             "model_name": f"dags-clip-{run}",
             "model_server_port": port,
             "model_server_address": f"127.0.0.1:{port}",

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.db import create_pool
@@ -38,7 +37,7 @@ from stack.process import ManagedProcess
 from stack.s3 import announce_uploads
 from stack.topics import ensure_topics, group_has_member
 from tests.conftest import SEARCH_ROWS, catalog_database
-from tests.helpers import jpeg, start_model_server, start_process
+from tests.helpers import database, jpeg, start_model_server, start_process
 
 #: Held-out products (not in the search catalog) uploaded by these tests.
 UPLOADS = 80
@@ -63,10 +62,7 @@ def ingest_settings(search_settings: Settings) -> Settings:
     port = free_port()
     settings = search_settings.model_copy(
         update={
-            "database": f"{search_settings.database}_ingest",
-            "database_url": make_conninfo(
-                search_settings.database_url, dbname=f"{search_settings.database}_ingest"
-            ),
+            **database(search_settings, f"{search_settings.database}_ingest"),
             "output_topic": f"test-{run}.products",
             "dead_letter_topic": f"test-{run}.dead-letter",
             "ingest_group_id": f"test-ingest-{run}",
