@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     ingest_retry_max_s: float = 10.0
     ingest_invoke_attempts: int = 3  # invocations of a failing batch before it is split
 
+    # Airflow DAG steps: how long finetune waits for the model server to serve the champion.
+    serve_timeout_s: float = 300.0
+
     # Search API and UI.
     search_mode: Literal["vector", "hybrid"] = "hybrid"  # measured better: README, Search
     search_max_upload_bytes: int = 10 * 1024 * 1024

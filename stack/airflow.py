@@ -28,7 +28,8 @@ _RUN_DAG = """
 import json, runpy, sys
 sys.path.insert(0, sys.argv[1])
 dag = runpy.run_path(f"{sys.argv[1]}/{sys.argv[2]}.py")["dag"]
-print("DAG_RUN_STATE", dag.test(run_conf=json.loads(sys.argv[3])).state)
+run = dag.test(run_conf=json.loads(sys.argv[3]), mark_success_pattern=sys.argv[4] or None)
+print("DAG_RUN_STATE", run.state)
 """
 
 
@@ -72,11 +73,17 @@ class LocalAirflow:
         )
 
     def test_dag(
-        self, dag_id: str, conf: Mapping[str, object], env: Mapping[str, str] | None = None
+        self,
+        dag_id: str,
+        conf: Mapping[str, object],
+        env: Mapping[str, str] | None = None,
+        mark_success: str = "",
     ) -> DagRunResult:
-        """Run ``dag_id`` once with ``dag.test(run_conf=conf)``; tasks get ``env``."""
+        """Run ``dag_id`` once with ``dag.test(run_conf=conf)``; tasks get ``env``. Tasks whose
+        id matches the regex ``mark_success`` count as done without running (as when only the
+        failed tasks of a run are cleared and run again)."""
         result = subprocess.run(
-            [str(self.python), "-c", _RUN_DAG, str(DAGS), dag_id, json.dumps(conf)],
+            [str(self.python), "-c", _RUN_DAG, str(DAGS), dag_id, json.dumps(conf), mark_success],
             env=airflow_environment(self.home, env), capture_output=True, text=True,
         )  # fmt: skip
         log = result.stdout + result.stderr
@@ -91,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("test", help="run a DAG once with dag.test()")
     p.add_argument("dag_id", choices=sorted(path.stem for path in DAGS.glob("[a-z]*.py")))
     p.add_argument("--conf", default="{}", help="run conf as JSON")
+    p.add_argument("--mark-success", default="", help="regex of task ids to count as done")
     args = parser.parse_args(argv)
     settings = get_settings()
     result = LocalAirflow(settings, settings.state_dir / "airflow").test_dag(
-        args.dag_id, json.loads(args.conf)
+        args.dag_id, json.loads(args.conf), mark_success=args.mark_success
     )
     print(result.log)
     print(f"{args.dag_id}: {result.state}")

@@ -68,12 +68,12 @@ def airflow(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Loc
 
 
 def _dag(
-    airflow: LocalAirflow, settings: Settings, dag_id: str, conf: dict[str, Any], **env: str
-) -> DagRunResult:
+    airflow: LocalAirflow, settings: Settings, dag_id: str, conf: dict[str, Any],
+    mark_success: str = "", **env: str,
+) -> DagRunResult:  # fmt: skip
     """Run a DAG once, its tasks without retries, with ``settings`` (and ``env``) as FS_*."""
-    return airflow.test_dag(
-        dag_id, conf, {**child_env(settings), "FS_DAG_TASK_RETRIES": "0", **env}
-    )
+    variables = {**child_env(settings), "FS_DAG_TASK_RETRIES": "0", **env}
+    return airflow.test_dag(dag_id, conf, variables, mark_success)
 
 
 def _catalog(settings: Settings) -> list[tuple[Any, ...]]:
@@ -164,3 +164,31 @@ def test_finetune_registers_promotes_serves_and_reembeds(
     # Every stored embedding comes from the serving version.
     assert _catalog(dags_settings) == [(served.version, 60)]
     assert (served.version == "2") == (run.data.tags["promoted"] == "true")
+
+
+def test_finetune_resumes_after_its_serving_step_failed_without_a_second_version(
+    airflow: LocalAirflow, dags_settings: Settings, split_version: str
+) -> None:
+    """The model server is unreachable for this run: training registers a version, then the
+    run fails; running only the remaining tasks again ends consistent, with no new version."""
+    client = configure_mlflow(dags_settings)
+    before = {v.version for v in client.search_model_versions(f"name='{dags_settings.model_name}'")}
+    conf = {"architecture": "fashion-tiny", "epochs": 1, "batch_size": 64, "lr": 5e-4,
+            "limit": ROWS, "split_version": split_version, "precision": "fp32",
+            "seed": 1}  # fmt: skip
+    failed = _dag(airflow, dags_settings, "finetune", conf, FS_SERVE_TIMEOUT_S="5",
+                  FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
+    assert failed.state == "failed"
+    after = {v.version for v in client.search_model_versions(f"name='{dags_settings.model_name}'")}
+    assert len(after - before) == 1  # registered once
+
+    retried = _dag(airflow, dags_settings, "finetune", conf, mark_success="^train_model$")
+    assert retried.state == "success", retried.log[-3000:]
+    assert {v.version for v in client.search_model_versions(
+        f"name='{dags_settings.model_name}'")} == after  # fmt: skip
+    served = champion(client, dags_settings.model_name, dags_settings.model_alias)
+    assert served is not None
+    with EmbeddingClient(dags_settings.model_server_address) as model_server:
+        assert model_server.info().registry_version == served.version
+    [(version, _)] = _catalog(dags_settings)
+    assert version == served.version

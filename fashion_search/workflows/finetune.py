@@ -49,8 +49,10 @@ def train_model(
     }
 
 
-def wait_until_served(settings: Settings, timeout_s: float = 300) -> dict[str, Any]:
-    """Wait until the model server serves the registry's champion (it polls the alias)."""
+def wait_until_served(settings: Settings) -> dict[str, Any]:
+    """Wait until the model server serves the registry's champion (it polls the alias), at
+    most ``settings.serve_timeout_s``."""
+    timeout_s = settings.serve_timeout_s
     current = champion(configure_mlflow(settings), settings.model_name, settings.model_alias)
     if current is None:
         raise FashionSearchError(f"{settings.model_name} has no {settings.model_alias!r} version")
