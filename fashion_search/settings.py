@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     s3_port: int = 19000
     s3_console_port: int = 19001
     s3_endpoint_url: str = ""
+    s3_public_endpoint_url: str = ""  # host browsers use for presigned URLs (default: the above)
     s3_access_key: str = "fashion"
     s3_secret_key: str = "fashion-secret"
     s3_region: str = "us-east-1"

@@ -90,6 +90,8 @@ class ObjectStore:
     def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
         self.settings = settings
         self.client = client or make_s3_client(settings)
+        public = settings.s3_public_endpoint_url
+        self._signer = make_s3_client(settings, public) if public else self.client
 
     def ensure_buckets(self, buckets: Iterable[str] | None = None) -> None:
         """Create the configured buckets that do not exist yet."""
@@ -177,9 +179,9 @@ class ObjectStore:
         return True
 
     def presigned_url(self, bucket: str, key: str, expires_s: int = 3600) -> str:
-        """A time-limited GET URL for an object."""
+        """A time-limited GET URL for an object, on the public endpoint when one is set."""
         validate_object_key(key)
-        return self.client.generate_presigned_url(
+        return self._signer.generate_presigned_url(
             "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expires_s
         )
 

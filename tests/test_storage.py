@@ -47,3 +47,14 @@ def test_missing_and_invalid_objects(store: ObjectStore, settings: Settings) -> 
     with pytest.raises(InvalidObjectKeyError):
         store.put_many(settings.images_bucket, [("products/ok.jpg", b"x"), ("", b"y")])
     assert not store.exists(settings.images_bucket, "products/ok.jpg")  # nothing half-written
+
+
+def test_presigned_urls_use_the_public_endpoint(store: ObjectStore, settings: Settings) -> None:
+    """Behind compose the store is ``minio:9000`` for services, a host port for browsers."""
+    public = settings.s3_endpoint_url.replace("127.0.0.1", "localhost")
+    public_store = ObjectStore(settings.model_copy(update={"s3_public_endpoint_url": public}))
+    store.put(settings.datasets_bucket, "splits/v1/public.bin", b"seen from the host")
+    url = public_store.presigned_url(settings.datasets_bucket, "splits/v1/public.bin")
+    assert url.startswith(public + "/")
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == b"seen from the host"
