@@ -10,6 +10,7 @@ import base64
 import binascii
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -87,6 +88,7 @@ class SearchService:
         self.store = store
         self.embedder = embedder
         self._urls: dict[str, tuple[str, float]] = {}  # image key -> (URL, signed at)
+        self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
 
     def _check_k(self, k: int) -> None:
         if not 1 <= k <= MAX_K:
@@ -129,14 +131,19 @@ class SearchService:
             )
         self._check_k(k)
         mode = mode or self.settings.search_mode
+        depth = max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
+        # The title search needs no embedding: it runs while the model server works.
+        lexical_future = (
+            self._lexical.submit(self.repository.title_matches, query, depth, filters)
+            if mode == "hybrid"
+            else None
+        )
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
             embedding = self.embedder.embed_texts([query])
-        depth = max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
         with _timed(timings, "database"):
             neighbors = self.repository.nearest(embedding.vectors[0], depth, filters)
-            if mode == "hybrid":
-                lexical = self.repository.title_matches(query, depth, filters)
+            lexical = lexical_future.result() if lexical_future else []
         if mode == "hybrid":
             by_id = {n.product.id: n.product for n in (*neighbors, *lexical)}
             fused = reciprocal_rank_fusion(
