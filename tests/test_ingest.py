@@ -428,6 +428,25 @@ def test_the_template_event_of_the_bucket_function_is_handled(
     assert outputs.for_prefix(key)[0][1]["status"] == "duplicate"
 
 
+def test_an_event_for_an_overwritten_version_is_superseded(
+    ingest_settings: Settings, function: BucketEventFunction, outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    """An old event arriving after the object changed stores nothing; the new one will."""
+    bucket = ingest_settings.uploads_bucket
+    prefix = f"superseded/{uuid.uuid4().hex[:6]}/"
+    store = ObjectStore(ingest_settings)
+    old = store.put(bucket, f"{prefix}a.jpg", held_out[3].image)
+    store.put(bucket, f"{prefix}a.jpg", held_out[4].image)
+    event = json.dumps(_notification(bucket, f"{prefix}a.jpg", old)).encode()
+
+    assert function(_kafka_invocation(event)) == {"superseded": 1}
+    outputs.wait(lambda o: bool(o.for_prefix(prefix)[0]))
+    [message] = outputs.for_prefix(prefix)[0]
+    assert message["status"] == "superseded" and message["results"] == []
+    assert not _rows(ingest_pool, bucket, prefix)
+
+
 def _kafka_invocation(*values: bytes) -> dict[str, Any]:
     records = [
         {"topic": "uploads", "partition": 0, "offset": i, "timestamp": 0, "key": None, "value": v}
