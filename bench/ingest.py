@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from confluent_kafka import Consumer
 
+from bench.baseline import raw_image_rate
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repository import CatalogRepository
 from fashion_search.dataset import iter_dataset
@@ -102,11 +103,7 @@ def main() -> None:
 
     with EmbeddingClient(settings.model_server_address, timeout_s=120) as client:
         info = client.info()
-        client.embed_images(images[:32])  # warm-up
-        started = time.perf_counter()
-        for i in range(0, args.burst, 32):
-            client.embed_images(images[i : i + 32])
-        raw_rate = args.burst / (time.perf_counter() - started)
+        raw_rate = raw_image_rate(client, images[: args.burst], 32)
 
     watcher = OutputWatcher(settings)
     sent: dict[str, float] = {}

@@ -20,6 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from bench.baseline import raw_image_rate
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import get_settings
@@ -36,11 +37,7 @@ def main() -> None:
     images = [item.image for item in iter_dataset(settings.dataset_source, limit=512)]
     with EmbeddingClient(settings.model_server_address, timeout_s=120) as client:
         info = client.info()
-        client.embed_images(images[:64])
-        started = time.perf_counter()
-        for i in range(0, len(images), 64):
-            client.embed_images(images[i : i + 64])
-        raw_rate = len(images) / (time.perf_counter() - started)
+        raw_rate = raw_image_rate(client, images, 64)
 
     database = f"{settings.database}_bench_{uuid.uuid4().hex[:6]}"
     admin = make_conninfo(settings.database_url, dbname="postgres")

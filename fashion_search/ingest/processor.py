@@ -61,6 +61,11 @@ def upload_image_key(event: ObjectCreated) -> str:
     return f"uploads/{digest[:32]}"
 
 
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """Backoff before retry ``attempt + 1``: the base doubled per attempt, capped."""
+    return min(settings.ingest_retry_base_s * 2.0 ** (attempt - 1), settings.ingest_retry_max_s)
+
+
 class UploadProcessor:
     """Processes batches of object-created events."""
 
@@ -84,8 +89,15 @@ class UploadProcessor:
         events = list(events)
         outcomes: dict[int, Outcome] = {}
         todo = []
+        known = {
+            (bucket, key): product
+            for bucket in {e.bucket for e in events}
+            for key, product in self.repository.uploaded_products(
+                bucket, [e.key for e in events if e.bucket == bucket]
+            ).items()
+        }
         for index, event in enumerate(events):
-            stored = self.repository.uploaded_products(event.bucket, [event.key]).get(event.key)
+            stored = known.get((event.bucket, event.key))
             if stored is not None and stored[1] == event.etag:
                 outcomes[index] = _processed(event, "duplicate", stored[0], stored[2])
             else:
@@ -162,7 +174,7 @@ class UploadProcessor:
                     raise ModelServerUnavailableError(
                         f"{error} (gave up after {attempt} attempts)"
                     ) from error
-                delay = min(s.ingest_retry_base_s * 2 ** (attempt - 1), s.ingest_retry_max_s)
+                delay = retry_delay(s, attempt)
                 log.warning(
                     "model server unavailable (attempt %d); retry in %.1f s", attempt, delay
                 )

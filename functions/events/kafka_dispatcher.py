@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from fashion_search.ingest.messages import DeadLetter
+from fashion_search.ingest.processor import retry_delay
 from fashion_search.ingest.publisher import KafkaPublisher
 from fashion_search.settings import Settings
 from functions.events.envelopes import kafka_event
@@ -83,7 +84,7 @@ class KafkaDispatcher:
                 return
             except Exception:
                 log.exception("invocation %d of a %d-message batch failed", attempt, len(batch))
-                time.sleep(min(self.settings.ingest_retry_base_s * 2**attempt, 10))
+                time.sleep(retry_delay(self.settings, attempt))
         for message in batch:  # isolate the poison message(s)
             try:
                 self._invoke([message])
