@@ -6,6 +6,7 @@ deployments override them (``FS_DATABASE_URL``, ``FS_S3_ENDPOINT_URL``, ...).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,10 +15,33 @@ from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATASET = (
-    REPO_ROOT.parent
-    / "shared/datasets/fashion-product-images-small/fashion-product-images-small.parquet"
+_DATASET_IN_SHARED = (
+    "shared/datasets/fashion-product-images-small/fashion-product-images-small.parquet"
 )
+
+
+def _local_origin(repo: Path) -> Path | None:
+    """The checkout this repository was cloned from, when that is a local path."""
+    try:
+        config = (repo / ".git" / "config").read_text()
+    except OSError:
+        return None
+    match = re.search(r'\[remote "origin"\][^\[]*?\burl\s*=\s*(\S+)', config)
+    origin = Path(match[1]) if match else None
+    return origin if origin is not None and origin.is_absolute() and origin.is_dir() else None
+
+
+def _shared_dataset(repo: Path) -> Path:
+    """The shared parquet next to this checkout, or next to the local checkout it was cloned
+    from (a throw-away clone elsewhere still finds it)."""
+    candidates = [repo.parent / _DATASET_IN_SHARED]
+    origin = _local_origin(repo)
+    if origin is not None:
+        candidates.append(origin.parent / _DATASET_IN_SHARED)
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+SHARED_DATASET = _shared_dataset(REPO_ROOT)
 
 
 class Settings(BaseSettings):

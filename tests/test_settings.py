@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -29,3 +31,18 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FS_PROFILE", "docker-less")
     with pytest.raises(ValidationError, match="profile"):
         Settings()
+
+
+def test_a_clone_of_a_local_checkout_finds_the_shared_dataset(tmp_path: Path) -> None:
+    from fashion_search.settings import _DATASET_IN_SHARED, _shared_dataset
+
+    origin, clone = tmp_path / "work" / "main", tmp_path / "elsewhere" / "fresh"
+    parquet = tmp_path / "work" / _DATASET_IN_SHARED
+    parquet.parent.mkdir(parents=True)
+    parquet.write_bytes(b"")
+    origin.mkdir()
+    (clone / ".git").mkdir(parents=True)
+    assert _shared_dataset(clone) == clone.parent / _DATASET_IN_SHARED  # no origin: next to it
+    (clone / ".git" / "config").write_text(f'[remote "origin"]\n\turl = {origin}\n')
+    assert _shared_dataset(clone) == parquet
+    assert _shared_dataset(origin) == parquet
