@@ -3,6 +3,7 @@
 
     .venv/bin/python -m bench.recreate              # all 44,072 products
     .venv/bin/python -m bench.recreate --limit 2000
+    .venv/bin/python -m bench.recreate --keep       # keep the scratch database (for bench.search)
 
 Prints the DAG's duration and products/s, each task's own report (load, embed), and the model
 server's raw image embedding rate measured in the same process as the baseline.
@@ -32,6 +33,7 @@ def main() -> None:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, help="products to load (default: all)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
     settings = get_settings()
     images = [item.image for item in iter_dataset(settings.dataset_source, limit=512)]
@@ -56,9 +58,12 @@ def main() -> None:
             row = conn.execute("SELECT count(*), count(embedding) FROM products").fetchone()
         products, embedded = row if row else (0, 0)
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(database)))  # fmt: skip
+        if args.keep:
+            print(f"kept database {database}: FS_DATABASE={database} FS_DATABASE_URL={url}")
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(database)))  # fmt: skip
     reports = re.findall(r"Returned value was: (\{.*\})", result.log)
     print(info.describe())
     print(f"{'run':<40} {'products':>9} {'seconds':>8} {'images/s':>9} {'ratio':>6}")

@@ -1,7 +1,8 @@
 """Resolve the registry alias, and build (or fetch from cache) the ONNX towers of a version.
 
-ONNX files are cached per model version: locally under ``{cache_dir}/onnx/`` and in the models
-bucket under ``onnx/{model}/{version}/{variant}/{tower}.onnx``, so a version is exported once.
+ONNX files are cached per model version and export revision: locally under ``{cache_dir}/onnx/``
+and in the models bucket under ``onnx/{model}/{version}/{variant}-r{revision}/{tower}.onnx``, so a
+version is exported once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ from mlflow import MlflowClient
 
 from fashion_search.errors import ObjectNotFoundError
 from fashion_search.model.factory import Clip
-from fashion_search.model.onnx_export import export_image_tower, export_text_tower, quantize_int8
+from fashion_search.model.onnx_export import (
+    EXPORT_REVISION,
+    export_image_tower,
+    export_text_tower,
+    quantize_int8,
+)
 from fashion_search.model.registry import RegisteredVersion, champion, load_version
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
@@ -45,16 +51,17 @@ def resolve(settings: Settings, client: MlflowClient) -> RegisteredVersion:
     return version
 
 
-def onnx_key(version: RegisteredVersion, variant: str, tower: str) -> str:
-    """Object key of an exported tower in the models bucket."""
-    return f"onnx/{version.name}/{version.version}/{variant}/{tower}.onnx"
+def onnx_prefix(version: RegisteredVersion, variant: str) -> str:
+    """Where the exported towers of ``version`` lie, in the models bucket and the local cache."""
+    return f"onnx/{version.name}/{version.version}/{variant}-r{EXPORT_REVISION}"
 
 
 def export_version(settings: Settings, version: RegisteredVersion) -> ExportedModel:
     """ONNX towers of ``version`` (fp32, or int8 when configured), from cache or exported now."""
     variant = "int8" if settings.model_quantized else "fp32"
     store = ObjectStore(settings)
-    local = settings.cache_dir / "onnx" / version.name / version.version / variant
+    prefix = onnx_prefix(version, variant)
+    local = settings.cache_dir / prefix
     clip = load_version(version)
     files = {tower: local / f"{tower}.onnx" for tower in TOWERS}
     for tower, path in files.items():
@@ -62,7 +69,7 @@ def export_version(settings: Settings, version: RegisteredVersion) -> ExportedMo
             continue
         local.mkdir(parents=True, exist_ok=True)
         try:
-            path.write_bytes(store.get(settings.models_bucket, onnx_key(version, variant, tower)))
+            path.write_bytes(store.get(settings.models_bucket, f"{prefix}/{tower}.onnx"))
             log.info("%s tower of version %s from the object store cache", tower, version.version)
             continue
         except ObjectNotFoundError:
@@ -74,7 +81,7 @@ def export_version(settings: Settings, version: RegisteredVersion) -> ExportedMo
             shutil.move(built, path)
         store.put(
             settings.models_bucket,
-            onnx_key(version, variant, tower),
+            f"{prefix}/{tower}.onnx",
             path.read_bytes(),
             "application/onnx",
         )

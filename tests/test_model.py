@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from PIL import Image
 
 from fashion_search.catalog.models import ProductFields
@@ -23,7 +24,10 @@ from fashion_search.model.factory import Clip, ModelSpec, create_clip
 from fashion_search.model.onnx_export import (
     IMAGE_INPUT,
     TEXT_INPUT,
+    ExportAttention,
+    PatchEmbedding,
     export_image_tower,
+    export_ready,
     export_text_tower,
     quantize_int8,
 )
@@ -34,7 +38,7 @@ from fashion_search.model.registry import (
     promote_if_better,
     register_clip,
 )
-from fashion_search.model.towers import cut_tokens
+from fashion_search.model.towers import ImageTower, TextTower, cut_tokens, cut_tokens_torch
 from fashion_search.settings import Settings
 from model_server.batcher import MicroBatcher
 from tests.helpers import jpeg, min_cosine, squares
@@ -77,6 +81,22 @@ def test_onnx_towers_match_pytorch_on_real_products(
     reference = embed_images(clip, squares([p.image for p in products], clip.image_size))
     assert min_cosine(image, reference) >= 0.9999
     assert image.shape == (len(products), clip.embed_dim)
+
+
+def test_export_modules_compute_what_open_clip_computes(clip: Clip, products: list[Any]) -> None:
+    ready = export_ready(clip)
+    assert any(isinstance(m, ExportAttention) for m in ready.model.modules())
+    assert isinstance(ready.model.visual.conv1, PatchEmbedding)
+    assert not any(isinstance(m, ExportAttention) for m in clip.model.modules())  # a copy
+    tokens = cut_tokens_torch(clip.tokenize([p.fields.product_display_name for p in products]))
+    pixels = torch.from_numpy(
+        np.stack(
+            [preprocess_image(p.image, clip.image_size, clip.mean, clip.std) for p in products]
+        )
+    )
+    with torch.no_grad():
+        for tower, batch in ((TextTower, tokens), (ImageTower, pixels)):
+            assert torch.allclose(tower(ready)(batch), tower(clip)(batch), atol=1e-5)
 
 
 def test_cut_tokens_is_exact(clip: Clip, onnx_files: dict[str, Path], products: list[Any]) -> None:

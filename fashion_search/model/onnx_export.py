@@ -1,13 +1,25 @@
 """Export the CLIP towers to ONNX (dynamic batch; the text tower also dynamic sequence length,
-see :mod:`fashion_search.model.towers`), and their int8 variant."""
+see :mod:`fashion_search.model.towers`), and their int8 variant.
+
+Before export, a copy of the model gets two export-friendly modules with the same weights and
+the same numbers: :class:`ExportAttention` for every ``nn.MultiheadAttention`` (torch's traces to
+eight transposes a layer, this one to three) and :class:`PatchEmbedding` for the ViT's patch
+convolution (a MatMul, so the int8 variant quantizes it; ONNX Runtime's ``ConvInteger`` was
+slower than the fp32 convolution). After export, ONNX Runtime's transformer optimizer fuses the
+graph (bias + GELU), and the int8 variant quantizes every MatMul with a constant weight.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from fashion_search.model.factory import Clip
 from fashion_search.model.towers import ImageTower, TextTower
@@ -16,13 +28,75 @@ IMAGE_INPUT = "pixel_values"
 TEXT_INPUT = "input_ids"
 OUTPUT = "embeddings"
 OPSET = 18
+#: Part of the ONNX cache key: exports of an older revision are not reused.
+EXPORT_REVISION = 2
+
+
+class ExportAttention(nn.Module):
+    """Batch-first self-attention with the weights of an ``nn.MultiheadAttention``."""
+
+    def __init__(self, attention: nn.MultiheadAttention) -> None:
+        super().__init__()
+        if not attention.batch_first or attention.in_proj_weight is None:
+            raise ValueError("only batch-first self-attention with a packed projection")
+        self.heads = attention.num_heads
+        self.in_proj_weight = attention.in_proj_weight
+        self.in_proj_bias = attention.in_proj_bias
+        self.out_proj = attention.out_proj
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        need_weights: bool = False,
+        attn_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, None]:
+        """Self-attention over ``query`` (``key`` and ``value`` are the same tensor)."""
+        batch, length, width = query.shape
+        qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)
+        qkv = qkv.view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, width)), None
+
+
+class PatchEmbedding(nn.Module):
+    """A ViT's patch convolution (kernel = stride, no padding) as patchify + linear."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if conv.kernel_size != conv.stride or conv.padding != (0, 0) or conv.groups != 1:
+            raise ValueError("only a non-overlapping patch convolution")
+        self.patch = int(conv.kernel_size[0])
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1), requires_grad=False)
+        self.bias = conv.bias
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> ``[B, width, H / patch, W / patch]``, as the convolution."""
+        b, c, h, w = pixels.shape
+        p, rows, cols = self.patch, h // self.patch, w // self.patch
+        patches = pixels.reshape(b, c, rows, p, cols, p).permute(0, 2, 4, 1, 3, 5)
+        out = F.linear(patches.reshape(b, rows * cols, c * p * p), self.weight, self.bias)
+        return out.transpose(1, 2).reshape(b, -1, rows, cols)
+
+
+def export_ready(clip: Clip) -> Clip:
+    """A copy of ``clip`` with :class:`ExportAttention` and :class:`PatchEmbedding` swapped in."""
+    model = copy.deepcopy(clip.model).eval()
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.MultiheadAttention):
+                setattr(module, name, ExportAttention(child))
+            elif isinstance(child, nn.Conv2d) and name == "conv1":
+                setattr(module, name, PatchEmbedding(child))
+    return dataclasses.replace(clip, model=model)
 
 
 def export_image_tower(clip: Clip, path: Path) -> Path:
     """Write the image tower as ONNX with a dynamic batch axis."""
     example = torch.zeros(2, 3, clip.image_size, clip.image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    return _export(ImageTower(clip), example, IMAGE_INPUT, {0: batch}, path)
+    return _export(ImageTower(export_ready(clip)), example, IMAGE_INPUT, {0: batch}, path)
 
 
 def export_text_tower(clip: Clip, path: Path) -> Path:
@@ -30,7 +104,8 @@ def export_text_tower(clip: Clip, path: Path) -> Path:
     example = clip.tokenize(["a navy blue shirt", "red dress"])[:, :8].contiguous()
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("sequence", min=2, max=clip.context_length)
-    return _export(TextTower(clip), example, TEXT_INPUT, {0: batch, 1: length}, path)
+    module = TextTower(export_ready(clip))
+    return _export(module, example, TEXT_INPUT, {0: batch, 1: length}, path)
 
 
 def _export(
@@ -40,6 +115,8 @@ def _export(
     axes: dict[int, Any],
     path: Path,
 ) -> Path:
+    from onnxruntime.transformers.optimizer import optimize_model
+
     program = torch.onnx.export(
         module.eval(),
         (example,),
@@ -53,14 +130,21 @@ def _export(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     program.save(str(path), external_data=False)
+    # Offline fusions (opt_level 0: the graph stays runnable on any execution provider).
+    optimize_model(
+        str(path), model_type="vit", num_heads=0, hidden_size=0, opt_level=0
+    ).save_model_to_file(str(path))
     onnx.checker.check_model(str(path))
     return path
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
-    """Dynamic int8 quantisation (weights int8, activations quantised at run time) for CPU."""
+    """Dynamic int8 quantisation of the MatMuls (weights int8, activations quantised at run
+    time) for CPU."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
+    )
     return target

@@ -59,9 +59,13 @@ def to_pixels(
     image: Image.Image, size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> np.ndarray[Any, np.dtype[np.float32]]:
     """``[3, size, size]`` float32, normalised, from an RGB image."""
-    array = np.asarray(resize_square(image, size), dtype=np.float32) / np.float32(255.0)
-    normalised = (array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32)
+    channels_first = np.asarray(resize_square(image, size)).transpose(2, 0, 1)
+    std_ = np.asarray(std, np.float32).reshape(3, 1, 1)
+    mean_ = np.asarray(mean, np.float32).reshape(3, 1, 1)
+    pixels = channels_first.astype(np.float32, order="C")
+    pixels *= np.float32(1.0 / 255.0) / std_
+    pixels -= mean_ / std_
+    return pixels
 
 
 def preprocess_image(
