@@ -8,6 +8,7 @@ import numpy as np
 
 from fashion_search.model.preprocess import preprocess_image
 from fashion_search.model.towers import cut_tokens
+from fashion_search.settings import Settings
 from model_server.loader import ExportedModel
 from model_server.runtime import OnnxSession
 
@@ -17,7 +18,9 @@ Array = np.ndarray[Any, np.dtype[np.float32]]
 class ServedModel:
     """Embeds texts and images with one registered version's ONNX towers."""
 
-    def __init__(self, exported: ExportedModel, threads: int = 0) -> None:
+    def __init__(
+        self, exported: ExportedModel, image_threads: int = 0, text_threads: int = 0
+    ) -> None:
         self.version = exported.version
         self.variant = exported.variant
         clip = exported.clip
@@ -26,8 +29,13 @@ class ServedModel:
         self.image_size = clip.image_size
         self.mean, self.std = clip.mean, clip.std
         self._tokenizer = clip.tokenizer
-        self.text = OnnxSession(exported.files["text"], threads)
-        self.image = OnnxSession(exported.files["image"], threads)
+        self.text = OnnxSession(exported.files["text"], text_threads)
+        self.image = OnnxSession(exported.files["image"], image_threads)
+
+    @classmethod
+    def configured(cls, exported: ExportedModel, settings: Settings) -> ServedModel:
+        """With the thread counts of ``settings``."""
+        return cls(exported, settings.model_threads, settings.model_text_threads)
 
     @property
     def providers(self) -> list[str]:

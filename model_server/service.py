@@ -26,7 +26,7 @@ Array = np.ndarray[Any, np.dtype[np.float32]]
 def load_model(settings: Settings) -> ServedModel:
     """The model the alias points to now, exported (or from the cache) and in sessions."""
     client = configure_mlflow(settings)
-    return ServedModel(export_version(settings, resolve(settings, client)), settings.model_threads)
+    return ServedModel.configured(export_version(settings, resolve(settings, client)), settings)
 
 
 def _response(embeddings: Array, version: str) -> pb.EmbeddingsResponse:
@@ -162,7 +162,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
                 )
                 exported = await asyncio.to_thread(export_version, self.settings, target)
                 self.model = await asyncio.to_thread(
-                    ServedModel, exported, self.settings.model_threads
+                    ServedModel.configured, exported, self.settings
                 )
                 log.info("now serving version %s", self.model.version.version)
             except Exception:

@@ -219,6 +219,31 @@ class CatalogRepository:
         Uses the HNSW index with pgvector's iterative scan so that a selective filter still
         yields ``k`` rows; if the index scan ends short, the query is answered exactly.
         """
+        rows = self._nearest_rows(vector, k, filters, exact, _READ_COLUMNS)
+        return [
+            Neighbor(product=Product.model_validate(row), score=1.0 - float(row["distance"]))
+            for row in rows
+        ]
+
+    def nearest_ids(
+        self,
+        vector: np.ndarray[Any, Any] | Sequence[float],
+        k: int = 10,
+        filters: Filters | None = None,
+    ) -> list[tuple[int, float]]:
+        """:meth:`nearest` as ``(id, score)`` pairs: cheaper for candidates that are mostly
+        dropped (hybrid fusion), whose products are then read with :meth:`get_many`."""
+        rows = self._nearest_rows(vector, k, filters, False, sql.SQL("id"))
+        return [(int(row["id"]), 1.0 - float(row["distance"])) for row in rows]
+
+    def _nearest_rows(
+        self,
+        vector: np.ndarray[Any, Any] | Sequence[float],
+        k: int,
+        filters: Filters | None,
+        exact: bool,
+        columns: sql.Composable,
+    ) -> list[dict[str, Any]]:
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
         query_vector = self._check_vector(vector)
@@ -228,15 +253,12 @@ class CatalogRepository:
             " SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
             " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s)"
             " SELECT * FROM hits ORDER BY distance, id"
-        ).format(columns=_READ_COLUMNS, where=where)
+        ).format(columns=columns, where=where)
         params.update(v=query_vector, k=k)
         rows = self._search(query, params, exact=exact)
         if len(rows) < k and not exact:
             rows = self._search(query, params, exact=True)
-        return [
-            Neighbor(product=Product.model_validate(row), score=1.0 - float(row["distance"]))
-            for row in rows
-        ]
+        return rows
 
     def _search(
         self, query: sql.Composable, params: dict[str, Any], exact: bool
@@ -255,27 +277,26 @@ class CatalogRepository:
             rows: list[dict[str, Any]] = cur.execute(query, params).fetchall()
             return rows
 
-    def title_matches(
+    def title_match_ids(
         self, text: str, k: int = 10, filters: Filters | None = None
-    ) -> list[Neighbor]:
-        """Full-text matches of ``text`` on product titles (every word must match), best first.
+    ) -> list[tuple[int, float]]:
+        """Full-text matches of ``text`` on product titles (every word must match), best first,
+        as ``(id, rank)`` pairs (see :meth:`nearest_ids`).
 
-        The score is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
+        The rank is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
         """
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
         where, params = where_clause(filters)
         query = sql.SQL(
-            "SELECT {columns}, ts_rank_cd(title_search, q) AS rank"
+            "SELECT id, ts_rank_cd(title_search, q) AS rank"
             " FROM products, plainto_tsquery('english', %(t)s) AS q"
             " WHERE title_search @@ q AND {where} ORDER BY rank DESC, id LIMIT %(k)s"
-        ).format(columns=_READ_COLUMNS, where=where)
+        ).format(where=where)
         params.update(t=text, k=k)
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query, params).fetchall()
-        return [
-            Neighbor(product=Product.model_validate(row), score=float(row["rank"])) for row in rows
-        ]
+        with self.pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [(int(row[0]), float(row[1])) for row in rows]
 
     def ids_to_embed(self, model_version: str, limit: int, after: int = 0) -> list[int]:
         """Ids (after ``after``, in order) whose embedding is missing or from another version."""

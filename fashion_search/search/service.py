@@ -18,7 +18,7 @@ from typing import Literal
 from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repository import CatalogRepository
-from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.embedding_client import EmbeddingClient, Embeddings
 from fashion_search.errors import (
     ImageTooLargeError,
     InvalidArgumentError,
@@ -131,28 +131,41 @@ class SearchService:
             )
         self._check_k(k)
         mode = mode or self.settings.search_mode
-        depth = max(k, HYBRID_CANDIDATES) if mode == "hybrid" else k
+        if mode == "vector":
+            timings: dict[str, float] = {}
+            with _timed(timings, "model"):
+                embedding = self.embedder.embed_texts([query])
+            with _timed(timings, "database"):
+                neighbors = self.repository.nearest(embedding.vectors[0], k, filters)
+        else:
+            embedding, neighbors, timings = self._hybrid(query, k, filters)
+        with _timed(timings, "urls"):
+            hits = self._hits(neighbors)
+        return SearchResult(hits, mode, embedding.model_version, timings)
+
+    def _hybrid(
+        self, query: str, k: int, filters: Filters | None
+    ) -> tuple[Embeddings, list[Neighbor], dict[str, float]]:
+        """Vector and title candidates (ids only) fused by reciprocal rank; then the ``k``
+        winners' products are read."""
+        depth = max(k, HYBRID_CANDIDATES)
         # The title search needs no embedding: it runs while the model server works.
-        lexical_future = (
-            self._lexical.submit(self.repository.title_matches, query, depth, filters)
-            if mode == "hybrid"
-            else None
+        lexical_future = self._lexical.submit(
+            self.repository.title_match_ids, query, depth, filters
         )
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
             embedding = self.embedder.embed_texts([query])
         with _timed(timings, "database"):
-            neighbors = self.repository.nearest(embedding.vectors[0], depth, filters)
-            lexical = lexical_future.result() if lexical_future else []
-        if mode == "hybrid":
-            by_id = {n.product.id: n.product for n in (*neighbors, *lexical)}
+            vector_ids = self.repository.nearest_ids(embedding.vectors[0], depth, filters)
+            lexical_ids = lexical_future.result()
             fused = reciprocal_rank_fusion(
-                [[n.product.id for n in neighbors], [n.product.id for n in lexical]]
-            )
-            neighbors = [Neighbor(product=by_id[i], score=score) for i, score in fused[:k]]
-        with _timed(timings, "urls"):
-            hits = self._hits(neighbors)
-        return SearchResult(hits, mode, embedding.model_version, timings)
+                [[i for i, _ in vector_ids], [i for i, _ in lexical_ids]]
+            )[:k]
+            products = {p.id: p for p in self.repository.get_many([i for i, _ in fused])}
+        # A product deleted between the two reads is left out.
+        neighbors = [Neighbor(product=products[i], score=s) for i, s in fused if i in products]
+        return embedding, neighbors, timings
 
     def image(self, image: bytes, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Products whose images look like ``image`` (encoded bytes)."""

@@ -16,13 +16,22 @@ from fashion_search.storage import ObjectStore
 
 
 @lru_cache(maxsize=1)
-def get_service() -> SearchService:
-    """The search service on the configured catalog, object store and model server."""
+def _build_service() -> SearchService:
     settings = get_settings()
     repository = CatalogRepository(create_pool(settings), settings.hnsw_ef_search)
     return SearchService(
         settings, repository, ObjectStore(settings), EmbeddingClient(settings.model_server_address)
     )
+
+
+async def get_service() -> SearchService:
+    """The search service on the configured catalog, object store and model server.
+
+    ``async`` so that FastAPI calls it on the event loop: a plain ``def`` dependency runs in the
+    thread pool, and each such hop added latency to every request. Only the first call builds
+    (and briefly blocks); the others are a cache hit.
+    """
+    return _build_service()
 
 
 Service = Annotated[SearchService, Depends(get_service)]

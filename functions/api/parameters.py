@@ -1,4 +1,7 @@
-"""Query-string parameters shared by the routes: metadata filters, and no unknown names."""
+"""Query-string parameters shared by the routes: metadata filters, and no unknown names.
+
+Both are ``async`` (they only parse), so FastAPI runs them on the event loop rather than in its
+thread pool (see :func:`functions.api.dependencies.get_service`)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from fashion_search.errors import InvalidArgumentError
 _Text = Annotated[list[str] | None, Query()]
 
 
-def metadata_filters(
+async def metadata_filters(
     gender: _Text = None,
     master_category: Annotated[list[str] | None, Query(alias="masterCategory")] = None,
     sub_category: Annotated[list[str] | None, Query(alias="subCategory")] = None,
@@ -40,7 +43,7 @@ def _query_names(dependant: Dependant) -> set[str]:
     return names
 
 
-def reject_unknown_parameters(request: Request) -> None:
+async def reject_unknown_parameters(request: Request) -> None:
     """A query-string name the route does not declare is an error, not silently ignored."""
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
