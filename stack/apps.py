@@ -1,7 +1,7 @@
 """The project's own programs on top of the stack: model server, search API, UI, dispatcher.
 
 ``python -m stack.apps up`` trains the offline default model when the registry has no champion
-yet (about 25 minutes on 2 cores), starts the model server, embeds the catalog products that
+yet (about 21 minutes on 2 cores), starts the model server, embeds the catalog products that
 lack an embedding from the served version, then starts the API, the UI and the bucket-event
 dispatcher (uploads -> Kafka -> function) and prints their URLs. ``python -m stack.apps down``
 stops them. Pid files and logs sit with the stack's.
@@ -83,7 +83,7 @@ def up(settings: Settings) -> None:
     """Model (trained if missing), model server, catalog embeddings, API, UI."""
     programs = apps(settings)
     if not _has_champion(settings):
-        print("no registered champion: training the offline default model (~25 min on 2 cores)")
+        print("no registered champion: training the offline default model (~21 min on 2 cores)")
         _cli("train")
     start(settings, programs["model-server"])
     _cli("embed")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from open_clip import ClipLoss
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from fashion_search.model.data import ProductImages
@@ -46,11 +48,11 @@ class TrainConfig:
 
 #: From-scratch recipe of the compact default model (see shared/notes/model-baselines.md).
 SCRATCH_RECIPE = {
-    "epochs": 7,
+    "epochs": 8,
     "batch_size": 256,
     "lr": 5e-4,
     "warmup_steps": 100,
-    "title_share": 0.7,
+    "title_share": 0.6,
 }
 
 
@@ -59,6 +61,13 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def attention_kernel(device: torch.device) -> AbstractContextManager[object]:
+    """The attention kernel for training on ``device``: on CPU the math one. For CLIP's short
+    sequences (image 17, text <= 32 tokens here) the flash kernel's backward took 27% of a
+    step on 2 cores; the math kernel made a step ~25% faster (see README, Model)."""
+    return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else nullcontext()
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -96,6 +105,7 @@ def train(
         lr=config.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
+        fused=True,  # one kernel for all parameters: 78 -> 22 ms a step on 2 CPU cores
     )
     loss_fn = ClipLoss()
     text_tower = TextTower(clip)  # runs only up to the batch's last end-of-text token
@@ -124,7 +134,7 @@ def train(
             tokens = cut_tokens_torch(clip.tokenize(captions)).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, config)
-            with autocast:
+            with autocast, attention_kernel(device):
                 image_features = model.encode_image(pixels, normalize=True)
                 text_features = text_tower(tokens)
                 loss = loss_fn(image_features, text_features, model.logit_scale.exp())
