@@ -1,5 +1,6 @@
 """recreate_prod_database: (re)create the catalog schema, load the dataset (images to the object
-store, rows bulk-inserted), embed the products in batches through the model server.
+store, each batch embedded through the model server, rows bulk-inserted with their
+embeddings), then embed what is left (say, after the model server was unreachable).
 
 Run conf: ``source`` (parquet path or hub id; default FS_DATASET_SOURCE), ``limit`` (rows;
 default all), ``reset`` (drop the catalog first; default false). Idempotent and resumable.
@@ -24,7 +25,7 @@ from airflow.sdk import Param, dag, task
     **DAG_DEFAULTS,
 )
 def recreate_prod_database() -> None:
-    """Schema -> load -> embed."""
+    """Schema -> load (and embed) -> embed what is left."""
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def create_schema(reset: bool) -> dict[str, Any]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import numpy as np
 
+from fashion_search.background import background_pool
 from fashion_search.errors import ImageTooLargeError, InvalidImageError
 from fashion_search.model.registry import configure_mlflow
 from fashion_search.rpc import embedding_pb2 as pb
@@ -60,15 +63,24 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         self.images: MicroBatcher[Array] = MicroBatcher(
             "image", self._embed_pixels, settings.model_max_batch, wait
         )
+        # Decoding and resizing run in parallel, at a lower priority than the model runs.
+        self._preprocessing = background_pool(os.cpu_count() or 1, "preprocess")
 
     # Batch functions read self.model once: a batch never mixes two versions, and says which.
     def _embed_texts(self, texts: list[str]) -> tuple[Array, str]:
         model = self.model
-        return model.embed_texts(texts), model.version.version
+        return self._in_chunks(model.embed_texts, texts), model.version.version
 
     def _embed_pixels(self, pixels: list[Array]) -> tuple[Array, str]:
         model = self.model
-        return model.embed_pixels(pixels), model.version.version
+        return self._in_chunks(model.embed_pixels, pixels), model.version.version
+
+    def _in_chunks(self, embed: Callable[[list[Any]], Array], items: list[Any]) -> Array:
+        """``embed`` over at most ``model_max_batch`` items at a time: one request bigger than
+        that still runs at the best batch size (ViT-B/32 int8 on 2 cores: 64 a batch is 5-10%
+        slower an image than 32)."""
+        size = self.settings.model_max_batch
+        return np.concatenate([embed(items[i : i + size]) for i in range(0, len(items), size)])
 
     async def start(self) -> None:
         """Start the batch workers."""
@@ -109,10 +121,15 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"image {i} has {len(data):,} bytes; at most {s.model_max_image_bytes:,}",
                 )
-        model = self.model
+        model, loop = self.model, asyncio.get_running_loop()
         try:
-            pixels = await asyncio.to_thread(
-                lambda: [model.preprocess(d, s.model_max_image_pixels) for d in images]
+            pixels = await asyncio.gather(
+                *(
+                    loop.run_in_executor(
+                        self._preprocessing, model.preprocess, d, s.model_max_image_pixels
+                    )
+                    for d in images
+                )
             )
         except InvalidImageError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))

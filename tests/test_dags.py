@@ -3,7 +3,9 @@ project's Python) against the real stack on small slices."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -76,6 +78,15 @@ def _dag(
     return airflow.test_dag(dag_id, conf, variables, mark_success)
 
 
+def _report(result: DagRunResult, key: str) -> dict[str, Any]:
+    """What the run's task whose report has ``key`` returned."""
+    for text in re.findall(r"Returned value was: (\{.*\})", result.log):
+        report: dict[str, Any] = ast.literal_eval(text)
+        if key in report:
+            return report
+    raise AssertionError(f"no task returned a report with {key!r}")
+
+
 def _catalog(settings: Settings) -> list[tuple[Any, ...]]:
     with psycopg.connect(settings.database_url) as conn:
         return conn.execute(
@@ -89,15 +100,22 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 40, "reset": True})
     assert result.state == "success", result.log[-3000:]
     assert _catalog(dags_settings) == [("1", 40)]
+    # the load embedded every batch from the images in hand; the embed task found nothing left
+    assert _report(result, "loaded")["embedded"] == 40
+    assert _report(result, "dimension")["embedded"] == 0
 
-    # The model server is unreachable: the embed task fails after the load task grew the
-    # catalog; what is stored stays consistent, and the next run finishes the job.
+    # The model server is unreachable: the load task grows the catalog without embeddings and
+    # says why, the embed task fails; what is stored stays consistent, and the next run
+    # finishes the job.
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60},
                   FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
     assert result.state == "failed"
+    loaded = _report(result, "loaded")
+    assert (loaded["loaded"], loaded["embedded"]) == (20, 0) and loaded["embed_stopped"]
     assert _catalog(dags_settings) == [("1", 40), (None, 20)]
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60})
     assert result.state == "success", result.log[-3000:]
+    assert _report(result, "dimension")["embedded"] == 20
     assert _catalog(dags_settings) == [("1", 60)]
 
 

@@ -95,11 +95,12 @@ def test_served_embeddings_equal_pytorch(
     assert "CPUExecutionProvider" in info.execution_providers
     clip = _reference(model_settings, first)
     test = load_split(model_settings.dataset_source, clip.image_size, "test", limit=ROWS)
+    # 40 of each: more than the batch size (32), so each request runs in two chunks
     titles = [f.product_display_name for f in test.fields[:40]]
     served = client.embed_texts(titles)
     assert served.model_version == first.version.version
     assert min_cosine(served.vectors, embed_texts(clip, titles)) >= 0.9999
-    raw = [item.image for item in iter_dataset(model_settings.dataset_source, limit=16)]
+    raw = [item.image for item in iter_dataset(model_settings.dataset_source, limit=40)]
     served_images = client.embed_images(raw).vectors
     reference = embed_images(clip, squares(raw, clip.image_size))
     assert min_cosine(served_images, reference) >= 0.9999

@@ -1,4 +1,5 @@
-"""Connection pool to the catalog database, with the pgvector type registered."""
+"""Connection pool to the catalog database: autocommit connections with the pgvector type
+registered and the HNSW search settings made once per session."""
 
 from __future__ import annotations
 
@@ -11,17 +12,28 @@ from psycopg_pool import ConnectionPool
 from fashion_search.settings import Settings
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
-    register_vector(conn)
-
-
 def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPool[Any]:
-    """An open pool; the catalog schema must exist (run the migrations first)."""
+    """An open pool; the catalog schema must exist (run the migrations first).
+
+    Connections are in autocommit mode: a read is one round trip (no BEGIN and COMMIT), and
+    writes open their transactions explicitly. Each session searches HNSW with
+    ``settings.hnsw_ef_search`` and relaxed-order iterative scans (so a filtered search still
+    finds k rows), so a search needs no ``SET`` of its own.
+    """
+
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        register_vector(conn)
+        conn.execute(
+            "SELECT set_config('hnsw.ef_search', %s, false)", (str(settings.hnsw_ef_search),)
+        )
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo or settings.database_url,
         min_size=1,
         max_size=settings.pool_max_size,
-        configure=_configure,
+        kwargs={"autocommit": True},
+        configure=configure,
         open=False,
         name="catalog",
     )

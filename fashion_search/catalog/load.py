@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from typing import TypeVar
@@ -50,12 +50,14 @@ def load_catalog(
     batch_size: int = 500,
     skip_existing: bool = False,
     progress: bool = True,
+    embed: Callable[[list[tuple[Product, bytes]]], list[Product]] | None = None,
 ) -> LoadSummary:
     """Upload each product's image, then upsert its row, ``batch_size`` at a time.
 
     Images go first so that a row never points at a missing image; re-running is safe
     (same keys, upsert by id). ``skip_existing`` leaves products already in the catalog as
-    they are, which makes a re-run after an interruption cheap.
+    they are, which makes a re-run after an interruption cheap. ``embed`` gives the products
+    of a batch their embeddings (from the images in hand) before their rows are written.
     """
     report = DatasetReport()
     items = iter_dataset(source, offset=offset, limit=limit, report=report)
@@ -76,6 +78,6 @@ def load_catalog(
                 skipped += len(existing)
             if todo:
                 store.put_many(bucket, ((p.image_key, image) for p, image in todo))
-                loaded += repository.upsert_many([p for p, _ in todo])
+                loaded += repository.upsert_many(embed(todo) if embed else [p for p, _ in todo])
             bar.update(len(batch))
     return LoadSummary(loaded=loaded, skipped=skipped, report=report)

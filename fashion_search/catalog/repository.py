@@ -59,7 +59,8 @@ MAX_K = 1000
 
 
 class CatalogRepository:
-    """Catalog operations over a psycopg connection pool (pgvector registered on it)."""
+    """Catalog operations over a pool of :func:`~fashion_search.catalog.db.create_pool`
+    (``ef_search`` is the pool's ``hnsw_ef_search``)."""
 
     def __init__(self, pool: ConnectionPool[Any], ef_search: int = 100) -> None:
         self.pool = pool
@@ -263,18 +264,18 @@ class CatalogRepository:
     def _search(
         self, query: sql.Composable, params: dict[str, Any], exact: bool
     ) -> list[dict[str, Any]]:
-        with (
-            self.pool.connection() as conn,
-            conn.transaction(),
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            if exact:
-                cur.execute("SET LOCAL enable_indexscan = off")
-            else:
-                ef_search = max(self.ef_search, params["k"])
-                cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
-                cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            rows: list[dict[str, Any]] = cur.execute(query, params).fetchall()
+        rows: list[dict[str, Any]]
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            if not exact and params["k"] <= self.ef_search:  # the session's HNSW settings
+                rows = cur.execute(query, params).fetchall()
+                return rows
+            with conn.transaction():
+                if exact:
+                    cur.execute("SET LOCAL enable_indexscan = off")
+                else:
+                    cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                        sql.Literal(params["k"])))  # fmt: skip
+                rows = cur.execute(query, params).fetchall()
             return rows
 
     def title_match_ids(

@@ -1,5 +1,7 @@
 """``recreate_prod_database``: (re)create the catalog schema, load the dataset (images to the
-object store, rows bulk-inserted), embed every product through the model server.
+object store, embedded through the model server from the bytes in hand, rows bulk-inserted
+with their embeddings), then embed whatever is still without an embedding from the served
+version.
 
 Every step can run again after a failure: loading skips products already stored, embedding
 takes only products without an embedding from the served version.
@@ -13,11 +15,12 @@ from typing import Any
 import psycopg
 
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.embed import embed_catalog
+from fashion_search.catalog.embed import EmbedSummary, embed_catalog, with_embeddings
 from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate, set_embedding_dimension
+from fashion_search.catalog.models import Product
 from fashion_search.catalog.repository import CatalogRepository
-from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
@@ -31,21 +34,60 @@ def create_schema(settings: Settings, reset: bool = False) -> dict[str, Any]:
 
 
 def load_products(settings: Settings, source: str, limit: int | None = None) -> dict[str, Any]:
-    """Load ``source`` (first ``limit`` rows); products already stored are left as they are."""
+    """Load ``source`` (first ``limit`` rows); products already stored are left as they are.
+
+    Each batch is embedded from the images in hand before its rows are written (one pass: no
+    image is read back from the store, no row written twice). An unreachable model server
+    stops the embedding, not the load; :func:`embed_products` embeds what is left either way.
+    """
     store = ObjectStore(settings)
     store.ensure_buckets()
     started = time.perf_counter()
-    with create_pool(settings) as pool:
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
+    ):
+        embedder = _LoadEmbedder(settings, client)
         summary = load_catalog(
             CatalogRepository(pool, settings.hnsw_ef_search), store, source,
-            limit=limit, skip_existing=True, progress=False,
+            limit=limit, skip_existing=True, progress=False, embed=embedder,
         )  # fmt: skip
     return {
         "loaded": summary.loaded,
         "skipped": summary.skipped,
         "rejected": len(summary.report.rejected),
+        "embedded": embedder.summary.embedded,
+        "embed_failed": len(embedder.summary.failed),
+        "embed_stopped": embedder.stopped,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+class _LoadEmbedder:
+    """A load's ``embed``: the catalog moves to the served model's dimension first; at the first
+    sign of an unreachable model server it stops embedding and says why in ``stopped``."""
+
+    def __init__(self, settings: Settings, client: EmbeddingClient) -> None:
+        self.client = client
+        self.summary = EmbedSummary("")
+        self.stopped: str | None = None
+        try:
+            dimension = client.info().dimension
+        except ModelServerUnavailableError as error:
+            self.stopped = str(error)
+        else:
+            set_embedding_dimension(settings.database_url, dimension)
+
+    def __call__(self, items: list[tuple[Product, bytes]]) -> list[Product]:
+        if not self.stopped:
+            try:
+                products, summary = with_embeddings(self.client, items)
+            except ModelServerUnavailableError as error:
+                self.stopped = str(error)
+            else:
+                self.summary.add(summary)
+                return products
+        return [p for p, _ in items]
 
 
 def embed_products(
