@@ -101,8 +101,12 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     assert result.state == "success", result.log[-3000:]
     assert _catalog(dags_settings) == [("1", 40)]
     # the load embedded every batch from the images in hand; the embed task found nothing left
-    assert _report(result, "loaded")["embedded"] == 40
+    loaded = _report(result, "loaded")
+    assert (loaded["bulk"], loaded["embedded"]) == (True, 40)  # empty catalog: index built after
     assert _report(result, "dimension")["embedded"] == 0
+    with psycopg.connect(dags_settings.database_url) as conn:
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()}
+    assert "products_embedding_hnsw" in indexes
 
     # The model server is unreachable: the load task grows the catalog without embeddings and
     # says why, the embed task fails; what is stored stays consistent, and the next run
@@ -111,7 +115,8 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
                   FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
     assert result.state == "failed"
     loaded = _report(result, "loaded")
-    assert (loaded["loaded"], loaded["embedded"]) == (20, 0) and loaded["embed_stopped"]
+    assert (loaded["loaded"], loaded["embedded"], loaded["bulk"]) == (20, 0, False)
+    assert loaded["embed_stopped"]
     assert _catalog(dags_settings) == [("1", 40), (None, 20)]
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60})
     assert result.state == "success", result.log[-3000:]

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _LOCK_ID = 0x66617368  # "fash"
+_CREATE_VECTOR_INDEX = (
+    "CREATE INDEX IF NOT EXISTS products_embedding_hnsw ON products"
+    " USING hnsw (embedding vector_cosine_ops)"
+)
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -104,9 +108,20 @@ def set_embedding_dimension(conninfo: str, embedding_dim: int) -> bool:
                 sql.Literal(embedding_dim)
             )
         )
-        conn.execute(
-            "CREATE INDEX products_embedding_hnsw ON products"
-            " USING hnsw (embedding vector_cosine_ops)"
-        )
+        conn.execute(_CREATE_VECTOR_INDEX)
     log.info("embedding dimension set to %d (stored embeddings cleared)", embedding_dim)
     return True
+
+
+def drop_vector_index(conninfo: str) -> None:
+    """Drop the HNSW index, for a bulk load into an empty catalog: building it once after is
+    cheaper (44,072 ViT-B/32 vectors: 9.5 s to build, against ~1.35 ms a row to insert into
+    it at that size). Searches meanwhile are exact scans."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("DROP INDEX IF EXISTS products_embedding_hnsw")
+
+
+def ensure_vector_index(conninfo: str) -> None:
+    """Build the HNSW index if it is missing (after a bulk load, or one that was killed)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(_CREATE_VECTOR_INDEX)

@@ -17,7 +17,12 @@ import psycopg
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.embed import EmbedSummary, embed_catalog, with_embeddings
 from fashion_search.catalog.load import load_catalog
-from fashion_search.catalog.migrate import migrate, set_embedding_dimension
+from fashion_search.catalog.migrate import (
+    drop_vector_index,
+    ensure_vector_index,
+    migrate,
+    set_embedding_dimension,
+)
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repository import CatalogRepository
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
@@ -26,11 +31,14 @@ from fashion_search.storage import ObjectStore
 
 
 def create_schema(settings: Settings, reset: bool = False) -> dict[str, Any]:
-    """Apply the migrations; ``reset`` first drops the catalog (products and migrations)."""
+    """Apply the migrations (``reset`` first drops the catalog: products and migrations), and
+    build the HNSW index if a killed bulk load left it dropped."""
     if reset:
         with psycopg.connect(settings.database_url, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS products, schema_migrations")
-    return {"reset": reset, "applied": migrate(settings.database_url, settings.embedding_dim)}
+    applied = migrate(settings.database_url, settings.embedding_dim)
+    ensure_vector_index(settings.database_url)
+    return {"reset": reset, "applied": applied}
 
 
 def load_products(settings: Settings, source: str, limit: int | None = None) -> dict[str, Any]:
@@ -39,6 +47,8 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
     Each batch is embedded from the images in hand before its rows are written (one pass: no
     image is read back from the store, no row written twice). An unreachable model server
     stops the embedding, not the load; :func:`embed_products` embeds what is left either way.
+    Into an empty catalog the rows go without the HNSW index, which is built once at the end
+    (also when the load fails).
     """
     store = ObjectStore(settings)
     store.ensure_buckets()
@@ -47,15 +57,23 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
         create_pool(settings) as pool,
         EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
     ):
+        repository = CatalogRepository(pool, settings.hnsw_ef_search)
         embedder = _LoadEmbedder(settings, client)
-        summary = load_catalog(
-            CatalogRepository(pool, settings.hnsw_ef_search), store, source,
-            limit=limit, skip_existing=True, progress=False, embed=embedder,
-        )  # fmt: skip
+        bulk = repository.count() == 0
+        try:
+            if bulk:
+                drop_vector_index(settings.database_url)
+            summary = load_catalog(
+                repository, store, source,
+                limit=limit, skip_existing=True, progress=False, embed=embedder,
+            )  # fmt: skip
+        finally:
+            ensure_vector_index(settings.database_url)
     return {
         "loaded": summary.loaded,
         "skipped": summary.skipped,
         "rejected": len(summary.report.rejected),
+        "bulk": bulk,
         "embedded": embedder.summary.embedded,
         "embed_failed": len(embedder.summary.failed),
         "embed_stopped": embedder.stopped,
