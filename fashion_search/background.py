@@ -3,9 +3,9 @@
 ONNX Runtime splits each operator evenly over its threads, so on a machine with few cores any
 other runnable thread of the same priority holds up one of them, and the whole operator waits
 for it: on 2 cores, a thread busy 15% of the time cost the ViT-B/32 image tower 5-12% of its
-throughput, one busy all the time half. The same thread at a lower priority runs in the gaps
-(nice 19) cost nothing measurable. Image preprocessing and the catalog embedding's reads and writes
-run in these pools.
+throughput, one busy all the time half. At nice 19 such a thread runs in the gaps and, with
+ONNX Runtime's default spinning threads, cost nothing measurable. Image preprocessing and the
+catalog embedding's reads and writes run in these pools.
 """
 
 from __future__ import annotations
