@@ -364,8 +364,7 @@ class CatalogRepository:
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
-            cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            for vector in checked:
+            for vector in checked:  # iterative scans: the session's setting (create_pool)
                 fetch = 2 * k
                 while True:
                     ef_search = sql.Literal(max(self.ef_search, fetch))
