@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     model_max_items: int = 1024  # texts or images in one call
     model_max_text_chars: int = 2000
     model_threads: int = 0  # ONNX Runtime intra-op threads of the image tower; 0 = one per core
-    # Text tower intra-op threads; 0 = one per core. With int8 a query runs as fast on 1 thread
-    # as on 2 here, and 1 leaves a core to the title search that runs alongside (README).
+    # Text tower intra-op threads; 0 = one per core. ViT-B/32 int8 text search on 2 cores
+    # measured the same with 1 and 2 (README, Search).
     model_text_threads: int = 0
 
     # Bucket-event ingestion: dispatcher (Kafka) / poller (SQS) and the bucket-event function.

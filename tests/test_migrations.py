@@ -48,6 +48,20 @@ def test_catalog_for_another_dimension(scratch_database: str) -> None:
         assert row.fetchone() == (None, None, "x")  # the row stays, the old embedding goes
 
 
+def test_new_titles_skip_the_gin_pending_list(scratch_database: str) -> None:
+    """Every title search would scan a pending list linearly until a vacuum merged it."""
+    migrate(scratch_database, 8)
+    with psycopg.connect(scratch_database, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
+        conn.execute(
+            "INSERT INTO products (id, product_display_name, image_key, dataset)"
+            " SELECT i, 'Navy shirt ' || i, 'products/' || i || '.jpg', 't'"
+            " FROM generate_series(1, 500) AS i"
+        )
+        pending = "SELECT pending_tuples FROM pgstatginindex('products_title_search')"
+        assert conn.execute(pending).fetchone() == (0,)
+
+
 def test_discover_refuses_gaps_and_bad_names(tmp_path: Path) -> None:
     (tmp_path / "0001_a.sql").write_text("SELECT 1;")
     (tmp_path / "0003_c.sql").write_text("SELECT 1;")

@@ -49,6 +49,20 @@ def test_missing_and_invalid_objects(store: ObjectStore, settings: Settings) -> 
     assert not store.exists(settings.images_bucket, "products/ok.jpg")  # nothing half-written
 
 
+@pytest.mark.parametrize(
+    "key", ["incoming/Men's navy shirt (1).jpg", "incoming/chemise bleue é 日本 +&=%.jpg"]
+)
+def test_presigned_urls_of_keys_that_need_encoding(
+    store: ObjectStore, settings: Settings, key: str
+) -> None:
+    store.put(settings.uploads_bucket, key, key.encode())
+    url = store.presigned_url(settings.uploads_bucket, key)
+    assert "X-Amz-Signature=" in url  # SigV4, which every S3 region accepts
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == key.encode()
+    store.client.delete_object(Bucket=settings.uploads_bucket, Key=key)
+
+
 def test_presigned_urls_use_the_public_endpoint(store: ObjectStore, settings: Settings) -> None:
     """Behind compose the store is ``minio:9000`` for services, a host port for browsers."""
     public = settings.s3_endpoint_url.replace("127.0.0.1", "localhost")

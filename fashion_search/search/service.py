@@ -97,7 +97,7 @@ class SearchService:
     def image_url(self, product: Product) -> str:
         """A presigned GET URL of the product's image, valid for at least half its expiry.
 
-        Signing costs ~0.25 ms a URL; one is reused for half of its lifetime.
+        Signing costs ~0.06 ms a URL; one is reused for half of its lifetime.
         """
         now = time.monotonic()
         cached = self._urls.get(product.image_key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -34,10 +34,10 @@ class ProductOut(_Body):
     model_version: str | None
 
     @classmethod
-    def of(cls, product: Product, image_url: str) -> ProductOut:
-        """From a catalog product."""
+    def of(cls, product: Product, image_url: str, **extra: object) -> Self:
+        """From a catalog product (``extra``: the fields a subclass adds)."""
         fields = product.model_dump(include=set(ProductOut.model_fields) - {"image_url"})
-        return cls.model_validate({**fields, "image_url": image_url})
+        return cls.model_validate({**fields, "image_url": image_url, **extra})
 
 
 class HitOut(ProductOut):
@@ -48,9 +48,7 @@ class HitOut(ProductOut):
     @classmethod
     def of_hit(cls, hit: Hit) -> HitOut:
         """From a service hit."""
-        return cls.model_validate(
-            {**ProductOut.of(hit.product, hit.image_url).model_dump(), "score": hit.score}
-        )
+        return cls.of(hit.product, hit.image_url, score=hit.score)
 
 
 class SearchOut(_Body):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
+from starlette.concurrency import run_in_threadpool
 
 from fashion_search.catalog.filters import Filters
 from fashion_search.search.service import MAX_K, SearchMode
@@ -16,7 +17,7 @@ router = APIRouter(tags=["search"], dependencies=[Depends(reject_unknown_paramet
 
 
 @router.get("/search/text", summary="Search by text")
-def search_text(
+async def search_text(
     service: Service,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="the query")],
     filters: Annotated[Filters, Depends(metadata_filters)],
@@ -24,10 +25,11 @@ def search_text(
     mode: SearchMode | None = None,
 ) -> SearchOut:
     """The k best products for ``q``; ``mode`` hybrid fuses full-text title matches."""
-    return SearchOut.of(service.text(q, k, filters, mode))
+    return SearchOut.of(await run_in_threadpool(service.text, q, k, filters, mode))
 
 
 @router.post("/search/text", summary="Search by text (JSON body)")
-def search_text_body(service: Service, body: TextSearchIn) -> SearchOut:
+async def search_text_body(service: Service, body: TextSearchIn) -> SearchOut:
     """Same as GET, with the query and filters in a JSON body."""
-    return SearchOut.of(service.text(body.q, body.k, body.filters, body.mode))
+    result = await run_in_threadpool(service.text, body.q, body.k, body.filters, body.mode)
+    return SearchOut.of(result)
