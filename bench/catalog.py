@@ -101,7 +101,7 @@ def main() -> None:
         _row_by_row(conninfo, products)
         row_s = time.perf_counter() - started
         with create_pool(settings, conninfo) as pool:
-            repo = CatalogRepository(pool, settings.hnsw_ef_search)
+            repo = CatalogRepository(pool)
             with pool.connection() as conn:
                 conn.execute("TRUNCATE products")
             started = time.perf_counter()

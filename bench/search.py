@@ -106,7 +106,7 @@ def main() -> None:
         return response.json()  # type: ignore[no-any-return]
 
     with create_pool(settings) as pool, EmbeddingClient(settings.model_server_address) as client:
-        repository = CatalogRepository(pool, settings.hnsw_ef_search)
+        repository = CatalogRepository(pool)
         service = SearchService(settings, repository, ObjectStore(settings), client)
         info = client.info()
         print(f"catalog: {count} products; model {info.registry_name} v{info.registry_version}"

@@ -30,7 +30,7 @@ def _load(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     with create_pool(settings) as pool:
         summary = load_catalog(
-            CatalogRepository(pool, settings.hnsw_ef_search),
+            CatalogRepository(pool),
             store,
             args.source or settings.dataset_source,
             dataset=args.dataset,
@@ -87,7 +87,7 @@ def _eval_search(args: argparse.Namespace) -> None:
     ):
         service = SearchService(
             settings,
-            CatalogRepository(pool, settings.hnsw_ef_search),
+            CatalogRepository(pool),
             ObjectStore(settings),
             client,
         )
@@ -130,7 +130,7 @@ def _eval_ingest(args: argparse.Namespace) -> None:
     ):
         print(f"model {client.info().registry_name} version {client.info().registry_version}")
         report = classification_accuracy(
-            CatalogRepository(pool, settings.hnsw_ef_search),
+            CatalogRepository(pool),
             client,
             sample,
             exclude_ids=(fields.id for fields, _ in held_out),

@@ -79,7 +79,7 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 @pytest.fixture(scope="session")
 def repository(pool: ConnectionPool, settings: Settings) -> CatalogRepository:
     """Catalog repository on the test database."""
-    return CatalogRepository(pool, settings.hnsw_ef_search)
+    return CatalogRepository(pool)
 
 
 @pytest.fixture

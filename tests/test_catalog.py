@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.load import LoadSummary, load_catalog
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repository import CatalogRepository
@@ -194,6 +195,18 @@ def test_nearest_returns_k_rows_under_a_one_percent_filter(
     # More requested than match: every match, and no more.
     hits = repository.nearest(query, k=len(allowed) + 5, filters={"articleType": article_type})
     assert {h.product.id for h in hits} == allowed
+
+
+def test_the_repository_searches_with_its_pools_ef_search(
+    embeddings: dict[int, np.ndarray], settings: Settings
+) -> None:
+    with create_pool(settings.model_copy(update={"hnsw_ef_search": 8})) as pool:
+        repository = CatalogRepository(pool)
+        assert repository.ef_search == 8
+        query = embeddings[min(embeddings)]
+        hits = repository.nearest(query, k=30)  # k above ef_search: raised for this query
+        assert len(hits) == 30
+        assert hits[0].product.id == min(embeddings)
 
 
 def test_wrong_dimension_is_refused_and_changes_nothing(

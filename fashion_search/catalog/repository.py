@@ -59,13 +59,12 @@ MAX_K = 1000
 
 
 class CatalogRepository:
-    """Catalog operations over a pool of :func:`~fashion_search.catalog.db.create_pool`
-    (``ef_search`` is the pool's ``hnsw_ef_search``)."""
+    """Catalog operations over a pool of :func:`~fashion_search.catalog.db.create_pool`."""
 
-    def __init__(self, pool: ConnectionPool[Any], ef_search: int = 100) -> None:
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
         self.pool = pool
-        self.ef_search = ef_search
         self._dimension: int | None = None
+        self._ef_search: int | None = None
 
     @property
     def dimension(self) -> int:
@@ -74,6 +73,15 @@ class CatalogRepository:
             with self.pool.connection() as conn:
                 self._dimension = embedding_dimension(conn)
         return self._dimension
+
+    @property
+    def ef_search(self) -> int:
+        """The HNSW candidate list size the pool's sessions search with."""
+        if self._ef_search is None:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()
+            self._ef_search = int(row[0]) if row and row[0] else 40  # pgvector's default
+        return self._ef_search
 
     def _check_vector(self, vector: np.ndarray[Any, Any] | Sequence[float]) -> np.ndarray[Any, Any]:
         array = np.asarray(vector, dtype=np.float32)

@@ -57,7 +57,7 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
         create_pool(settings) as pool,
         EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
     ):
-        repository = CatalogRepository(pool, settings.hnsw_ef_search)
+        repository = CatalogRepository(pool)
         embedder = _LoadEmbedder(settings, client)
         bulk = repository.count() == 0
         try:
@@ -121,7 +121,7 @@ def embed_products(
         dimension = client.info().dimension
         moved = set_embedding_dimension(settings.database_url, dimension)
         summary = embed_catalog(
-            CatalogRepository(pool, settings.hnsw_ef_search), ObjectStore(settings), client,
+            CatalogRepository(pool), ObjectStore(settings), client,
             batch_size=batch_size, progress=progress,
         )  # fmt: skip
     took = time.perf_counter() - started

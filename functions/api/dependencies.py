@@ -18,7 +18,7 @@ from fashion_search.storage import ObjectStore
 @lru_cache(maxsize=1)
 def _build_service() -> SearchService:
     settings = get_settings()
-    repository = CatalogRepository(create_pool(settings), settings.hnsw_ef_search)
+    repository = CatalogRepository(create_pool(settings))
     return SearchService(
         settings, repository, ObjectStore(settings), EmbeddingClient(settings.model_server_address)
     )

@@ -91,7 +91,7 @@ def get_bucket_event_function() -> BucketEventFunction:
     settings = get_settings()
     processor = UploadProcessor(
         settings,
-        CatalogRepository(create_pool(settings), settings.hnsw_ef_search),
+        CatalogRepository(create_pool(settings)),
         ObjectStore(settings),
         EmbeddingClient(settings.model_server_address),
     )
