@@ -77,7 +77,7 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 
 
 @pytest.fixture(scope="session")
-def repository(pool: ConnectionPool, settings: Settings) -> CatalogRepository:
+def repository(pool: ConnectionPool) -> CatalogRepository:
     """Catalog repository on the test database."""
     return CatalogRepository(pool)
 
