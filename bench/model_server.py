@@ -13,17 +13,14 @@ concurrent clients with and without server-side batching, plus int8 parity.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import torch
 
@@ -37,11 +34,10 @@ from fashion_search.model.onnx_export import (
 )
 from fashion_search.model.registry import RegisteredVersion
 from fashion_search.model.towers import cut_tokens
-from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
 from fashion_search.settings import Settings
 from model_server.loader import ExportedModel
 from model_server.model import ServedModel
-from model_server.service import EmbeddingService
+from model_server.service import EmbeddingService, create_server
 
 
 def _rate(fn: Callable[[], Any], items: int, seconds: float = 3.0) -> float:
@@ -68,33 +64,15 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _serve(model: ServedModel, port: int, max_batch: int) -> Callable[[], None]:
-    """Run the gRPC service in a background thread; returns a function that stops it."""
+    """Start the gRPC service; returns a function that stops it."""
     settings = Settings(model_server_port=port, model_max_batch=max_batch, model_max_wait_ms=5)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def run() -> None:
-        box["stop"] = asyncio.Event()
-        service = EmbeddingService(settings, model)
-        await service.start()
-        server = grpc.aio.server()
-        pb_grpc.add_EmbeddingServiceServicer_to_server(service, server)
-        server.add_insecure_port(f"127.0.0.1:{port}")
-        await server.start()
-        ready.set()
-        await box["stop"].wait()
-        await server.stop(0)
-        await service.texts.stop()
-        await service.images.stop()
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(run()), daemon=True)
-    thread.start()
-    ready.wait(30)
+    service = EmbeddingService(settings, model)
+    server = create_server(settings, service)
+    server.start()
 
     def stop() -> None:
-        loop.call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
+        server.stop(0).wait()
+        service.stop()
 
     return stop
 

@@ -3,9 +3,11 @@ errors, metric arithmetic, micro-batching, and champion promotion in the real re
 
 from __future__ import annotations
 
-import asyncio
 import io
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -178,21 +180,56 @@ def test_micro_batcher_merges_concurrent_requests() -> None:
 
     def embed(items: list[int]) -> tuple[np.ndarray, str]:
         calls.append(len(items))
+        time.sleep(0.01)  # long enough for the other requests to queue
         return np.array([[float(i)] for i in items], dtype=np.float32), f"v{len(calls)}"
 
-    async def scenario() -> list[tuple[np.ndarray, str]]:
-        batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=16, max_wait_s=0.05)
-        batcher.start()
-        results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(20)))
-        await batcher.stop()
-        return results
-
-    results = asyncio.run(scenario())
+    batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=16, max_wait_s=0.0)
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(lambda i: batcher.submit([i, i + 100]), range(20)))
     assert [r[:, 0].tolist() for r, _ in results] == [[i, i + 100] for i in range(20)]
     assert {tag for _, tag in results} == {f"v{n}" for n in range(1, len(calls) + 1)}
     assert sum(calls) == 40
     assert len(calls) < 20  # requests were merged
-    assert max(calls) <= 16 + 2
+    assert max(calls) <= 16
+
+
+def test_micro_batcher_runs_a_lone_request_on_its_own_thread() -> None:
+    threads: list[int] = []
+
+    def embed(items: list[int]) -> tuple[np.ndarray, str]:
+        threads.append(threading.get_ident())
+        return np.zeros((len(items), 1), dtype=np.float32), "v1"
+
+    batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=16, max_wait_s=0.0)
+    assert batcher.submit([1])[0].shape == (1, 1)
+    assert threads == [threading.get_ident()]
+
+
+def test_micro_batcher_fails_every_request_of_a_failed_batch_and_goes_on() -> None:
+    batches: list[list[int]] = []
+
+    def embed(items: list[int]) -> tuple[np.ndarray, str]:
+        batches.append(items)
+        time.sleep(0.01)
+        if any(i < 0 for i in items):
+            raise ValueError("bad item")
+        return np.array([[float(i)] for i in items], dtype=np.float32), "v1"
+
+    batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=64, max_wait_s=0.05)
+    items = [-1, *range(7)]
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = dict(zip(items, pool.map(lambda i: _outcome(batcher, [i]), items), strict=True))
+    failed = {i for batch in batches if min(batch) < 0 for i in batch}
+    assert -1 in failed and len(failed) > 1  # the bad item shared its batch
+    assert outcomes == {i: "bad item" if i in failed else float(i) for i in outcomes}
+    assert batcher.submit([5])[0].tolist() == [[5.0]]  # the batcher still serves
+
+
+def _outcome(batcher: MicroBatcher[int], items: list[int]) -> str | float:
+    try:
+        return float(batcher.submit(items)[0][0, 0])
+    except ValueError as error:
+        return str(error)
 
 
 def test_champion_alias_moves_only_for_a_better_version(clip: Clip, settings: Settings) -> None:

@@ -234,16 +234,51 @@ class CatalogRepository:
             for row in rows
         ]
 
-    def nearest_ids(
+    def nearest_fused(
         self,
         vector: np.ndarray[Any, Any] | Sequence[float],
+        ranked_ids: Sequence[int],
         k: int = 10,
+        depth: int = 50,
         filters: Filters | None = None,
-    ) -> list[tuple[int, float]]:
-        """:meth:`nearest` as ``(id, score)`` pairs: cheaper for candidates that are mostly
-        dropped (hybrid fusion), whose products are then read with :meth:`get_many`."""
-        rows = self._nearest_rows(vector, k, filters, False, sql.SQL("id"))
-        return [(int(row["id"]), 1.0 - float(row["distance"])) for row in rows]
+        *,
+        rrf_k: int,
+    ) -> list[Neighbor]:
+        """The ``k`` best products by reciprocal rank fusion (constant ``rrf_k``) of the
+        ``depth`` nearest to ``vector`` (as :meth:`nearest`) and ``ranked_ids`` (another
+        ranking, best first, e.g. :meth:`title_match_ids`), with their fused scores; ties keep
+        the vector ranking's order.
+
+        One round trip: the candidates, their fusion and the winners' rows in one statement.
+        The same numbers as :func:`~fashion_search.search.fusion.reciprocal_rank_fusion`.
+        """
+        if not 1 <= k <= depth <= MAX_K:
+            raise InvalidArgumentError(f"need 1 <= k <= depth <= {MAX_K}, got {k} and {depth}")
+        query_vector = self._check_vector(vector)
+        where, params = where_clause(filters)
+        # Ranks: the vector candidates 1..depth, then the other ranking's depth+1...
+        query = sql.SQL(
+            "WITH vector AS MATERIALIZED ("
+            " SELECT id, embedding <=> %(v)s AS distance FROM products"
+            " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s),"
+            " ranked AS ("
+            " SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM vector"
+            " UNION ALL SELECT id, %(k)s + rank FROM unnest(%(ids)s::bigint[])"
+            "  WITH ORDINALITY AS other(id, rank)),"
+            " fused AS ("
+            " SELECT id, sum(1.0::float8 / (%(rrf_k)s + CASE WHEN rank > %(k)s"
+            "  THEN rank - %(k)s ELSE rank END)) AS score, min(rank) AS first_seen"
+            " FROM ranked GROUP BY id ORDER BY score DESC, first_seen LIMIT %(top)s)"
+            " SELECT {columns}, fused.score, (SELECT count(*) FROM vector) AS candidates"
+            " FROM fused JOIN products USING (id) ORDER BY fused.score DESC, fused.first_seen"
+        ).format(where=where, columns=_READ_COLUMNS)
+        params.update(v=query_vector, k=depth, ids=list(ranked_ids), rrf_k=rrf_k, top=k)
+        rows = self._search(query, params, exact=False)
+        if not rows or rows[0]["candidates"] < depth:  # the index scan ended short: exactly
+            rows = self._search(query, params, exact=True)
+        return [
+            Neighbor(product=Product.model_validate(row), score=float(row["score"])) for row in rows
+        ]
 
     def _nearest_rows(
         self,
@@ -290,7 +325,7 @@ class CatalogRepository:
         self, text: str, k: int = 10, filters: Filters | None = None
     ) -> list[tuple[int, float]]:
         """Full-text matches of ``text`` on product titles (every word must match), best first,
-        as ``(id, rank)`` pairs (see :meth:`nearest_ids`).
+        as ``(id, rank)`` pairs.
 
         The rank is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
         """

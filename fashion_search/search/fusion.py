@@ -1,4 +1,9 @@
-"""Reciprocal rank fusion of ranked lists (Cormack et al., 2009)."""
+"""Reciprocal rank fusion of ranked lists (Cormack et al., 2009).
+
+Hybrid search fuses in the database (:meth:`CatalogRepository.nearest_fused
+<fashion_search.catalog.repository.CatalogRepository.nearest_fused>`, one round trip); this is
+the definition it is tested against.
+"""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from fashion_search.errors import (
     InvalidImageError,
     ProductNotEmbeddedError,
 )
-from fashion_search.search.fusion import reciprocal_rank_fusion
+from fashion_search.search.fusion import RRF_K
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
@@ -146,25 +146,19 @@ class SearchService:
     def _hybrid(
         self, query: str, k: int, filters: Filters | None
     ) -> tuple[Embeddings, list[Neighbor], dict[str, float]]:
-        """Vector and title candidates (ids only) fused by reciprocal rank; then the ``k``
-        winners' products are read."""
+        """Vector and title rankings fused by reciprocal rank (in the database, one round trip
+        after the model)."""
         depth = max(k, HYBRID_CANDIDATES)
         # The title search needs no embedding: it runs while the model server works.
-        lexical_future = self._lexical.submit(
-            self.repository.title_match_ids, query, depth, filters
-        )
+        title_future = self._lexical.submit(self.repository.title_match_ids, query, depth, filters)
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
             embedding = self.embedder.embed_texts([query])
         with _timed(timings, "database"):
-            vector_ids = self.repository.nearest_ids(embedding.vectors[0], depth, filters)
-            lexical_ids = lexical_future.result()
-            fused = reciprocal_rank_fusion(
-                [[i for i, _ in vector_ids], [i for i, _ in lexical_ids]]
-            )[:k]
-            products = {p.id: p for p in self.repository.get_many([i for i, _ in fused])}
-        # A product deleted between the two reads is left out.
-        neighbors = [Neighbor(product=products[i], score=s) for i, s in fused if i in products]
+            title_ids = [i for i, _ in title_future.result()]
+            neighbors = self.repository.nearest_fused(
+                embedding.vectors[0], title_ids, k, depth, filters, rrf_k=RRF_K
+            )
         return embedding, neighbors, timings
 
     def image(self, image: bytes, k: int = 10, filters: Filters | None = None) -> SearchResult:
