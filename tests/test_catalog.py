@@ -200,13 +200,17 @@ def test_nearest_returns_k_rows_under_a_one_percent_filter(
 def test_the_repository_searches_with_its_pools_ef_search(
     embeddings: dict[int, np.ndarray], settings: Settings
 ) -> None:
-    with create_pool(settings.model_copy(update={"hnsw_ef_search": 8})) as pool:
-        repository = CatalogRepository(pool)
-        assert repository.ef_search == 8
+    # One connection: a fresh repository's first searches must not need a second one.
+    one = settings.model_copy(update={"hnsw_ef_search": 8, "pool_max_size": 1})
+    with create_pool(one) as pool:
         query = embeddings[min(embeddings)]
+        [labelled] = CatalogRepository(pool).labelled_neighbours([query], k=3)
+        assert len(labelled) == 3
+        repository = CatalogRepository(pool)
         hits = repository.nearest(query, k=30)  # k above ef_search: raised for this query
         assert len(hits) == 30
         assert hits[0].product.id == min(embeddings)
+        assert repository.ef_search == 8
 
 
 def test_wrong_dimension_is_refused_and_changes_nothing(

@@ -308,8 +308,9 @@ class CatalogRepository:
         self, query: sql.Composable, params: dict[str, Any], exact: bool
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]]
+        ef_search = self.ef_search  # first read before taking a connection: it takes one
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            if not exact and params["k"] <= self.ef_search:  # the session's HNSW settings
+            if not exact and params["k"] <= ef_search:  # the session's HNSW settings
                 rows = cur.execute(query, params).fetchall()
                 return rows
             with conn.transaction():
@@ -402,6 +403,7 @@ class CatalogRepository:
             " WHERE embedding IS NOT NULL ORDER BY distance LIMIT %(n)s"
         ).format(columns=_READ_COLUMNS)
         result = []
+        session_ef_search = self.ef_search  # before taking a connection (see _search)
         with (
             self.pool.connection() as conn,
             conn.transaction(),
@@ -410,7 +412,7 @@ class CatalogRepository:
             for vector in checked:  # iterative scans: the session's setting (create_pool)
                 fetch = 2 * k
                 while True:
-                    ef_search = sql.Literal(max(self.ef_search, fetch))
+                    ef_search = sql.Literal(max(session_ef_search, fetch))
                     cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(ef_search))
                     rows = cur.execute(query, {"v": vector, "n": fetch}).fetchall()
                     kept = [r for r in rows if not r["uploaded"] and r["id"] not in excluded][:k]
