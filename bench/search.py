@@ -6,7 +6,8 @@ embedded, model server, API):
 Text and image search latency p50/p95 and requests/s at concurrency 1, 8 and 32, with the
 server's own breakdown (model, database, presigning, rest = HTTP + JSON), next to the same
 search called in-process (no HTTP) as the baseline; and HNSW recall@10 against exact search
-on the same queries.
+on the same queries. Before and after, the served text tower alone (see
+:func:`text_tower_alone_ms`) reads how fast the machine runs at the time.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ from fashion_search.catalog.repository import CatalogRepository
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.model.data import attribute_caption
+from fashion_search.model.registry import configure_mlflow
+from fashion_search.model.towers import cut_tokens
 from fashion_search.search.service import SearchService
-from fashion_search.settings import get_settings
+from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
+from model_server.loader import export_version, resolve
+from model_server.runtime import OnnxSession
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -57,6 +62,23 @@ def _run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -> dic
     result.update({name: statistics.mean(values) for name, values in parts.items()})
     result["rest"] = statistics.mean(latencies) - sum(statistics.mean(v) for v in parts.values())
     return result
+
+
+def text_tower_alone_ms(settings: Settings, query: str) -> float:
+    """Median ms of the served text tower alone in this process (ONNX Runtime, 1 thread, one
+    query at a time, 6 ms apart): how fast the machine runs right now. On these shared VMs the
+    same work runs 30-50% slower for minutes at a time; this tells such runs apart."""
+    exported = export_version(settings, resolve(settings, configure_mlflow(settings)))
+    session = OnnxSession(exported.files["text"], threads=1)
+    tokens = cut_tokens(exported.clip.tokenizer([query]).numpy().astype(np.int64))
+    times = []
+    for i in range(110):
+        started = time.perf_counter()
+        session.run(tokens)
+        if i >= 10:  # the first runs warm up
+            times.append((time.perf_counter() - started) * 1000)
+        time.sleep(0.006)
+    return statistics.median(times)
 
 
 def _table(
@@ -109,6 +131,10 @@ def main() -> None:
         repository = CatalogRepository(pool)
         service = SearchService(settings, repository, ObjectStore(settings), client)
         info = client.info()
+        served = settings.model_copy(
+            update={"model_name": info.registry_name, "model_quantized": info.quantized}
+        )
+        before = text_tower_alone_ms(served, queries[0])
         print(f"catalog: {count} products; model {info.registry_name} v{info.registry_version}"
               f" (dim {info.dimension}, {'int8' if info.quantized else 'fp32'},"
               f" {info.execution_providers[0]})")  # fmt: skip
@@ -136,6 +162,8 @@ def main() -> None:
             recalls.append(len(approx & exact) / 10)
         print(f"\nHNSW recall@10 vs exact search on {len(recalls)} text queries:"
               f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip
+        after = text_tower_alone_ms(served, queries[0])
+    print(f"text tower alone (1 thread, machine speed): {before:.2f} ms before, {after:.2f} after")
 
 
 if __name__ == "__main__":
