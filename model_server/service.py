@@ -2,8 +2,8 @@
 
 A threaded (not ``grpc.aio``) server: each call runs on a thread of the server's pool, and the
 batcher runs a batch on the thread of one of its requests. With ``grpc.aio`` a text query went
-from gRPC's poller thread to the event loop, to a worker thread for the model and back, and
-took 0.7-0.9 ms longer (README, Search).
+from gRPC's poller thread to the event loop, to a worker thread for the model and back, and its
+model call took 0.3-0.6 ms longer (README, Search).
 """
 
 from __future__ import annotations
