@@ -228,7 +228,11 @@ class CatalogRepository:
         Uses the HNSW index with pgvector's iterative scan so that a selective filter still
         yields ``k`` rows; if the index scan ends short, the query is answered exactly.
         """
-        rows = self._nearest_rows(vector, k, filters, exact, _READ_COLUMNS)
+        candidates, params = self._candidates("hits", _READ_COLUMNS, vector, k, filters)
+        query = sql.SQL("WITH {} SELECT * FROM hits ORDER BY distance, id").format(candidates)
+        rows = self._search(query, params, exact=exact)
+        if len(rows) < k and not exact:
+            rows = self._search(query, params, exact=True)
         return [
             Neighbor(product=Product.model_validate(row), score=1.0 - float(row["distance"]))
             for row in rows
@@ -252,16 +256,12 @@ class CatalogRepository:
         One round trip: the candidates, their fusion and the winners' rows in one statement.
         The same numbers as :func:`~fashion_search.search.fusion.reciprocal_rank_fusion`.
         """
-        if not 1 <= k <= depth <= MAX_K:
-            raise InvalidArgumentError(f"need 1 <= k <= depth <= {MAX_K}, got {k} and {depth}")
-        query_vector = self._check_vector(vector)
-        where, params = where_clause(filters)
+        if not 1 <= k <= depth:
+            raise InvalidArgumentError(f"need 1 <= k <= depth, got {k} and {depth}")
+        candidates, params = self._candidates("vector", sql.SQL("id"), vector, depth, filters)
         # Ranks: the vector candidates 1..depth, then the other ranking's depth+1...
         query = sql.SQL(
-            "WITH vector AS MATERIALIZED ("
-            " SELECT id, embedding <=> %(v)s AS distance FROM products"
-            " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s),"
-            " ranked AS ("
+            "WITH {candidates}, ranked AS ("
             " SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM vector"
             " UNION ALL SELECT id, %(k)s + rank FROM unnest(%(ids)s::bigint[])"
             "  WITH ORDINALITY AS other(id, rank)),"
@@ -271,8 +271,8 @@ class CatalogRepository:
             " FROM ranked GROUP BY id ORDER BY score DESC, first_seen LIMIT %(top)s)"
             " SELECT {columns}, fused.score, (SELECT count(*) FROM vector) AS candidates"
             " FROM fused JOIN products USING (id) ORDER BY fused.score DESC, fused.first_seen"
-        ).format(where=where, columns=_READ_COLUMNS)
-        params.update(v=query_vector, k=depth, ids=list(ranked_ids), rrf_k=rrf_k, top=k)
+        ).format(candidates=candidates, columns=_READ_COLUMNS)
+        params.update(ids=list(ranked_ids), rrf_k=rrf_k, top=k)
         rows = self._search(query, params, exact=False)
         if not rows or rows[0]["candidates"] < depth:  # the index scan ended short: exactly
             rows = self._search(query, params, exact=True)
@@ -280,29 +280,27 @@ class CatalogRepository:
             Neighbor(product=Product.model_validate(row), score=float(row["score"])) for row in rows
         ]
 
-    def _nearest_rows(
+    def _candidates(
         self,
+        name: str,
+        columns: sql.Composable,
         vector: np.ndarray[Any, Any] | Sequence[float],
         k: int,
         filters: Filters | None,
-        exact: bool,
-        columns: sql.Composable,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The common table expression ``name``: ``columns`` and ``distance`` of the ``k``
+        products nearest to ``vector`` that pass ``filters``; and its parameters."""
         if not 1 <= k <= MAX_K:
             raise InvalidArgumentError(f"k must be 1..{MAX_K}, got {k}")
         query_vector = self._check_vector(vector)
         where, params = where_clause(filters)
-        query = sql.SQL(
-            "WITH hits AS MATERIALIZED ("
+        params.update(v=query_vector, k=k)
+        cte = sql.SQL(
+            "{name} AS MATERIALIZED ("
             " SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
             " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s)"
-            " SELECT * FROM hits ORDER BY distance, id"
-        ).format(columns=columns, where=where)
-        params.update(v=query_vector, k=k)
-        rows = self._search(query, params, exact=exact)
-        if len(rows) < k and not exact:
-            rows = self._search(query, params, exact=True)
-        return rows
+        ).format(name=sql.Identifier(name), columns=columns, where=where)
+        return cte, params
 
     def _search(
         self, query: sql.Composable, params: dict[str, Any], exact: bool
