@@ -407,25 +407,38 @@ def test_the_template_event_of_the_bucket_function_is_handled(
     held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     """``local_invoke`` generates the SQS-wrapped S3 event of template.yaml's trigger (no eTag:
-    the version read is processed); the function answers with Lambda's partial batch response."""
+    the version read is processed); the function answers with Lambda's partial batch response.
+
+    The object lies in a bucket of its own, without notifications: in the uploads bucket the
+    dispatcher would process it too, and whichever stored it first would report "created".
+    """
     import argparse
 
     from fashion_search.settings import REPO_ROOT
     from functions.local_invoke import function_spec, generated_event
 
-    key = f"template/{uuid.uuid4().hex[:6]}/shirt.jpg"
-    etag = ObjectStore(ingest_settings).put(ingest_settings.uploads_bucket, key, held_out[2].image)
-    spec = function_spec(REPO_ROOT / "template.yaml", "BucketEventFunction")
-    args = argparse.Namespace(bucket=ingest_settings.uploads_bucket, key=key)
-    event = generated_event(spec, args)
+    store = ObjectStore(ingest_settings)
+    bucket, key = f"template-{uuid.uuid4().hex[:6]}", "template/shirt.jpg"
+    store.ensure_buckets([bucket])
+    try:
+        etag = store.put(bucket, key, held_out[2].image)
+        spec = function_spec(REPO_ROOT / "template.yaml", "BucketEventFunction")
+        event = generated_event(spec, argparse.Namespace(bucket=bucket, key=key))
 
-    assert function(event) == {"batchItemFailures": []}
-    outputs.wait(lambda o: bool(o.for_prefix(key)[0]))
-    [message] = outputs.for_prefix(key)[0]
-    assert message["status"] == "created" and message["eTag"] == etag
-    assert function(event) == {"batchItemFailures": []}  # again: the same version
-    outputs.wait(lambda o: len(o.for_prefix(key)[0]) == 2)
-    assert outputs.for_prefix(key)[0][1]["status"] == "duplicate"
+        assert function(event) == {"batchItemFailures": []}
+        outputs.wait(lambda o: bool(_from_bucket(o, bucket)))
+        [message] = _from_bucket(outputs, bucket)
+        assert message["status"] == "created" and message["eTag"] == etag
+        assert function(event) == {"batchItemFailures": []}  # again: the same version
+        outputs.wait(lambda o: len(_from_bucket(o, bucket)) == 2)
+        assert _from_bucket(outputs, bucket)[1]["status"] == "duplicate"
+    finally:
+        store.client.delete_object(Bucket=bucket, Key=key)
+        store.client.delete_bucket(Bucket=bucket)
+
+
+def _from_bucket(outputs: Outputs, bucket: str) -> list[dict[str, Any]]:
+    return [m for m in outputs.processed if m["bucket"] == bucket]
 
 
 def test_an_event_for_an_overwritten_version_is_superseded(
