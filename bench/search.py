@@ -7,7 +7,7 @@ Text and image search latency p50/p95 and requests/s at concurrency 1, 8 and 32,
 server's own breakdown (model, database, presigning, rest = HTTP + JSON), next to the same
 search called in-process (no HTTP) as the baseline; and HNSW recall@10 against exact search
 on the same queries. Before and after, the served text tower alone (see
-:func:`text_tower_alone_ms`) reads how fast the machine runs at the time.
+:func:`text_tower_timer`) reads how fast the machine runs at the time.
 """
 
 from __future__ import annotations
@@ -64,21 +64,26 @@ def _run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -> dic
     return result
 
 
-def text_tower_alone_ms(settings: Settings, query: str) -> float:
-    """Median ms of the served text tower alone in this process (ONNX Runtime, 1 thread, one
-    query at a time, 6 ms apart): how fast the machine runs right now. On these shared VMs the
-    same work runs 30-50% slower for minutes at a time; this tells such runs apart."""
+def text_tower_timer(settings: Settings, query: str) -> Callable[[], float]:
+    """A function returning the median ms of the served text tower alone in this process (ONNX
+    Runtime, 1 thread, one query at a time, 6 ms apart): how fast the machine runs right now.
+    On these shared VMs the same work runs 30-50% slower for minutes at a time; this tells such
+    runs apart."""
     exported = export_version(settings, resolve(settings, configure_mlflow(settings)))
     session = OnnxSession(exported.files["text"], threads=1)
     tokens = cut_tokens(exported.clip.tokenizer([query]).numpy().astype(np.int64))
-    times = []
-    for i in range(110):
-        started = time.perf_counter()
-        session.run(tokens)
-        if i >= 10:  # the first runs warm up
-            times.append((time.perf_counter() - started) * 1000)
-        time.sleep(0.006)
-    return statistics.median(times)
+
+    def median_ms() -> float:
+        times = []
+        for i in range(110):
+            started = time.perf_counter()
+            session.run(tokens)
+            if i >= 10:  # the first runs warm up
+                times.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.006)
+        return statistics.median(times)
+
+    return median_ms
 
 
 def _table(
@@ -134,7 +139,8 @@ def main() -> None:
         served = settings.model_copy(
             update={"model_name": info.registry_name, "model_quantized": info.quantized}
         )
-        before = text_tower_alone_ms(served, queries[0])
+        text_tower_ms = text_tower_timer(served, queries[0])
+        before = text_tower_ms()
         print(f"catalog: {count} products; model {info.registry_name} v{info.registry_version}"
               f" (dim {info.dimension}, {'int8' if info.quantized else 'fp32'},"
               f" {info.execution_providers[0]})")  # fmt: skip
@@ -162,7 +168,7 @@ def main() -> None:
             recalls.append(len(approx & exact) / 10)
         print(f"\nHNSW recall@10 vs exact search on {len(recalls)} text queries:"
               f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip
-        after = text_tower_alone_ms(served, queries[0])
+        after = text_tower_ms()
     print(f"text tower alone (1 thread, machine speed): {before:.2f} ms before, {after:.2f} after")
 
 
