@@ -433,8 +433,7 @@ def test_the_template_event_of_the_bucket_function_is_handled(
         outputs.wait(lambda o: len(_from_bucket(o, bucket)) == 2)
         assert _from_bucket(outputs, bucket)[1]["status"] == "duplicate"
     finally:
-        store.client.delete_object(Bucket=bucket, Key=key)
-        store.client.delete_bucket(Bucket=bucket)
+        store.delete_bucket(bucket)
 
 
 def _from_bucket(outputs: Outputs, bucket: str) -> list[dict[str, Any]]:
