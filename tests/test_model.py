@@ -225,6 +225,45 @@ def test_micro_batcher_fails_every_request_of_a_failed_batch_and_goes_on() -> No
     assert batcher.submit([5])[0].tolist() == [[5.0]]  # the batcher still serves
 
 
+def test_micro_batcher_hands_the_lead_on_and_runs_one_batch_at_a_time() -> None:
+    running: list[int] = []  # batches in the model right now
+    most = 0
+
+    def embed(items: list[int]) -> tuple[np.ndarray, str]:
+        nonlocal most
+        running.append(1)
+        most = max(most, len(running))
+        time.sleep(0.002)
+        running.pop()
+        return np.array([[float(i)] for i in items], dtype=np.float32), "v1"
+
+    batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=4, max_wait_s=0.0)
+    with ThreadPoolExecutor(32) as pool:  # many more requests than a batch holds
+        futures = [pool.submit(batcher.submit, [i]) for i in range(300)]
+        results = [future.result(timeout=60)[0][0, 0] for future in futures]
+    assert results == [float(i) for i in range(300)]
+    assert most == 1
+
+
+def test_micro_batcher_passes_an_interruption_to_its_batch_and_goes_on() -> None:
+    class Interrupted(BaseException):
+        pass
+
+    def embed(items: list[int]) -> tuple[np.ndarray, str]:
+        time.sleep(0.01)
+        if 0 in items:
+            raise Interrupted
+        return np.array([[float(i)] for i in items], dtype=np.float32), "v1"
+
+    batcher: MicroBatcher[int] = MicroBatcher("test", embed, max_batch=64, max_wait_s=0.05)
+    with ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(batcher.submit, [i]) for i in range(4)]
+        for future in futures:
+            with pytest.raises(Interrupted):
+                future.result(timeout=10)
+    assert batcher.submit([5])[0].tolist() == [[5.0]]
+
+
 def _outcome(batcher: MicroBatcher[int], items: list[int]) -> str | float:
     try:
         return float(batcher.submit(items)[0][0, 0])
