@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -34,8 +35,9 @@ class ServedModel:
 
     @classmethod
     def configured(cls, exported: ExportedModel, settings: Settings) -> ServedModel:
-        """With the thread counts of ``settings``."""
-        return cls(exported, settings.model_threads, settings.model_text_threads)
+        """With the thread counts of ``settings`` (the text tower's: half the cores unless set)."""
+        text_threads = settings.model_text_threads or max(1, (os.cpu_count() or 1) // 2)
+        return cls(exported, settings.model_threads, text_threads)
 
     @property
     def providers(self) -> list[str]:

@@ -4,6 +4,7 @@ errors, metric arithmetic, micro-batching, and champion promotion in the real re
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 import uuid
@@ -35,6 +36,7 @@ from fashion_search.model.onnx_export import (
 )
 from fashion_search.model.preprocess import decode_image, preprocess_image
 from fashion_search.model.registry import (
+    RegisteredVersion,
     champion,
     configure_mlflow,
     promote_if_better,
@@ -43,6 +45,8 @@ from fashion_search.model.registry import (
 from fashion_search.model.towers import ImageTower, TextTower, cut_tokens, cut_tokens_torch
 from fashion_search.settings import Settings
 from model_server.batcher import MicroBatcher
+from model_server.loader import ExportedModel
+from model_server.model import ServedModel
 from tests.helpers import jpeg, min_cosine, squares
 
 
@@ -173,6 +177,21 @@ def test_metrics_reward_a_perfect_embedder_and_punish_a_shuffled_one() -> None:
     assert worse["title_mrr"] < 1.0
     full = evaluate_embeddings(perfect, eye, fields, eye, fields)
     assert full["knn_article_type"] == 1.0  # every neighbour is a blue men's shirt
+
+
+def test_served_text_tower_takes_half_the_cores_unless_set(
+    clip: Clip, onnx_files: dict[str, Path], settings: Settings
+) -> None:
+    exported = ExportedModel(RegisteredVersion("t", "1", None, "local"), "fp32", onnx_files, clip)
+    cores = os.cpu_count() or 1
+
+    def threads(model: ServedModel) -> list[int]:
+        sessions = (model.text, model.image)
+        return [s.session.get_session_options().intra_op_num_threads for s in sessions]
+
+    assert threads(ServedModel.configured(exported, settings)) == [max(1, cores // 2), cores]
+    configured = settings.model_copy(update={"model_text_threads": 3, "model_threads": 1})
+    assert threads(ServedModel.configured(exported, configured)) == [3, 1]
 
 
 def test_micro_batcher_merges_concurrent_requests() -> None:
