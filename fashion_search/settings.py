@@ -115,8 +115,8 @@ class Settings(BaseSettings):
     model_threads: int = 0  # ONNX Runtime intra-op threads of the image tower; 0 = one per core
     # Text tower intra-op threads; 0 = half the cores (at least 1), leaving the others to the
     # API and the database beside it. On 2 cores, 1 thread against 2 for ViT-B/32 int8 text
-    # search: the same p50 at concurrency 1, p95 4 ms lower, 14-38% more req/s at 8 and 32
-    # (README, Search).
+    # search: p50 at concurrency 1 the same, p95 lower in every run; at 8 concurrent 16-38%
+    # more req/s, at 32 -1 to +27% (README, Search).
     model_text_threads: int = 0
 
     # Bucket-event ingestion: dispatcher (Kafka) / poller (SQS) and the bucket-event function.
