@@ -35,7 +35,7 @@ from fashion_search.model.onnx_export import (
 from fashion_search.model.registry import RegisteredVersion
 from fashion_search.model.towers import cut_tokens
 from fashion_search.settings import Settings
-from model_server.loader import ExportedModel
+from model_server.loader import ExportedModel, ModelFacts
 from model_server.model import ServedModel
 from model_server.service import EmbeddingService, create_server
 
@@ -101,7 +101,9 @@ def main() -> None:
     }
     files["int8"] = {t: quantize_int8(p, tmp / f"{t}.int8.onnx") for t, p in files["fp32"].items()}
     version = RegisteredVersion("bench", "0", None, str(tmp))
-    served = {v: ServedModel(ExportedModel(version, v, f, clip)) for v, f in files.items()}
+    served = {
+        v: ServedModel(ExportedModel(version, v, f, ModelFacts.of(clip))) for v, f in files.items()
+    }
     fp32 = served["fp32"]
     pixels = np.stack([fp32.preprocess(b, 40_000_000) for b in images])
     tokens = clip.tokenize(titles).numpy().astype(np.int64)

@@ -34,7 +34,7 @@ from fashion_search.model.registry import (
     load_version,
 )
 from fashion_search.settings import get_settings
-from model_server.loader import ExportedModel
+from model_server.loader import ExportedModel, ModelFacts
 from model_server.model import ServedModel
 
 
@@ -42,7 +42,9 @@ def _onnx_metrics(
     clip: Clip, variant: str, files: dict[str, Path], test: Any, train: Any
 ) -> dict[str, float]:
     served = ServedModel(
-        ExportedModel(RegisteredVersion("bench", "0", None, ""), variant, files, clip)
+        ExportedModel(
+            RegisteredVersion("bench", "0", None, ""), variant, files, ModelFacts.of(clip)
+        )
     )
 
     def embed_images(images: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from fashion_search.catalog.repository import CatalogRepository
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.model.data import attribute_caption
+from fashion_search.model.factory import tokenizer_for
 from fashion_search.model.registry import configure_mlflow
 from fashion_search.model.towers import cut_tokens
 from fashion_search.search.service import SearchService
@@ -111,7 +112,9 @@ def text_tower_timer(settings: Settings, query: str) -> Callable[[], float]:
     runs apart."""
     exported = export_version(settings, resolve(settings, configure_mlflow(settings)))
     session = OnnxSession(exported.files["text"], threads=1)
-    tokens = cut_tokens(exported.clip.tokenizer([query]).numpy().astype(np.int64))
+    tokens = cut_tokens(
+        tokenizer_for(exported.facts.architecture)([query]).numpy().astype(np.int64)
+    )
 
     def median_ms() -> float:
         times = []

@@ -1,19 +1,20 @@
 """Resolve the registry alias, and build (or fetch from cache) the ONNX towers of a version.
 
-ONNX files are cached per model version and export revision: locally under ``{cache_dir}/onnx/``
-and in the models bucket under ``onnx/{model}/{version}/{variant}-r{revision}/{tower}.onnx``, so a
-version is exported once.
+ONNX files are cached per model version and export revision, with the model facts serving needs
+(``model.json``): locally under ``{cache_dir}/onnx/`` and in the models bucket under
+``onnx/{model}/{version}/{variant}-r{revision}/``. A version is exported once, and a cached one
+is served without loading its checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlflow import MlflowClient
+from pydantic import BaseModel, ConfigDict
 
 from fashion_search.errors import ObjectNotFoundError
 from fashion_search.model.factory import Clip
@@ -29,6 +30,27 @@ from fashion_search.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 TOWERS = ("image", "text")
+FACTS = "model.json"
+
+
+class ModelFacts(BaseModel):
+    """What serving a version needs besides its ONNX towers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    architecture: str
+    embed_dim: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, clip: Clip) -> ModelFacts:
+        """The facts of a built model."""
+        return cls(
+            architecture=clip.spec.architecture, embed_dim=clip.embed_dim,
+            image_size=clip.image_size, mean=clip.mean, std=clip.std,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -38,7 +60,7 @@ class ExportedModel:
     version: RegisteredVersion
     variant: str
     files: dict[str, Path]
-    clip: Clip
+    facts: ModelFacts
 
 
 def resolve(settings: Settings, client: MlflowClient) -> RegisteredVersion:
@@ -57,33 +79,49 @@ def onnx_prefix(version: RegisteredVersion, variant: str) -> str:
 
 
 def export_version(settings: Settings, version: RegisteredVersion) -> ExportedModel:
-    """ONNX towers of ``version`` (fp32, or int8 when configured), from cache or exported now."""
+    """ONNX towers of ``version`` (fp32, or int8 when configured) and its facts: from the local
+    cache, else the models bucket, else exported now from the checkpoint."""
     variant = "int8" if settings.model_quantized else "fp32"
     store = ObjectStore(settings)
     prefix = onnx_prefix(version, variant)
     local = settings.cache_dir / prefix
-    clip = load_version(version)
-    files = {tower: local / f"{tower}.onnx" for tower in TOWERS}
-    for tower, path in files.items():
+    local.mkdir(parents=True, exist_ok=True)
+    clip: Clip | None = None
+    for name in (*(f"{tower}.onnx" for tower in TOWERS), FACTS):
+        path = local / name
         if path.exists():
             continue
-        local.mkdir(parents=True, exist_ok=True)
         try:
-            path.write_bytes(store.get(settings.models_bucket, f"{prefix}/{tower}.onnx"))
-            log.info("%s tower of version %s from the object store cache", tower, version.version)
+            _write_atomically(path, store.get(settings.models_bucket, f"{prefix}/{name}"))
+            log.info("%s of version %s from the object store cache", name, version.version)
             continue
         except ObjectNotFoundError:
             pass
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = Path(tmp) / f"{tower}.onnx"
-            (export_image_tower if tower == "image" else export_text_tower)(clip, fp32)
-            built = quantize_int8(fp32, Path(tmp) / "int8.onnx") if variant == "int8" else fp32
-            shutil.move(built, path)
-        store.put(
-            settings.models_bucket,
-            f"{prefix}/{tower}.onnx",
-            path.read_bytes(),
-            "application/onnx",
-        )
-        log.info("%s tower of version %s exported (%s)", tower, version.version, variant)
-    return ExportedModel(version, variant, files, clip)
+        clip = clip or load_version(version)
+        data = _build(name, clip, variant)
+        _write_atomically(path, data)
+        kind = "application/json" if name == FACTS else "application/onnx"
+        store.put(settings.models_bucket, f"{prefix}/{name}", data, kind)
+        log.info("%s of version %s built (%s)", name, version.version, variant)
+    files = {tower: local / f"{tower}.onnx" for tower in TOWERS}
+    facts = ModelFacts.model_validate_json((local / FACTS).read_bytes())
+    return ExportedModel(version, variant, files, facts)
+
+
+def _build(name: str, clip: Clip, variant: str) -> bytes:
+    """The model's facts, or one of its towers exported (and quantised when int8)."""
+    if name == FACTS:
+        return ModelFacts.of(clip).model_dump_json().encode()
+    export = export_image_tower if name == "image.onnx" else export_text_tower
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx = export(clip, Path(tmp) / name)
+        if variant == "int8":
+            onnx = quantize_int8(onnx, Path(tmp) / "int8.onnx")
+        return onnx.read_bytes()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """A download cut short never leaves a file the next start would take as cached."""
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    part.replace(path)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from fashion_search.model.factory import tokenizer_for
 from fashion_search.model.preprocess import preprocess_image
 from fashion_search.model.towers import cut_tokens
 from fashion_search.settings import Settings
@@ -24,12 +25,12 @@ class ServedModel:
     ) -> None:
         self.version = exported.version
         self.variant = exported.variant
-        clip = exported.clip
-        self.architecture = clip.spec.architecture
-        self.dimension = clip.embed_dim
-        self.image_size = clip.image_size
-        self.mean, self.std = clip.mean, clip.std
-        self._tokenizer = clip.tokenizer
+        facts = exported.facts
+        self.architecture = facts.architecture
+        self.dimension = facts.embed_dim
+        self.image_size = facts.image_size
+        self.mean, self.std = facts.mean, facts.std
+        self._tokenizer = tokenizer_for(facts.architecture)
         self.text = OnnxSession(exported.files["text"], text_threads)
         self.image = OnnxSession(exported.files["image"], image_threads)
 

@@ -45,7 +45,7 @@ from fashion_search.model.registry import (
 from fashion_search.model.towers import ImageTower, TextTower, cut_tokens, cut_tokens_torch
 from fashion_search.settings import Settings
 from model_server.batcher import MicroBatcher
-from model_server.loader import ExportedModel
+from model_server.loader import ExportedModel, ModelFacts
 from model_server.model import ServedModel
 from tests.helpers import jpeg, min_cosine, squares
 
@@ -182,7 +182,9 @@ def test_metrics_reward_a_perfect_embedder_and_punish_a_shuffled_one() -> None:
 def test_served_text_tower_takes_half_the_cores_unless_set(
     clip: Clip, onnx_files: dict[str, Path], settings: Settings
 ) -> None:
-    exported = ExportedModel(RegisteredVersion("t", "1", None, "local"), "fp32", onnx_files, clip)
+    exported = ExportedModel(
+        RegisteredVersion("t", "1", None, "local"), "fp32", onnx_files, ModelFacts.of(clip)
+    )
     cores = os.cpu_count() or 1
 
     def threads(model: ServedModel) -> list[int]:

@@ -22,6 +22,9 @@ from fashion_search.model.pipeline import TrainingOutcome, train_and_register
 from fashion_search.model.registry import configure_mlflow, load_version
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore
+from model_server import loader
+from model_server.model import ServedModel
 from stack.process import ManagedProcess
 from tests.helpers import free_port, jpeg, min_cosine, squares, start_model_server
 
@@ -179,3 +182,33 @@ def test_alias_move_is_followed_without_failing_requests(
         _reference(model_settings, second), ["Turtle Check Men Navy Blue Shirt"]
     )
     assert min_cosine(served.vectors, reference) >= 0.9999
+
+
+def test_a_cached_version_is_served_without_its_checkpoint(
+    model_settings: Settings,
+    first: TrainingOutcome,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once exported, a version's towers and facts come from the local cache or the models
+    bucket; its checkpoint is not downloaded again, and the embeddings stay the same."""
+    clip = _reference(model_settings, first)
+    titles = ["Turtle Check Men Navy Blue Shirt", "red dress"]
+    loader.export_version(model_settings, first.version)  # exported or cached already
+    store = ObjectStore(model_settings)
+    prefix = loader.onnx_prefix(first.version, "fp32")
+    facts = store.get(model_settings.models_bucket, f"{prefix}/{loader.FACTS}")
+    assert loader.ModelFacts.model_validate_json(facts) == loader.ModelFacts.of(clip)
+
+    def no_checkpoint(*_: object) -> Clip:
+        raise AssertionError("the checkpoint was loaded")
+
+    monkeypatch.setattr(loader, "load_version", no_checkpoint)
+    bucket_only = model_settings.model_copy(
+        update={"cache_dir": tmp_path_factory.mktemp("empty-cache")}
+    )
+    for settings in (model_settings, bucket_only):  # the local cache; the bucket
+        served = ServedModel(loader.export_version(settings, first.version))
+        assert (served.dimension, served.image_size) == (clip.embed_dim, clip.image_size)
+        assert min_cosine(served.embed_texts(titles), embed_texts(clip, titles)) >= 0.9999
+    assert not list(bucket_only.cache_dir.rglob("*.part"))

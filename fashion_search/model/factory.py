@@ -54,6 +54,11 @@ class Clip:
         return tokens
 
 
+def tokenizer_for(architecture: str) -> Any:
+    """open_clip's tokeniser of ``architecture`` (no weights needed)."""
+    return open_clip.get_tokenizer(architecture)
+
+
 def create_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> Clip:
     """Build the model of ``spec`` (weights loaded), in eval mode on ``device``."""
     if spec.architecture not in open_clip.list_models():
@@ -70,7 +75,7 @@ def create_clip(spec: ModelSpec, device: str | torch.device = "cpu") -> Clip:
     return Clip(
         model=model,
         spec=spec,
-        tokenizer=open_clip.get_tokenizer(spec.architecture),
+        tokenizer=tokenizer_for(spec.architecture),
         image_size=size,
         context_length=int(model.context_length),
         embed_dim=int(model.text_projection.shape[1])
