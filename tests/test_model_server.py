@@ -4,9 +4,11 @@ and the server follows; bad input gets clear gRPC errors and the server keeps se
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -212,3 +214,19 @@ def test_a_cached_version_is_served_without_its_checkpoint(
         assert (served.dimension, served.image_size) == (clip.embed_dim, clip.image_size)
         assert min_cosine(served.embed_texts(titles), embed_texts(clip, titles)) >= 0.9999
     assert not list(bucket_only.cache_dir.rglob("*.part"))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc and transparent huge pages")
+def test_the_server_asks_for_huge_pages(server: ManagedProcess) -> None:
+    """The server runs with glibc's huge-page tunable (it re-executes itself with it), and gets
+    huge pages where the kernel gives them on request."""
+    proc = Path(f"/proc/{server.pid()}")
+    environ = dict(
+        entry.split("=", 1) for entry in (proc / "environ").read_text().split("\0") if "=" in entry
+    )
+    assert "glibc.malloc.hugetlb=1" in environ.get("GLIBC_TUNABLES", "")
+    if "[never]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
+        return
+    rollup = (proc / "smaps_rollup").read_text().splitlines()
+    huge_kb = next(int(line.split()[1]) for line in rollup if line.startswith("AnonHugePages"))
+    assert huge_kb > 0
