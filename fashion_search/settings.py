@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     # more req/s, at 32 -1 to +27% (README, Search).
     model_text_threads: int = 0
     # glibc's malloc asks for transparent huge pages (Linux): fewer TLB misses as the towers
-    # stream their weights; ViT-B/32 int8 text search p50 -1.4 ms on this VM (README, Search).
+    # stream their weights; ViT-B/32 int8 text search p50 -1.1 ms on this VM (README, Search).
     model_huge_pages: bool = True
 
     # Bucket-event ingestion: dispatcher (Kafka) / poller (SQS) and the bucket-event function.

@@ -45,6 +45,7 @@ from fashion_search.model.registry import (
 from fashion_search.model.towers import ImageTower, TextTower, cut_tokens, cut_tokens_torch
 from fashion_search.settings import Settings
 from model_server.batcher import MicroBatcher
+from model_server.huge_pages import with_huge_pages
 from model_server.loader import ExportedModel, ModelFacts
 from model_server.model import ServedModel
 from tests.helpers import jpeg, min_cosine, squares
@@ -306,3 +307,14 @@ def test_champion_alias_moves_only_for_a_better_version(clip: Clip, settings: Se
     assert promote_if_better(client, third, 0.4, 0.3)
     assert champion(client, name).version == third.version  # type: ignore[union-attr]
     client.set_terminated(run.info.run_id)
+
+
+def test_the_huge_page_tunable_joins_other_glibc_tunables_once() -> None:
+    assert with_huge_pages({"PATH": "/bin"}) == {
+        "PATH": "/bin",
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
+    }
+    joined = with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert joined == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+    assert with_huge_pages(joined) is None
+    assert with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=10"}) is not None
