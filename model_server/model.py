@@ -1,8 +1,10 @@
-"""A served model version: tokeniser + preprocessing + the two ONNX sessions."""
+"""A served model version: tokeniser, preprocessing and the ONNX sessions of its towers."""
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -15,14 +17,24 @@ from model_server.loader import ExportedModel
 from model_server.runtime import OnnxSession
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
+#: How long the text tower must have been idle for a lone text to take the lone-text session.
+#: At concurrency 1 a query leaves 8-10 ms between text runs; under load they follow closer,
+#: and the cores are better left to the API and the database (README, Search).
+LONE_TEXT_IDLE_S = 0.004
 
 
 class ServedModel:
     """Embeds texts and images with one registered version's ONNX towers."""
 
     def __init__(
-        self, exported: ExportedModel, image_threads: int = 0, text_threads: int = 0
+        self,
+        exported: ExportedModel,
+        image_threads: int = 0,
+        text_threads: int = 0,
+        lone_text_threads: int = 0,
     ) -> None:
+        """Intra-op threads of each session, 0 = one per core. With ``lone_text_threads`` more
+        than ``text_threads``, a second text session runs a lone text on an idle model."""
         self.version = exported.version
         self.variant = exported.variant
         facts = exported.facts
@@ -31,14 +43,23 @@ class ServedModel:
         self.image_size = facts.image_size
         self.mean, self.std = facts.mean, facts.std
         self._tokenizer = tokenizer_for(facts.architecture)
+        cores = os.cpu_count() or 1
         self.text = OnnxSession(exported.files["text"], text_threads)
+        self.lone_text = (
+            OnnxSession(exported.files["text"], lone_text_threads)
+            if (lone_text_threads or cores) > (text_threads or cores)
+            else None
+        )
         self.image = OnnxSession(exported.files["image"], image_threads)
+        self._text_ended = -math.inf  # perf_counter() when the last text run ended
+        self._image_running = False
 
     @classmethod
     def configured(cls, exported: ExportedModel, settings: Settings) -> ServedModel:
-        """With the thread counts of ``settings`` (the text tower's: half the cores unless set)."""
+        """With the thread counts of ``settings`` (the text tower's: half the cores unless set;
+        a lone text's: every core unless set)."""
         text_threads = settings.model_text_threads or max(1, (os.cpu_count() or 1) // 2)
-        return cls(exported, settings.model_threads, text_threads)
+        return cls(exported, settings.model_threads, text_threads, settings.model_lone_text_threads)
 
     @property
     def providers(self) -> list[str]:
@@ -46,9 +67,18 @@ class ServedModel:
         return sorted(set(self.text.providers) | set(self.image.providers))
 
     def embed_texts(self, texts: list[str]) -> Array:
-        """Tokenise, cut after the last end-of-text token, run the text tower."""
-        tokens = self._tokenizer(texts).numpy().astype(np.int64)
-        return self.text.run(cut_tokens(tokens))
+        """Tokenise, cut after the last end-of-text token, run the text tower: a lone text on
+        an idle model (no image batch running, no text run for ``LONE_TEXT_IDLE_S``) on the
+        lone-text session, everything else on the text session."""
+        tokens = cut_tokens(self._tokenizer(texts).numpy().astype(np.int64))
+        session = self.text
+        idle = time.perf_counter() - self._text_ended >= LONE_TEXT_IDLE_S
+        if self.lone_text is not None and len(texts) == 1 and idle and not self._image_running:
+            session = self.lone_text
+        try:
+            return session.run(tokens)
+        finally:
+            self._text_ended = time.perf_counter()
 
     def preprocess(self, data: bytes, max_pixels: int) -> Array:
         """Decoded, padded, resized, normalised ``[3, S, S]`` pixels of one image."""
@@ -56,4 +86,8 @@ class ServedModel:
 
     def embed_pixels(self, pixels: list[Array]) -> Array:
         """Run the image tower on preprocessed images."""
-        return self.image.run(np.stack(pixels))
+        self._image_running = True
+        try:
+            return self.image.run(np.stack(pixels))
+        finally:
+            self._image_running = False

@@ -180,21 +180,65 @@ def test_metrics_reward_a_perfect_embedder_and_punish_a_shuffled_one() -> None:
     assert full["knn_article_type"] == 1.0  # every neighbour is a blue men's shirt
 
 
-def test_served_text_tower_takes_half_the_cores_unless_set(
-    clip: Clip, onnx_files: dict[str, Path], settings: Settings
-) -> None:
-    exported = ExportedModel(
+@pytest.fixture
+def exported(clip: Clip, onnx_files: dict[str, Path]) -> ExportedModel:
+    return ExportedModel(
         RegisteredVersion("t", "1", None, "local"), "fp32", onnx_files, ModelFacts.of(clip)
     )
+
+
+def test_served_sessions_take_their_thread_counts_from_the_settings(
+    exported: ExportedModel, settings: Settings
+) -> None:
     cores = os.cpu_count() or 1
 
-    def threads(model: ServedModel) -> list[int]:
-        sessions = (model.text, model.image)
-        return [s.session.get_session_options().intra_op_num_threads for s in sessions]
+    def threads(model: ServedModel) -> list[int | None]:
+        sessions = (model.text, model.lone_text, model.image)
+        return [s and s.session.get_session_options().intra_op_num_threads for s in sessions]
 
-    assert threads(ServedModel.configured(exported, settings)) == [max(1, cores // 2), cores]
-    configured = settings.model_copy(update={"model_text_threads": 3, "model_threads": 1})
-    assert threads(ServedModel.configured(exported, configured)) == [3, 1]
+    half = max(1, cores // 2)
+    default = [half, cores if cores > half else None, cores]
+    assert threads(ServedModel.configured(exported, settings)) == default
+    configured = settings.model_copy(
+        update={"model_text_threads": 3, "model_lone_text_threads": 4, "model_threads": 1}
+    )
+    assert threads(ServedModel.configured(exported, configured)) == [3, 4, 1]
+    no_lone = settings.model_copy(update={"model_text_threads": 2, "model_lone_text_threads": 2})
+    assert ServedModel.configured(exported, no_lone).lone_text is None
+    options = ServedModel(exported).image.session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_a_lone_text_on_an_idle_model_runs_on_the_lone_text_session(
+    exported: ExportedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ServedModel(exported, text_threads=1, lone_text_threads=2)
+    assert model.lone_text is not None
+    ran: list[str] = []
+    for name, session in (("text", model.text), ("lone", model.lone_text)):
+        monkeypatch.setattr(
+            session, "run", lambda b, run=session.run, n=name: ran.append(n) or run(b)
+        )
+    title = ["Turtle Check Men Navy Blue Shirt"]
+    lone = model.embed_texts(title)  # nothing ran before
+    monkeypatch.setattr("model_server.model.LONE_TEXT_IDLE_S", 3600.0)
+    after_a_run = model.embed_texts(title)  # the text tower ran just now
+    monkeypatch.setattr("model_server.model.LONE_TEXT_IDLE_S", 0.0)
+    model.embed_texts([*title, "red dress"])  # two texts
+    image_run = model.image.run
+    beside_an_image: list[Any] = []
+
+    def image_with_a_text_beside_it(batch: Any) -> Any:
+        beside_an_image.append(model.embed_texts(title))
+        return image_run(batch)
+
+    monkeypatch.setattr(model.image, "run", image_with_a_text_beside_it)
+    model.embed_pixels([model.preprocess(jpeg(60, 80), 1_000_000)])
+    assert ran == ["lone", "text", "text", "text"]
+    model.embed_texts(title)  # idle again, no image running
+    assert ran[-1] == "lone"
+    assert min_cosine(lone, after_a_run) >= 0.9999
+    assert min_cosine(beside_an_image[0], lone) >= 0.9999
 
 
 def test_micro_batcher_merges_concurrent_requests() -> None:
