@@ -118,9 +118,10 @@ class Settings(BaseSettings):
     # search: p50 at concurrency 1 the same, p95 lower in every run; at 8 concurrent 16-38%
     # more req/s, at 32 -1 to +27% (README, Search).
     model_text_threads: int = 0
-    # Threads of a second text session for a lone text on an idle model; 0 = one per core; no
-    # second session unless more than the text session's. ViT-B/32 int8 text search at
-    # concurrency 1 on 2 cores: p50 -1.5 to -1.9 ms, req/s under load the same (README, Search).
+    # Threads of a second text session for a lone text on an idle model (CPU only); 0 = one per
+    # core; no second session unless more than the text session's. ViT-B/32 int8 text search at
+    # concurrency 1 on 2 cores: p50 1.5-1.9 ms lower on average, req/s under load the same
+    # (README, Search).
     model_lone_text_threads: int = 0
     # glibc's malloc asks for transparent huge pages (Linux): fewer TLB misses as the towers
     # stream their weights; ViT-B/32 int8 text search p50 -1.1 ms on this VM (README, Search).

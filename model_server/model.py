@@ -33,8 +33,8 @@ class ServedModel:
         text_threads: int = 0,
         lone_text_threads: int = 0,
     ) -> None:
-        """Intra-op threads of each session, 0 = one per core. With ``lone_text_threads`` more
-        than ``text_threads``, a second text session runs a lone text on an idle model."""
+        """Intra-op threads of each session, 0 = one per core. On CPU, with ``lone_text_threads``
+        more than ``text_threads``, a second text session runs a lone text on an idle model."""
         self.version = exported.version
         self.variant = exported.variant
         facts = exported.facts
@@ -45,9 +45,10 @@ class ServedModel:
         self._tokenizer = tokenizer_for(facts.architecture)
         cores = os.cpu_count() or 1
         self.text = OnnxSession(exported.files["text"], text_threads)
+        on_cpu = self.text.providers[0] == "CPUExecutionProvider"
         self.lone_text = (
             OnnxSession(exported.files["text"], lone_text_threads)
-            if (lone_text_threads or cores) > (text_threads or cores)
+            if on_cpu and (lone_text_threads or cores) > (text_threads or cores)
             else None
         )
         self.image = OnnxSession(exported.files["image"], image_threads)
