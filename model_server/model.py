@@ -14,7 +14,7 @@ from fashion_search.model.preprocess import preprocess_image
 from fashion_search.model.towers import cut_tokens
 from fashion_search.settings import Settings
 from model_server.loader import ExportedModel
-from model_server.runtime import OnnxSession
+from model_server.runtime import OnnxSession, thread_count
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 #: How long the text tower must have been idle for a lone text to take the lone-text session.
@@ -43,12 +43,11 @@ class ServedModel:
         self.image_size = facts.image_size
         self.mean, self.std = facts.mean, facts.std
         self._tokenizer = tokenizer_for(facts.architecture)
-        cores = os.cpu_count() or 1
         self.text = OnnxSession(exported.files["text"], text_threads)
         on_cpu = self.text.providers[0] == "CPUExecutionProvider"
         self.lone_text = (
             OnnxSession(exported.files["text"], lone_text_threads)
-            if on_cpu and (lone_text_threads or cores) > (text_threads or cores)
+            if on_cpu and thread_count(lone_text_threads) > thread_count(text_threads)
             else None
         )
         self.image = OnnxSession(exported.files["image"], image_threads)

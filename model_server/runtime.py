@@ -19,12 +19,17 @@ def preferred_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
+def thread_count(threads: int) -> int:
+    """An intra-op thread setting resolved: ``threads``, or one per core for 0."""
+    return threads or (os.cpu_count() or 1)
+
+
 class OnnxSession:
     """An inference session with one input and one output."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = thread_count(threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # The pool's threads spin while a run lasts, which keeps its parallel sections fast, and
         # sleep when it ends instead of spinning on for ~40 ms on the cores that the API and the
