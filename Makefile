@@ -2,6 +2,11 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
+# The dataset: the local copy beside this checkout when there is one, else the hub id.
+SHARED_DATASET := $(abspath ../shared/datasets/fashion-product-images-small/fashion-product-images-small.parquet)
+ifneq ($(wildcard $(SHARED_DATASET)),)
+export FS_DATASET_SOURCE ?= $(SHARED_DATASET)
+endif
 # Catalog size for `make up`: empty = the whole dataset (44,072 products).
 LIMIT ?=
 

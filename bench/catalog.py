@@ -90,12 +90,12 @@ def main() -> None:
 
     settings = get_settings()
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = make_conninfo(settings.database_url, dbname="postgres")
+    admin = make_conninfo(settings.database.url, dbname="postgres")
     create_database(admin, name)
-    conninfo = make_conninfo(settings.database_url, dbname=name)
+    conninfo = make_conninfo(settings.database.url, dbname=name)
     try:
-        migrate(conninfo, settings.embedding_dim)
-        products = _products(settings, args.products, settings.embedding_dim)
+        migrate(conninfo, settings.database.embedding_dim)
+        products = _products(settings, args.products, settings.database.embedding_dim)
         n = len(products)
         started = time.perf_counter()
         _row_by_row(conninfo, products)
@@ -133,7 +133,7 @@ def main() -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
-    dim = settings.embedding_dim
+    dim = settings.database.embedding_dim
     print(f"\ncatalog benchmark: {n} products, {dim}-d vectors, {args.queries} queries")
     print(f"{'bulk write':<28} {'seconds':>8} {'products/s':>11} {'ratio':>7}")
     print(f"{'row-by-row INSERT (base)':<28} {row_s:>8.2f} {n / row_s:>11.0f} {1.0:>7.2f}")

@@ -43,17 +43,17 @@ class OutputWatcher:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": f"bench-{uuid.uuid4().hex}",
                 "auto.offset.reset": "latest",
                 "fetch.wait.max.ms": 10,
                 "log_level": 4,
             }
         )
-        self._consumer.subscribe([settings.output_topic, settings.dead_letter_topic])
+        self._consumer.subscribe([settings.kafka.output_topic, settings.kafka.dead_letter_topic])
         while not self._consumer.assignment():
             self._consumer.poll(0.2)
-        self._output_topic = settings.output_topic
+        self._output_topic = settings.kafka.output_topic
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -101,7 +101,7 @@ def main() -> None:
     ][: args.burst + args.singles]
     run = uuid.uuid4().hex[:6]
 
-    with EmbeddingClient(settings.model_server_address, timeout_s=120) as client:
+    with EmbeddingClient(settings.model_server.address, timeout_s=120) as client:
         info = client.info()
         raw_rate = raw_image_rate(client, images[: args.burst], 32)
 
@@ -111,7 +111,7 @@ def main() -> None:
     def upload(index: int, prefix: str) -> str:
         key = f"bench/{run}/{prefix}/{index}.jpg"
         sent[key] = time.perf_counter()
-        store.put(settings.uploads_bucket, key, images[index])
+        store.put(settings.storage.uploads_bucket, key, images[index])
         return key
 
     try:
@@ -153,8 +153,8 @@ def main() -> None:
             copies = [p.image_key for p in repository.get_many(sorted(set(watcher.ids)))]
             repository.delete(watcher.ids)
         for bucket, keys in (
-            (settings.uploads_bucket, list(sent)),
-            (settings.images_bucket, copies),
+            (settings.storage.uploads_bucket, list(sent)),
+            (settings.storage.images_bucket, copies),
         ):
             for key in keys:
                 store.client.delete_object(Bucket=bucket, Key=key)

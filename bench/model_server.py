@@ -34,7 +34,7 @@ from fashion_search.model.onnx_export import (
 )
 from fashion_search.model.registry import RegisteredVersion
 from fashion_search.model.towers import cut_tokens
-from fashion_search.settings import Settings
+from fashion_search.settings import ModelServerSettings, Settings
 from model_server.loader import ExportedModel, ModelFacts
 from model_server.model import ServedModel
 from model_server.service import EmbeddingService, create_server
@@ -65,7 +65,9 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
 
 def _serve(model: ServedModel, port: int, max_batch: int) -> Callable[[], None]:
     """Start the gRPC service; returns a function that stops it."""
-    settings = Settings(model_server_port=port, model_max_batch=max_batch, model_max_wait_ms=5)
+    settings = Settings(
+        model_server=ModelServerSettings(port=port, max_batch=max_batch, max_wait_ms=5)
+    )
     service = EmbeddingService(settings, model)
     server = create_server(settings, service)
     server.start()

@@ -77,11 +77,13 @@ def main() -> None:
     settings = get_settings()
     client = configure_mlflow(settings)
     if args.version:
-        version = RegisteredVersion(settings.model_name, args.version, None, "")
+        version = RegisteredVersion(settings.registry.model_name, args.version, None, "")
     else:
-        found = champion(client, settings.model_name, settings.model_alias)
+        found = champion(client, settings.registry.model_name, settings.registry.model_alias)
         if found is None:
-            raise SystemExit(f"{settings.model_name} has no {settings.model_alias}")
+            raise SystemExit(
+                f"{settings.registry.model_name} has no {settings.registry.model_alias}"
+            )
         version = found
     clip = load_version(version)
     train = load_split(settings.dataset_source, clip.image_size, "train", args.limit)

@@ -37,18 +37,18 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     images = [item.image for item in iter_dataset(settings.dataset_source, limit=512)]
-    with EmbeddingClient(settings.model_server_address, timeout_s=120) as client:
+    with EmbeddingClient(settings.model_server.address, timeout_s=120) as client:
         info = client.info()
         raw_rate = raw_image_rate(client, images, 64)
 
-    database = f"{settings.database}_bench_{uuid.uuid4().hex[:6]}"
-    admin = make_conninfo(settings.database_url, dbname="postgres")
+    database = f"{settings.database.name}_bench_{uuid.uuid4().hex[:6]}"
+    admin = make_conninfo(settings.database.url, dbname="postgres")
     create_database(admin, database)
-    url = make_conninfo(settings.database_url, dbname=database)
+    url = make_conninfo(settings.database.url, dbname=database)
     env = {**os.environ, "FS_DATABASE": database, "FS_DATABASE_URL": url,
            "FS_DAG_TASK_RETRIES": "0"}  # fmt: skip
     try:
-        airflow = LocalAirflow(settings, settings.state_dir / "airflow")
+        airflow = LocalAirflow(settings, settings.stack.state_dir / "airflow")
         started = time.perf_counter()
         result = airflow.test_dag("recreate_prod_database", {"limit": args.limit}, env)
         took = time.perf_counter() - started

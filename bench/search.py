@@ -165,7 +165,7 @@ def main() -> None:
         )
         for image in images
     ]
-    http = _HttpClient(settings.api_url)
+    http = _HttpClient(settings.search.api_url)
     count = http.request("GET", "/health")["catalog"]["products"]
 
     def text(i: int) -> dict[str, Any]:
@@ -176,12 +176,13 @@ def main() -> None:
         body, content_type = uploads[i % len(uploads)]
         return http.request("POST", "/search/image", body, {"Content-Type": content_type})
 
-    with create_pool(settings) as pool, EmbeddingClient(settings.model_server_address) as client:
+    with create_pool(settings) as pool, EmbeddingClient(settings.model_server.address) as client:
         repository = CatalogRepository(pool)
         service = SearchService(settings, repository, ObjectStore(settings), client)
         info = client.info()
-        served = settings.model_copy(
-            update={"model_name": info.registry_name, "model_quantized": info.quantized}
+        served = settings.replace(
+            registry={"model_name": info.registry_name},
+            model_server={"quantized": info.quantized},
         )
         text_tower_ms = text_tower_timer(served, queries[0])
         before = text_tower_ms()

@@ -18,13 +18,13 @@ from fashion_search.storage import ObjectStore
 
 def _migrate(args: argparse.Namespace) -> None:
     settings = get_settings()
-    applied = migrate(settings.database_url, args.embedding_dim or settings.embedding_dim)
+    applied = migrate(settings.database.url, args.embedding_dim or settings.database.embedding_dim)
     print("applied: " + ", ".join(applied) if applied else "schema is current")
 
 
 def _load(args: argparse.Namespace) -> None:
     settings = get_settings()
-    migrate(settings.database_url, settings.embedding_dim)
+    migrate(settings.database.url, settings.database.embedding_dim)
     store = ObjectStore(settings)
     store.ensure_buckets()
     started = time.perf_counter()
@@ -51,7 +51,7 @@ def _embed(args: argparse.Namespace) -> None:
     from fashion_search.workflows.catalog import embed_products
 
     settings = get_settings()
-    migrate(settings.database_url, settings.embedding_dim)
+    migrate(settings.database.url, settings.database.embedding_dim)
     report = embed_products(settings, args.batch_size, progress=True)
     if report["dimension_changed"]:
         print(f"catalog moved to the served model's dimension {report['dimension']}")
@@ -83,7 +83,7 @@ def _eval_search(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, float]] = {}
     with (
         create_pool(settings) as pool,
-        EmbeddingClient(settings.model_server_address) as client,
+        EmbeddingClient(settings.model_server.address) as client,
     ):
         service = SearchService(
             settings,
@@ -126,7 +126,7 @@ def _eval_ingest(args: argparse.Namespace) -> None:
     )
     with (
         create_pool(settings) as pool,
-        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
+        EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
         print(f"model {client.info().registry_name} version {client.info().registry_version}")
         report = classification_accuracy(
@@ -156,20 +156,20 @@ def _upload(args: argparse.Namespace) -> None:
     settings = get_settings()
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": f"upload-cli-{time.time_ns()}",
             "auto.offset.reset": "latest",
             "log_level": 4,
         }
     )
-    consumer.subscribe([settings.output_topic, settings.dead_letter_topic])
+    consumer.subscribe([settings.kafka.output_topic, settings.kafka.dead_letter_topic])
     consumer.poll(1.0)  # join the group before uploading, so no message is missed
     store = ObjectStore(settings)
     pending = {}
     for path in map(Path, args.files):
         key = f"{args.prefix.strip('/')}/{path.name}"
-        pending[key] = store.put(settings.uploads_bucket, key, path.read_bytes())
-        print(f"uploaded s3://{settings.uploads_bucket}/{key} (eTag {pending[key]})")
+        pending[key] = store.put(settings.storage.uploads_bucket, key, path.read_bytes())
+        print(f"uploaded s3://{settings.storage.uploads_bucket}/{key} (eTag {pending[key]})")
     deadline = time.monotonic() + args.wait
     while pending and time.monotonic() < deadline:
         message = consumer.poll(0.5)
@@ -185,7 +185,7 @@ def _upload(args: argparse.Namespace) -> None:
 
 
 def _set_dim(args: argparse.Namespace) -> None:
-    changed = set_embedding_dimension(get_settings().database_url, args.dimension)
+    changed = set_embedding_dimension(get_settings().database.url, args.dimension)
     print(
         "embedding dimension changed; embeddings cleared" if changed else "already that dimension"
     )

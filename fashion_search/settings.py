@@ -1,180 +1,211 @@
 """One typed settings object for every part of fashion-search, read from ``FS_*`` variables.
 
-Endpoints default to the native local stack on 127.0.0.1; the docker-compose stack and real
-deployments override them (``FS_DATABASE_URL``, ``FS_S3_ENDPOINT_URL``, ...).
+Settings are grouped by part (``settings.database.url``, ``settings.model_server.max_batch``,
+...); each field names its environment variable. Endpoints left empty point at the native local
+stack on 127.0.0.1; the docker-compose stack and real deployments set them (``FS_DATABASE_URL``,
+``FS_S3_ENDPOINT_URL``, ...).
 """
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_DATASET_IN_SHARED = (
-    "shared/datasets/fashion-product-images-small/fashion-product-images-small.parquet"
-)
+LOCAL_HOST = "127.0.0.1"
 
 
-def _local_origin(repo: Path) -> Path | None:
-    """The checkout this repository was cloned from, when that is a local path."""
-    try:
-        config = (repo / ".git" / "config").read_text()
-    except OSError:
-        return None
-    match = re.search(r'\[remote "origin"\][^\[]*?\burl\s*=\s*(\S+)', config)
-    origin = Path(match[1]) if match else None
-    return origin if origin is not None and origin.is_absolute() and origin.is_dir() else None
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
 
-def _shared_dataset(repo: Path) -> Path:
-    """The shared parquet next to this checkout, or next to the local checkout it was cloned
-    from (a throw-away clone elsewhere still finds it)."""
-    candidates = [repo.parent / _DATASET_IN_SHARED]
-    origin = _local_origin(repo)
-    if origin is not None:
-        candidates.append(origin.parent / _DATASET_IN_SHARED)
-    return next((path for path in candidates if path.exists()), candidates[0])
+class StackSettings(_Group):
+    """The native local stack: where it keeps data, logs and pid files, and its ports."""
+
+    state_dir: Path = Field(REPO_ROOT / ".stack", validation_alias="FS_STATE_DIR")
+    profile: Literal["native", "pip"] = Field("native", validation_alias="FS_PROFILE")
+    pg_port: int = Field(15432, validation_alias="FS_PG_PORT")
+    s3_port: int = Field(19000, validation_alias="FS_S3_PORT")
+    s3_console_port: int = Field(19001, validation_alias="FS_S3_CONSOLE_PORT")
+    kafka_port: int = Field(19092, validation_alias="FS_KAFKA_PORT")
+    kafka_controller_port: int = Field(19093, validation_alias="FS_KAFKA_CONTROLLER_PORT")
+    mlflow_port: int = Field(15000, validation_alias="FS_MLFLOW_PORT")
+    localstack_port: int = Field(14566, validation_alias="FS_LOCALSTACK_PORT")
 
 
-SHARED_DATASET = _shared_dataset(REPO_ROOT)
+class DatabaseSettings(_Group):
+    """PostgreSQL + pgvector."""
+
+    url: str = Field("", validation_alias="FS_DATABASE_URL")  # default: the local stack's
+    name: str = Field("fashion", validation_alias="FS_DATABASE")  # of the local stack's
+    pool_max_size: int = Field(8, validation_alias="FS_POOL_MAX_SIZE")
+    embedding_dim: int = Field(512, validation_alias="FS_EMBEDDING_DIM")
+    hnsw_ef_search: int = Field(100, validation_alias="FS_HNSW_EF_SEARCH")
 
 
-class Settings(BaseSettings):
-    """Configuration from the environment (prefix ``FS_``)."""
+class StorageSettings(_Group):
+    """The S3-compatible object store (MinIO natively, moto as the pip-only fallback)."""
 
-    model_config = SettingsConfigDict(env_prefix="FS_", extra="ignore")
-
-    # Local stack: where it keeps data, logs and pid files, and where installs are cached.
-    state_dir: Path = REPO_ROOT / ".stack"
-    cache_dir: Path = Path.home() / ".cache" / "fashion-search"
-    profile: Literal["native", "pip"] = "native"
-
-    # Product dataset: a local parquet file or folder, or a Hugging Face dataset id.
-    dataset_source: str = (
-        str(SHARED_DATASET) if SHARED_DATASET.exists() else "ashraq/fashion-product-images-small"
-    )
-
-    # PostgreSQL + pgvector.
-    pg_port: int = 15432
-    database: str = "fashion"
-    database_url: str = ""
-    pool_max_size: int = 8
-    embedding_dim: int = 512
-    hnsw_ef_search: int = 100
-
-    # S3-compatible object store (MinIO natively, moto as the pip-only fallback).
-    s3_port: int = 19000
-    s3_console_port: int = 19001
-    s3_endpoint_url: str = ""
-    s3_public_endpoint_url: str = ""  # host browsers use for presigned URLs (default: the above)
-    s3_access_key: str = "fashion"
-    s3_secret_key: str = "fashion-secret"
-    s3_region: str = "us-east-1"
-    images_bucket: str = "fashion-images"
-    datasets_bucket: str = "fashion-datasets"
-    models_bucket: str = "fashion-models"
-    uploads_bucket: str = "fashion-uploads"
-
-    # Kafka (Apache Kafka natively, Tansu as the pip-only fallback).
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
-    kafka_bootstrap: str = ""
-    kafka_partitions: int = 3
-    uploads_topic: str = "fashion.uploads"
-    output_topic: str = "fashion.products"
-    dead_letter_topic: str = "fashion.dead-letter"
-
-    # MLflow tracking server and model registry.
-    mlflow_port: int = 15000
-    mlflow_tracking_uri: str = ""
-
-    # LocalStack (S3 + SQS) for the AWS-shaped trigger path.
-    localstack_port: int = 14566
-    localstack_endpoint_url: str = ""
-    uploads_queue: str = "fashion-uploads-events"
-
-    # Model registry (MLflow) and the gRPC model server.
-    model_name: str = "fashion-clip"
-    model_alias: str = "champion"
-    model_server_port: int = 50051
-    model_server_address: str = ""
-    model_server_bind: str = "127.0.0.1"
-    model_quantized: bool = False
-    model_max_batch: int = 32
-    model_max_wait_ms: float = 0.0  # extra wait for a part-full batch
-    model_reload_interval_s: float = 10.0
-    model_max_image_bytes: int = 20 * 1024 * 1024
-    model_max_image_pixels: int = 40_000_000
-    model_max_items: int = 1024  # texts or images in one call
-    model_max_text_chars: int = 2000
-    model_threads: int = 0  # ONNX Runtime intra-op threads of the image tower; 0 = one per core
-    # Text tower intra-op threads; 0 = half the cores (at least 1), leaving the others to the
-    # API and the database beside it. On 2 cores, 1 thread against 2 for ViT-B/32 int8 text
-    # search: p50 at concurrency 1 the same, p95 lower in every run; at 8 concurrent 16-38%
-    # more req/s, at 32 -1 to +27% (README, Search).
-    model_text_threads: int = 0
-    # Threads of a second text session for a lone text on an idle model (CPU only); 0 = one per
-    # core; no second session unless more than the text session's. ViT-B/32 int8 text search at
-    # concurrency 1 on 2 cores: p50 1.5-1.9 ms lower on average, req/s under load the same
-    # (README, Search).
-    model_lone_text_threads: int = 0
-    # glibc's malloc asks for transparent huge pages (Linux): fewer TLB misses as the towers
-    # stream their weights; ViT-B/32 int8 text search p50 -1.1 ms on this VM (README, Search).
-    model_huge_pages: bool = True
-
-    # Bucket-event ingestion: dispatcher (Kafka) / poller (SQS) and the bucket-event function.
-    ingest_group_id: str = "fashion-ingest"
-    ingest_batch_size: int = 32  # events per function invocation
-    ingest_batch_window_ms: float = 20.0  # how long a started batch waits to fill
-    ingest_neighbours: int = 10  # catalog neighbours that vote on each label
-    ingest_retry_attempts: int = 8  # model-server calls per batch before dead-lettering
-    ingest_retry_base_s: float = 0.5  # first backoff, doubled each attempt
-    ingest_retry_max_s: float = 10.0
-    ingest_invoke_attempts: int = 3  # invocations of a failing batch before it is split
-
-    # Airflow DAG steps: how long finetune waits for the model server to serve the champion.
-    serve_timeout_s: float = 300.0
-
-    # Search API and UI.
-    search_mode: Literal["vector", "hybrid"] = "hybrid"  # measured better: README, Search
-    search_max_upload_bytes: int = 10 * 1024 * 1024
-    image_url_expiry_s: int = 3600
-    api_host: str = "127.0.0.1"
-    api_port: int = 18000
-    api_url: str = ""
-    ui_port: int = 18501
-
-    @model_validator(mode="after")
-    def _default_endpoints(self) -> Settings:
-        """Endpoints left empty point at the native local stack on 127.0.0.1."""
-        host = "127.0.0.1"
-        self.database_url = (
-            self.database_url or f"postgresql://postgres@{host}:{self.pg_port}/{self.database}"
-        )
-        self.s3_endpoint_url = self.s3_endpoint_url or f"http://{host}:{self.s3_port}"
-        self.kafka_bootstrap = self.kafka_bootstrap or f"{host}:{self.kafka_port}"
-        self.mlflow_tracking_uri = self.mlflow_tracking_uri or f"http://{host}:{self.mlflow_port}"
-        self.model_server_address = self.model_server_address or f"{host}:{self.model_server_port}"
-        self.api_url = self.api_url or f"http://{host}:{self.api_port}"
-        self.localstack_endpoint_url = (
-            self.localstack_endpoint_url or f"http://{host}:{self.localstack_port}"
-        )
-        return self
+    endpoint_url: str = Field("", validation_alias="FS_S3_ENDPOINT_URL")
+    # The host browsers use for presigned URLs (default: the above).
+    public_endpoint_url: str = Field("", validation_alias="FS_S3_PUBLIC_ENDPOINT_URL")
+    access_key: str = Field("fashion", validation_alias="FS_S3_ACCESS_KEY")
+    secret_key: str = Field("fashion-secret", validation_alias="FS_S3_SECRET_KEY")
+    region: str = Field("us-east-1", validation_alias="FS_S3_REGION")
+    images_bucket: str = Field("fashion-images", validation_alias="FS_IMAGES_BUCKET")
+    datasets_bucket: str = Field("fashion-datasets", validation_alias="FS_DATASETS_BUCKET")
+    models_bucket: str = Field("fashion-models", validation_alias="FS_MODELS_BUCKET")
+    uploads_bucket: str = Field("fashion-uploads", validation_alias="FS_UPLOADS_BUCKET")
 
     @property
     def buckets(self) -> tuple[str, ...]:
         """Every bucket the system uses."""
         return (self.images_bucket, self.datasets_bucket, self.models_bucket, self.uploads_bucket)
 
+
+class KafkaSettings(_Group):
+    """Kafka (Apache Kafka natively, Tansu as the pip-only fallback) and its topics."""
+
+    bootstrap: str = Field("", validation_alias="FS_KAFKA_BOOTSTRAP")
+    partitions: int = Field(3, validation_alias="FS_KAFKA_PARTITIONS")
+    uploads_topic: str = Field("fashion.uploads", validation_alias="FS_UPLOADS_TOPIC")
+    output_topic: str = Field("fashion.products", validation_alias="FS_OUTPUT_TOPIC")
+    dead_letter_topic: str = Field("fashion.dead-letter", validation_alias="FS_DEAD_LETTER_TOPIC")
+
     @property
     def topics(self) -> tuple[str, ...]:
         """Every Kafka topic the system uses."""
         return (self.uploads_topic, self.output_topic, self.dead_letter_topic)
+
+
+class RegistrySettings(_Group):
+    """The MLflow tracking server and model registry."""
+
+    tracking_uri: str = Field("", validation_alias="FS_MLFLOW_TRACKING_URI")
+    model_name: str = Field("fashion-clip", validation_alias="FS_MODEL_NAME")
+    model_alias: str = Field("champion", validation_alias="FS_MODEL_ALIAS")
+    # How long finetune waits for the model server to serve a new champion.
+    serve_timeout_s: float = Field(300.0, validation_alias="FS_SERVE_TIMEOUT_S")
+
+
+class ModelServerSettings(_Group):
+    """The gRPC model server, and the limits of what one call may send it."""
+
+    address: str = Field("", validation_alias="FS_MODEL_SERVER_ADDRESS")  # as clients dial it
+    port: int = Field(50051, validation_alias="FS_MODEL_SERVER_PORT")
+    bind: str = Field(LOCAL_HOST, validation_alias="FS_MODEL_SERVER_BIND")
+    quantized: bool = Field(False, validation_alias="FS_MODEL_QUANTIZED")
+    max_batch: int = Field(32, validation_alias="FS_MODEL_MAX_BATCH")
+    max_wait_ms: float = Field(0.0, validation_alias="FS_MODEL_MAX_WAIT_MS")  # part-full batch
+    reload_interval_s: float = Field(10.0, validation_alias="FS_MODEL_RELOAD_INTERVAL_S")
+    max_image_bytes: int = Field(20 * 1024 * 1024, validation_alias="FS_MODEL_MAX_IMAGE_BYTES")
+    max_image_pixels: int = Field(40_000_000, validation_alias="FS_MODEL_MAX_IMAGE_PIXELS")
+    max_items: int = Field(1024, validation_alias="FS_MODEL_MAX_ITEMS")  # texts or images a call
+    max_text_chars: int = Field(2000, validation_alias="FS_MODEL_MAX_TEXT_CHARS")
+    # ONNX Runtime intra-op threads of the image tower; 0 = one per core.
+    threads: int = Field(0, validation_alias="FS_MODEL_THREADS")
+    # Text tower intra-op threads; 0 = half the cores (at least 1), leaving the others to the
+    # API and the database beside it (docs/decisions).
+    text_threads: int = Field(0, validation_alias="FS_MODEL_TEXT_THREADS")
+    # Threads of a second text session for a lone text on an idle model (CPU only); 0 = one per
+    # core; no second session unless more than the text session's (docs/decisions).
+    lone_text_threads: int = Field(0, validation_alias="FS_MODEL_LONE_TEXT_THREADS")
+    # glibc's malloc asks for transparent huge pages (Linux) (docs/decisions).
+    huge_pages: bool = Field(True, validation_alias="FS_MODEL_HUGE_PAGES")
+
+
+class IngestSettings(_Group):
+    """Bucket-event ingestion: dispatcher (Kafka) / poller (SQS) and the bucket-event function."""
+
+    group_id: str = Field("fashion-ingest", validation_alias="FS_INGEST_GROUP_ID")
+    batch_size: int = Field(32, validation_alias="FS_INGEST_BATCH_SIZE")  # events an invocation
+    # How long a started batch waits to fill.
+    batch_window_ms: float = Field(20.0, validation_alias="FS_INGEST_BATCH_WINDOW_MS")
+    neighbours: int = Field(10, validation_alias="FS_INGEST_NEIGHBOURS")  # vote on each label
+    # Model-server calls per batch before dead-lettering, the first backoff (doubled each
+    # attempt) and the longest.
+    retry_attempts: int = Field(8, validation_alias="FS_INGEST_RETRY_ATTEMPTS")
+    retry_base_s: float = Field(0.5, validation_alias="FS_INGEST_RETRY_BASE_S")
+    retry_max_s: float = Field(10.0, validation_alias="FS_INGEST_RETRY_MAX_S")
+    # Invocations of a failing batch before it is split.
+    invoke_attempts: int = Field(3, validation_alias="FS_INGEST_INVOKE_ATTEMPTS")
+    uploads_queue: str = Field("fashion-uploads-events", validation_alias="FS_UPLOADS_QUEUE")
+    # SQS (LocalStack in the local stack).
+    sqs_endpoint_url: str = Field("", validation_alias="FS_LOCALSTACK_ENDPOINT_URL")
+
+
+class SearchSettings(_Group):
+    """The search API and the UI."""
+
+    mode: Literal["vector", "hybrid"] = Field("hybrid", validation_alias="FS_SEARCH_MODE")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, validation_alias="FS_SEARCH_MAX_UPLOAD_BYTES")
+    image_url_expiry_s: int = Field(3600, validation_alias="FS_IMAGE_URL_EXPIRY_S")
+    api_host: str = Field(LOCAL_HOST, validation_alias="FS_API_HOST")
+    api_port: int = Field(18000, validation_alias="FS_API_PORT")
+    api_url: str = Field("", validation_alias="FS_API_URL")  # as the UI reaches the API
+    ui_port: int = Field(18501, validation_alias="FS_UI_PORT")
+
+
+class Settings(_Group):
+    """Configuration from the environment, grouped by part."""
+
+    # The product dataset: a Hugging Face dataset id, or a local parquet file or folder.
+    dataset_source: str = Field(
+        "ashraq/fashion-product-images-small", validation_alias="FS_DATASET_SOURCE"
+    )
+    # Installs of the local stack, and the model server's ONNX cache.
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "fashion-search", validation_alias="FS_CACHE_DIR"
+    )
+    stack: StackSettings = Field(default_factory=StackSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    model_server: ModelServerSettings = Field(default_factory=ModelServerSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    @model_validator(mode="after")
+    def _default_endpoints(self) -> Settings:
+        """Endpoints left empty point at the native local stack on 127.0.0.1."""
+        host, stack = LOCAL_HOST, self.stack
+        db = self.database
+        db.url = db.url or f"postgresql://postgres@{host}:{stack.pg_port}/{db.name}"
+        self.storage.endpoint_url = self.storage.endpoint_url or f"http://{host}:{stack.s3_port}"
+        self.kafka.bootstrap = self.kafka.bootstrap or f"{host}:{stack.kafka_port}"
+        registry = self.registry
+        registry.tracking_uri = registry.tracking_uri or f"http://{host}:{stack.mlflow_port}"
+        server = self.model_server
+        server.address = server.address or f"{host}:{server.port}"
+        self.search.api_url = self.search.api_url or f"http://{host}:{self.search.api_port}"
+        ingest = self.ingest
+        ingest.sqs_endpoint_url = (
+            ingest.sqs_endpoint_url or f"http://{host}:{stack.localstack_port}"
+        )
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        """Every setting as the ``FS_*`` variable that sets it (for a child process)."""
+        env: dict[str, str] = {}
+        for group in (self, *(v for v in self.__dict__.values() if isinstance(v, _Group))):
+            for name, field in type(group).model_fields.items():
+                value = getattr(group, name)
+                if isinstance(field.validation_alias, str) and not isinstance(value, _Group):
+                    env[field.validation_alias] = str(value)
+        return env
+
+    def replace(self, **groups: dict[str, Any]) -> Settings:
+        """A copy with some fields of some groups replaced: ``replace(ingest={"batch_size": 4})``;
+        the top-level fields by ``replace(top={"cache_dir": path})``."""
+        update: dict[str, Any] = dict(groups.pop("top", {}))
+        for group, fields in groups.items():
+            update[group] = getattr(self, group).model_copy(update=fields)
+        return self.model_copy(update=update)
 
 
 @lru_cache(maxsize=1)

@@ -75,10 +75,10 @@ def make_s3_client(settings: Settings) -> S3Client:
     """A boto3 S3 client for the configured endpoint (path-style, retried)."""
     client: S3Client = boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
+        endpoint_url=settings.storage.endpoint_url,
+        aws_access_key_id=settings.storage.access_key,
+        aws_secret_access_key=settings.storage.secret_key,
+        region_name=settings.storage.region,
         config=Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": 5, "mode": "standard"},
@@ -94,13 +94,15 @@ class ObjectStore:
     def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
         self.settings = settings
         self.client = client or make_s3_client(settings)
-        self._url_base = (settings.s3_public_endpoint_url or settings.s3_endpoint_url).rstrip("/")
-        self._credentials = Credentials(settings.s3_access_key, settings.s3_secret_key)
+        self._url_base = (
+            settings.storage.public_endpoint_url or settings.storage.endpoint_url
+        ).rstrip("/")
+        self._credentials = Credentials(settings.storage.access_key, settings.storage.secret_key)
 
     def ensure_buckets(self, buckets: Iterable[str] | None = None) -> None:
         """Create the configured buckets that do not exist yet."""
         existing = {b["Name"] for b in self.client.list_buckets().get("Buckets", [])}
-        for bucket in buckets or self.settings.buckets:
+        for bucket in buckets or self.settings.storage.buckets:
             if bucket not in existing:
                 self.client.create_bucket(Bucket=bucket)
 
@@ -194,7 +196,7 @@ class ObjectStore:
         path = f"/{bucket}/{percent_encode(key, safe='/~')}"
         request = AWSRequest(method="GET", url=self._url_base + path)
         S3SigV4QueryAuth(
-            self._credentials, "s3", self.settings.s3_region, expires=expires_s
+            self._credentials, "s3", self.settings.storage.region, expires=expires_s
         ).add_auth(request)
         return str(request.url)
 

@@ -11,7 +11,9 @@ from functions.api.app import create_app
 def main() -> None:
     """Serve the API on FS_API_HOST:FS_API_PORT until SIGTERM."""
     settings = get_settings()
-    uvicorn.run(create_app(), host=settings.api_host, port=settings.api_port, log_level="info")
+    uvicorn.run(
+        create_app(), host=settings.search.api_host, port=settings.search.api_port, log_level="info"
+    )
 
 
 if __name__ == "__main__":

@@ -30,5 +30,5 @@ def exec_with_huge_pages(settings: Settings) -> None:
     """Run this process again (same pid, same arguments) with the tunable, unless it is set
     already, not wanted (``FS_MODEL_HUGE_PAGES=false``) or not Linux."""
     environ = with_huge_pages(os.environ)
-    if settings.model_huge_pages and sys.platform == "linux" and environ is not None:
+    if settings.model_server.huge_pages and sys.platform == "linux" and environ is not None:
         os.execve(sys.executable, sys.orig_argv, environ)

@@ -65,11 +65,11 @@ class ExportedModel:
 
 def resolve(settings: Settings, client: MlflowClient) -> RegisteredVersion:
     """The version the configured alias points to; LookupError when there is none."""
-    version = champion(client, settings.model_name, settings.model_alias)
+    registry = settings.registry
+    version = champion(client, registry.model_name, registry.model_alias)
     if version is None:
-        raise LookupError(
-            f"no version of {settings.model_name!r} has alias {settings.model_alias!r}"
-        )
+        name, alias = registry.model_name, registry.model_alias
+        raise LookupError(f"no version of {name!r} has alias {alias!r}")
     return version
 
 
@@ -81,7 +81,7 @@ def onnx_prefix(version: RegisteredVersion, variant: str) -> str:
 def export_version(settings: Settings, version: RegisteredVersion) -> ExportedModel:
     """ONNX towers of ``version`` (fp32, or int8 when configured) and its facts: from the local
     cache, else the models bucket, else exported now from the checkpoint."""
-    variant = "int8" if settings.model_quantized else "fp32"
+    variant = "int8" if settings.model_server.quantized else "fp32"
     store = ObjectStore(settings)
     prefix = onnx_prefix(version, variant)
     local = settings.cache_dir / prefix
@@ -92,7 +92,7 @@ def export_version(settings: Settings, version: RegisteredVersion) -> ExportedMo
         if path.exists():
             continue
         try:
-            _write_atomically(path, store.get(settings.models_bucket, f"{prefix}/{name}"))
+            _write_atomically(path, store.get(settings.storage.models_bucket, f"{prefix}/{name}"))
             log.info("%s of version %s from the object store cache", name, version.version)
             continue
         except ObjectNotFoundError:
@@ -101,7 +101,7 @@ def export_version(settings: Settings, version: RegisteredVersion) -> ExportedMo
         data = _build(name, clip, variant)
         _write_atomically(path, data)
         kind = "application/json" if name == FACTS else "application/onnx"
-        store.put(settings.models_bucket, f"{prefix}/{name}", data, kind)
+        store.put(settings.storage.models_bucket, f"{prefix}/{name}", data, kind)
         log.info("%s of version %s built (%s)", name, version.version, variant)
     files = {tower: local / f"{tower}.onnx" for tower in TOWERS}
     facts = ModelFacts.model_validate_json((local / FACTS).read_bytes())

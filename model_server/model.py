@@ -58,8 +58,13 @@ class ServedModel:
     def configured(cls, exported: ExportedModel, settings: Settings) -> ServedModel:
         """With the thread counts of ``settings`` (the text tower's: half the cores unless set;
         a lone text's: every core unless set)."""
-        text_threads = settings.model_text_threads or max(1, (os.cpu_count() or 1) // 2)
-        return cls(exported, settings.model_threads, text_threads, settings.model_lone_text_threads)
+        text_threads = settings.model_server.text_threads or max(1, (os.cpu_count() or 1) // 2)
+        return cls(
+            exported,
+            settings.model_server.threads,
+            text_threads,
+            settings.model_server.lone_text_threads,
+        )
 
     @property
     def providers(self) -> list[str]:

@@ -71,12 +71,12 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
     def __init__(self, settings: Settings, model: ServedModel) -> None:
         self.settings = settings
         self.model = model
-        wait = settings.model_max_wait_ms / 1000
+        wait = settings.model_server.max_wait_ms / 1000
         self.texts: MicroBatcher[str] = MicroBatcher(
-            "text", self._embed_texts, settings.model_max_batch, wait
+            "text", self._embed_texts, settings.model_server.max_batch, wait
         )
         self.images: MicroBatcher[Array] = MicroBatcher(
-            "image", self._embed_pixels, settings.model_max_batch, wait
+            "image", self._embed_pixels, settings.model_server.max_batch, wait
         )
         # Decoding and resizing run in parallel, at a lower priority than the model runs.
         self._preprocessing = background_pool(os.cpu_count() or 1, "preprocess")
@@ -95,7 +95,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         """``embed`` over at most ``model_max_batch`` items at a time: one request bigger than
         that still runs at the best batch size (ViT-B/32 int8 on 2 cores: 64 a batch is 5-10%
         slower an image than 32)."""
-        size = self.settings.model_max_batch
+        size = self.settings.model_server.max_batch
         return np.concatenate([embed(items[i : i + size]) for i in range(0, len(items), size)])
 
     def EmbedTexts(  # noqa: N802 - gRPC method name
@@ -104,16 +104,16 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         """Embed texts (validated: 1..max texts, each 1..max characters)."""
         started = time.perf_counter()
         texts = list(request.texts)
-        s = self.settings
-        _check_count(context, "texts", len(texts), s.model_max_items)
+        limits = self.settings.model_server
+        _check_count(context, "texts", len(texts), limits.max_items)
         for i, text in enumerate(texts):
             if not text.strip():
                 _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"text {i} is empty")
-            if len(text) > s.model_max_text_chars:
+            if len(text) > limits.max_text_chars:
                 _abort(
                     context,
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"text {i} has {len(text)} characters; at most {s.model_max_text_chars}",
+                    f"text {i} has {len(text)} characters; at most {limits.max_text_chars}",
                 )
         embeddings, version = self.texts.submit(texts)
         log.info("EmbedTexts n=%d %.1f ms", len(texts), (time.perf_counter() - started) * 1000)
@@ -125,20 +125,21 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         """Embed encoded images (validated: decodable, under the byte and pixel caps)."""
         started = time.perf_counter()
         images = list(request.images)
-        s = self.settings
-        _check_count(context, "images", len(images), s.model_max_items)
+        limits = self.settings.model_server
+        _check_count(context, "images", len(images), limits.max_items)
+        limit = limits.max_image_bytes
         for i, data in enumerate(images):
-            if len(data) > s.model_max_image_bytes:
+            if len(data) > limit:
                 _abort(
                     context,
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    f"image {i} has {len(data):,} bytes; at most {s.model_max_image_bytes:,}",
+                    f"image {i} has {len(data):,} bytes; at most {limit:,}",
                 )
         model = self.model
         try:
             pixels = list(
                 self._preprocessing.map(
-                    lambda data: model.preprocess(data, s.model_max_image_pixels), images
+                    lambda data: model.preprocess(data, limits.max_image_pixels), images
                 )
             )
         except InvalidImageError as error:
@@ -177,14 +178,14 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         current model serving.
         """
         client = configure_mlflow(self.settings)
-        while not self._stopped.wait(self.settings.model_reload_interval_s):
+        while not self._stopped.wait(self.settings.model_server.reload_interval_s):
             try:
                 target = resolve(self.settings, client)
                 if target.version == self.model.version.version:
                     continue
                 log.info(
                     "alias %s moved to version %s: loading",
-                    self.settings.model_alias,
+                    self.settings.registry.model_alias,
                     target.version,
                 )
                 exported = export_version(self.settings, target)
@@ -201,7 +202,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
 
 def create_server(settings: Settings, service: EmbeddingService) -> grpc.Server:
     """A gRPC server for ``service`` on the configured address (not started)."""
-    limit = settings.model_max_image_bytes * 4 + 1024 * 1024
+    limit = settings.model_server.max_image_bytes * 4 + 1024 * 1024
     server = grpc.server(
         ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="grpc"),
         options=[
@@ -210,7 +211,7 @@ def create_server(settings: Settings, service: EmbeddingService) -> grpc.Server:
         ],
     )
     pb_grpc.add_EmbeddingServiceServicer_to_server(service, server)
-    server.add_insecure_port(f"{settings.model_server_bind}:{settings.model_server_port}")
+    server.add_insecure_port(f"{settings.model_server.bind}:{settings.model_server.port}")
     return server
 
 
@@ -226,8 +227,8 @@ def serve(settings: Settings) -> None:
         signal.signal(sig, lambda *_: stop.set())
     log.info(
         "serving %s version %s (%s, %s) on %s:%d",
-        settings.model_name, model.version.version, model.variant, model.providers,
-        settings.model_server_bind, settings.model_server_port,
+        settings.registry.model_name, model.version.version, model.variant, model.providers,
+        settings.model_server.bind, settings.model_server.port,
     )  # fmt: skip
     watcher = threading.Thread(target=service.watch_alias, name="watch-alias", daemon=True)
     watcher.start()

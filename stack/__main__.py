@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = get_settings()
     if getattr(args, "profile", None):
-        settings = settings.model_copy(update={"profile": args.profile})
+        settings = settings.replace(stack={"profile": args.profile})
     roles = tuple(getattr(args, "services", None) or ROLES)
     try:
         if args.command == "up":
@@ -69,7 +69,7 @@ def _print_status(settings: Settings) -> int:
     for row in rows:
         if row.fallback:
             print(f"WARNING: {row.role} is a FALLBACK ({row.implementation})", file=sys.stderr)
-    print(f"logs: {settings.state_dir / 'logs'}")
+    print(f"logs: {settings.stack.state_dir / 'logs'}")
     return 0 if all(r.pid for r in rows) else 3
 
 

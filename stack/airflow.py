@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mark-success", default="", help="regex of task ids to count as done")
     args = parser.parse_args(argv)
     settings = get_settings()
-    result = LocalAirflow(settings, settings.state_dir / "airflow").test_dag(
+    result = LocalAirflow(settings, settings.stack.state_dir / "airflow").test_dag(
         args.dag_id, json.loads(args.conf), mark_success=args.mark_success
     )
     print(result.log)

@@ -32,29 +32,33 @@ class App:
 
 
 def _model_server_ready(settings: Settings) -> bool:
-    with EmbeddingClient(settings.model_server_address, timeout_s=2) as client:
+    with EmbeddingClient(settings.model_server.address, timeout_s=2) as client:
         return client.healthy()
 
 
 def apps(settings: Settings) -> dict[str, App]:
     """The programs, by name, in start order."""
-    ui = ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(settings.ui_port),
-          "--server.address", settings.api_host, "--server.headless", "true",
+    ui = ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(settings.search.ui_port),
+          "--server.address", settings.search.api_host, "--server.headless", "true",
           "--browser.gatherUsageStats", "false"]  # fmt: skip
     return {
         "model-server": App("model-server", ["-m", "model_server"], _model_server_ready),
-        "api": App("api", ["-m", "functions"], lambda s: http_ok(f"{s.api_url}/health")),
-        "ui": App("ui", ui, lambda s: http_ok(f"http://{s.api_host}:{s.ui_port}/_stcore/health")),
+        "api": App("api", ["-m", "functions"], lambda s: http_ok(f"{s.search.api_url}/health")),
+        "ui": App(
+            "ui",
+            ui,
+            lambda s: http_ok(f"http://{s.search.api_host}:{s.search.ui_port}/_stcore/health"),
+        ),
         "dispatcher": App(
             "dispatcher",
             ["-m", "functions.events", "kafka"],
-            lambda s: group_has_member(s.kafka_bootstrap, s.ingest_group_id),
+            lambda s: group_has_member(s.kafka.bootstrap, s.ingest.group_id),
         ),
     }
 
 
 def _process(settings: Settings, name: str) -> ManagedProcess:
-    return ManagedProcess(name, settings.state_dir / "run", settings.state_dir / "logs")
+    return ManagedProcess(name, settings.stack.state_dir / "run", settings.stack.state_dir / "logs")
 
 
 def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
@@ -75,7 +79,10 @@ def _has_champion(settings: Settings) -> bool:
     from fashion_search.model.registry import champion, configure_mlflow
 
     return (
-        champion(configure_mlflow(settings), settings.model_name, settings.model_alias) is not None
+        champion(
+            configure_mlflow(settings), settings.registry.model_name, settings.registry.model_alias
+        )
+        is not None
     )
 
 
@@ -90,14 +97,14 @@ def up(settings: Settings) -> None:
     start(settings, programs["api"])
     start(settings, programs["ui"])
     start(settings, programs["dispatcher"])
-    api = settings.api_url
+    api = settings.search.api_url
     print(
         f"\nsearch API  {api}/docs   GraphQL {api}/graphql\n"
-        f"UI          http://{settings.api_host}:{settings.ui_port}\n"
+        f"UI          http://{settings.search.api_host}:{settings.search.ui_port}\n"
         f"try:        curl '{api}/search/text?q=navy+blue+casual+shirt+for+men&k=5'\n"
         f"            curl '{api}/search/text?q=silver+watch&articleType=Watches&gender=Women'\n"
         f"            curl -F image=@photo.jpg {api}/search/image\n"
-        f"            http://{settings.api_host}:{settings.ui_port}/?q=red+dress"
+        f"            http://{settings.search.api_host}:{settings.search.ui_port}/?q=red+dress"
     )
 
 

@@ -20,11 +20,11 @@ class KafkaBroker(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.kafka_port
+        return self.settings.stack.kafka_port
 
     @property
     def endpoint(self) -> str:
-        return self.settings.kafka_bootstrap
+        return self.settings.kafka.bootstrap
 
     def ready(self) -> bool:
         return kafka_ready(self.endpoint)
@@ -77,15 +77,15 @@ class Kafka(KafkaBroker):
                 [
                     "process.roles=broker,controller",
                     "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
-                    f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                    f"controller.quorum.voters=1@127.0.0.1:{s.stack.kafka_controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{s.stack.kafka_port},"
+                    f"CONTROLLER://127.0.0.1:{s.stack.kafka_controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.stack.kafka_port}",
                     "controller.listener.names=CONTROLLER",
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={self.data_dir / 'logs'}",
-                    f"num.partitions={s.kafka_partitions}",
+                    f"num.partitions={s.kafka.partitions}",
                     "offsets.topic.replication.factor=1",
                     "transaction.state.log.replication.factor=1",
                     "transaction.state.log.min.isr=1",

@@ -32,11 +32,11 @@ class LocalStack(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.localstack_port
+        return self.settings.stack.localstack_port
 
     @property
     def endpoint(self) -> str:
-        return self.settings.localstack_endpoint_url
+        return self.settings.ingest.sqs_endpoint_url
 
     @property
     def _venv(self) -> Path:
@@ -65,11 +65,11 @@ class LocalStack(Service):
             "SKIP_SSL_CERT_DOWNLOAD": "1",
             "DISABLE_EVENTS": "1",
             "AWS_ENDPOINT_URL": self.endpoint,
-            "FS_IMAGES_BUCKET": s.images_bucket,
-            "FS_DATASETS_BUCKET": s.datasets_bucket,
-            "FS_MODELS_BUCKET": s.models_bucket,
-            "FS_UPLOADS_BUCKET": s.uploads_bucket,
-            "FS_UPLOADS_QUEUE": s.uploads_queue,
+            "FS_IMAGES_BUCKET": s.storage.images_bucket,
+            "FS_DATASETS_BUCKET": s.storage.datasets_bucket,
+            "FS_MODELS_BUCKET": s.storage.models_bucket,
+            "FS_UPLOADS_BUCKET": s.storage.uploads_bucket,
+            "FS_UPLOADS_QUEUE": s.ingest.uploads_queue,
         }
 
     def ready(self) -> bool:

@@ -16,11 +16,11 @@ class MLflowServer(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.mlflow_port
+        return self.settings.stack.mlflow_port
 
     @property
     def endpoint(self) -> str:
-        return self.settings.mlflow_tracking_uri
+        return self.settings.registry.tracking_uri
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -30,16 +30,16 @@ class MLflowServer(Service):
             sys.executable, "-m", "mlflow", "server",
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--backend-store-uri", f"sqlite:///{self.data_dir / 'mlflow.db'}",
-            "--artifacts-destination", f"s3://{self.settings.models_bucket}/mlflow",
+            "--artifacts-destination", f"s3://{self.settings.storage.models_bucket}/mlflow",
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
         s = self.settings
         return {
-            "MLFLOW_S3_ENDPOINT_URL": s.s3_endpoint_url,
-            "AWS_ACCESS_KEY_ID": s.s3_access_key,
-            "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
-            "AWS_DEFAULT_REGION": s.s3_region,
+            "MLFLOW_S3_ENDPOINT_URL": s.storage.endpoint_url,
+            "AWS_ACCESS_KEY_ID": s.storage.access_key,
+            "AWS_SECRET_ACCESS_KEY": s.storage.secret_key,
+            "AWS_DEFAULT_REGION": s.storage.region,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }
 

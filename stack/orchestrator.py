@@ -32,7 +32,7 @@ ROLES = tuple(IMPLEMENTATIONS)
 
 
 def _choices_file(settings: Settings) -> Path:
-    return settings.state_dir / "stack.json"
+    return settings.stack.state_dir / "stack.json"
 
 
 def _saved_choices(settings: Settings) -> dict[str, str]:
@@ -48,7 +48,7 @@ def _by_name(role: str, name: str) -> type[Service] | None:
 
 def _candidates(settings: Settings, role: str) -> tuple[type[Service], ...]:
     options = IMPLEMENTATIONS[role]
-    return options[-1:] if settings.profile == "pip" else options
+    return options[-1:] if settings.stack.profile == "pip" else options
 
 
 def _install(settings: Settings, role: str) -> Service:
@@ -91,7 +91,7 @@ def up(settings: Settings, roles: tuple[str, ...] = ROLES) -> list[str]:
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise StackError(f"unknown services {sorted(unknown)}; known: {', '.join(ROLES)}")
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.stack.state_dir.mkdir(parents=True, exist_ok=True)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     ordered = [r for r in ROLES if r in roles]
     started = time.perf_counter()
@@ -148,7 +148,7 @@ def down(settings: Settings, roles: tuple[str, ...] = ROLES, purge: bool = False
         if purge:
             shutil.rmtree(service.data_dir, ignore_errors=True)
     if purge and set(roles) == set(ROLES):
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        shutil.rmtree(settings.stack.state_dir, ignore_errors=True)
     return stopped
 
 

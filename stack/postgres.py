@@ -42,17 +42,17 @@ class Postgres(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.pg_port
+        return self.settings.stack.pg_port
 
     @property
     def endpoint(self) -> str:
-        return self.settings.database_url
+        return self.settings.database.url
 
     @property
     def _root(self) -> Path:
         if not _as_root():
-            return self.settings.state_dir
-        digest = hashlib.sha256(str(self.settings.state_dir.resolve()).encode()).hexdigest()
+            return self.settings.stack.state_dir
+        digest = hashlib.sha256(str(self.settings.stack.state_dir.resolve()).encode()).hexdigest()
         return _SHARED_ROOT / digest[:12]
 
     @property
@@ -114,7 +114,7 @@ class Postgres(Service):
         ]  # fmt: skip
 
     def _admin_conninfo(self) -> str:
-        return make_conninfo(self.settings.database_url, dbname="postgres", connect_timeout=2)
+        return make_conninfo(self.settings.database.url, dbname="postgres", connect_timeout=2)
 
     def ready(self) -> bool:
         with psycopg.connect(self._admin_conninfo()) as conn:
@@ -122,7 +122,7 @@ class Postgres(Service):
 
     def after_start(self) -> None:
         create_database(
-            self._admin_conninfo(), conninfo_to_dict(self.settings.database_url)["dbname"]
+            self._admin_conninfo(), conninfo_to_dict(self.settings.database.url)["dbname"]
         )
 
 

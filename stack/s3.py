@@ -22,11 +22,11 @@ class S3Server(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.s3_port
+        return self.settings.stack.s3_port
 
     @property
     def endpoint(self) -> str:
-        return self.settings.s3_endpoint_url
+        return self.settings.storage.endpoint_url
 
 
 class MinIO(S3Server):
@@ -53,22 +53,22 @@ class MinIO(S3Server):
         return [
             str(self._binary), "server", str(self.data_dir), "--quiet",
             "--address", f"127.0.0.1:{self.port}",
-            "--console-address", f"127.0.0.1:{self.settings.s3_console_port}",
+            "--console-address", f"127.0.0.1:{self.settings.stack.s3_console_port}",
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
         s = self.settings
         return {
-            "MINIO_ROOT_USER": s.s3_access_key,
-            "MINIO_ROOT_PASSWORD": s.s3_secret_key,
-            "MINIO_REGION": s.s3_region,
+            "MINIO_ROOT_USER": s.storage.access_key,
+            "MINIO_ROOT_PASSWORD": s.storage.secret_key,
+            "MINIO_REGION": s.storage.region,
             "MINIO_UPDATE": "off",
             # The background scanner (usage totals, healing, lifecycle rules: none of which this
             # single-drive stack needs) took 16% of a core while idle, beside the model on 2.
             "MINIO_SCANNER_SPEED": "slowest",
             "MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY": "on",
-            "MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY": s.kafka_bootstrap,
-            "MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY": s.uploads_topic,
+            "MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY": s.kafka.bootstrap,
+            "MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY": s.kafka.uploads_topic,
         }
 
     def ready(self) -> bool:
@@ -77,7 +77,7 @@ class MinIO(S3Server):
     def after_start(self) -> None:
         store = ObjectStore(self.settings)
         store.ensure_buckets()
-        announce_uploads(store, self.settings.uploads_bucket)
+        announce_uploads(store, self.settings.storage.uploads_bucket)
 
 
 def announce_uploads(store: ObjectStore, bucket: str) -> None:

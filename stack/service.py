@@ -98,7 +98,7 @@ class Service(ABC):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.process = ManagedProcess(
-            self.role, settings.state_dir / "run", settings.state_dir / "logs"
+            self.role, settings.stack.state_dir / "run", settings.stack.state_dir / "logs"
         )
 
     @property
@@ -114,7 +114,7 @@ class Service(ABC):
     @property
     def data_dir(self) -> Path:
         """Where it keeps its data."""
-        return self.settings.state_dir / "data" / self.role
+        return self.settings.stack.state_dir / "data" / self.role
 
     def install(self) -> None:
         """Fetch and build what it needs into the cache (idempotent; nothing by default)."""

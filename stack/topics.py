@@ -20,11 +20,11 @@ def kafka_ready(bootstrap: str) -> bool:
 
 def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> None:
     """Create the system's topics that do not exist yet."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "log_level": 4})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 4})
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
-        NewTopic(name, num_partitions=settings.kafka_partitions, replication_factor=1)
-        for name in (topics or settings.topics)
+        NewTopic(name, num_partitions=settings.kafka.partitions, replication_factor=1)
+        for name in (topics or settings.kafka.topics)
         if name not in existing
     ]
     if not wanted:

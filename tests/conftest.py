@@ -40,25 +40,27 @@ def stack_settings() -> Iterator[Settings]:
 def settings(stack_settings: Settings) -> Iterator[Settings]:
     """Settings pointing at a fresh database and fresh buckets for this test session."""
     run = uuid.uuid4().hex[:8]
-    test_settings = stack_settings.model_copy(
-        update={
-            **database(stack_settings, f"fashion_test_{run}"),
+    test_settings = stack_settings.replace(
+        database=database(stack_settings, f"fashion_test_{run}"),
+        storage={
             "images_bucket": f"test-{run}-images",
             "datasets_bucket": f"test-{run}-datasets",
             "models_bucket": f"test-{run}-models",
             "uploads_bucket": f"test-{run}-uploads",
-        }
+        },
     )
-    admin = make_conninfo(stack_settings.database_url, dbname="postgres")
-    create_database(admin, test_settings.database)
+    admin = make_conninfo(stack_settings.database.url, dbname="postgres")
+    create_database(admin, test_settings.database.name)
     store = ObjectStore(test_settings)
     store.ensure_buckets()
     yield test_settings
-    for bucket in test_settings.buckets:
+    for bucket in test_settings.storage.buckets:
         store.delete_bucket(bucket)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(
-            sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(test_settings.database))
+            sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                sql.Identifier(test_settings.database.name)
+            )
         )
 
 
@@ -71,7 +73,7 @@ def store(settings: Settings) -> ObjectStore:
 @pytest.fixture(scope="session")
 def pool(settings: Settings) -> Iterator[ConnectionPool]:
     """Pool on the migrated test database."""
-    migrate(settings.database_url, settings.embedding_dim)
+    migrate(settings.database.url, settings.database.embedding_dim)
     with create_pool(settings) as pool:
         yield pool
 
@@ -86,9 +88,9 @@ def repository(pool: ConnectionPool) -> CatalogRepository:
 def scratch_database(stack_settings: Settings) -> Iterator[str]:
     """conninfo of an empty database dropped after the test."""
     name = f"scratch_{uuid.uuid4().hex[:8]}"
-    admin = make_conninfo(stack_settings.database_url, dbname="postgres")
+    admin = make_conninfo(stack_settings.database.url, dbname="postgres")
     create_database(admin, name)
-    yield make_conninfo(stack_settings.database_url, dbname=name)
+    yield make_conninfo(stack_settings.database.url, dbname=name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -112,16 +114,17 @@ def search_settings(
     from tests.helpers import free_port, start_model_server
 
     run = uuid.uuid4().hex[:6]
-    ports = {name: free_port() for name in ("model_server_port", "api_port", "ui_port")}
-    search = settings.model_copy(
-        update={
-            **database(settings, f"{settings.database}_search"),
-            "model_name": f"search-clip-{run}",
-            "model_server_address": f"127.0.0.1:{ports['model_server_port']}",
-            "api_url": f"http://127.0.0.1:{ports['api_port']}",
-            "cache_dir": tmp_path_factory.mktemp("search-cache"),
-            **ports,
-        }
+    model_port, api_port = free_port(), free_port()
+    search = settings.replace(
+        top={"cache_dir": tmp_path_factory.mktemp("search-cache")},
+        database=database(settings, f"{settings.database.name}_search"),
+        registry={"model_name": f"search-clip-{run}"},
+        model_server={"port": model_port, "address": f"127.0.0.1:{model_port}"},
+        search={
+            "api_port": api_port,
+            "api_url": f"http://127.0.0.1:{api_port}",
+            "ui_port": free_port(),
+        },
     )
     train_and_register(
         search, ModelSpec("fashion-tiny"), TrainConfig(epochs=1, batch_size=64, lr=5e-4),
@@ -137,17 +140,17 @@ def search_settings(
 
 @contextmanager
 def catalog_database(settings: Settings, rows: int) -> Iterator[None]:
-    """``settings.database`` created with the first ``rows`` products, embedded by the served
+    """``settings.database.name`` created with the first ``rows`` products, embedded by the served
     model; dropped on exit."""
     from fashion_search.catalog.embed import embed_catalog
     from fashion_search.catalog.load import load_catalog
     from fashion_search.embedding_client import EmbeddingClient
 
-    admin = make_conninfo(settings.database_url, dbname="postgres")
-    create_database(admin, settings.database)
+    admin = make_conninfo(settings.database.url, dbname="postgres")
+    create_database(admin, settings.database.name)
     try:
-        with EmbeddingClient(settings.model_server_address) as client:
-            migrate(settings.database_url, client.info().dimension)
+        with EmbeddingClient(settings.model_server.address) as client:
+            migrate(settings.database.url, client.info().dimension)
             with create_pool(settings) as pool:
                 repository = CatalogRepository(pool)
                 store = ObjectStore(settings)
@@ -159,5 +162,7 @@ def catalog_database(settings: Settings, rows: int) -> Iterator[None]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(settings.database))
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(settings.database.name)
+                )
             )

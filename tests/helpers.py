@@ -16,17 +16,6 @@ from fashion_search.model.preprocess import decode_image, resize_square
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.process import ManagedProcess
 
-#: Settings that a child process (model server, API, UI) needs to find the test resources.
-_CHILD_SETTINGS = (
-    "database_url", "s3_endpoint_url", "mlflow_tracking_uri", "images_bucket", "uploads_bucket",
-    "datasets_bucket",
-    "models_bucket", "model_name", "model_server_port", "model_server_address", "cache_dir",
-    "model_reload_interval_s", "api_port", "api_url", "ui_port", "output_topic",
-    "dead_letter_topic", "uploads_topic", "ingest_group_id", "ingest_batch_size",
-    "ingest_retry_attempts", "ingest_retry_base_s", "ingest_retry_max_s",
-    "localstack_endpoint_url", "uploads_queue",
-)  # fmt: skip
-
 
 def free_port() -> int:
     """A TCP port nothing listens on right now."""
@@ -56,15 +45,12 @@ def database(settings: Settings, name: str) -> dict[str, str]:
     """Settings updates that point at database ``name`` on the same server."""
     from psycopg.conninfo import make_conninfo
 
-    return {"database": name, "database_url": make_conninfo(settings.database_url, dbname=name)}
+    return {"name": name, "url": make_conninfo(settings.database.url, dbname=name)}
 
 
 def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment plus ``FS_*`` variables for ``settings``."""
-    return {
-        **os.environ,
-        **{f"FS_{name.upper()}": str(getattr(settings, name)) for name in _CHILD_SETTINGS},
-    }
+    return {**os.environ, **settings.to_env()}
 
 
 def start_process(
@@ -81,10 +67,10 @@ def start_process(
 
 
 def start_model_server(settings: Settings, run_dir: Path) -> ManagedProcess:
-    """``python -m model_server`` serving ``settings.model_name``'s champion, once healthy."""
+    """``python -m model_server`` serving the registry's champion, once healthy."""
     from fashion_search.embedding_client import EmbeddingClient
 
-    with EmbeddingClient(settings.model_server_address, timeout_s=5) as client:
+    with EmbeddingClient(settings.model_server.address, timeout_s=5) as client:
         return start_process(
             "model-server", ["-m", "model_server"], settings, run_dir, client.healthy
         )

@@ -101,7 +101,7 @@ def test_bulk_load_reads_back_identical(
         assert product.base_colour == row["baseColour"]
         assert product.master_category == row["masterCategory"]
         assert product.year == (None if row["year"] is None else int(row["year"]))
-        image = store.get(settings.images_bucket, product.image_key)
+        image = store.get(settings.storage.images_bucket, product.image_key)
         assert image == row["image"]["bytes"], f"image of {row['id']} differs"
 
 
@@ -201,7 +201,7 @@ def test_the_repository_searches_with_its_pools_ef_search(
     embeddings: dict[int, np.ndarray], settings: Settings
 ) -> None:
     # One connection: a fresh repository's first searches must not need a second one.
-    one = settings.model_copy(update={"hnsw_ef_search": 8, "pool_max_size": 1})
+    one = settings.replace(database={"hnsw_ef_search": 8, "pool_max_size": 1})
     with create_pool(one) as pool:
         query = embeddings[min(embeddings)]
         [labelled] = CatalogRepository(pool).labelled_neighbours([query], k=3)
@@ -259,7 +259,7 @@ def test_invalid_image_key_is_refused(loaded: LoadSummary, store: ObjectStore) -
         with pytest.raises(ValidationError, match="image_key"):
             Product(id=1, product_display_name="x", image_key=key)
     with pytest.raises(ObjectNotFoundError):
-        store.get(store.settings.images_bucket, "products/does-not-exist.jpg")
+        store.get(store.settings.storage.images_bucket, "products/does-not-exist.jpg")
 
 
 def test_upsert_keeps_embedding_when_none_given_and_delete(

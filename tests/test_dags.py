@@ -37,18 +37,14 @@ def dags_settings(
     a model server serving it that polls the alias every second."""
     run = uuid.uuid4().hex[:6]
     port = free_port()
-    dags = settings.model_copy(
-        update={
-            **database(settings, f"{settings.database}_dags"),
-            "model_name": f"dags-clip-{run}",
-            "model_server_port": port,
-            "model_server_address": f"127.0.0.1:{port}",
-            "model_reload_interval_s": 1.0,
-            "cache_dir": tmp_path_factory.mktemp("dags-cache"),
-        }
+    dags = settings.replace(
+        top={"cache_dir": tmp_path_factory.mktemp("dags-cache")},
+        database=database(settings, f"{settings.database.name}_dags"),
+        registry={"model_name": f"dags-clip-{run}"},
+        model_server={"port": port, "address": f"127.0.0.1:{port}", "reload_interval_s": 1.0},
     )
-    admin = make_conninfo(settings.database_url, dbname="postgres")
-    create_database(admin, dags.database)
+    admin = make_conninfo(settings.database.url, dbname="postgres")
+    create_database(admin, dags.database.name)
     train_and_register(
         dags, ModelSpec("fashion-tiny"), TrainConfig(epochs=0), dags.dataset_source,
         limit=ROWS, progress=False,
@@ -60,7 +56,7 @@ def dags_settings(
         server.stop()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dags.database))
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(dags.database.name))
             )
 
 
@@ -88,7 +84,7 @@ def _report(result: DagRunResult, key: str) -> dict[str, Any]:
 
 
 def _catalog(settings: Settings) -> list[tuple[Any, ...]]:
-    with psycopg.connect(settings.database_url) as conn:
+    with psycopg.connect(settings.database.url) as conn:
         return conn.execute(
             "SELECT model_version, count(*) FROM products GROUP BY 1 ORDER BY 1 NULLS LAST"
         ).fetchall()
@@ -104,7 +100,7 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     loaded = _report(result, "loaded")
     assert (loaded["bulk"], loaded["embedded"]) == (True, 40)  # empty catalog: index built after
     assert _report(result, "dimension")["embedded"] == 0
-    with psycopg.connect(dags_settings.database_url) as conn:
+    with psycopg.connect(dags_settings.database.url) as conn:
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()}
     assert "products_embedding_hnsw" in indexes
 
@@ -130,7 +126,7 @@ def split_version(airflow: LocalAirflow, dags_settings: Settings) -> str:
     result = _dag(airflow, dags_settings, "process_train_test_dataset", {"limit": ROWS})
     assert result.state == "success", result.log[-3000:]
     listing = ObjectStore(dags_settings).client.list_objects_v2(
-        Bucket=dags_settings.datasets_bucket, Prefix="splits/"
+        Bucket=dags_settings.storage.datasets_bucket, Prefix="splits/"
     )
     versions = {obj["Key"].split("/")[1] for obj in listing.get("Contents", [])}
     assert len(versions) == 1
@@ -142,7 +138,7 @@ def test_process_train_test_dataset_is_stratified_deterministic_and_logged(
 ) -> None:
     store = ObjectStore(dags_settings)
     manifest = json.loads(
-        store.get(dags_settings.datasets_bucket, f"splits/{split_version}/manifest.json")
+        store.get(dags_settings.storage.datasets_bucket, f"splits/{split_version}/manifest.json")
     )
     assert manifest["version"] == split_version
     assert sum(manifest["counts"].values()) == ROWS
@@ -152,7 +148,9 @@ def test_process_train_test_dataset_is_stratified_deterministic_and_logged(
     # Same inputs, same version: running again writes the same split.
     again = _dag(airflow, dags_settings, "process_train_test_dataset", {"limit": ROWS})
     assert again.state == "success"
-    listing = store.client.list_objects_v2(Bucket=dags_settings.datasets_bucket, Prefix="splits/")
+    listing = store.client.list_objects_v2(
+        Bucket=dags_settings.storage.datasets_bucket, Prefix="splits/"
+    )
     assert {obj["Key"].split("/")[1] for obj in listing["Contents"]} == {split_version}
     client = configure_mlflow(dags_settings)
     experiment = client.get_experiment_by_name("fashion-datasets")
@@ -175,14 +173,14 @@ def test_finetune_registers_promotes_serves_and_reembeds(
     assert result.state == "success", result.log[-3000:]
 
     client = configure_mlflow(dags_settings)
-    version = client.get_model_version(dags_settings.model_name, "2")
+    version = client.get_model_version(dags_settings.registry.model_name, "2")
     run = client.get_run(version.run_id)
     assert run.data.params["split_id"] == split_version
     # evaluated against the champion (v1) on the same split
     assert any(name.startswith("champion_") for name in run.data.metrics)
-    served = champion(client, dags_settings.model_name, dags_settings.model_alias)
+    served = champion(client, dags_settings.registry.model_name, dags_settings.registry.model_alias)
     assert served is not None
-    with EmbeddingClient(dags_settings.model_server_address) as model_server:
+    with EmbeddingClient(dags_settings.model_server.address) as model_server:
         assert model_server.info().registry_version == served.version
     # Every stored embedding comes from the serving version.
     assert _catalog(dags_settings) == [(served.version, 60)]
@@ -195,23 +193,29 @@ def test_finetune_resumes_after_its_serving_step_failed_without_a_second_version
     """The model server is unreachable for this run: training registers a version, then the
     run fails; running only the remaining tasks again ends consistent, with no new version."""
     client = configure_mlflow(dags_settings)
-    before = {v.version for v in client.search_model_versions(f"name='{dags_settings.model_name}'")}
+    before = {
+        v.version
+        for v in client.search_model_versions(f"name='{dags_settings.registry.model_name}'")
+    }
     conf = {"architecture": "fashion-tiny", "epochs": 1, "batch_size": 64, "lr": 5e-4,
             "limit": ROWS, "split_version": split_version, "precision": "fp32",
             "seed": 1}  # fmt: skip
     failed = _dag(airflow, dags_settings, "finetune", conf, FS_SERVE_TIMEOUT_S="5",
                   FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
     assert failed.state == "failed"
-    after = {v.version for v in client.search_model_versions(f"name='{dags_settings.model_name}'")}
+    after = {
+        v.version
+        for v in client.search_model_versions(f"name='{dags_settings.registry.model_name}'")
+    }
     assert len(after - before) == 1  # registered once
 
     retried = _dag(airflow, dags_settings, "finetune", conf, mark_success="^train_model$")
     assert retried.state == "success", retried.log[-3000:]
     assert {v.version for v in client.search_model_versions(
-        f"name='{dags_settings.model_name}'")} == after  # fmt: skip
-    served = champion(client, dags_settings.model_name, dags_settings.model_alias)
+        f"name='{dags_settings.registry.model_name}'")} == after  # fmt: skip
+    served = champion(client, dags_settings.registry.model_name, dags_settings.registry.model_alias)
     assert served is not None
-    with EmbeddingClient(dags_settings.model_server_address) as model_server:
+    with EmbeddingClient(dags_settings.model_server.address) as model_server:
         assert model_server.info().registry_version == served.version
     [(version, _)] = _catalog(dags_settings)
     assert version == served.version

@@ -23,7 +23,7 @@ def test_with_embeddings_embeds_each_product_and_isolates_a_bad_image(
     bad = items[2][0]
     items[2] = (bad, b"not an image")
     good = [i for i in range(5) if i != 2]
-    with EmbeddingClient(search_settings.model_server_address) as client:
+    with EmbeddingClient(search_settings.model_server.address) as client:
         products, summary = with_embeddings(client, items, batch_size=4)  # 2 requests
         reference = client.embed_images([items[i][1] for i in good])
     assert [p.id for p in products] == [p.id for p, _ in items]

@@ -60,42 +60,43 @@ def ingest_settings(search_settings: Settings) -> Settings:
         pytest.skip("the S3 fallback (moto) sends no bucket notifications to Kafka")
     run = uuid.uuid4().hex[:6]
     port = free_port()
-    settings = search_settings.model_copy(
-        update={
-            **database(search_settings, f"{search_settings.database}_ingest"),
+    settings = search_settings.replace(
+        database=database(search_settings, f"{search_settings.database.name}_ingest"),
+        kafka={
             "output_topic": f"test-{run}.products",
             "dead_letter_topic": f"test-{run}.dead-letter",
-            "ingest_group_id": f"test-ingest-{run}",
-            "model_server_port": port,
-            "model_server_address": f"127.0.0.1:{port}",
-            "ingest_batch_size": 4,  # many batches, so a kill lands mid-stream
-            "ingest_retry_attempts": 12,
-            "ingest_retry_base_s": 0.25,
-            "ingest_retry_max_s": 4.0,
-        }
+        },
+        model_server={"port": port, "address": f"127.0.0.1:{port}"},
+        ingest={
+            "group_id": f"test-ingest-{run}",
+            "batch_size": 4,  # many batches, so a kill lands mid-stream
+            "retry_attempts": 12,
+            "retry_base_s": 0.25,
+            "retry_max_s": 4.0,
+        },
     )
-    ensure_topics(settings, (settings.output_topic, settings.dead_letter_topic))
-    announce_uploads(ObjectStore(settings), settings.uploads_bucket)
+    ensure_topics(settings, (settings.kafka.output_topic, settings.kafka.dead_letter_topic))
+    announce_uploads(ObjectStore(settings), settings.storage.uploads_bucket)
     _start_group_at_end(settings)
     return settings
 
 
 def _start_group_at_end(settings: Settings) -> None:
     """Commit the new group's offsets at the topic's end, so it sees only this run's uploads."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "probe"})
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe"})
     partitions = (
-        consumer.list_topics(settings.uploads_topic, timeout=10)
-        .topics[settings.uploads_topic]
+        consumer.list_topics(settings.kafka.uploads_topic, timeout=10)
+        .topics[settings.kafka.uploads_topic]
         .partitions
     )
     ends = [
-        TopicPartition(settings.uploads_topic, p, consumer.get_watermark_offsets(
-            TopicPartition(settings.uploads_topic, p), timeout=10)[1])
+        TopicPartition(settings.kafka.uploads_topic, p, consumer.get_watermark_offsets(
+            TopicPartition(settings.kafka.uploads_topic, p), timeout=10)[1])
         for p in partitions
     ]  # fmt: skip
     consumer.close()
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    request = ConsumerGroupTopicPartitions(settings.ingest_group_id, ends)
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    request = ConsumerGroupTopicPartitions(settings.ingest.group_id, ends)
     for future in admin.alter_consumer_group_offsets([request]).values():
         future.result()
 
@@ -126,7 +127,7 @@ def model_server(
 def _start_dispatcher(settings: Settings, run_dir: Path) -> ManagedProcess:
     return start_process(
         "dispatcher", ["-m", "functions.events", "kafka"], settings, run_dir,
-        lambda: group_has_member(settings.kafka_bootstrap, settings.ingest_group_id),
+        lambda: group_has_member(settings.kafka.bootstrap, settings.ingest.group_id),
         timeout_s=60,
     )  # fmt: skip
 
@@ -151,13 +152,13 @@ class Outputs:
         self.settings = settings
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": f"reader-{uuid.uuid4().hex}",
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
             }
         )
-        self.consumer.subscribe([settings.output_topic, settings.dead_letter_topic])
+        self.consumer.subscribe([settings.kafka.output_topic, settings.kafka.dead_letter_topic])
         self.processed: list[dict[str, Any]] = []
         self.dead_letters: list[dict[str, Any]] = []
 
@@ -175,7 +176,7 @@ class Outputs:
             value = json.loads(message.value() or b"null")
             target = (
                 self.processed
-                if message.topic() == self.settings.output_topic
+                if message.topic() == self.settings.kafka.output_topic
                 else self.dead_letters
             )
             target.append(value)
@@ -242,20 +243,22 @@ def test_fifty_uploads_become_classified_searchable_products(
 ) -> None:  # fmt: skip
     store = ObjectStore(ingest_settings)
     prefix = f"fifty/{uuid.uuid4().hex[:6]}/"
-    uploaded = _upload(store, ingest_settings.uploads_bucket, held_out[:50], prefix)
+    uploaded = _upload(store, ingest_settings.storage.uploads_bucket, held_out[:50], prefix)
 
     outputs.wait(_keys_done(prefix, set(uploaded)))
     processed, dead_letters = outputs.for_prefix(prefix)
     assert len(processed) == 50 and not dead_letters
-    rows = _rows(ingest_pool, ingest_settings.uploads_bucket, prefix)
+    rows = _rows(ingest_pool, ingest_settings.storage.uploads_bucket, prefix)
     assert len(rows) == 50
     repository = CatalogRepository(ingest_pool)
     vocabulary = repository.facets()
     for message in processed:
         assert message["status"] == "created"
-        assert message["bucket"] == ingest_settings.uploads_bucket and message["eTag"]
+        assert message["bucket"] == ingest_settings.storage.uploads_bucket and message["eTag"]
         [result] = message["results"]
-        assert result["s3_path"] == f"s3://{ingest_settings.uploads_bucket}/{message['key']}"
+        assert (
+            result["s3_path"] == f"s3://{ingest_settings.storage.uploads_bucket}/{message['key']}"
+        )
         assert result["filename"] == message["key"].rsplit("/", 1)[-1]
         assert result["articleType"] in vocabulary["articleType"]
         assert result["baseColour"] in vocabulary["baseColour"]
@@ -271,7 +274,7 @@ def test_fifty_uploads_become_classified_searchable_products(
         # searchable: its own embedding finds it first, and its image is in the images bucket
         assert product.embedding is not None
         assert repository.nearest(product.embedding, k=1)[0].product.id == product.id
-        assert store.exists(ingest_settings.images_bucket, product.image_key)
+        assert store.exists(ingest_settings.storage.images_bucket, product.image_key)
     correct = sum(
         m["results"][0]["masterCategory"] == uploaded[m["key"]].fields.master_category
         for m in processed
@@ -284,7 +287,7 @@ def test_the_same_object_twice_makes_one_product_and_a_new_version_updates_it(
     ingest_pool: ConnectionPool, held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     store = ObjectStore(ingest_settings)
-    bucket = ingest_settings.uploads_bucket
+    bucket = ingest_settings.storage.uploads_bucket
     prefix = f"twice/{uuid.uuid4().hex[:6]}/"
     key = f"{prefix}photo.jpg"
     first = store.put(bucket, key, held_out[50].image)
@@ -306,7 +309,7 @@ def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(
     ingest_pool: ConnectionPool, held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     store = ObjectStore(ingest_settings)
-    bucket = ingest_settings.uploads_bucket
+    bucket = ingest_settings.storage.uploads_bucket
     prefix = f"corrupt/{uuid.uuid4().hex[:6]}/"
     good = _upload(store, bucket, held_out[52:57], prefix)
     store.put(bucket, f"{prefix}broken.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg")
@@ -326,7 +329,7 @@ def test_a_killed_dispatcher_restarts_without_losing_or_duplicating_events(
     ingest_pool: ConnectionPool, held_out: list[DatasetItem], tmp_path: Path,
 ) -> None:  # fmt: skip
     store = ObjectStore(ingest_settings)
-    bucket = ingest_settings.uploads_bucket
+    bucket = ingest_settings.storage.uploads_bucket
     prefix = f"killed/{uuid.uuid4().hex[:6]}/"
     uploaded = _upload(store, bucket, held_out[57:80], prefix)
     outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 1)
@@ -360,7 +363,7 @@ def test_events_wait_for_a_stopped_model_server_and_none_is_lost(
     model_server: ModelServer, ingest_pool: ConnectionPool, held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     store = ObjectStore(ingest_settings)
-    bucket = ingest_settings.uploads_bucket
+    bucket = ingest_settings.storage.uploads_bucket
     prefix = f"server-down/{uuid.uuid4().hex[:6]}/"
     model_server.stop()
     uploaded = _upload(store, bucket, held_out[:5], prefix)
@@ -382,7 +385,7 @@ def function(
     """The bucket-event function in this process, on the ingestion tests' resources."""
     processor = UploadProcessor(
         ingest_settings, CatalogRepository(ingest_pool), ObjectStore(ingest_settings),
-        EmbeddingClient(ingest_settings.model_server_address),
+        EmbeddingClient(ingest_settings.model_server.address),
     )  # fmt: skip
     return BucketEventFunction(processor, KafkaPublisher(ingest_settings))
 
@@ -445,7 +448,7 @@ def test_an_event_for_an_overwritten_version_is_superseded(
     ingest_pool: ConnectionPool, held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     """An old event arriving after the object changed stores nothing; the new one will."""
-    bucket = ingest_settings.uploads_bucket
+    bucket = ingest_settings.storage.uploads_bucket
     prefix = f"superseded/{uuid.uuid4().hex[:6]}/"
     store = ObjectStore(ingest_settings)
     old = store.put(bucket, f"{prefix}a.jpg", held_out[3].image)
@@ -471,7 +474,7 @@ def test_bad_events_are_dead_lettered_with_reason_and_original_event(
     ingest_settings: Settings, function: BucketEventFunction, outputs: Outputs,
     ingest_pool: ConnectionPool, held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
-    bucket = ingest_settings.uploads_bucket
+    bucket = ingest_settings.storage.uploads_bucket
     prefix = f"bad/{uuid.uuid4().hex[:6]}/"
     store = ObjectStore(ingest_settings)
     etag = store.put(bucket, f"{prefix}gone.jpg", held_out[0].image)
@@ -523,14 +526,14 @@ def test_a_model_server_down_past_the_retries_dead_letters_the_event(
 ) -> None:  # fmt: skip
     from tests.helpers import free_port
 
-    settings = ingest_settings.model_copy(update={"ingest_retry_attempts": 3})
+    settings = ingest_settings.replace(ingest={"retry_attempts": 3})
     waits: list[float] = []
     processor = UploadProcessor(
         settings, CatalogRepository(ingest_pool), ObjectStore(settings),
         EmbeddingClient(f"127.0.0.1:{free_port()}", timeout_s=2), sleep=waits.append,
     )  # fmt: skip
     function = BucketEventFunction(processor, KafkaPublisher(settings))
-    bucket = settings.uploads_bucket
+    bucket = settings.storage.uploads_bucket
     key = f"no-server/{uuid.uuid4().hex[:6]}/a.jpg"
     etag = ObjectStore(settings).put(bucket, key, held_out[1].image)
     event = json.dumps(_notification(bucket, key, etag)).encode()
@@ -548,14 +551,14 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
     outputs: Outputs,
 ) -> None:
     run = uuid.uuid4().hex[:6]
-    settings = ingest_settings.model_copy(
-        update={"uploads_topic": f"test-{run}.uploads", "ingest_group_id": f"poison-{run}",
-                "ingest_invoke_attempts": 2, "ingest_retry_base_s": 0.01}
-    )  # fmt: skip
-    ensure_topics(settings, (settings.uploads_topic,))
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
+    settings = ingest_settings.replace(
+        kafka={"uploads_topic": f"test-{run}.uploads"},
+        ingest={"group_id": f"poison-{run}", "invoke_attempts": 2, "retry_base_s": 0.01},
+    )
+    ensure_topics(settings, (settings.kafka.uploads_topic,))
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
     for value in (b"ok-1", b"poison", b"ok-2"):
-        producer.produce(settings.uploads_topic, value, key=b"same-partition")
+        producer.produce(settings.kafka.uploads_topic, value, key=b"same-partition")
     producer.flush(10)
     seen: list[bytes] = []
     stop = threading.Event()
@@ -575,18 +578,20 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
     assert not thread.is_alive()
     assert seen == [b"ok-1", b"ok-2"]
     outputs.wait(
-        lambda o: any(d["source"].get("topic") == settings.uploads_topic for d in o.dead_letters)
+        lambda o: any(
+            d["source"].get("topic") == settings.kafka.uploads_topic for d in o.dead_letters
+        )
     )
     [letter] = [
-        d for d in outputs.dead_letters if d["source"].get("topic") == settings.uploads_topic
+        d for d in outputs.dead_letters if d["source"].get("topic") == settings.kafka.uploads_topic
     ]
     assert letter["reason"] == "function-error" and letter["originalEvent"] == "poison"
     assert "cannot handle this one" in letter["error"]
     committed = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.ingest_group_id}
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": settings.ingest.group_id}
     )
     offsets = committed.committed(
-        [TopicPartition(settings.uploads_topic, p) for p in range(settings.kafka_partitions)],
+        [TopicPartition(settings.kafka.uploads_topic, p) for p in range(settings.kafka.partitions)],
         timeout=10,
     )
     committed.close()
@@ -600,13 +605,13 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
 def localstack_settings(ingest_settings: Settings) -> Settings:
     """The function reading uploads from LocalStack's S3 (buckets made by localstack/init)."""
     stack = Settings()
-    return ingest_settings.model_copy(
-        update={
-            "s3_endpoint_url": ingest_settings.localstack_endpoint_url,
-            "uploads_bucket": stack.uploads_bucket,
-            "images_bucket": stack.images_bucket,
-            "uploads_queue": stack.uploads_queue,
-        }
+    return ingest_settings.replace(
+        storage={
+            "endpoint_url": ingest_settings.ingest.sqs_endpoint_url,
+            "uploads_bucket": stack.storage.uploads_bucket,
+            "images_bucket": stack.storage.images_bucket,
+        },
+        ingest={"uploads_queue": stack.ingest.uploads_queue},
     )
 
 
@@ -619,17 +624,17 @@ def test_localstack_uploads_reach_the_function_through_sqs(
     prefix = f"localstack/{uuid.uuid4().hex[:6]}/"
     processor = UploadProcessor(
         settings, CatalogRepository(ingest_pool), store,
-        EmbeddingClient(settings.model_server_address),
+        EmbeddingClient(settings.model_server.address),
     )  # fmt: skip
     function = BucketEventFunction(processor, KafkaPublisher(settings))
     poller = SqsPoller(settings, function)
-    good = _upload(store, settings.uploads_bucket, held_out[60:65], prefix)
+    good = _upload(store, settings.storage.uploads_bucket, held_out[60:65], prefix)
     store.put(
-        settings.uploads_bucket,
+        settings.storage.uploads_bucket,
         f"{prefix}{next(iter(good)).rsplit('/', 1)[-1]}",
         held_out[60].image,
     )  # same object again
-    store.put(settings.uploads_bucket, f"{prefix}broken.jpg", b"GIF89a broken")
+    store.put(settings.storage.uploads_bucket, f"{prefix}broken.jpg", b"GIF89a broken")
 
     deadline = time.monotonic() + 90
     while not _keys_done(prefix, set(good), dead=1)(outputs) and time.monotonic() < deadline:
@@ -639,9 +644,9 @@ def test_localstack_uploads_reach_the_function_through_sqs(
     assert {m["key"] for m in processed} == set(good)
     assert [d["reason"] for d in dead_letters] == ["not-an-image"]
     assert dead_letters[0]["source"]["messageId"]
-    rows = _rows(ingest_pool, settings.uploads_bucket, prefix)
+    rows = _rows(ingest_pool, settings.storage.uploads_bucket, prefix)
     assert sorted(r[1] for r in rows) == sorted(good)  # the re-upload made no second row
-    assert all(store.exists(settings.images_bucket, r[8]) for r in rows)
+    assert all(store.exists(settings.storage.images_bucket, r[8]) for r in rows)
 
 
 def test_the_sqs_poller_deletes_only_what_the_function_did_not_report_failed(
@@ -663,7 +668,7 @@ def test_the_sqs_poller_deletes_only_what_the_function_did_not_report_failed(
                 ]
             }
 
-        poller = SqsPoller(localstack_settings.model_copy(update={"uploads_queue": queue}), fail_b)
+        poller = SqsPoller(localstack_settings.replace(ingest={"uploads_queue": queue}), fail_b)
         deadline = time.monotonic() + 30
         while received.count("b") < 2 and time.monotonic() < deadline:
             poller.poll_once()

@@ -199,11 +199,11 @@ def test_served_sessions_take_their_thread_counts_from_the_settings(
     half = max(1, cores // 2)
     default = [half, cores if cores > half else None, cores]
     assert threads(ServedModel.configured(exported, settings)) == default
-    configured = settings.model_copy(
-        update={"model_text_threads": 3, "model_lone_text_threads": 4, "model_threads": 1}
+    configured = settings.replace(
+        model_server={"text_threads": 3, "lone_text_threads": 4, "threads": 1}
     )
     assert threads(ServedModel.configured(exported, configured)) == [3, 4, 1]
-    no_lone = settings.model_copy(update={"model_text_threads": 2, "model_lone_text_threads": 2})
+    no_lone = settings.replace(model_server={"text_threads": 2, "lone_text_threads": 2})
     assert ServedModel.configured(exported, no_lone).lone_text is None
     options = ServedModel(exported).image.session.get_session_options()
     assert options.get_session_config_entry("session.force_spinning_stop") == "1"

@@ -39,14 +39,10 @@ TINY = TrainConfig(epochs=1, batch_size=64, lr=5e-4, warmup_steps=2)
 def model_settings(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings for a model registered under a fresh name, served on a free port."""
     port = free_port()
-    return settings.model_copy(
-        update={
-            "model_name": f"test-clip-{uuid.uuid4().hex[:6]}",
-            "model_server_port": port,
-            "model_server_address": f"127.0.0.1:{port}",
-            "cache_dir": tmp_path_factory.mktemp("cache"),
-            "model_reload_interval_s": 0.5,
-        }
+    return settings.replace(
+        top={"cache_dir": tmp_path_factory.mktemp("cache")},
+        registry={"model_name": f"test-clip-{uuid.uuid4().hex[:6]}"},
+        model_server={"port": port, "address": f"127.0.0.1:{port}", "reload_interval_s": 0.5},
     )
 
 
@@ -71,7 +67,7 @@ def server(
 
 @pytest.fixture
 def client(model_settings: Settings, server: ManagedProcess) -> Iterator[EmbeddingClient]:
-    with EmbeddingClient(model_settings.model_server_address) as c:
+    with EmbeddingClient(model_settings.model_server.address) as c:
         yield c
 
 
@@ -93,7 +89,7 @@ def test_served_embeddings_equal_pytorch(
 ) -> None:
     info = client.info()
     assert (info.registry_name, info.registry_version) == (
-        model_settings.model_name,
+        model_settings.registry.model_name,
         first.version.version,
     )
     assert info.dimension == 64
@@ -171,7 +167,7 @@ def test_alias_move_is_followed_without_failing_requests(
     )  # fmt: skip
     mlflow_client = configure_mlflow(model_settings)
     mlflow_client.set_registered_model_alias(
-        model_settings.model_name, "champion", second.version.version
+        model_settings.registry.model_name, "champion", second.version.version
     )
     deadline = time.monotonic() + 60
     while client.info().registry_version != second.version.version:
@@ -199,16 +195,14 @@ def test_a_cached_version_is_served_without_its_checkpoint(
     loader.export_version(model_settings, first.version)  # exported or cached already
     store = ObjectStore(model_settings)
     prefix = loader.onnx_prefix(first.version, "fp32")
-    facts = store.get(model_settings.models_bucket, f"{prefix}/{loader.FACTS}")
+    facts = store.get(model_settings.storage.models_bucket, f"{prefix}/{loader.FACTS}")
     assert loader.ModelFacts.model_validate_json(facts) == loader.ModelFacts.of(clip)
 
     def no_checkpoint(*_: object) -> Clip:
         raise AssertionError("the checkpoint was loaded")
 
     monkeypatch.setattr(loader, "load_version", no_checkpoint)
-    bucket_only = model_settings.model_copy(
-        update={"cache_dir": tmp_path_factory.mktemp("empty-cache")}
-    )
+    bucket_only = model_settings.replace(top={"cache_dir": tmp_path_factory.mktemp("empty-cache")})
     for settings in (model_settings, bucket_only):  # the local cache; the bucket
         served = ServedModel(loader.export_version(settings, first.version))
         assert (served.dimension, served.image_size) == (clip.embed_dim, clip.image_size)

@@ -40,7 +40,7 @@ def pool(search_settings: Settings) -> Iterator[ConnectionPool]:
 
 @pytest.fixture(scope="module")
 def service(search_settings: Settings, pool: ConnectionPool) -> Iterator[SearchService]:
-    with EmbeddingClient(search_settings.model_server_address) as embedder:
+    with EmbeddingClient(search_settings.model_server.address) as embedder:
         yield SearchService(
             search_settings, CatalogRepository(pool), ObjectStore(search_settings), embedder
         )
@@ -77,7 +77,7 @@ def cosine_scores(service: SearchService, query: str, ids: list[int]) -> list[fl
 def test_health(api: TestClient, search_settings: Settings) -> None:
     body = api.get("/health").json()
     assert body["ok"] and body["catalog"]["products"] == 300
-    assert body["modelServer"]["model"] == search_settings.model_name
+    assert body["modelServer"]["model"] == search_settings.registry.model_name
 
 
 def test_openapi_docs_are_served(api: TestClient) -> None:
@@ -120,7 +120,7 @@ def test_image_urls_are_presigned_and_serve_the_image(
     image = httpx.get(hit["imageUrl"], timeout=10)
     assert image.status_code == 200
     assert image.content == ObjectStore(search_settings).get(
-        search_settings.images_bucket, product_image_key(hit["id"])
+        search_settings.storage.images_bucket, product_image_key(hit["id"])
     )
     unsigned = hit["imageUrl"].split("?")[0]
     assert httpx.get(unsigned, timeout=10).status_code == 403
@@ -194,7 +194,7 @@ def test_image_search_finds_the_same_product_first(
     api: TestClient, search_settings: Settings, how: str
 ) -> None:
     key = product_image_key(39386)
-    data = ObjectStore(search_settings).get(search_settings.images_bucket, key)
+    data = ObjectStore(search_settings).get(search_settings.storage.images_bucket, key)
     if how == "multipart":
         response = api.post("/search/image", files={"image": ("x.jpg", data, "image/jpeg")},
                             data={"k": "3"})  # fmt: skip
@@ -210,7 +210,9 @@ def test_image_search_finds_the_same_product_first(
 
 
 def test_image_search_with_filters(api: TestClient, search_settings: Settings) -> None:
-    data = ObjectStore(search_settings).get(search_settings.images_bucket, product_image_key(39386))
+    data = ObjectStore(search_settings).get(
+        search_settings.storage.images_bucket, product_image_key(39386)
+    )
     response = api.post("/search/image", files={"image": ("x.jpg", data, "image/jpeg")},
                         data={"k": "5", "filters": json.dumps({"gender": "Women"})})  # fmt: skip
     hits = response.json()["hits"]

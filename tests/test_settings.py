@@ -14,10 +14,10 @@ def test_defaults_point_at_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> 
     for name in ("FS_DATABASE_URL", "FS_S3_ENDPOINT_URL", "FS_KAFKA_BOOTSTRAP", "FS_PG_PORT"):
         monkeypatch.delenv(name, raising=False)
     settings = Settings()
-    assert settings.database_url == "postgresql://postgres@127.0.0.1:15432/fashion"
-    assert settings.s3_endpoint_url == "http://127.0.0.1:19000"
-    assert settings.kafka_bootstrap == "127.0.0.1:19092"
-    assert settings.embedding_dim == 512
+    assert settings.database.url == "postgresql://postgres@127.0.0.1:15432/fashion"
+    assert settings.storage.endpoint_url == "http://127.0.0.1:19000"
+    assert settings.kafka.bootstrap == "127.0.0.1:19092"
+    assert settings.database.embedding_dim == 512
 
 
 def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,24 +25,33 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FS_S3_ENDPOINT_URL", "http://minio:9000")
     monkeypatch.setenv("FS_PROFILE", "pip")
     settings = Settings()
-    assert settings.database_url == "postgresql://postgres@127.0.0.1:6543/fashion"
-    assert settings.s3_endpoint_url == "http://minio:9000"
-    assert settings.profile == "pip"
+    assert settings.database.url == "postgresql://postgres@127.0.0.1:6543/fashion"
+    assert settings.storage.endpoint_url == "http://minio:9000"
+    assert settings.stack.profile == "pip"
     monkeypatch.setenv("FS_PROFILE", "docker-less")
-    with pytest.raises(ValidationError, match="profile"):
+    with pytest.raises(ValidationError, match="FS_PROFILE"):
         Settings()
 
 
-def test_a_clone_of_a_local_checkout_finds_the_shared_dataset(tmp_path: Path) -> None:
-    from fashion_search.settings import _DATASET_IN_SHARED, _shared_dataset
+def test_child_environment_round_trips_every_setting(tmp_path: Path) -> None:
+    changed = Settings().replace(
+        top={"cache_dir": tmp_path},
+        database={"url": "postgresql://db.example/fashion", "pool_max_size": 3},
+        model_server={"address": "10.0.0.1:50051", "quantized": True},
+        ingest={"batch_window_ms": 7.5},
+    )
+    assert changed.database.pool_max_size == 3
+    assert Settings().database.pool_max_size == 8  # the copy leaves the original alone
+    env = changed.to_env()
+    assert env["FS_DATABASE_URL"] == "postgresql://db.example/fashion"
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert Settings() == changed
 
-    origin, clone = tmp_path / "work" / "main", tmp_path / "elsewhere" / "fresh"
-    parquet = tmp_path / "work" / _DATASET_IN_SHARED
-    parquet.parent.mkdir(parents=True)
-    parquet.write_bytes(b"")
-    origin.mkdir()
-    (clone / ".git").mkdir(parents=True)
-    assert _shared_dataset(clone) == clone.parent / _DATASET_IN_SHARED  # no origin: next to it
-    (clone / ".git" / "config").write_text(f'[remote "origin"]\n\turl = {origin}\n')
-    assert _shared_dataset(clone) == parquet
-    assert _shared_dataset(origin) == parquet
+
+def test_the_dataset_is_the_hub_id_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FS_DATASET_SOURCE", raising=False)
+    assert Settings().dataset_source == "ashraq/fashion-product-images-small"
+    monkeypatch.setenv("FS_DATASET_SOURCE", "/data/products.parquet")
+    assert Settings().dataset_source == "/data/products.parquet"

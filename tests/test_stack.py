@@ -15,7 +15,7 @@ import boto3
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from fashion_search.settings import Settings
+from fashion_search.settings import Settings, StackSettings
 from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, status, up
 from stack.postgres import Postgres
@@ -29,7 +29,7 @@ def test_every_component_runs(stack_settings: Settings) -> None:
     assert set(rows) == {"postgres", "kafka", "s3", "mlflow", "localstack"}
     assert all(row.pid for row in rows.values()), rows
     native_tools = all(shutil.which(t) for t in ("go", "java", "mvn"))
-    if stack_settings.profile == "native" and native_tools:
+    if stack_settings.stack.profile == "native" and native_tools:
         assert not [r.role for r in rows.values() if r.fallback], "native tools present"
         assert rows["kafka"].implementation.startswith("Apache Kafka")
         assert rows["s3"].implementation.startswith("MinIO")
@@ -60,15 +60,15 @@ def test_minio_upload_notifies_kafka(stack_settings: Settings) -> None:
     key = f"tests/{uuid.uuid4().hex}/navy shirt.jpg"
     consumer = Consumer(
         {
-            "bootstrap.servers": stack_settings.kafka_bootstrap,
+            "bootstrap.servers": stack_settings.kafka.bootstrap,
             "group.id": f"test-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
         }
     )
-    consumer.subscribe([stack_settings.uploads_topic])
+    consumer.subscribe([stack_settings.kafka.uploads_topic])
     try:
-        ObjectStore(stack_settings).put(stack_settings.uploads_bucket, key, b"\xff\xd8test")
+        ObjectStore(stack_settings).put(stack_settings.storage.uploads_bucket, key, b"\xff\xd8test")
         event = _consume_until(
             consumer,
             lambda e: urllib.parse.unquote_plus(e["Records"][0]["s3"]["object"]["key"]) == key,
@@ -77,22 +77,22 @@ def test_minio_upload_notifies_kafka(stack_settings: Settings) -> None:
         consumer.close()
     record = event["Records"][0]
     assert record["eventName"].startswith("s3:ObjectCreated:")
-    assert record["s3"]["bucket"]["name"] == stack_settings.uploads_bucket
-    assert event["Key"] == f"{stack_settings.uploads_bucket}/{key}"
+    assert record["s3"]["bucket"]["name"] == stack_settings.storage.uploads_bucket
+    assert event["Key"] == f"{stack_settings.storage.uploads_bucket}/{key}"
 
 
 def test_localstack_upload_reaches_sqs(stack_settings: Settings) -> None:
     session = boto3.session.Session(
         aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1"
     )
-    endpoint = stack_settings.localstack_endpoint_url
+    endpoint = stack_settings.ingest.sqs_endpoint_url
     s3 = session.client("s3", endpoint_url=endpoint)
     sqs = session.client("sqs", endpoint_url=endpoint)
-    queue_url = sqs.get_queue_url(QueueName=stack_settings.uploads_queue)["QueueUrl"]
+    queue_url = sqs.get_queue_url(QueueName=stack_settings.ingest.uploads_queue)["QueueUrl"]
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])
     assert "fashion-uploads-events-dlq" in attributes["Attributes"]["RedrivePolicy"]
     key = f"tests/{uuid.uuid4().hex}/red dress.jpg"
-    s3.put_object(Bucket=stack_settings.uploads_bucket, Key=key, Body=b"\xff\xd8test")
+    s3.put_object(Bucket=stack_settings.storage.uploads_bucket, Key=key, Body=b"\xff\xd8test")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for message in sqs.receive_message(
@@ -112,10 +112,10 @@ def test_mlflow_keeps_artifacts_in_the_object_store(
 ) -> None:
     import mlflow
 
-    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", stack_settings.s3_endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack_settings.s3_access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack_settings.s3_secret_key)
-    client = mlflow.MlflowClient(stack_settings.mlflow_tracking_uri)
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", stack_settings.storage.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack_settings.storage.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack_settings.storage.secret_key)
+    client = mlflow.MlflowClient(stack_settings.registry.tracking_uri)
     experiment = client.get_experiment_by_name("stack-tests") or client.get_experiment(
         client.create_experiment("stack-tests")
     )
@@ -127,7 +127,7 @@ def test_mlflow_keeps_artifacts_in_the_object_store(
     listed = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert listed == ["note.txt"]
     objects = ObjectStore(stack_settings).client.list_objects_v2(
-        Bucket=stack_settings.models_bucket, Prefix="mlflow/"
+        Bucket=stack_settings.storage.models_bucket, Prefix="mlflow/"
     )
     keys = [o["Key"] for o in objects.get("Contents", [])]
     assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
@@ -135,10 +135,9 @@ def test_mlflow_keeps_artifacts_in_the_object_store(
 
 def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
     settings = Settings(
-        profile="pip",
-        state_dir=tmp_path / "stack",
-        kafka_port=free_port(),
-        s3_port=free_port(),
+        stack=StackSettings(
+            profile="pip", state_dir=tmp_path / "stack", kafka_port=free_port(), s3_port=free_port()
+        )
     )
     started = up(settings, ("kafka", "s3"))
     try:
@@ -146,20 +145,20 @@ def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
         rows = {r.role: r for r in status(settings) if r.role in started}
         assert all(r.fallback and r.pid for r in rows.values())
         store = ObjectStore(settings)
-        store.put(settings.images_bucket, "products/1.jpg", b"image")
-        assert store.get(settings.images_bucket, "products/1.jpg") == b"image"
-        producer = Producer({"bootstrap.servers": settings.kafka_bootstrap})
-        producer.produce(settings.output_topic, key=b"k", value=b'{"ok": true}')
+        store.put(settings.storage.images_bucket, "products/1.jpg", b"image")
+        assert store.get(settings.storage.images_bucket, "products/1.jpg") == b"image"
+        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+        producer.produce(settings.kafka.output_topic, key=b"k", value=b'{"ok": true}')
         assert producer.flush(10) == 0
         consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": "fallback-test",
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 2000,
             }
         )
-        consumer.subscribe([settings.output_topic])
+        consumer.subscribe([settings.kafka.output_topic])
         try:
             assert _consume_until(consumer, lambda v: v == {"ok": True}) == {"ok": True}
         finally:
@@ -167,8 +166,8 @@ def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
     finally:
         stopped = down(settings, ("kafka", "s3"))
     assert sorted(stopped) == ["kafka", "s3"]
-    assert not port_in_use(settings.kafka_port)
-    assert not port_in_use(settings.s3_port)
+    assert not port_in_use(settings.stack.kafka_port)
+    assert not port_in_use(settings.stack.s3_port)
 
 
 def test_a_port_taken_by_a_stranger_is_reported(tmp_path: Path) -> None:
@@ -176,6 +175,6 @@ def test_a_port_taken_by_a_stranger_is_reported(tmp_path: Path) -> None:
         stranger.bind(("127.0.0.1", 0))
         stranger.listen()
         port = stranger.getsockname()[1]
-        settings = Settings(state_dir=tmp_path / "stack", pg_port=port)
+        settings = Settings(stack=StackSettings(state_dir=tmp_path / "stack", pg_port=port))
         with pytest.raises(StackError, match=f"port {port} is in use"):
             Postgres(settings).start()

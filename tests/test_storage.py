@@ -26,27 +26,31 @@ def test_key_layout() -> None:
 
 def test_buckets_exist_and_round_trip(store: ObjectStore, settings: Settings) -> None:
     names = {b["Name"] for b in store.client.list_buckets()["Buckets"]}
-    assert set(settings.buckets) <= names
+    assert set(settings.storage.buckets) <= names
     data = bytes(range(256)) * 100
-    etag = store.put(settings.datasets_bucket, "splits/v1/blob.bin", data, "application/x-test")
+    etag = store.put(
+        settings.storage.datasets_bucket, "splits/v1/blob.bin", data, "application/x-test"
+    )
     assert len(etag) == 32
-    assert store.get(settings.datasets_bucket, "splits/v1/blob.bin") == data
-    assert store.exists(settings.datasets_bucket, "splits/v1/blob.bin")
+    assert store.get(settings.storage.datasets_bucket, "splits/v1/blob.bin") == data
+    assert store.exists(settings.storage.datasets_bucket, "splits/v1/blob.bin")
     with urllib.request.urlopen(
-        store.presigned_url(settings.datasets_bucket, "splits/v1/blob.bin")
+        store.presigned_url(settings.storage.datasets_bucket, "splits/v1/blob.bin")
     ) as r:
         assert r.read() == data
 
 
 def test_missing_and_invalid_objects(store: ObjectStore, settings: Settings) -> None:
     with pytest.raises(ObjectNotFoundError, match=r"nope\.jpg"):
-        store.get(settings.images_bucket, "products/nope.jpg")
-    assert not store.exists(settings.images_bucket, "products/nope.jpg")
+        store.get(settings.storage.images_bucket, "products/nope.jpg")
+    assert not store.exists(settings.storage.images_bucket, "products/nope.jpg")
     with pytest.raises(InvalidObjectKeyError):
-        store.put(settings.images_bucket, "../escape.jpg", b"x")
+        store.put(settings.storage.images_bucket, "../escape.jpg", b"x")
     with pytest.raises(InvalidObjectKeyError):
-        store.put_many(settings.images_bucket, [("products/ok.jpg", b"x"), ("", b"y")])
-    assert not store.exists(settings.images_bucket, "products/ok.jpg")  # nothing half-written
+        store.put_many(settings.storage.images_bucket, [("products/ok.jpg", b"x"), ("", b"y")])
+    assert not store.exists(
+        settings.storage.images_bucket, "products/ok.jpg"
+    )  # nothing half-written
 
 
 @pytest.mark.parametrize(
@@ -55,20 +59,20 @@ def test_missing_and_invalid_objects(store: ObjectStore, settings: Settings) -> 
 def test_presigned_urls_of_keys_that_need_encoding(
     store: ObjectStore, settings: Settings, key: str
 ) -> None:
-    store.put(settings.uploads_bucket, key, key.encode())
-    url = store.presigned_url(settings.uploads_bucket, key)
+    store.put(settings.storage.uploads_bucket, key, key.encode())
+    url = store.presigned_url(settings.storage.uploads_bucket, key)
     assert "X-Amz-Signature=" in url  # SigV4, which every S3 region accepts
     with urllib.request.urlopen(url) as r:
         assert r.read() == key.encode()
-    store.client.delete_object(Bucket=settings.uploads_bucket, Key=key)
+    store.client.delete_object(Bucket=settings.storage.uploads_bucket, Key=key)
 
 
 def test_presigned_urls_use_the_public_endpoint(store: ObjectStore, settings: Settings) -> None:
     """Behind compose the store is ``minio:9000`` for services, a host port for browsers."""
-    public = settings.s3_endpoint_url.replace("127.0.0.1", "localhost")
-    public_store = ObjectStore(settings.model_copy(update={"s3_public_endpoint_url": public}))
-    store.put(settings.datasets_bucket, "splits/v1/public.bin", b"seen from the host")
-    url = public_store.presigned_url(settings.datasets_bucket, "splits/v1/public.bin")
+    public = settings.storage.endpoint_url.replace("127.0.0.1", "localhost")
+    public_store = ObjectStore(settings.replace(storage={"public_endpoint_url": public}))
+    store.put(settings.storage.datasets_bucket, "splits/v1/public.bin", b"seen from the host")
+    url = public_store.presigned_url(settings.storage.datasets_bucket, "splits/v1/public.bin")
     assert url.startswith(public + "/")
     with urllib.request.urlopen(url) as r:
         assert r.read() == b"seen from the host"

@@ -28,7 +28,7 @@ def api_server(
     """``python -m functions`` (uvicorn) on the search test catalog."""
     process = start_process(
         "api", ["-m", "functions"], search_settings, tmp_path_factory.mktemp("api"),
-        lambda: http_ok(f"{search_settings.api_url}/health"),
+        lambda: http_ok(f"{search_settings.search.api_url}/health"),
     )  # fmt: skip
     yield process
     process.stop()
@@ -38,7 +38,7 @@ def api_server(
 def app(
     search_settings: Settings, api_server: ManagedProcess, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[AppTest]:
-    monkeypatch.setenv("FS_API_URL", search_settings.api_url)
+    monkeypatch.setenv("FS_API_URL", search_settings.search.api_url)
     get_settings.cache_clear()
     st.cache_resource.clear()
     st.cache_data.clear()
@@ -55,7 +55,7 @@ def test_text_search_shows_the_api_results(app: AppTest, search_settings: Settin
     assert not app.exception
     app.text_input(key="query").input("silver watch").run()
     assert not app.exception and not app.error
-    expected = httpx.post(f"{search_settings.api_url}/search/text",
+    expected = httpx.post(f"{search_settings.search.api_url}/search/text",
                           json={"q": "silver watch", "k": 20}).json()["hits"]  # fmt: skip
     assert result_ids(app, "text-") == [h["id"] for h in expected]
     assert any("score" in c.value for c in app.caption)
@@ -67,7 +67,7 @@ def test_filters_and_hybrid_mode_reach_the_api(app: AppTest, search_settings: Se
     app.sidebar.slider(key="k").set_value(8).run()
     app.text_input(key="query").input("watch").run()
     expected = httpx.post(
-        f"{search_settings.api_url}/search/text",
+        f"{search_settings.search.api_url}/search/text",
         json={"q": "watch", "k": 8, "mode": "hybrid", "filters": {"gender": ["Women"]}},
     ).json()["hits"]
     assert result_ids(app, "text-") == [h["id"] for h in expected]
@@ -102,10 +102,11 @@ def test_real_search_in_headless_chromium(
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: scripts/bootstrap.sh installs Debian's package")
         pytest.skip("chromium is not installed (scripts/bootstrap.sh installs it as root)")
-    url = f"http://127.0.0.1:{search_settings.ui_port}"
+    port = search_settings.search.ui_port
+    url = f"http://127.0.0.1:{port}"
     ui = start_process(
         "ui",
-        ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(search_settings.ui_port),
+        ["-m", "streamlit", "run", "ui/app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false"],
         search_settings, tmp_path_factory.mktemp("ui"), lambda: http_ok(f"{url}/_stcore/health"),

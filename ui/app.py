@@ -18,7 +18,7 @@ COLUMNS = 5
 @st.cache_resource
 def api() -> SearchApi:
     """One API client per server process."""
-    return SearchApi(get_settings().api_url)
+    return SearchApi(get_settings().search.api_url)
 
 
 @st.cache_data(ttl=300)

@@ -17,21 +17,22 @@ def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPo
 
     Connections are in autocommit mode: a read is one round trip (no BEGIN and COMMIT), and
     writes open their transactions explicitly. Each session searches HNSW with
-    ``settings.hnsw_ef_search`` and relaxed-order iterative scans (so a filtered search still
-    finds k rows), so a search needs no ``SET`` of its own.
+    ``settings.database.hnsw_ef_search`` and relaxed-order iterative scans (so a filtered search
+    still finds k rows), so a search needs no ``SET`` of its own.
     """
 
     def configure(conn: psycopg.Connection[Any]) -> None:
         register_vector(conn)
         conn.execute(
-            "SELECT set_config('hnsw.ef_search', %s, false)", (str(settings.hnsw_ef_search),)
+            "SELECT set_config('hnsw.ef_search', %s, false)",
+            (str(settings.database.hnsw_ef_search),),
         )
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
 
     pool: ConnectionPool[Any] = ConnectionPool(
-        conninfo or settings.database_url,
+        conninfo or settings.database.url,
         min_size=1,
-        max_size=settings.pool_max_size,
+        max_size=settings.database.pool_max_size,
         kwargs={"autocommit": True},
         configure=configure,
         open=False,

@@ -103,7 +103,7 @@ def embed_catalog(
 
 def _read(store: ObjectStore, key: str) -> bytes | None:
     try:
-        return store.get(store.settings.images_bucket, key)
+        return store.get(store.settings.storage.images_bucket, key)
     except ObjectNotFoundError:
         return None
 

@@ -61,7 +61,7 @@ def load_catalog(
     """
     report = DatasetReport()
     items = iter_dataset(source, offset=offset, limit=limit, report=report)
-    bucket = store.settings.images_bucket
+    bucket = store.settings.storage.images_bucket
     loaded = skipped = 0
     rows = count_rows(source)
     total = (

@@ -63,7 +63,7 @@ def upload_image_key(event: ObjectCreated) -> str:
 
 def retry_delay(settings: Settings, attempt: int) -> float:
     """Backoff before retry ``attempt + 1``: the base doubled per attempt, capped."""
-    return min(settings.ingest_retry_base_s * 2.0 ** (attempt - 1), settings.ingest_retry_max_s)
+    return min(settings.ingest.retry_base_s * 2.0 ** (attempt - 1), settings.ingest.retry_max_s)
 
 
 class UploadProcessor:
@@ -117,7 +117,7 @@ class UploadProcessor:
             else:
                 embedded[index] = result
         neighbours = self.repository.labelled_neighbours(
-            [vector for vector, _ in embedded.values()], self.settings.ingest_neighbours
+            [vector for vector, _ in embedded.values()], self.settings.ingest.neighbours
         )
         stored_outcomes = self._io.map(
             lambda item: self._store(
@@ -131,9 +131,12 @@ class UploadProcessor:
     def _read(self, event: ObjectCreated) -> StoredObject | Outcome:
         try:
             obj = self.store.read(
-                event.bucket, event.key, event.etag or None, self.settings.model_max_image_bytes
+                event.bucket,
+                event.key,
+                event.etag or None,
+                self.settings.model_server.max_image_bytes,
             )
-            decode_image(obj.data, self.settings.model_max_image_pixels)
+            decode_image(obj.data, self.settings.model_server.max_image_pixels)
         except ObjectNotFoundError as error:
             return Failure("object-not-found", str(error))
         except ObjectChangedError:
@@ -166,11 +169,11 @@ class UploadProcessor:
 
     def _embed_with_retry(self, images: list[bytes]) -> Embeddings:
         s = self.settings
-        for attempt in range(1, s.ingest_retry_attempts + 1):
+        for attempt in range(1, s.ingest.retry_attempts + 1):
             try:
                 return self.embedder.embed_images(images)
             except ModelServerUnavailableError as error:
-                if attempt == s.ingest_retry_attempts:
+                if attempt == s.ingest.retry_attempts:
                     raise ModelServerUnavailableError(
                         f"{error} (gave up after {attempt} attempts)"
                     ) from error
@@ -193,7 +196,7 @@ class UploadProcessor:
         labels = {label: p.value for label, p in predicted.items()}
         confidence = {to_camel(label): round(p.confidence, 4) for label, p in predicted.items()}
         image_key = upload_image_key(event)
-        self.store.copy(event.bucket, event.key, self.settings.images_bucket, image_key)
+        self.store.copy(event.bucket, event.key, self.settings.storage.images_bucket, image_key)
         upload = UploadedProduct(
             source_bucket=event.bucket,
             source_key=event.key,

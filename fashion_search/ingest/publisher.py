@@ -20,7 +20,7 @@ class KafkaPublisher:
         self.settings = settings
         self._producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "enable.idempotence": True,
                 "linger.ms": 2,
                 "log_level": 4,
@@ -39,13 +39,13 @@ class KafkaPublisher:
     def processed(self, message: UploadProcessed) -> None:
         """Queue an output-topic message (keyed by bucket/key)."""
         self._produce(
-            self.settings.output_topic, f"{message.bucket}/{message.key}", message.to_json()
+            self.settings.kafka.output_topic, f"{message.bucket}/{message.key}", message.to_json()
         )
 
     def dead_letter(self, letter: DeadLetter) -> None:
         """Queue a dead-letter record (keyed by bucket/key when known)."""
         key = f"{letter.bucket}/{letter.key}" if letter.key else letter.reason
-        self._produce(self.settings.dead_letter_topic, key, letter.to_json())
+        self._produce(self.settings.kafka.dead_letter_topic, key, letter.to_json())
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; PublishError if any is not."""

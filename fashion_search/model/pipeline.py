@@ -92,9 +92,9 @@ def train_and_register(
         metrics = evaluate(clip, test_data, train_data)
         mlflow.log_metrics({**metrics, "train_minutes": train_minutes})
         version = register_clip(
-            client, clip, run.info.run_id, settings.model_name, split_id, metrics
+            client, clip, run.info.run_id, settings.registry.model_name, split_id, metrics
         )
-        current = champion(client, settings.model_name, settings.model_alias)
+        current = champion(client, settings.registry.model_name, settings.registry.model_alias)
         champion_metrics = None
         if current is not None:
             champion_metrics = evaluate(load_version(current, device), test_data, train_data)
@@ -104,7 +104,7 @@ def train_and_register(
             version,
             metrics[PRIMARY_METRIC],
             champion_metrics[PRIMARY_METRIC] if champion_metrics else None,
-            settings.model_alias,
+            settings.registry.model_alias,
         )
         mlflow.set_tag("promoted", str(promoted).lower())
     return TrainingOutcome(

@@ -29,11 +29,11 @@ PRIMARY_METRIC = "title_mrr"
 
 def configure_mlflow(settings: Settings) -> MlflowClient:
     """Point MLflow (tracking + artifact S3 endpoint) at the configured servers."""
-    os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.s3_endpoint_url)
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", settings.s3_access_key)
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", settings.s3_secret_key)
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    return MlflowClient(settings.mlflow_tracking_uri)
+    os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", settings.storage.endpoint_url)
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", settings.storage.access_key)
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", settings.storage.secret_key)
+    mlflow.set_tracking_uri(settings.registry.tracking_uri)
+    return MlflowClient(settings.registry.tracking_uri)
 
 
 @dataclass(frozen=True)

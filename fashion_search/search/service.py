@@ -101,10 +101,12 @@ class SearchService:
         """
         now = time.monotonic()
         cached = self._urls.get(product.image_key)
-        if cached is not None and now - cached[1] < self.settings.image_url_expiry_s / 2:
+        if cached is not None and now - cached[1] < self.settings.search.image_url_expiry_s / 2:
             return cached[0]
         url = self.store.presigned_url(
-            self.settings.images_bucket, product.image_key, self.settings.image_url_expiry_s
+            self.settings.storage.images_bucket,
+            product.image_key,
+            self.settings.search.image_url_expiry_s,
         )
         if len(self._urls) >= URL_CACHE_SIZE:
             self._urls.clear()
@@ -125,12 +127,11 @@ class SearchService:
         query = query.strip()
         if not query:
             raise InvalidArgumentError("query is empty")
-        if len(query) > self.settings.model_max_text_chars:
-            raise InvalidArgumentError(
-                f"query has {len(query)} characters; at most {self.settings.model_max_text_chars}"
-            )
+        limit = self.settings.model_server.max_text_chars
+        if len(query) > limit:
+            raise InvalidArgumentError(f"query has {len(query)} characters; at most {limit}")
         self._check_k(k)
-        mode = mode or self.settings.search_mode
+        mode = mode or self.settings.search.mode
         if mode == "vector":
             timings: dict[str, float] = {}
             with _timed(timings, "model"):
@@ -165,9 +166,9 @@ class SearchService:
         """Products whose images look like ``image`` (encoded bytes)."""
         if not image:
             raise InvalidImageError("image is empty")
-        if len(image) > self.settings.search_max_upload_bytes:
+        if len(image) > self.settings.search.max_upload_bytes:
             raise ImageTooLargeError(
-                f"image has {len(image)} bytes; at most {self.settings.search_max_upload_bytes}"
+                f"image has {len(image)} bytes; at most {self.settings.search.max_upload_bytes}"
             )
         self._check_k(k)
         timings: dict[str, float] = {}
@@ -183,8 +184,8 @@ class SearchService:
         self, key: str, bucket: str | None = None, k: int = 10, filters: Filters | None = None
     ) -> SearchResult:
         """Image search with an image already in the store (images or uploads bucket)."""
-        bucket = bucket or self.settings.images_bucket
-        allowed = (self.settings.images_bucket, self.settings.uploads_bucket)
+        bucket = bucket or self.settings.storage.images_bucket
+        allowed = (self.settings.storage.images_bucket, self.settings.storage.uploads_bucket)
         if bucket not in allowed:
             raise InvalidArgumentError(f"bucket must be one of {', '.join(allowed)}")
         return self.image(self.store.get(bucket, key), k, filters)

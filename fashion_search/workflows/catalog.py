@@ -34,10 +34,10 @@ def create_schema(settings: Settings, reset: bool = False) -> dict[str, Any]:
     """Apply the migrations (``reset`` first drops the catalog: products and migrations), and
     build the HNSW index if a killed bulk load left it dropped."""
     if reset:
-        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        with psycopg.connect(settings.database.url, autocommit=True) as conn:
             conn.execute("DROP TABLE IF EXISTS products, schema_migrations")
-    applied = migrate(settings.database_url, settings.embedding_dim)
-    ensure_vector_index(settings.database_url)
+    applied = migrate(settings.database.url, settings.database.embedding_dim)
+    ensure_vector_index(settings.database.url)
     return {"reset": reset, "applied": applied}
 
 
@@ -55,20 +55,20 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
     started = time.perf_counter()
     with (
         create_pool(settings) as pool,
-        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
+        EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
         repository = CatalogRepository(pool)
         embedder = _LoadEmbedder(settings, client)
         bulk = repository.count() == 0
         try:
             if bulk:
-                drop_vector_index(settings.database_url)
+                drop_vector_index(settings.database.url)
             summary = load_catalog(
                 repository, store, source,
                 limit=limit, skip_existing=True, progress=False, embed=embedder,
             )  # fmt: skip
         finally:
-            ensure_vector_index(settings.database_url)
+            ensure_vector_index(settings.database.url)
     return {
         "loaded": summary.loaded,
         "skipped": summary.skipped,
@@ -94,7 +94,7 @@ class _LoadEmbedder:
         except ModelServerUnavailableError as error:
             self.stopped = str(error)
         else:
-            set_embedding_dimension(settings.database_url, dimension)
+            set_embedding_dimension(settings.database.url, dimension)
 
     def __call__(self, items: list[tuple[Product, bytes]]) -> list[Product]:
         if not self.stopped:
@@ -116,10 +116,10 @@ def embed_products(
     started = time.perf_counter()
     with (
         create_pool(settings) as pool,
-        EmbeddingClient(settings.model_server_address, timeout_s=120) as client,
+        EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
         dimension = client.info().dimension
-        moved = set_embedding_dimension(settings.database_url, dimension)
+        moved = set_embedding_dimension(settings.database.url, dimension)
         summary = embed_catalog(
             CatalogRepository(pool), ObjectStore(settings), client,
             batch_size=batch_size, progress=progress,

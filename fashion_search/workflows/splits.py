@@ -87,15 +87,17 @@ def make_split(
     rows = [{**fields.model_dump(), "split": assignment[fields.id]} for fields, _ in products]
     table = pa.Table.from_pylist(rows)
     store = ObjectStore(settings)
-    store.ensure_buckets([settings.datasets_bucket])
+    store.ensure_buckets([settings.storage.datasets_bucket])
     files = {}
     for split in SPLITS:
         part = table.filter(pa.compute.equal(table["split"], split))
         buffer = io.BytesIO()
         pq.write_table(part, buffer)
         key = SplitManifest.key(version, f"{split}.parquet")
-        store.put(settings.datasets_bucket, key, buffer.getvalue(), "application/octet-stream")
-        files[split] = f"s3://{settings.datasets_bucket}/{key}"
+        store.put(
+            settings.storage.datasets_bucket, key, buffer.getvalue(), "application/octet-stream"
+        )
+        files[split] = f"s3://{settings.storage.datasets_bucket}/{key}"
     per_class: dict[str, Counter[str]] = defaultdict(Counter)
     for fields, _ in products:
         per_class[fields.article_type or ""][assignment[fields.id]] += 1
@@ -109,7 +111,7 @@ def make_split(
         article_types={k: dict(v) for k, v in sorted(per_class.items())},
         files=files,
     )
-    store.put(settings.datasets_bucket, SplitManifest.key(version),
+    store.put(settings.storage.datasets_bucket, SplitManifest.key(version),
               json.dumps(asdict(manifest), indent=2).encode(), "application/json")  # fmt: skip
     configure_mlflow(settings)
     mlflow.set_experiment(experiment)
@@ -129,7 +131,7 @@ def make_split(
 def load_manifest(settings: Settings, version: str) -> SplitManifest:
     """A stored split's manifest."""
     data: dict[str, Any] = json.loads(
-        ObjectStore(settings).get(settings.datasets_bucket, SplitManifest.key(version))
+        ObjectStore(settings).get(settings.storage.datasets_bucket, SplitManifest.key(version))
     )
     return SplitManifest(**data)
 
@@ -139,6 +141,8 @@ def split_ids(settings: Settings, version: str) -> dict[str, set[int]]:
     store = ObjectStore(settings)
     result = {}
     for split in SPLITS:
-        data = store.get(settings.datasets_bucket, SplitManifest.key(version, f"{split}.parquet"))
+        data = store.get(
+            settings.storage.datasets_bucket, SplitManifest.key(version, f"{split}.parquet")
+        )
         result[split] = set(pq.read_table(io.BytesIO(data), columns=["id"])["id"].to_pylist())
     return result

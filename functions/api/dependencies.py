@@ -20,7 +20,7 @@ def _build_service() -> SearchService:
     settings = get_settings()
     repository = CatalogRepository(create_pool(settings))
     return SearchService(
-        settings, repository, ObjectStore(settings), EmbeddingClient(settings.model_server_address)
+        settings, repository, ObjectStore(settings), EmbeddingClient(settings.model_server.address)
     )
 
 

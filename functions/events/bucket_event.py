@@ -93,6 +93,6 @@ def get_bucket_event_function() -> BucketEventFunction:
         settings,
         CatalogRepository(create_pool(settings)),
         ObjectStore(settings),
-        EmbeddingClient(settings.model_server_address),
+        EmbeddingClient(settings.model_server.address),
     )
     return BucketEventFunction(processor, KafkaPublisher(settings))

@@ -28,7 +28,7 @@ Function = Callable[[Mapping[str, Any]], Any]
 
 
 class KafkaDispatcher:
-    """Consumes ``settings.uploads_topic`` as group ``settings.ingest_group_id``."""
+    """Consumes ``settings.kafka.uploads_topic`` as group ``settings.ingest.group_id``."""
 
     def __init__(self, settings: Settings, function: Function, publisher: KafkaPublisher) -> None:
         self.settings = settings
@@ -36,8 +36,8 @@ class KafkaDispatcher:
         self.publisher = publisher
         self.consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": settings.ingest_group_id,
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "group.id": settings.ingest.group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 50,
@@ -49,8 +49,8 @@ class KafkaDispatcher:
 
     def run(self, stop: threading.Event) -> None:
         """Dispatch until ``stop`` is set; the batch in hand is finished and committed first."""
-        self.consumer.subscribe([self.settings.uploads_topic])
-        log.info("dispatching %s to the bucket-event function", self.settings.uploads_topic)
+        self.consumer.subscribe([self.settings.kafka.uploads_topic])
+        log.info("dispatching %s to the bucket-event function", self.settings.kafka.uploads_topic)
         try:
             while not stop.is_set():
                 batch = self._next_batch()
@@ -66,7 +66,7 @@ class KafkaDispatcher:
         if first is None:
             return []
         rest = self.consumer.consume(
-            self.settings.ingest_batch_size - 1, self.settings.ingest_batch_window_ms / 1000
+            self.settings.ingest.batch_size - 1, self.settings.ingest.batch_window_ms / 1000
         )
         batch = []
         for message in [first, *rest]:
@@ -78,7 +78,7 @@ class KafkaDispatcher:
         return batch
 
     def _dispatch(self, batch: list[Message]) -> None:
-        for attempt in range(1, self.settings.ingest_invoke_attempts + 1):
+        for attempt in range(1, self.settings.ingest.invoke_attempts + 1):
             try:
                 self._invoke(batch)
                 return
@@ -105,7 +105,7 @@ class KafkaDispatcher:
             {**_position(m), "timestamp": m.timestamp()[1], "key": m.key(), "value": m.value()}
             for m in batch
         ]
-        self.function(kafka_event(records, self.settings.kafka_bootstrap))
+        self.function(kafka_event(records, self.settings.kafka.bootstrap))
 
     def _commit(self, batch: list[Message]) -> None:
         next_offsets: dict[tuple[str, int], int] = {}

@@ -27,23 +27,23 @@ def make_sqs_client(settings: Settings) -> SQSClient:
     """SQS on the LocalStack endpoint (or AWS when FS_LOCALSTACK_ENDPOINT_URL names it)."""
     client: SQSClient = boto3.client(
         "sqs",
-        endpoint_url=settings.localstack_endpoint_url,
-        aws_access_key_id=settings.s3_access_key,
-        aws_secret_access_key=settings.s3_secret_key,
-        region_name=settings.s3_region,
+        endpoint_url=settings.ingest.sqs_endpoint_url,
+        aws_access_key_id=settings.storage.access_key,
+        aws_secret_access_key=settings.storage.secret_key,
+        region_name=settings.storage.region,
     )
     return client
 
 
 class SqsPoller:
-    """Polls ``settings.uploads_queue``."""
+    """Polls ``settings.ingest.uploads_queue``."""
 
     def __init__(self, settings: Settings, function: Function, wait_s: int = 1) -> None:
         self.settings = settings
         self.function = function
         self.wait_s = wait_s
         self.sqs = make_sqs_client(settings)
-        self.queue_url = self.sqs.get_queue_url(QueueName=settings.uploads_queue)["QueueUrl"]
+        self.queue_url = self.sqs.get_queue_url(QueueName=settings.ingest.uploads_queue)["QueueUrl"]
         self.queue_arn = self.sqs.get_queue_attributes(
             QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
         )["Attributes"]["QueueArn"]
@@ -59,7 +59,7 @@ class SqsPoller:
         """Receive, invoke and delete one batch; returns how many messages were received."""
         messages = self.sqs.receive_message(
             QueueUrl=self.queue_url,
-            MaxNumberOfMessages=min(10, self.settings.ingest_batch_size),
+            MaxNumberOfMessages=min(10, self.settings.ingest.batch_size),
             WaitTimeSeconds=self.wait_s,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
@@ -93,5 +93,5 @@ class SqsPoller:
             "md5OfBody": message.get("MD5OfBody"),
             "eventSource": "aws:sqs",
             "eventSourceARN": self.queue_arn,
-            "awsRegion": self.settings.s3_region,
+            "awsRegion": self.settings.storage.region,
         }

@@ -22,7 +22,7 @@ def health(service: Service) -> JSONResponse:
     except Exception as error:  # any failure means "not ready"; the message says which
         checks["catalog"] = {"ok": False, "error": str(error)}
     try:
-        service.store.exists(service.settings.images_bucket, "health-check")
+        service.store.exists(service.settings.storage.images_bucket, "health-check")
         checks["objectStore"] = {"ok": True}
     except Exception as error:
         checks["objectStore"] = {"ok": False, "error": str(error)}

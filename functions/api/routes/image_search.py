@@ -27,7 +27,7 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 async def _from_form(request: Request, service: SearchService) -> SearchOut:
-    limit = service.settings.search_max_upload_bytes
+    limit = service.settings.search.max_upload_bytes
     async with request.form(max_files=1, max_fields=4, max_part_size=limit + 1) as form:
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
@@ -68,7 +68,7 @@ async def search_image(request: Request, service: Service) -> SearchOut:
     if request.headers.get("content-type", "").startswith(_MULTIPART):
         return await _from_form(request, service)
     raw = await request.body()
-    if len(raw) > service.settings.search_max_upload_bytes * 4 // 3 + 4096:
+    if len(raw) > service.settings.search.max_upload_bytes * 4 // 3 + 4096:
         raise ImageTooLargeError("request body is too large")
     try:
         body = ImageSearchIn.model_validate_json(raw)
