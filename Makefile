@@ -10,7 +10,7 @@ endif
 # Catalog size for `make up`: empty = the whole dataset (44,072 products).
 LIMIT ?=
 
-.PHONY: up down status test lint bootstrap bench
+.PHONY: up down status test test-unit lint bootstrap bench
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -37,7 +37,16 @@ lint: bootstrap
 test: lint
 	$(PY) -m pytest
 
+## The tests that need no server (under a minute).
+test-unit: bootstrap
+	$(PY) -m pytest -m "not stack" -q
+
 bench: bootstrap
 	$(PY) -m bench.catalog
 	$(PY) -m bench.search
 	$(PY) -m bench.ingest
+
+## Lambda artifacts of template.yaml: build/lambda/<role>/ for python3.12 (sizes: build/lambda/sizes.json).
+.PHONY: lambda
+lambda: bootstrap
+	$(PY) scripts/build_lambda.py

@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.models import Product
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import product_image_key
@@ -101,11 +101,11 @@ def main() -> None:
         _row_by_row(conninfo, products)
         row_s = time.perf_counter() - started
         with create_pool(settings, conninfo) as pool:
-            repo = CatalogRepository(pool)
+            catalog = Catalog.of(pool)
             with pool.connection() as conn:
                 conn.execute("TRUNCATE products")
             started = time.perf_counter()
-            repo.upsert_many(products)
+            catalog.products.upsert_many(products)
             copy_s = time.perf_counter() - started
 
             rng = np.random.default_rng(1)
@@ -119,11 +119,14 @@ def main() -> None:
                 (f"articleType={rare}", {"article_type": rare}),
             ):
                 e50, e95, exact = _latencies(
-                    lambda q, f=filters: [h.product.id for h in repo.nearest(q, 10, f, exact=True)],
+                    lambda q, f=filters: [
+                        h.product.id for h in catalog.vectors.nearest(q, 10, f, exact=True)
+                    ],
                     queries,
                 )
                 h50, h95, approx = _latencies(
-                    lambda q, f=filters: [h.product.id for h in repo.nearest(q, 10, f)], queries
+                    lambda q, f=filters: [h.product.id for h in catalog.vectors.nearest(q, 10, f)],
+                    queries,
                 )
                 recall = np.mean(
                     [len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact, strict=True)]

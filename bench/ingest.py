@@ -25,7 +25,7 @@ from confluent_kafka import Consumer
 
 from bench.baseline import raw_image_rate
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.model.data import in_test_split
@@ -149,9 +149,9 @@ def main() -> None:
         print(f"dead letters: {watcher.dead[:5]}")
     if not args.keep:
         with create_pool(settings) as catalog:
-            repository = CatalogRepository(catalog)
-            copies = [p.image_key for p in repository.get_many(sorted(set(watcher.ids)))]
-            repository.delete(watcher.ids)
+            catalog = Catalog.of(catalog)
+            copies = [p.image_key for p in catalog.products.get_many(sorted(set(watcher.ids)))]
+            catalog.products.delete(watcher.ids)
         for bucket, keys in (
             (settings.storage.uploads_bucket, list(sent)),
             (settings.storage.images_bucket, copies),

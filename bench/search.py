@@ -28,7 +28,7 @@ import numpy as np
 import urllib3
 
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.model.data import attribute_caption
@@ -177,8 +177,8 @@ def main() -> None:
         return http.request("POST", "/search/image", body, {"Content-Type": content_type})
 
     with create_pool(settings) as pool, EmbeddingClient(settings.model_server.address) as client:
-        repository = CatalogRepository(pool)
-        service = SearchService(settings, repository, ObjectStore(settings), client)
+        catalog = Catalog.of(pool)
+        service = SearchService(settings, catalog, ObjectStore(settings), client)
         info = client.info()
         served = settings.replace(
             registry={"model_name": info.registry_name},
@@ -208,8 +208,8 @@ def main() -> None:
         vectors = client.embed_texts(queries[:200]).vectors
         recalls = []
         for vector in vectors:
-            approx = {n.product.id for n in repository.nearest(vector, 10)}
-            exact = {n.product.id for n in repository.nearest(vector, 10, exact=True)}
+            approx = {n.product.id for n in catalog.vectors.nearest(vector, 10)}
+            exact = {n.product.id for n in catalog.vectors.nearest(vector, 10, exact=True)}
             recalls.append(len(approx & exact) / 10)
         print(f"\nHNSW recall@10 vs exact search on {len(recalls)} text queries:"
               f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip

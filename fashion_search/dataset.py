@@ -20,15 +20,14 @@ import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from fashion_search.catalog.models import ProductFields
+from fashion_search.catalog.models import ProductFields, value_type
 from fashion_search.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-DATASET_COLUMNS = [
-    "id", "gender", "masterCategory", "subCategory", "articleType", "baseColour",
-    "season", "year", "usage", "productDisplayName", "image",
-]  # fmt: skip
+#: The dataset's columns: a product's fields by their wire names, then its image.
+FIELD_COLUMNS = {field.alias or name: field for name, field in ProductFields.model_fields.items()}
+DATASET_COLUMNS = [*FIELD_COLUMNS, "image"]
 
 
 @dataclass(frozen=True)
@@ -102,9 +101,10 @@ def _clean(value: Any) -> Any:
 
 
 def _to_item(row: dict[str, Any]) -> DatasetItem:
-    values = {name: _clean(row.get(name)) for name in DATASET_COLUMNS if name != "image"}
-    if values["year"] is not None:
-        values["year"] = int(values["year"])
+    values = {name: _clean(row.get(name)) for name in FIELD_COLUMNS}
+    for name, info in FIELD_COLUMNS.items():  # parquet has integers as floats (year: 2011.0)
+        if values[name] is not None and value_type(info) is int:
+            values[name] = int(values[name])
     try:
         fields = ProductFields.model_validate(values)
     except ValidationError as error:

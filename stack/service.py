@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -58,8 +59,10 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
 
 
 def require_tool(name: str) -> str:
-    """Path of an executable on PATH, or InstallUnavailableError."""
-    path = shutil.which(name)
+    """Path of an executable on PATH or in ``~/.local/bin`` (where scripts/bootstrap.sh puts uv),
+    or InstallUnavailableError."""
+    search = os.pathsep.join((os.environ.get("PATH", os.defpath), str(Path.home() / ".local/bin")))
+    path = shutil.which(name, path=search)
     if path is None:
         raise InstallUnavailableError(f"'{name}' is not installed")
     return path

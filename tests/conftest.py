@@ -16,7 +16,7 @@ from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.migrate import migrate
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, up
@@ -24,6 +24,14 @@ from stack.postgres import create_database
 from tests.helpers import database
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable from the test machines
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that uses the stack (through any fixture) is marked ``stack``: ``make
+    test-unit`` runs the others (``-m "not stack"``)."""
+    for item in items:
+        if "stack_settings" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.stack)
 
 
 @pytest.fixture(scope="session")
@@ -79,9 +87,9 @@ def pool(settings: Settings) -> Iterator[ConnectionPool]:
 
 
 @pytest.fixture(scope="session")
-def repository(pool: ConnectionPool) -> CatalogRepository:
-    """Catalog repository on the test database."""
-    return CatalogRepository(pool)
+def catalog(pool: ConnectionPool) -> Catalog:
+    """Catalog catalog on the test database."""
+    return Catalog.of(pool)
 
 
 @pytest.fixture
@@ -152,11 +160,11 @@ def catalog_database(settings: Settings, rows: int) -> Iterator[None]:
         with EmbeddingClient(settings.model_server.address) as client:
             migrate(settings.database.url, client.info().dimension)
             with create_pool(settings) as pool:
-                repository = CatalogRepository(pool)
+                catalog = Catalog.of(pool)
                 store = ObjectStore(settings)
-                load_catalog(repository, store, settings.dataset_source, limit=rows,
+                load_catalog(catalog, store, settings.dataset_source, limit=rows,
                              progress=False)  # fmt: skip
-                summary = embed_catalog(repository, store, client, progress=False)
+                summary = embed_catalog(catalog, store, client, progress=False)
                 assert summary.embedded == rows and not summary.failed
         yield
     finally:

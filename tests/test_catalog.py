@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.load import LoadSummary, load_catalog
 from fashion_search.catalog.models import Product
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import (
     EmbeddingDimensionError,
     InvalidArgumentError,
@@ -39,44 +39,42 @@ def source_rows(settings: Settings) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def loaded(repository: CatalogRepository, store: ObjectStore, settings: Settings) -> LoadSummary:
+def loaded(catalog: Catalog, store: ObjectStore, settings: Settings) -> LoadSummary:
     """2,000 shared products loaded once: images in S3, rows in PostgreSQL."""
-    return load_catalog(
-        repository, store, settings.dataset_source, limit=N_PRODUCTS, progress=False
-    )
+    return load_catalog(catalog, store, settings.dataset_source, limit=N_PRODUCTS, progress=False)
 
 
 @pytest.fixture(scope="session")
-def embeddings(loaded: LoadSummary, repository: CatalogRepository) -> dict[int, np.ndarray]:
+def embeddings(loaded: LoadSummary, catalog: Catalog) -> dict[int, np.ndarray]:
     """Clustered unit vectors (one cluster per articleType) stored for every product."""
-    products = _all_products(repository)
+    products = _all_products(catalog)
     rng = np.random.default_rng(7)
     centers: dict[str | None, np.ndarray] = {}
     vectors = {}
     for p in products:
-        center = centers.setdefault(p.article_type, rng.normal(size=repository.dimension))
-        v = center + 0.8 * rng.normal(size=repository.dimension)
+        center = centers.setdefault(p.article_type, rng.normal(size=catalog.products.dimension))
+        v = center + 0.8 * rng.normal(size=catalog.products.dimension)
         vectors[p.id] = (v / np.linalg.norm(v)).astype(np.float32)
     with_vectors = [
         p.model_copy(update={"embedding": vectors[p.id], "model_version": MODEL_VERSION})
         for p in products
     ]
-    repository.upsert_many(with_vectors)
+    catalog.products.upsert_many(with_vectors)
     return vectors
 
 
-def _all_products(repository: CatalogRepository, **filters: Any) -> list[Product]:
+def _all_products(catalog: Catalog, **filters: Any) -> list[Product]:
     items, after = [], None
     while True:
-        page = repository.list_products(filters or None, limit=300, after=after)
+        page = catalog.products.list_products(filters or None, limit=300, after=after)
         items.extend(page.items)
         if page.next_after is None:
             return items
         after = page.next_after
 
 
-def _snapshot(repository: CatalogRepository) -> list[tuple[Any, ...]]:
-    with repository.pool.connection() as conn:
+def _snapshot(catalog: Catalog) -> list[tuple[Any, ...]]:
+    with catalog.pool.connection() as conn:
         return conn.execute(
             "SELECT id, product_display_name, image_key, model_version, embedding::text,"
             " updated_at FROM products ORDER BY id"
@@ -85,16 +83,16 @@ def _snapshot(repository: CatalogRepository) -> list[tuple[Any, ...]]:
 
 def test_bulk_load_reads_back_identical(
     loaded: LoadSummary,
-    repository: CatalogRepository,
+    catalog: Catalog,
     store: ObjectStore,
     settings: Settings,
     source_rows: list[dict[str, Any]],
 ) -> None:
     assert loaded.loaded == N_PRODUCTS
     assert loaded.report.rejected == []
-    assert repository.count() == N_PRODUCTS
+    assert catalog.products.count() == N_PRODUCTS
     for row in source_rows:
-        product = repository.get(row["id"])
+        product = catalog.products.get(row["id"])
         # The loader trims surrounding whitespace (a few titles end in a space).
         assert product.product_display_name == row["productDisplayName"].strip()
         assert product.article_type == row["articleType"]
@@ -106,44 +104,46 @@ def test_bulk_load_reads_back_identical(
 
 
 def test_reload_is_idempotent(
-    loaded: LoadSummary, repository: CatalogRepository, store: ObjectStore, settings: Settings
+    loaded: LoadSummary, catalog: Catalog, store: ObjectStore, settings: Settings
 ) -> None:
-    summary = load_catalog(repository, store, settings.dataset_source, limit=50, progress=False)
+    summary = load_catalog(catalog, store, settings.dataset_source, limit=50, progress=False)
     assert (summary.loaded, summary.skipped) == (50, 0)
     summary = load_catalog(
-        repository, store, settings.dataset_source, limit=60, skip_existing=True, progress=False
+        catalog, store, settings.dataset_source, limit=60, skip_existing=True, progress=False
     )
     assert (summary.loaded, summary.skipped) == (0, 60)
-    assert repository.count() == N_PRODUCTS
+    assert catalog.products.count() == N_PRODUCTS
 
 
 def test_filters_match_the_source(
-    loaded: LoadSummary, repository: CatalogRepository, source_rows: list[dict[str, Any]]
+    loaded: LoadSummary, catalog: Catalog, source_rows: list[dict[str, Any]]
 ) -> None:
     expected = {
         r["id"] for r in source_rows if r["articleType"] == "Tshirts" and r["gender"] == "Men"
     }
     assert expected
-    by_camel = {p.id for p in _all_products(repository, articleType="Tshirts", gender="Men")}
-    by_snake = {p.id for p in _all_products(repository, article_type="Tshirts", gender="Men")}
+    by_camel = {p.id for p in _all_products(catalog, articleType="Tshirts", gender="Men")}
+    by_snake = {p.id for p in _all_products(catalog, article_type="Tshirts", gender="Men")}
     assert by_camel == by_snake == expected
     colours = {"Navy Blue", "Black"}
-    assert {p.id for p in _all_products(repository, baseColour=sorted(colours))} == {
+    assert {p.id for p in _all_products(catalog, baseColour=sorted(colours))} == {
         r["id"] for r in source_rows if r["baseColour"] in colours
     }
     year = Counter(r["year"] for r in source_rows if r["year"]).most_common(1)[0][0]
-    assert repository.count({"year": int(year)}) == sum(r["year"] == year for r in source_rows)
+    assert catalog.products.count({"year": int(year)}) == sum(
+        r["year"] == year for r in source_rows
+    )
 
 
 def test_keyset_pagination_visits_every_product_once(
-    loaded: LoadSummary, repository: CatalogRepository, source_rows: list[dict[str, Any]]
+    loaded: LoadSummary, catalog: Catalog, source_rows: list[dict[str, Any]]
 ) -> None:
-    ids = [p.id for p in _all_products(repository)]
+    ids = [p.id for p in _all_products(catalog)]
     assert ids == sorted(r["id"] for r in source_rows)
-    first = repository.list_products(limit=7)
-    second = repository.list_products(limit=7, after=first.next_after)
+    first = catalog.products.list_products(limit=7)
+    second = catalog.products.list_products(limit=7, after=first.next_after)
     assert [p.id for p in first.items + second.items] == ids[:14]
-    last = repository.list_products(limit=10, after=ids[-3])
+    last = catalog.products.list_products(limit=10, after=ids[-3])
     assert [p.id for p in last.items] == ids[-2:]
     assert last.next_after is None
 
@@ -159,14 +159,14 @@ def _exact_top_k(
 
 
 def test_nearest_returns_exact_top_k_for_stored_vectors(
-    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+    embeddings: dict[int, np.ndarray], catalog: Catalog
 ) -> None:
     rng = np.random.default_rng(1)
     for product_id in rng.choice(sorted(embeddings), size=20, replace=False):
         query = embeddings[int(product_id)]
         expected = _exact_top_k(embeddings, query, 10)
         for exact in (True, False):
-            hits = repository.nearest(query, k=10, exact=exact)
+            hits = catalog.vectors.nearest(query, k=10, exact=exact)
             assert [h.product.id for h in hits] == expected
             assert hits[0].product.id == product_id
             assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -178,7 +178,7 @@ def test_nearest_returns_exact_top_k_for_stored_vectors(
 
 def test_nearest_returns_k_rows_under_a_one_percent_filter(
     embeddings: dict[int, np.ndarray],
-    repository: CatalogRepository,
+    catalog: Catalog,
     source_rows: list[dict[str, Any]],
 ) -> None:
     counts = Counter(r["articleType"] for r in source_rows)
@@ -188,70 +188,70 @@ def test_nearest_returns_k_rows_under_a_one_percent_filter(
     assert 10 <= len(allowed) <= 40
     outsider = next(r["id"] for r in source_rows if r["articleType"] != article_type)
     query = embeddings[outsider]
-    hits = repository.nearest(query, k=10, filters={"articleType": article_type})
+    hits = catalog.vectors.nearest(query, k=10, filters={"articleType": article_type})
     assert len(hits) == 10
     assert all(h.product.article_type == article_type for h in hits)
     assert [h.product.id for h in hits] == _exact_top_k(embeddings, query, 10, allowed)
     # More requested than match: every match, and no more.
-    hits = repository.nearest(query, k=len(allowed) + 5, filters={"articleType": article_type})
+    hits = catalog.vectors.nearest(query, k=len(allowed) + 5, filters={"articleType": article_type})
     assert {h.product.id for h in hits} == allowed
 
 
 def test_the_repository_searches_with_its_pools_ef_search(
     embeddings: dict[int, np.ndarray], settings: Settings
 ) -> None:
-    # One connection: a fresh repository's first searches must not need a second one.
+    # One connection: a fresh catalog's first searches must not need a second one.
     one = settings.replace(database={"hnsw_ef_search": 8, "pool_max_size": 1})
     with create_pool(one) as pool:
         query = embeddings[min(embeddings)]
-        [labelled] = CatalogRepository(pool).labelled_neighbours([query], k=3)
+        [labelled] = Catalog.of(pool).vectors.labelled_neighbours([query], k=3)
         assert len(labelled) == 3
-        repository = CatalogRepository(pool)
-        hits = repository.nearest(query, k=30)  # k above ef_search: raised for this query
+        catalog = Catalog.of(pool)
+        hits = catalog.vectors.nearest(query, k=30)  # k above ef_search: raised for this query
         assert len(hits) == 30
         assert hits[0].product.id == min(embeddings)
-        assert repository.ef_search == 8
+        assert catalog.vectors.ef_search == 8
 
 
 def test_wrong_dimension_is_refused_and_changes_nothing(
-    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+    embeddings: dict[int, np.ndarray], catalog: Catalog
 ) -> None:
-    before = _snapshot(repository)
-    good = repository.get(next(iter(embeddings)), with_embedding=True)
+    before = _snapshot(catalog)
+    good = catalog.products.get(next(iter(embeddings)), with_embedding=True)
     bad = good.model_copy(update={"id": good.id + 1, "embedding": np.ones(17, np.float32)})
     with pytest.raises(EmbeddingDimensionError, match="dimension 17"):
-        repository.upsert_many([good, bad])
+        catalog.products.upsert_many([good, bad])
     with pytest.raises(EmbeddingDimensionError):
-        repository.nearest(np.ones(repository.dimension + 1), k=5)
+        catalog.vectors.nearest(np.ones(catalog.products.dimension + 1), k=5)
     with pytest.raises(InvalidArgumentError, match="NaN"):
-        repository.nearest(np.full(repository.dimension, np.nan), k=5)
-    assert _snapshot(repository) == before
+        catalog.vectors.nearest(np.full(catalog.products.dimension, np.nan), k=5)
+    assert _snapshot(catalog) == before
 
 
 def test_bad_arguments_get_typed_errors_and_change_nothing(
-    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+    embeddings: dict[int, np.ndarray], catalog: Catalog
 ) -> None:
-    before = _snapshot(repository)
+    before = _snapshot(catalog)
     query = next(iter(embeddings.values()))
     with pytest.raises(InvalidFilterError, match="unknown filter field 'colour'"):
-        repository.nearest(query, k=5, filters={"colour": "Red"})
+        catalog.vectors.nearest(query, k=5, filters={"colour": "Red"})
     with pytest.raises(InvalidFilterError, match="unknown filter field"):
-        repository.list_products({"id; DROP TABLE products": 1})
+        catalog.products.list_products({"id; DROP TABLE products": 1})
     with pytest.raises(InvalidFilterError, match="integer"):
-        repository.count({"year": "twenty"})
+        catalog.products.count({"year": "twenty"})
     with pytest.raises(InvalidFilterError, match="1 to 100 values"):
-        repository.count({"gender": []})
+        catalog.products.count({"gender": []})
     with pytest.raises(InvalidArgumentError):
-        repository.nearest(query, k=0)
+        catalog.vectors.nearest(query, k=0)
     with pytest.raises(InvalidArgumentError):
-        repository.list_products(limit=10_000)
+        catalog.products.list_products(limit=10_000)
     with pytest.raises(ProductNotFoundError, match="999999999"):
-        repository.get(999_999_999)
-    duplicate = repository.get(next(iter(embeddings)))
+        catalog.products.get(999_999_999)
+    duplicate = catalog.products.get(next(iter(embeddings)))
     with pytest.raises(InvalidProductError, match="more than once"):
-        repository.upsert_many([duplicate, duplicate])
-    assert repository.count({"gender": "Men'; DELETE FROM products; --"}) == 0
-    assert _snapshot(repository) == before
+        catalog.products.upsert_many([duplicate, duplicate])
+    assert catalog.products.count({"gender": "Men'; DELETE FROM products; --"}) == 0
+    assert _snapshot(catalog) == before
 
 
 def test_invalid_image_key_is_refused(loaded: LoadSummary, store: ObjectStore) -> None:
@@ -263,20 +263,20 @@ def test_invalid_image_key_is_refused(loaded: LoadSummary, store: ObjectStore) -
 
 
 def test_upsert_keeps_embedding_when_none_given_and_delete(
-    embeddings: dict[int, np.ndarray], repository: CatalogRepository
+    embeddings: dict[int, np.ndarray], catalog: Catalog
 ) -> None:
     product_id = max(embeddings)
-    product = repository.get(product_id)
+    product = catalog.products.get(product_id)
     renamed = product.model_copy(update={"product_display_name": "Renamed Shirt"})
-    repository.upsert_many([renamed])
-    stored = repository.get(product_id, with_embedding=True)
+    catalog.products.upsert_many([renamed])
+    stored = catalog.products.get(product_id, with_embedding=True)
     assert stored.product_display_name == "Renamed Shirt"
     assert stored.model_version == MODEL_VERSION
     assert stored.embedding is not None
     np.testing.assert_allclose(stored.embedding, embeddings[product_id], atol=1e-6)
     new = Product(id=123_456_789, product_display_name="Temporary", image_key="products/t.jpg")
-    assert repository.upsert_many([new]) == 1
-    assert repository.delete([new.id, 987_654_321]) == 1
+    assert catalog.products.upsert_many([new]) == 1
+    assert catalog.products.delete([new.id, 987_654_321]) == 1
     with pytest.raises(ProductNotFoundError):
-        repository.get(new.id)
-    repository.upsert_many([product])
+        catalog.products.get(new.id)
+    catalog.products.upsert_many([product])

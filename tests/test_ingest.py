@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import DatasetItem, iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.ingest.processor import UploadProcessor
@@ -250,8 +250,8 @@ def test_fifty_uploads_become_classified_searchable_products(
     assert len(processed) == 50 and not dead_letters
     rows = _rows(ingest_pool, ingest_settings.storage.uploads_bucket, prefix)
     assert len(rows) == 50
-    repository = CatalogRepository(ingest_pool)
-    vocabulary = repository.facets()
+    catalog = Catalog.of(ingest_pool)
+    vocabulary = catalog.products.facets()
     for message in processed:
         assert message["status"] == "created"
         assert message["bucket"] == ingest_settings.storage.uploads_bucket and message["eTag"]
@@ -269,11 +269,11 @@ def test_fifty_uploads_become_classified_searchable_products(
             "baseColour",
         }
         assert all(0 < c <= 1 for c in result["confidence"].values())
-        product = repository.get(result["id"], with_embedding=True)
+        product = catalog.products.get(result["id"], with_embedding=True)
         assert product.dataset == "uploads" and product.article_type == result["articleType"]
         # searchable: its own embedding finds it first, and its image is in the images bucket
         assert product.embedding is not None
-        assert repository.nearest(product.embedding, k=1)[0].product.id == product.id
+        assert catalog.vectors.nearest(product.embedding, k=1)[0].product.id == product.id
         assert store.exists(ingest_settings.storage.images_bucket, product.image_key)
     correct = sum(
         m["results"][0]["masterCategory"] == uploaded[m["key"]].fields.master_category
@@ -384,7 +384,7 @@ def function(
 ) -> BucketEventFunction:
     """The bucket-event function in this process, on the ingestion tests' resources."""
     processor = UploadProcessor(
-        ingest_settings, CatalogRepository(ingest_pool), ObjectStore(ingest_settings),
+        ingest_settings, Catalog.of(ingest_pool), ObjectStore(ingest_settings),
         EmbeddingClient(ingest_settings.model_server.address),
     )  # fmt: skip
     return BucketEventFunction(processor, KafkaPublisher(ingest_settings))
@@ -529,7 +529,7 @@ def test_a_model_server_down_past_the_retries_dead_letters_the_event(
     settings = ingest_settings.replace(ingest={"retry_attempts": 3})
     waits: list[float] = []
     processor = UploadProcessor(
-        settings, CatalogRepository(ingest_pool), ObjectStore(settings),
+        settings, Catalog.of(ingest_pool), ObjectStore(settings),
         EmbeddingClient(f"127.0.0.1:{free_port()}", timeout_s=2), sleep=waits.append,
     )  # fmt: skip
     function = BucketEventFunction(processor, KafkaPublisher(settings))
@@ -623,7 +623,7 @@ def test_localstack_uploads_reach_the_function_through_sqs(
     store = ObjectStore(settings)
     prefix = f"localstack/{uuid.uuid4().hex[:6]}/"
     processor = UploadProcessor(
-        settings, CatalogRepository(ingest_pool), store,
+        settings, Catalog.of(ingest_pool), store,
         EmbeddingClient(settings.model_server.address),
     )  # fmt: skip
     function = BucketEventFunction(processor, KafkaPublisher(settings))

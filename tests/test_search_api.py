@@ -17,14 +17,15 @@ from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.models import METADATA_FIELDS
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.search.fusion import reciprocal_rank_fusion
+from fashion_search.search.products import ProductService
 from fashion_search.search.service import HYBRID_CANDIDATES, SearchService
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore, product_image_key
 from functions.api.app import create_app
-from functions.api.dependencies import get_service
+from functions.api.dependencies import get_products, get_service
 
 FIELDS = ("id", "productDisplayName", "gender", "masterCategory", "subCategory", "articleType",
           "baseColour", "season", "year", "usage", "score", "imageUrl")  # fmt: skip
@@ -42,14 +43,16 @@ def pool(search_settings: Settings) -> Iterator[ConnectionPool]:
 def service(search_settings: Settings, pool: ConnectionPool) -> Iterator[SearchService]:
     with EmbeddingClient(search_settings.model_server.address) as embedder:
         yield SearchService(
-            search_settings, CatalogRepository(pool), ObjectStore(search_settings), embedder
+            search_settings, Catalog.of(pool), ObjectStore(search_settings), embedder
         )
 
 
 @pytest.fixture(scope="module")
 def api(service: SearchService) -> Iterator[TestClient]:
     app = create_app()
+    products = ProductService(service.catalog, service.image_url)
     app.dependency_overrides[get_service] = lambda: service
+    app.dependency_overrides[get_products] = lambda: products
     with TestClient(app) as client:
         yield client
 
@@ -57,7 +60,7 @@ def api(service: SearchService) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def catalog(service: SearchService) -> list[dict[str, Any]]:
     """Every product of the test catalog, as the API shows it (without score)."""
-    rows = service.repository.list_products(limit=1000).items
+    rows = service.catalog.products.list_products(limit=1000).items
     return [p.model_dump(by_alias=True) for p in rows]
 
 
@@ -70,7 +73,7 @@ def snapshot(pool: ConnectionPool) -> str:
 
 def cosine_scores(service: SearchService, query: str, ids: list[int]) -> list[float]:
     vector = service.embedder.embed_texts([query]).vectors[0]
-    stored = [service.repository.get(i, with_embedding=True).embedding for i in ids]
+    stored = [service.catalog.products.get(i, with_embedding=True).embedding for i in ids]
     return [float(vector @ e / np.linalg.norm(vector) / np.linalg.norm(e)) for e in stored]  # type: ignore[operator]
 
 
@@ -104,7 +107,7 @@ def test_text_search_hits_are_the_nearest_products(api: TestClient, service: Sea
     ids = [h["id"] for h in hits]
     assert np.allclose(cosine_scores(service, "navy blue casual shirt for men", ids), scores,
                        atol=1e-4)  # fmt: skip
-    exact = service.repository.nearest(
+    exact = service.catalog.vectors.nearest(
         service.embedder.embed_texts(["navy blue casual shirt for men"]).vectors[0], 7, exact=True
     )
     assert ids == [n.product.id for n in exact]
@@ -166,11 +169,11 @@ def test_reciprocal_rank_fusion() -> None:
 
 
 def test_title_matches_rank_the_exact_title_first(service: SearchService) -> None:
-    ids = [i for i, _ in service.repository.title_match_ids("Titan Women Silver Watch", 10)]
+    ids = [i for i, _ in service.catalog.vectors.title_match_ids("Titan Women Silver Watch", 10)]
     assert ids[0] == 59263
     assert all({"titan", "women", "silver", "watch"} <= set(p.product_display_name.lower().split())
-               for p in service.repository.get_many(ids))  # fmt: skip
-    assert service.repository.title_match_ids("the of and", 10) == []  # stop words only
+               for p in service.catalog.products.get_many(ids))  # fmt: skip
+    assert service.catalog.vectors.title_match_ids("the of and", 10) == []  # stop words only
 
 
 def test_hybrid_search_fuses_vector_and_title_rankings(
@@ -179,8 +182,8 @@ def test_hybrid_search_fuses_vector_and_title_rankings(
     query, filters = "Titan Women Silver Watch", {"gender": "Women"}
     vector = service.embedder.embed_texts([query]).vectors[0]
     rankings = [
-        [n.product.id for n in service.repository.nearest(vector, HYBRID_CANDIDATES, filters)],
-        [i for i, _ in service.repository.title_match_ids(query, HYBRID_CANDIDATES, filters)],
+        [n.product.id for n in service.catalog.vectors.nearest(vector, HYBRID_CANDIDATES, filters)],
+        [i for i, _ in service.catalog.vectors.title_match_ids(query, HYBRID_CANDIDATES, filters)],
     ]
     expected = reciprocal_rank_fusion(rankings)[:5]
     body = api.get("/search/text", params={"q": query, "k": 5, "mode": "hybrid", **filters}).json()

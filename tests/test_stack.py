@@ -133,6 +133,7 @@ def test_mlflow_keeps_artifacts_in_the_object_store(
     assert any(k.endswith(f"{run.info.run_id}/artifacts/note.txt") for k in keys), keys
 
 
+@pytest.mark.stack  # starts servers of its own
 def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
     settings = Settings(
         stack=StackSettings(
@@ -170,6 +171,7 @@ def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
     assert not port_in_use(settings.stack.s3_port)
 
 
+@pytest.mark.stack  # starts servers of its own
 def test_a_port_taken_by_a_stranger_is_reported(tmp_path: Path) -> None:
     with socket.socket() as stranger:
         stranger.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from fashion_search.background import background_pool
 from fashion_search.catalog.models import Product
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient, EmbeddingRequestError
 from fashion_search.errors import ObjectNotFoundError
 from fashion_search.storage import ObjectStore
@@ -45,7 +45,7 @@ class EmbedSummary:
 
 
 def embed_catalog(
-    repository: CatalogRepository,
+    catalog: Catalog,
     store: ObjectStore,
     client: EmbeddingClient,
     *,
@@ -65,7 +65,7 @@ def embed_catalog(
     ):
 
         def embed(ids: list[int]) -> EmbedSummary:
-            products = repository.get_many(ids)
+            products = catalog.products.get_many(ids)
             images = list(readers.map(lambda p: _read(store, p.image_key), products))
             outcome = EmbedSummary("")
             outcome.failed.update(
@@ -75,7 +75,7 @@ def embed_catalog(
             )
             ok = [(p.id, i) for p, i in zip(products, images, strict=True) if i is not None]
             if ok:
-                outcome.add(_embed_batch(repository, client, ok))
+                outcome.add(_embed_batch(catalog, client, ok))
             return outcome
 
         pending: deque[tuple[int, Future[EmbedSummary]]] = deque()
@@ -86,10 +86,12 @@ def embed_catalog(
             bar.update(count)
 
         while True:
-            total = repository.count_to_embed(summary.model_version)
+            total = catalog.embeddings.count_to_embed(summary.model_version)
             passed_version, after = summary.model_version, 0
             with tqdm(total=total, unit="image", desc="embed", disable=not progress) as bar:
-                while ids := repository.ids_to_embed(summary.model_version, batch_size, after):
+                while ids := catalog.embeddings.ids_to_embed(
+                    summary.model_version, batch_size, after
+                ):
                     after = ids[-1]
                     pending.append((len(ids), workers.submit(embed, ids)))
                     if len(pending) >= IN_FLIGHT:
@@ -140,14 +142,16 @@ def embed_batch(client: EmbeddingClient, items: Sequence[tuple[int, bytes]]) -> 
 
 
 def _embed_batch(
-    repository: CatalogRepository, client: EmbeddingClient, items: list[tuple[int, bytes]]
+    catalog: Catalog, client: EmbeddingClient, items: list[tuple[int, bytes]]
 ) -> EmbedSummary:
     """Embed one batch and store the vectors."""
     batch = embed_batch(client, items)
     embedded = 0
     if batch.vectors:
         vectors = np.stack(list(batch.vectors.values()))
-        embedded = repository.set_embeddings(list(batch.vectors), vectors, batch.model_version)
+        embedded = catalog.embeddings.set_embeddings(
+            list(batch.vectors), vectors, batch.model_version
+        )
     return EmbedSummary(batch.model_version, embedded, batch.failed)
 
 

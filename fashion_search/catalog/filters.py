@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 from psycopg import sql
 from pydantic.alias_generators import to_camel
 
-from fashion_search.catalog.models import METADATA_FIELDS
+from fashion_search.catalog.models import FILTER_FIELDS
 from fashion_search.errors import InvalidFilterError
 
 FilterValue: TypeAlias = str | int | Sequence[str | int]
@@ -16,10 +16,9 @@ Filters: TypeAlias = Mapping[str, FilterValue]
 
 #: Accepted filter names (snake_case and the dataset's camelCase) -> column.
 FILTER_COLUMNS: dict[str, str] = {
-    **{name: name for name in (*METADATA_FIELDS, "dataset", "model_version")},
-    **{to_camel(name): name for name in (*METADATA_FIELDS, "dataset", "model_version")},
+    **{name: name for name in FILTER_FIELDS},
+    **{to_camel(name): name for name in FILTER_FIELDS},
 }
-_INTEGER_COLUMNS = frozenset({"year"})
 MAX_VALUES_PER_FIELD = 100
 
 
@@ -47,9 +46,9 @@ def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any
     for field, raw in (filters or {}).items():
         column = FILTER_COLUMNS.get(field)
         if column is None:
-            known = ", ".join(sorted(to_camel(n) for n in (*METADATA_FIELDS, "dataset")))
+            known = ", ".join(sorted(to_camel(n) for n in FILTER_FIELDS))
             raise InvalidFilterError(f"unknown filter field {field!r}; known fields: {known}")
-        integer = column in _INTEGER_COLUMNS
+        integer = FILTER_FIELDS[column] is int
         name = f"f_{column}"
         if name in params:
             raise InvalidFilterError(f"filter {field!r} is given twice (camelCase and snake_case)")

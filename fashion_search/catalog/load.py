@@ -10,7 +10,7 @@ from typing import TypeVar
 from tqdm import tqdm
 
 from fashion_search.catalog.models import Product
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import DatasetItem, DatasetReport, count_rows, iter_dataset
 from fashion_search.storage import ObjectStore, product_image_key
 
@@ -40,7 +40,7 @@ def _products(items: Iterable[DatasetItem], dataset: str) -> Iterator[tuple[Prod
 
 
 def load_catalog(
-    repository: CatalogRepository,
+    catalog: Catalog,
     store: ObjectStore,
     source: str,
     *,
@@ -73,11 +73,13 @@ def load_catalog(
         for batch in _batched(_products(items, dataset), batch_size):
             todo = batch
             if skip_existing:
-                existing = repository.existing_ids([p.id for p, _ in batch])
+                existing = catalog.products.existing_ids([p.id for p, _ in batch])
                 todo = [(p, image) for p, image in batch if p.id not in existing]
                 skipped += len(existing)
             if todo:
                 store.put_many(bucket, ((p.image_key, image) for p, image in todo))
-                loaded += repository.upsert_many(embed(todo) if embed else [p for p, _ in todo])
+                loaded += catalog.products.upsert_many(
+                    embed(todo) if embed else [p for p, _ in todo]
+                )
             bar.update(len(batch))
     return LoadSummary(loaded=loaded, skipped=skipped, report=report)

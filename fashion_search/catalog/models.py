@@ -1,32 +1,36 @@
-"""Typed records of the product catalog.
+"""Typed records of the product catalog, and the one definition of a product's fields.
 
-Fields are snake_case in Python and SQL, camelCase (the dataset's names) when serialised.
+:class:`ProductFields` is that definition: each field's name is its Python and SQL column name,
+its camelCase alias its wire name (REST, GraphQL, the dataset's column), its annotation its type,
+and :data:`FILTERABLE` marks the fields that filters and facets take. The catalog's SQL, the
+REST schemas, the GraphQL types, the filter parser and the dataset reader derive from it: adding
+a field is a line here and a migration adding its column.
 """
 
 from __future__ import annotations
 
+import types
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import numpy as np
 from pgvector import Vector
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 from fashion_search.errors import InvalidObjectKeyError
 from fashion_search.storage import validate_object_key
 
-#: Metadata fields that every product has and that searches can filter on.
-METADATA_FIELDS: tuple[str, ...] = (
-    "gender",
-    "master_category",
-    "sub_category",
-    "article_type",
-    "base_colour",
-    "season",
-    "year",
-    "usage",
-)
+
+class Filterable:
+    """Marks a product field that searches and listings can filter on (and facets list)."""
+
+    def __repr__(self) -> str:
+        return "FILTERABLE"
+
+
+FILTERABLE = Filterable()
 
 
 class ProductFields(BaseModel):
@@ -35,15 +39,41 @@ class ProductFields(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
 
     id: Annotated[int, Field(ge=1)]
-    gender: str | None = None
-    master_category: str | None = None
-    sub_category: str | None = None
-    article_type: str | None = None
-    base_colour: str | None = None
-    season: str | None = None
-    year: int | None = None
-    usage: str | None = None
+    gender: Annotated[str | None, FILTERABLE] = None
+    master_category: Annotated[str | None, FILTERABLE] = None
+    sub_category: Annotated[str | None, FILTERABLE] = None
+    article_type: Annotated[str | None, FILTERABLE] = None
+    base_colour: Annotated[str | None, FILTERABLE] = None
+    season: Annotated[str | None, FILTERABLE] = None
+    year: Annotated[int | None, FILTERABLE] = None
+    usage: Annotated[str | None, FILTERABLE] = None
     product_display_name: Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+def is_filterable(field: FieldInfo) -> bool:
+    """Whether a model field carries the :data:`FILTERABLE` mark."""
+    return any(isinstance(mark, Filterable) for mark in field.metadata)
+
+
+def value_type(field: FieldInfo) -> type[Any]:
+    """A field's value type without ``None``: ``str | None`` -> ``str``."""
+    annotation = field.annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not type(None))
+    assert isinstance(annotation, type)
+    return annotation
+
+
+def values_annotation(name: str) -> Any:
+    """``list[T] | None`` for the filterable field ``name`` of value type ``T``: how query
+    strings and GraphQL take one or more values of it."""
+    return list.__class_getitem__(FILTER_FIELDS[name]) | None
+
+
+#: The descriptive fields that every product has and that filters and facets take.
+METADATA_FIELDS: tuple[str, ...] = tuple(
+    name for name, field in ProductFields.model_fields.items() if is_filterable(field)
+)
 
 
 class Product(ProductFields):
@@ -52,8 +82,8 @@ class Product(ProductFields):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     image_key: str
-    dataset: str = "catalog"
-    model_version: str | None = None
+    dataset: Annotated[str, FILTERABLE] = "catalog"
+    model_version: Annotated[str | None, FILTERABLE] = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     embedding: np.ndarray[Any, np.dtype[np.float32]] | None = Field(
@@ -83,6 +113,12 @@ class Neighbor(BaseModel):
 
     product: Product
     score: float
+
+
+#: Every field that filters take (snake_case) -> its value type.
+FILTER_FIELDS: dict[str, type[Any]] = {
+    name: value_type(field) for name, field in Product.model_fields.items() if is_filterable(field)
+}
 
 
 class Page(BaseModel):

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.models import ProductFields
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.ingest.classify import PREDICTED_LABELS, vote
 
@@ -18,7 +18,7 @@ CONFIDENT = 0.8
 
 
 def classification_accuracy(
-    repository: CatalogRepository,
+    catalog: Catalog,
     client: EmbeddingClient,
     products: Sequence[tuple[ProductFields, bytes]],
     exclude_ids: Iterable[int],
@@ -33,7 +33,7 @@ def classification_accuracy(
         batch = products[start : start + batch_size]
         vectors = client.embed_images([image for _, image in batch]).vectors
         for (fields, _), near in zip(
-            batch, repository.labelled_neighbours(vectors, k, excluded), strict=True
+            batch, catalog.vectors.labelled_neighbours(vectors, k, excluded), strict=True
         ):
             predicted = vote([n.product for n in near], [n.score for n in near])
             for label, prediction in predicted.items():

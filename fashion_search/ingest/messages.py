@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from pydantic.alias_generators import to_camel
 
 #: ``created``: a new product; ``updated``: a new version of an uploaded object replaced the
@@ -24,18 +24,21 @@ class _Message(BaseModel):
 
 
 class ClassifiedProduct(_Message):
-    """The catalog product made from an upload, with its predicted labels."""
+    """The catalog product made from an upload, with its predicted labels (sent as fields of
+    their own, camelCase: ``"articleType": "Shirts"``)."""
 
     id: int
     filename: str
     s3_path: str = Field(alias="s3_path")
-    master_category: str | None
-    sub_category: str | None
-    article_type: str | None
-    base_colour: str | None
-    gender: str | None
+    labels: dict[str, str | None]  # snake_case product field -> predicted value
     confidence: dict[str, float]  # camelCase label -> share of the neighbours' vote
     model_version: str | None
+
+    @model_serializer(mode="wrap")
+    def _labels_as_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        labels = data.pop("labels")
+        return {**data, **{to_camel(name): value for name, value in labels.items()}}
 
 
 class UploadProcessed(_Message):

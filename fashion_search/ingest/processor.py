@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.models import Neighbor, Product, UploadedProduct
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import (
     Array,
     EmbeddingClient,
@@ -34,7 +34,7 @@ from fashion_search.errors import (
     ObjectChangedError,
     ObjectNotFoundError,
 )
-from fashion_search.ingest.classify import vote
+from fashion_search.ingest.classify import PREDICTED_LABELS, vote
 from fashion_search.ingest.events import ObjectCreated
 from fashion_search.ingest.messages import ClassifiedProduct, Status, UploadProcessed
 from fashion_search.model.preprocess import decode_image
@@ -72,13 +72,13 @@ class UploadProcessor:
     def __init__(
         self,
         settings: Settings,
-        repository: CatalogRepository,
+        catalog: Catalog,
         store: ObjectStore,
         embedder: EmbeddingClient,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self.repository = repository
+        self.catalog = catalog
         self.store = store
         self.embedder = embedder
         self._sleep = sleep
@@ -92,7 +92,7 @@ class UploadProcessor:
         known = {
             (bucket, key): product
             for bucket in {e.bucket for e in events}
-            for key, product in self.repository.uploaded_products(
+            for key, product in self.catalog.uploads.uploaded_products(
                 bucket, [e.key for e in events if e.bucket == bucket]
             ).items()
         }
@@ -116,7 +116,7 @@ class UploadProcessor:
                 outcomes[index] = result
             else:
                 embedded[index] = result
-        neighbours = self.repository.labelled_neighbours(
+        neighbours = self.catalog.vectors.labelled_neighbours(
             [vector for vector, _ in embedded.values()], self.settings.ingest.neighbours
         )
         stored_outcomes = self._io.map(
@@ -208,11 +208,11 @@ class UploadProcessor:
             model_version=model_version,
             embedding=vector,
         )
-        product_id, status = self.repository.save_upload(upload)
+        product_id, status = self.catalog.uploads.save_upload(upload)
         if status == "duplicate":  # a concurrent delivery stored it first: report what is stored
-            product, _, confidence = self.repository.uploaded_products(event.bucket, [event.key])[
-                event.key
-            ]
+            product, _, confidence = self.catalog.uploads.uploaded_products(
+                event.bucket, [event.key]
+            )[event.key]
             return _processed(event, status, product, confidence)
         product = Product(
             id=product_id, product_display_name=upload.product_display_name, image_key=image_key,
@@ -243,11 +243,7 @@ def _processed(
                 id=product.id,
                 filename=event.key.rsplit("/", 1)[-1],
                 s3_path=event.s3_path,
-                master_category=product.master_category,
-                sub_category=product.sub_category,
-                article_type=product.article_type,
-                base_colour=product.base_colour,
-                gender=product.gender,
+                labels={name: getattr(product, name) for name in PREDICTED_LABELS},
                 confidence=confidence,
                 model_version=product.model_version,
             )

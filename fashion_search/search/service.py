@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.limits import check_k
 from fashion_search.catalog.models import Neighbor, Product
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient, Embeddings
 from fashion_search.errors import (
     ImageTooLargeError,
@@ -26,14 +27,13 @@ from fashion_search.errors import (
     ProductNotEmbeddedError,
 )
 from fashion_search.search.fusion import RRF_K
+from fashion_search.search.image_urls import ImageUrls
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
 SearchMode = Literal["vector", "hybrid"]
-MAX_K = 100
 #: How many candidates each side of a hybrid search contributes before fusion.
 HYBRID_CANDIDATES = 50
-URL_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True)
@@ -79,39 +79,17 @@ class SearchService:
     def __init__(
         self,
         settings: Settings,
-        repository: CatalogRepository,
+        catalog: Catalog,
         store: ObjectStore,
         embedder: EmbeddingClient,
+        image_url: ImageUrls | None = None,
     ) -> None:
         self.settings = settings
-        self.repository = repository
+        self.catalog = catalog
         self.store = store
         self.embedder = embedder
-        self._urls: dict[str, tuple[str, float]] = {}  # image key -> (URL, signed at)
+        self.image_url = image_url or ImageUrls(settings, store)
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
-
-    def _check_k(self, k: int) -> None:
-        if not 1 <= k <= MAX_K:
-            raise InvalidArgumentError(f"k must be between 1 and {MAX_K}, got {k}")
-
-    def image_url(self, product: Product) -> str:
-        """A presigned GET URL of the product's image, valid for at least half its expiry.
-
-        Signing costs ~0.06 ms a URL; one is reused for half of its lifetime.
-        """
-        now = time.monotonic()
-        cached = self._urls.get(product.image_key)
-        if cached is not None and now - cached[1] < self.settings.search.image_url_expiry_s / 2:
-            return cached[0]
-        url = self.store.presigned_url(
-            self.settings.storage.images_bucket,
-            product.image_key,
-            self.settings.search.image_url_expiry_s,
-        )
-        if len(self._urls) >= URL_CACHE_SIZE:
-            self._urls.clear()
-        self._urls[product.image_key] = (url, now)
-        return url
 
     def _hits(self, neighbors: list[Neighbor]) -> list[Hit]:
         return [Hit(n.product, n.score, self.image_url(n.product)) for n in neighbors]
@@ -130,14 +108,14 @@ class SearchService:
         limit = self.settings.model_server.max_text_chars
         if len(query) > limit:
             raise InvalidArgumentError(f"query has {len(query)} characters; at most {limit}")
-        self._check_k(k)
+        check_k(k)
         mode = mode or self.settings.search.mode
         if mode == "vector":
             timings: dict[str, float] = {}
             with _timed(timings, "model"):
                 embedding = self.embedder.embed_texts([query])
             with _timed(timings, "database"):
-                neighbors = self.repository.nearest(embedding.vectors[0], k, filters)
+                neighbors = self.catalog.vectors.nearest(embedding.vectors[0], k, filters)
         else:
             embedding, neighbors, timings = self._hybrid(query, k, filters)
         with _timed(timings, "urls"):
@@ -151,13 +129,15 @@ class SearchService:
         after the model)."""
         depth = max(k, HYBRID_CANDIDATES)
         # The title search needs no embedding: it runs while the model server works.
-        title_future = self._lexical.submit(self.repository.title_match_ids, query, depth, filters)
+        title_future = self._lexical.submit(
+            self.catalog.vectors.title_match_ids, query, depth, filters
+        )
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
             embedding = self.embedder.embed_texts([query])
         with _timed(timings, "database"):
             title_ids = [i for i, _ in title_future.result()]
-            neighbors = self.repository.nearest_fused(
+            neighbors = self.catalog.vectors.nearest_fused(
                 embedding.vectors[0], title_ids, k, depth, filters, rrf_k=RRF_K
             )
         return embedding, neighbors, timings
@@ -170,12 +150,12 @@ class SearchService:
             raise ImageTooLargeError(
                 f"image has {len(image)} bytes; at most {self.settings.search.max_upload_bytes}"
             )
-        self._check_k(k)
+        check_k(k)
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
             embedding = self.embedder.embed_images([image])
         with _timed(timings, "database"):
-            neighbors = self.repository.nearest(embedding.vectors[0], k, filters)
+            neighbors = self.catalog.vectors.nearest(embedding.vectors[0], k, filters)
         with _timed(timings, "urls"):
             hits = self._hits(neighbors)
         return SearchResult(hits, "image", embedding.model_version, timings)
@@ -192,14 +172,15 @@ class SearchService:
 
     def similar(self, product_id: int, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Products closest to a catalog product's stored embedding (the product left out)."""
-        self._check_k(k)
+        check_k(k)
         timings: dict[str, float] = {}
         with _timed(timings, "database"):
-            product = self.repository.get(product_id, with_embedding=True)
+            product = self.catalog.products.get(product_id, with_embedding=True)
             if product.embedding is None:
                 raise ProductNotEmbeddedError(product_id)
-            neighbors = self.repository.nearest(product.embedding, k + 1, filters)
-        neighbors = [n for n in neighbors if n.product.id != product_id][:k]
+            neighbors = self.catalog.vectors.nearest(
+                product.embedding, k, filters, exclude_id=product_id
+            )
         with _timed(timings, "urls"):
             hits = self._hits(neighbors)
         return SearchResult(hits, "similar", product.model_version, timings)

@@ -24,7 +24,7 @@ from fashion_search.catalog.migrate import (
     set_embedding_dimension,
 )
 from fashion_search.catalog.models import Product
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
@@ -57,14 +57,14 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
         create_pool(settings) as pool,
         EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
-        repository = CatalogRepository(pool)
+        catalog = Catalog.of(pool)
         embedder = _LoadEmbedder(settings, client)
-        bulk = repository.count() == 0
+        bulk = catalog.products.count() == 0
         try:
             if bulk:
                 drop_vector_index(settings.database.url)
             summary = load_catalog(
-                repository, store, source,
+                catalog, store, source,
                 limit=limit, skip_existing=True, progress=False, embed=embedder,
             )  # fmt: skip
         finally:
@@ -121,7 +121,7 @@ def embed_products(
         dimension = client.info().dimension
         moved = set_embedding_dimension(settings.database.url, dimension)
         summary = embed_catalog(
-            CatalogRepository(pool), ObjectStore(settings), client,
+            Catalog.of(pool), ObjectStore(settings), client,
             batch_size=batch_size, progress=progress,
         )  # fmt: skip
     took = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""The process-wide search service (built on first use, reused across Lambda invocations)."""
+"""The process-wide services: search and products (built on first use, reused across Lambda
+invocations)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends
 
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.search.products import ProductService
 from fashion_search.search.service import SearchService
 from fashion_search.settings import get_settings
 from fashion_search.storage import ObjectStore
@@ -18,10 +20,16 @@ from fashion_search.storage import ObjectStore
 @lru_cache(maxsize=1)
 def _build_service() -> SearchService:
     settings = get_settings()
-    repository = CatalogRepository(create_pool(settings))
+    catalog = Catalog.of(create_pool(settings))
     return SearchService(
-        settings, repository, ObjectStore(settings), EmbeddingClient(settings.model_server.address)
+        settings, catalog, ObjectStore(settings), EmbeddingClient(settings.model_server.address)
     )
+
+
+@lru_cache(maxsize=1)
+def _build_products() -> ProductService:
+    search = _build_service()
+    return ProductService(search.catalog, search.image_url)  # one pool, one URL cache
 
 
 async def get_service() -> SearchService:
@@ -34,4 +42,10 @@ async def get_service() -> SearchService:
     return _build_service()
 
 
+async def get_products() -> ProductService:
+    """The product service on the same catalog and image URLs (``async``: see above)."""
+    return _build_products()
+
+
 Service = Annotated[SearchService, Depends(get_service)]
+Products = Annotated[ProductService, Depends(get_products)]

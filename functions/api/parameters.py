@@ -5,35 +5,37 @@ thread pool (see :func:`functions.api.dependencies.get_service`)."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 from fastapi import Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from pydantic.alias_generators import to_camel
 
-from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.filters import Filters, FilterValue
+from fashion_search.catalog.models import METADATA_FIELDS, values_annotation
 from fashion_search.errors import InvalidArgumentError
 
-_Text = Annotated[list[str] | None, Query()]
 
-
-async def metadata_filters(
-    gender: _Text = None,
-    master_category: Annotated[list[str] | None, Query(alias="masterCategory")] = None,
-    sub_category: Annotated[list[str] | None, Query(alias="subCategory")] = None,
-    article_type: Annotated[list[str] | None, Query(alias="articleType")] = None,
-    base_colour: Annotated[list[str] | None, Query(alias="baseColour")] = None,
-    season: _Text = None,
-    year: Annotated[list[int] | None, Query()] = None,
-    usage: _Text = None,
-) -> Filters:
-    """Metadata filters from the query string; repeat a name to allow several values."""
-    given = {
-        "gender": gender, "masterCategory": master_category, "subCategory": sub_category,
-        "articleType": article_type, "baseColour": base_colour, "season": season,
-        "year": year, "usage": usage,
-    }  # fmt: skip
+async def metadata_filters(**given: FilterValue | None) -> Filters:
+    """Metadata filters from the query string (every metadata field, camelCase); repeat a name
+    to allow several values."""
     return {name: values for name, values in given.items() if values is not None}
+
+
+metadata_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(
+            to_camel(name),
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[values_annotation(name), Query()],
+        )
+        for name in METADATA_FIELDS
+    ],
+    return_annotation=Filters,
+)
 
 
 def _query_names(dependant: Dependant) -> set[str]:

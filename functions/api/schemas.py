@@ -8,27 +8,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import FilterValue
-from fashion_search.catalog.models import Product
-from fashion_search.search.service import MAX_K, Hit, SearchMode, SearchResult
+from fashion_search.catalog.limits import MAX_K
+from fashion_search.catalog.models import Product, ProductFields
+from fashion_search.search.service import Hit, SearchMode, SearchResult
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class ProductOut(_Body):
-    """A product's metadata and a presigned URL of its image."""
+class ProductOut(ProductFields):
+    """A product's fields (:class:`~fashion_search.catalog.models.ProductFields`), where its
+    image is, a presigned URL of it, and the model version of its embedding."""
 
-    id: int
-    product_display_name: str
-    gender: str | None
-    master_category: str | None
-    sub_category: str | None
-    article_type: str | None
-    base_colour: str | None
-    season: str | None
-    year: int | None
-    usage: str | None
+    model_config = ConfigDict(frozen=False, extra="forbid")
+
     image_key: str
     image_url: str
     model_version: str | None

@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.ingest.events import MalformedEventError, ObjectCreated, parse_notification
 from fashion_search.ingest.messages import DeadLetter, UploadProcessed
@@ -91,7 +91,7 @@ def get_bucket_event_function() -> BucketEventFunction:
     settings = get_settings()
     processor = UploadProcessor(
         settings,
-        CatalogRepository(create_pool(settings)),
+        Catalog.of(create_pool(settings)),
         ObjectStore(settings),
         EmbeddingClient(settings.model_server.address),
     )

@@ -9,7 +9,9 @@ bad arguments) is answered with a 4xx status and the GraphQL errors, each with i
 from __future__ import annotations
 
 import base64
-from typing import Any
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import strawberry
 from fastapi import Depends
@@ -24,7 +26,8 @@ from strawberry.types import ExecutionContext, ExecutionResult, Info
 
 from fashion_search.catalog import models
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.repository import MAX_PAGE_SIZE
+from fashion_search.catalog.limits import MAX_PAGE_SIZE
+from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
 from fashion_search.errors import FashionSearchError, InvalidArgumentError
 from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchService
 from functions.api.dependencies import get_service
@@ -34,20 +37,30 @@ MAX_DEPTH = 6
 MAX_TOKENS = 1000
 MAX_ALIASES = 10
 _CURSOR_PREFIX = "product:"
+T = TypeVar("T")
+
+
+def _with_fields(fields: dict[str, Any], default: object = dataclasses.MISSING) -> Callable[[T], T]:
+    """Adds ``fields`` (name -> annotation) to a class after its first annotated field, before
+    strawberry reads it: the GraphQL types take the product's fields from its definition."""
+
+    def add(cls: T) -> T:
+        first, *rest = cls.__annotations__.items()
+        cls.__annotations__ = {first[0]: first[1], **fields, **dict(rest)}
+        if default is not dataclasses.MISSING:
+            for name in fields:
+                setattr(cls, name, default)
+        return cls
+
+    return add
 
 
 @strawberry.type(description="A catalog product.")
+@_with_fields(
+    {name: field.annotation for name, field in ProductFields.model_fields.items() if name != "id"}
+)
 class Product:
     id: strawberry.ID
-    product_display_name: str
-    gender: str | None
-    master_category: str | None
-    sub_category: str | None
-    article_type: str | None
-    base_colour: str | None
-    season: str | None
-    year: int | None
-    usage: str | None
     model_version: str | None
     image_url: str = strawberry.field(description="presigned URL of the product image")
 
@@ -64,7 +77,7 @@ class Product:
             id=strawberry.ID(str(product.id)),
             image_url=image_url,
             **product.model_dump(
-                include={"product_display_name", *models.METADATA_FIELDS, "model_version"}
+                include=set(ProductFields.model_fields) - {"id"} | {"model_version"}
             ),
         )
 
@@ -97,19 +110,13 @@ class SearchResults:
 
 
 @strawberry.input(description="Metadata filters; each field takes one or more allowed values.")
+@_with_fields({name: values_annotation(name) for name in METADATA_FIELDS}, None)
 class ProductFilter:
-    gender: list[str] | None = None
-    master_category: list[str] | None = None
-    sub_category: list[str] | None = None
-    article_type: list[str] | None = None
-    base_colour: list[str] | None = None
-    season: list[str] | None = None
-    year: list[int] | None = None
-    usage: list[str] | None = None
+    _: strawberry.Private[None] = None
 
     def to_filters(self) -> Filters:
         """As catalog filters."""
-        return {k: v for k, v in vars(self).items() if v is not None}
+        return {k: v for k, v in vars(self).items() if k in METADATA_FIELDS and v is not None}
 
 
 @strawberry.type
@@ -133,7 +140,7 @@ class ProductConnection:
     @strawberry.field(description="How many products match the filter (all pages).")
     async def total_count(self, info: Info[dict[str, Any], None]) -> int:
         service: SearchService = info.context["service"]
-        return await run_in_threadpool(service.repository.count, self.filters)
+        return await run_in_threadpool(service.catalog.products.count, self.filters)
 
 
 def _cursor(product_id: int) -> str:
@@ -177,7 +184,7 @@ class Query:
             raise InvalidArgumentError(f"first must be between 1 and {MAX_PAGE_SIZE // 10}")
         filters = _filters(filter)
         page = await run_in_threadpool(
-            service.repository.list_products, filters, first, _after_id(after)
+            service.catalog.products.list_products, filters, first, _after_id(after)
         )
         edges = [ProductEdge(cursor=_cursor(p.id), node=Product.of(p, service.image_url(p)))
                  for p in page.items]  # fmt: skip
@@ -193,7 +200,7 @@ class Query:
     @strawberry.field(description="One product, or null when no product has that id.")
     async def product(self, info: Info[dict[str, Any], None], id: strawberry.ID) -> Product | None:
         service: SearchService = info.context["service"]
-        found = await run_in_threadpool(service.repository.get_many, [_product_id(id)])
+        found = await run_in_threadpool(service.catalog.products.get_many, [_product_id(id)])
         return Product.of(found[0], service.image_url(found[0])) if found else None
 
     @strawberry.field(description="Products for a text query (vector or hybrid).")

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.search.service import MAX_K
-from functions.api.dependencies import Service
+from fashion_search.catalog.limits import MAX_K
+from functions.api.dependencies import Products, Service
 from functions.api.parameters import metadata_filters, reject_unknown_parameters
 from functions.api.schemas import ProductOut, SearchOut
 
@@ -17,16 +17,16 @@ ProductId = Annotated[int, Path(ge=1, le=2**63 - 1, description="product id")]
 
 
 @router.get("/facets", summary="Distinct values of every metadata field (for filter menus)")
-def facets(service: Service) -> dict[str, list[str | int]]:
+def facets(products: Products) -> dict[str, list[str | int]]:
     """``{"articleType": ["Backpacks", ...], "year": [2007, ...], ...}``."""
-    return service.repository.facets()
+    return products.facets()
 
 
 @router.get("/products/{product_id}", summary="One product")
-def get_product(service: Service, product_id: ProductId) -> ProductOut:
+def get_product(products: Products, product_id: ProductId) -> ProductOut:
     """A product's metadata and image URL; 404 when there is none with that id."""
-    product = service.repository.get(product_id)
-    return ProductOut.of(product, service.image_url(product))
+    product = products.get(product_id)
+    return ProductOut.of(product, products.image_url(product))
 
 
 @router.get("/products/{product_id}/similar", summary="Products that look like this one")

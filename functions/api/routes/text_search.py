@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.search.service import MAX_K, SearchMode
+from fashion_search.catalog.limits import MAX_K
+from fashion_search.search.service import SearchMode
 from functions.api.dependencies import Service
 from functions.api.parameters import metadata_filters, reject_unknown_parameters
 from functions.api.schemas import SearchOut, TextSearchIn

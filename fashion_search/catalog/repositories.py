@@ -1,0 +1,36 @@
+"""The catalog: its four repositories over one connection pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from fashion_search.catalog.embeddings import EmbeddingRepository
+from fashion_search.catalog.products import ProductRepository
+from fashion_search.catalog.uploads import UploadRepository
+from fashion_search.catalog.vectors import VectorSearch
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Products (reads, listing, writes), vector search, uploads and embedding upkeep."""
+
+    products: ProductRepository
+    vectors: VectorSearch
+    uploads: UploadRepository
+    embeddings: EmbeddingRepository
+
+    @classmethod
+    def of(cls, pool: ConnectionPool[Any]) -> Catalog:
+        """The catalog over a pool of :func:`~fashion_search.catalog.db.create_pool`."""
+        return cls(
+            ProductRepository(pool), VectorSearch(pool), UploadRepository(pool),
+            EmbeddingRepository(pool),
+        )  # fmt: skip
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """The connection pool the repositories share."""
+        return self.products.pool

@@ -1,0 +1,206 @@
+"""Vector and hybrid search queries: nearest neighbours (HNSW, exact when the index scan ends
+short), reciprocal rank fusion with a title ranking in one statement, full-text title matches,
+and the labelled neighbours that vote on an upload's labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from fashion_search.catalog.filters import Filters, where_clause
+from fashion_search.catalog.limits import check_k
+from fashion_search.catalog.models import Neighbor, Product
+from fashion_search.catalog.table import READ_COLUMNS, Table
+from fashion_search.errors import InvalidArgumentError
+
+
+class VectorSearch(Table):
+    """Searches over the catalog's embeddings and titles."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ef_search: int | None = None
+
+    @property
+    def ef_search(self) -> int:
+        """The HNSW candidate list size the pool's sessions search with."""
+        if self._ef_search is None:
+            with self.pool.connection() as conn:
+                row = conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()
+            self._ef_search = int(row[0]) if row and row[0] else 40  # pgvector's default
+        return self._ef_search
+
+    def nearest(
+        self,
+        vector: np.ndarray[Any, Any] | Sequence[float],
+        k: int = 10,
+        filters: Filters | None = None,
+        exact: bool = False,
+        exclude_id: int | None = None,
+    ) -> list[Neighbor]:
+        """The ``k`` products closest to ``vector`` by cosine similarity, best first (the
+        product ``exclude_id`` left out).
+
+        Uses the HNSW index with pgvector's iterative scan so that a selective filter still
+        yields ``k`` rows; if the index scan ends short, the query is answered exactly.
+        """
+        candidates, params = self._candidates("hits", READ_COLUMNS, vector, k, filters, exclude_id)
+        query = sql.SQL("WITH {} SELECT * FROM hits ORDER BY distance, id").format(candidates)
+        rows = self._search(query, params, exact=exact)
+        if len(rows) < k and not exact:
+            rows = self._search(query, params, exact=True)
+        return [
+            Neighbor(product=Product.model_validate(row), score=1.0 - float(row["distance"]))
+            for row in rows
+        ]
+
+    def nearest_fused(
+        self,
+        vector: np.ndarray[Any, Any] | Sequence[float],
+        ranked_ids: Sequence[int],
+        k: int = 10,
+        depth: int = 50,
+        filters: Filters | None = None,
+        *,
+        rrf_k: int,
+    ) -> list[Neighbor]:
+        """The ``k`` best products by reciprocal rank fusion (constant ``rrf_k``) of the
+        ``depth`` nearest to ``vector`` (as :meth:`nearest`) and ``ranked_ids`` (another
+        ranking, best first, e.g. :meth:`title_match_ids`), with their fused scores; ties keep
+        the vector ranking's order.
+
+        One round trip: the candidates, their fusion and the winners' rows in one statement.
+        The same numbers as :func:`~fashion_search.search.fusion.reciprocal_rank_fusion`.
+        """
+        if not 1 <= k <= depth:
+            raise InvalidArgumentError(f"need 1 <= k <= depth, got {k} and {depth}")
+        candidates, params = self._candidates("vector", sql.SQL("id"), vector, depth, filters)
+        # Ranks: the vector candidates 1..depth, then the other ranking's depth+1...
+        query = sql.SQL(
+            "WITH {candidates}, ranked AS ("
+            " SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM vector"
+            " UNION ALL SELECT id, %(k)s + rank FROM unnest(%(ids)s::bigint[])"
+            "  WITH ORDINALITY AS other(id, rank)),"
+            " fused AS ("
+            " SELECT id, sum(1.0::float8 / (%(rrf_k)s + CASE WHEN rank > %(k)s"
+            "  THEN rank - %(k)s ELSE rank END)) AS score, min(rank) AS first_seen"
+            " FROM ranked GROUP BY id ORDER BY score DESC, first_seen LIMIT %(top)s)"
+            " SELECT {columns}, fused.score, (SELECT count(*) FROM vector) AS candidates"
+            " FROM fused JOIN products USING (id) ORDER BY fused.score DESC, fused.first_seen"
+        ).format(candidates=candidates, columns=READ_COLUMNS)
+        params.update(ids=list(ranked_ids), rrf_k=rrf_k, top=k)
+        rows = self._search(query, params, exact=False)
+        if not rows or rows[0]["candidates"] < depth:  # the index scan ended short: exactly
+            rows = self._search(query, params, exact=True)
+        return [
+            Neighbor(product=Product.model_validate(row), score=float(row["score"])) for row in rows
+        ]
+
+    def _candidates(
+        self,
+        name: str,
+        columns: sql.Composable,
+        vector: np.ndarray[Any, Any] | Sequence[float],
+        k: int,
+        filters: Filters | None,
+        exclude_id: int | None = None,
+    ) -> tuple[sql.Composed, dict[str, Any]]:
+        """The common table expression ``name``: ``columns`` and ``distance`` of the ``k``
+        products nearest to ``vector`` that pass ``filters``; and its parameters."""
+        check_k(k)
+        query_vector = self.check_vector(vector)
+        where, params = where_clause(filters)
+        params.update(v=query_vector, k=k)
+        if exclude_id is not None:
+            where = sql.SQL("{} AND id <> %(exclude)s").format(where)
+            params["exclude"] = exclude_id
+        cte = sql.SQL(
+            "{name} AS MATERIALIZED ("
+            " SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
+            " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s)"
+        ).format(name=sql.Identifier(name), columns=columns, where=where)
+        return cte, params
+
+    def _search(
+        self, query: sql.Composable, params: dict[str, Any], exact: bool
+    ) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]]
+        ef_search = self.ef_search  # first read before taking a connection: it takes one
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            if not exact and params["k"] <= ef_search:  # the session's HNSW settings
+                rows = cur.execute(query, params).fetchall()
+                return rows
+            with conn.transaction():
+                if exact:
+                    cur.execute("SET LOCAL enable_indexscan = off")
+                else:
+                    cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                        sql.Literal(params["k"])))  # fmt: skip
+                rows = cur.execute(query, params).fetchall()
+            return rows
+
+    def title_match_ids(
+        self, text: str, k: int = 10, filters: Filters | None = None
+    ) -> list[tuple[int, float]]:
+        """Full-text matches of ``text`` on product titles (every word must match), best first,
+        as ``(id, rank)`` pairs.
+
+        The rank is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
+        """
+        check_k(k)
+        where, params = where_clause(filters)
+        query = sql.SQL(
+            "SELECT id, ts_rank_cd(title_search, q) AS rank"
+            " FROM products, plainto_tsquery('english', %(t)s) AS q"
+            " WHERE title_search @@ q AND {where} ORDER BY rank DESC, id LIMIT %(k)s"
+        ).format(where=where)
+        params.update(t=text, k=k)
+        with self.pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [(int(row[0]), float(row[1])) for row in rows]
+
+    def labelled_neighbours(
+        self,
+        vectors: Sequence[np.ndarray[Any, Any]] | np.ndarray[Any, Any],
+        k: int,
+        exclude_ids: Iterable[int] = (),
+    ) -> list[list[Neighbor]]:
+        """For each vector, the ``k`` nearest products whose labels are known (not predicted
+        from an upload), best first; ``exclude_ids`` are never returned (held-out checks)."""
+        check_k(k)
+        checked = [self.check_vector(v) for v in vectors]
+        excluded = set(exclude_ids)
+        # Filtering in SQL would let the planner leave the HNSW index; rows are filtered here.
+        query = sql.SQL(
+            "SELECT {columns}, source_key IS NOT NULL AS uploaded,"
+            " embedding <=> %(v)s AS distance FROM products"
+            " WHERE embedding IS NOT NULL ORDER BY distance LIMIT %(n)s"
+        ).format(columns=READ_COLUMNS)
+        result = []
+        session_ef_search = self.ef_search  # before taking a connection (see _search)
+        with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            for vector in checked:  # iterative scans: the session's setting (create_pool)
+                fetch = 2 * k
+                while True:
+                    ef_search = sql.Literal(max(session_ef_search, fetch))
+                    cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(ef_search))
+                    rows = cur.execute(query, {"v": vector, "n": fetch}).fetchall()
+                    kept = [r for r in rows if not r["uploaded"] and r["id"] not in excluded][:k]
+                    if len(kept) == k or len(rows) < fetch:
+                        break
+                    fetch *= 4
+                result.append(
+                    [
+                        Neighbor(product=Product.model_validate(r), score=1.0 - r["distance"])
+                        for r in kept
+                    ]
+                )
+        return result

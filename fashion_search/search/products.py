@@ -1,0 +1,38 @@
+"""The product service behind the catalog routes: one product, pages of products, counts and
+facets, each product with a presigned image URL."""
+
+from __future__ import annotations
+
+from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.models import Page, Product
+from fashion_search.catalog.repositories import Catalog
+from fashion_search.search.image_urls import ImageUrls
+
+
+class ProductService:
+    """Reads of the catalog for REST and GraphQL."""
+
+    def __init__(self, catalog: Catalog, image_url: ImageUrls) -> None:
+        self.catalog = catalog
+        self.image_url = image_url
+
+    def get(self, product_id: int) -> Product:
+        """One product; ProductNotFoundError when there is none with that id."""
+        return self.catalog.products.get(product_id)
+
+    def find(self, product_id: int) -> Product | None:
+        """One product, or None when there is none with that id."""
+        found = self.catalog.products.get_many([product_id])
+        return found[0] if found else None
+
+    def page(self, filters: Filters | None, limit: int, after: int | None) -> Page:
+        """Products in id order, ``limit`` of them after the id ``after``."""
+        return self.catalog.products.list_products(filters, limit, after)
+
+    def count(self, filters: Filters | None = None) -> int:
+        """How many products match the filters."""
+        return self.catalog.products.count(filters)
+
+    def facets(self) -> dict[str, list[str | int]]:
+        """Distinct values of every metadata field (camelCase names), sorted."""
+        return self.catalog.products.facets()

@@ -1,0 +1,117 @@
+"""Each deployable role's entry points load only what its extra in pyproject.toml declares: no
+torch, open_clip, streamlit or playwright where the role does not install them."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fashion_search.settings import REPO_ROOT
+from tests.helpers import free_port
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+#: Heavy modules that a role may load only when its extra installs their distribution.
+GUARDED = {
+    "torch": "torch",
+    "open_clip": "open-clip-torch",
+    "streamlit": "streamlit",
+    "playwright": "playwright",
+}
+#: Each role's entry points: what its processes and functions import and build when they start.
+ENTRY_POINTS = {
+    "api": "import functions.__main__\n"
+    "import functions.handlers.health, functions.handlers.image_search\n"
+    "import functions.handlers.metadata, functions.handlers.text_search\n"
+    "from functions.api.app import create_app\n"
+    "create_app()",
+    "ingest": "import functions.events.__main__, functions.handlers.bucket_event",
+    "serve": "import model_server.__main__, model_server.service",
+    "ui": "from streamlit.testing.v1 import AppTest\n"
+    "AppTest.from_file('ui/app.py', default_timeout=60).run()",
+    "train": "import fashion_search.cli, fashion_search.model.pipeline\n"
+    "import fashion_search.workflows.catalog, fashion_search.workflows.finetune\n"
+    "import fashion_search.workflows.splits",
+}
+
+
+def distributions(role: str) -> set[str]:
+    """The distributions a role's extra installs directly, its own extras' included."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    names: set[str] = set()
+    for requirement in extras[role]:
+        name = re.split(r"[\[<>=~! ;]", requirement, maxsplit=1)[0]
+        if name == PYPROJECT["project"]["name"]:
+            inner = requirement[requirement.index("[") + 1 : requirement.index("]")]
+            for extra in inner.split(","):
+                names |= distributions(extra.strip())
+        else:
+            names.add(name)
+    return names
+
+
+def loaded_guarded_modules(code: str) -> set[str]:
+    """The guarded modules in ``sys.modules`` after ``code`` ran in a fresh interpreter."""
+    probe = (
+        f"{code}\nimport json, sys\nprint(json.dumps(sorted(set(sys.modules) & {set(GUARDED)!r})))"
+    )
+    env = {"FS_API_URL": f"http://127.0.0.1:{free_port()}", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_every_role_has_entry_points() -> None:
+    assert set(ENTRY_POINTS) == set(PYPROJECT["project"]["optional-dependencies"]) - {"export"}
+
+
+@pytest.mark.parametrize("role", sorted(ENTRY_POINTS))
+def test_a_role_loads_only_what_it_declares(role: str) -> None:
+    declared = distributions(role)
+    allowed = {module for module, dist in GUARDED.items() if dist in declared}
+    loaded = loaded_guarded_modules(ENTRY_POINTS[role])
+    assert loaded <= allowed, f"{role} loads {sorted(loaded - allowed)} it does not declare"
+
+
+#: The serve role at run time: the export in {folder} served, one text and one image embedded.
+SERVE_AN_EXPORT = """
+import io
+from pathlib import Path
+from PIL import Image
+from fashion_search.model.registry import RegisteredVersion
+from model_server.loader import ExportedModel
+from model_server.model import ServedModel
+image = io.BytesIO()
+Image.new("RGB", (60, 80), "navy").save(image, "JPEG")
+for variant in ("fp32", "int8"):
+    exported = ExportedModel.read(Path({folder!r}), RegisteredVersion("t", "1", None, ""), variant)
+    model = ServedModel(exported)
+    assert model.embed_texts(["navy blue shirt"]).shape == (1, model.dimension)
+    pixels = model.preprocess(image.getvalue(), 1_000_000)
+    assert model.embed_pixels([pixels]).shape == (1, model.dimension)
+"""
+
+
+def test_serving_an_export_loads_only_what_serve_declares(tmp_path: Path) -> None:
+    """Beyond its imports: the serve role embeds with an export (tokenizer.json, towers)."""
+    from fashion_search.model.factory import ModelSpec, create_clip
+    from model_server.export import export_clip
+
+    export_clip(create_clip(ModelSpec("fashion-tiny")), tmp_path)
+    declared = distributions("serve")
+    allowed = {module for module, dist in GUARDED.items() if dist in declared}
+    loaded = loaded_guarded_modules(SERVE_AN_EXPORT.format(folder=str(tmp_path)))
+    assert loaded <= allowed, f"serve loads {sorted(loaded - allowed)} it does not declare"
+
+
+def test_the_probe_sees_a_guarded_module() -> None:
+    """The check above can fail: an entry point that imports torch is caught."""
+    assert "torch" in loaded_guarded_modules("import fashion_search.model.factory")
