@@ -24,7 +24,7 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 from botocore.utils import percent_encode
 
 from fashion_search.errors import (
@@ -71,13 +71,30 @@ def validate_object_key(key: str) -> str:
     return key
 
 
-def make_s3_client(settings: Settings) -> S3Client:
-    """A boto3 S3 client for the configured endpoint (path-style, retried)."""
-    client: S3Client = boto3.client(
+def fixed_keys(settings: Settings) -> tuple[str, str] | None:
+    """The settings' key pair (``FS_S3_ACCESS_KEY``, ``FS_S3_SECRET_KEY``); None when both are
+    empty, so boto3's standard chain decides (environment with a session token, shared files,
+    container or instance role: on Lambda, the function's role). PartialCredentialsError when
+    only one of them is set."""
+    storage = settings.storage
+    if not (storage.access_key or storage.secret_key):
+        return None
+    if not (storage.access_key and storage.secret_key):
+        missing = "FS_S3_SECRET_KEY" if storage.access_key else "FS_S3_ACCESS_KEY"
+        raise PartialCredentialsError(provider="settings", cred_var=missing)
+    return storage.access_key, storage.secret_key
+
+
+def make_s3_client(settings: Settings, session: boto3.Session | None = None) -> S3Client:
+    """A boto3 S3 client for the configured endpoint (path-style, retried), on the settings'
+    fixed keys or else the credentials ``session`` (default: boto3's) resolves."""
+    session = session or boto3._get_default_session()
+    access_key, secret_key = fixed_keys(settings) or (None, None)
+    client: S3Client = session.client(
         "s3",
-        endpoint_url=settings.storage.endpoint_url,
-        aws_access_key_id=settings.storage.access_key,
-        aws_secret_access_key=settings.storage.secret_key,
+        endpoint_url=settings.storage.endpoint_url or None,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
         region_name=settings.storage.region,
         config=Config(
             s3={"addressing_style": "path"},
@@ -91,13 +108,28 @@ def make_s3_client(settings: Settings) -> S3Client:
 class ObjectStore:
     """Buckets and objects of fashion-search."""
 
-    def __init__(self, settings: Settings, client: S3Client | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: S3Client | None = None,
+        session: boto3.Session | None = None,
+    ) -> None:
+        """``session`` (default: boto3's) resolves the credentials when the settings have no
+        fixed keys; presigned URLs are signed with the same ones as the client's requests."""
         self.settings = settings
-        self.client = client or make_s3_client(settings)
+        session = session or boto3._get_default_session()
+        self.client = client or make_s3_client(settings, session)
         self._url_base = (
-            settings.storage.public_endpoint_url or settings.storage.endpoint_url
+            settings.storage.public_endpoint_url
+            or settings.storage.endpoint_url
+            or self.client.meta.endpoint_url
         ).rstrip("/")
-        self._credentials = Credentials(settings.storage.access_key, settings.storage.secret_key)
+        keys = fixed_keys(settings)
+        # The session caches what it resolved: a client it created holds the same object,
+        # refreshed in place when the credentials are temporary (container or instance role).
+        self._credentials: Credentials | None = (
+            Credentials(*keys) if keys else session.get_credentials()
+        )
 
     def ensure_buckets(self, buckets: Iterable[str] | None = None) -> None:
         """Create the configured buckets that do not exist yet."""
@@ -186,17 +218,24 @@ class ObjectStore:
 
     def presigned_url(self, bucket: str, key: str, expires_s: int = 3600) -> str:
         """A time-limited GET URL for an object (SigV4, path style), on the public endpoint
-        when one is set.
+        when one is set, signed with the store's credentials: the fixed keys of the settings,
+        or those boto3's chain resolved, with their session token (``X-Amz-Security-Token``)
+        when they are temporary. A URL outlives neither its ``expires_s`` nor the credentials
+        that signed it (on Lambda, the role's session: hours).
 
         botocore's SigV4 query signer is called directly: the client's
         ``generate_presigned_url`` resolves the endpoint and emits its events on every call,
         twice the cost of signing (search signs ten URLs a query).
         """
         validate_object_key(key)
+        if self._credentials is None:
+            raise NoCredentialsError()
         path = f"/{bucket}/{percent_encode(key, safe='/~')}"
         request = AWSRequest(method="GET", url=self._url_base + path)
+        # A consistent snapshot (key, secret, token), refreshed first if about to expire.
+        credentials = self._credentials.get_frozen_credentials()
         S3SigV4QueryAuth(
-            self._credentials, "s3", self.settings.storage.region, expires=expires_s
+            credentials, "s3", self.settings.storage.region, expires=expires_s
         ).add_auth(request)
         return str(request.url)
 

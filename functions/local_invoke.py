@@ -4,10 +4,14 @@
     python -m functions.local_invoke TextSearchFunction --path /search/text --query q=shirt
     python -m functions.local_invoke HealthFunction            # first HttpApi event, generated
 
-Reads the template, finds the function's handler (``Handler`` + ``CodeUri``, ``Globals``
-included) and environment, builds the event (a file, or API Gateway HTTP API v2 / S3 events
-generated from the function's own triggers), calls ``handler(event, context)`` and prints the
-result as JSON.
+Reads the template, finds the function's handler (``Handler``, ``Globals`` included) and
+environment, builds the event (a file, or API Gateway HTTP API v2 / S3 events generated from the
+function's own triggers), calls ``handler(event, context)`` and prints the result as JSON.
+
+The handler runs from this checkout's source in this environment: the function's ``CodeUri`` is
+its deployable artifact (``scripts/build_lambda.py``: the role's dependencies built for the
+Lambda runtime's Python, which this interpreter may not be able to load), and
+``tests/test_lambda_artifacts.py`` imports the handlers from it.
 """
 
 from __future__ import annotations
@@ -65,7 +69,8 @@ class FunctionSpec:
 
     name: str
     handler: str
-    code_dir: Path
+    code_dir: Path  # the handler's source: the template's checkout
+    code_uri: Path  # the deployable artifact (CodeUri)
     environment: dict[str, str]
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -96,16 +101,17 @@ def function_spec(template_path: Path, name: str) -> FunctionSpec:
         **defaults.get("Environment", {}).get("Variables", {}),
         **props.get("Environment", {}).get("Variables", {}),
     }
+    # A Ref to a parameter is its default; other intrinsics (and pseudo parameters) are only
+    # resolved on AWS: empty here.
     environment = {
-        key: parameters.get(value["Ref"], "")
-        if isinstance(value, dict) and "Ref" in value
-        else str(value)
+        key: (parameters.get(value.get("Ref", ""), "") if isinstance(value, dict) else str(value))
         for key, value in variables.items()
     }
     return FunctionSpec(
         name=name,
         handler=props["Handler"],
-        code_dir=(template_path.parent / str(props.get("CodeUri", "."))).resolve(),
+        code_dir=template_path.parent.resolve(),
+        code_uri=(template_path.parent / str(props.get("CodeUri", "."))).resolve(),
         environment=environment,
         events=props.get("Events", {}),
     )
@@ -248,10 +254,13 @@ def invoke(
     template_path: Path, name: str, event: dict[str, Any], environment: dict[str, str] | None = None
 ) -> Any:
     """Run the function's handler on ``event``. The template's environment variables (``Ref``s
-    to parameters resolved to their defaults) apply unless this process already sets them."""
+    to parameters resolved to their defaults) apply unless this process already sets them; an
+    empty one (on AWS: the default S3 endpoint, the role's credentials) leaves this machine's
+    setting."""
     spec = function_spec(template_path, name)
     for key, value in {**spec.environment, **(environment or {})}.items():
-        os.environ.setdefault(key, value)
+        if value:
+            os.environ.setdefault(key, value)
     handler = load_handler(spec)
     return handler(event, LambdaContext(name))
 

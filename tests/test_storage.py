@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import urllib.error
 import urllib.request
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import boto3
 import pytest
+from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
 from fashion_search.errors import InvalidObjectKeyError, ObjectNotFoundError
-from fashion_search.settings import Settings
+from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore, product_image_key, validate_object_key
+from tests.helpers import child_env
 
 
 @pytest.mark.parametrize(
@@ -76,3 +84,99 @@ def test_presigned_urls_use_the_public_endpoint(store: ObjectStore, settings: Se
     assert url.startswith(public + "/")
     with urllib.request.urlopen(url) as r:
         assert r.read() == b"seen from the host"
+
+
+def test_empty_keys_leave_the_credentials_to_boto3s_chain(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No fixed keys: the chain's (here the environment's, with a session token) sign; one of
+    the two keys alone is refused; no credentials at all is an error, not an unsigned URL."""
+    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    no_keys = Settings().replace(storage={"access_key": "", "secret_key": ""})
+    with pytest.raises(NoCredentialsError):
+        ObjectStore(no_keys, session=boto3.Session()).presigned_url("b", "k")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIATEMPORARY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token/with+chars=")
+    query = parse_qs(urlsplit(ObjectStore(no_keys, session=boto3.Session()).presigned_url(
+        "b", "k")).query)  # fmt: skip
+    assert query["X-Amz-Credential"][0].startswith("ASIATEMPORARY/")
+    assert query["X-Amz-Security-Token"] == ["token/with+chars="]
+    fixed = ObjectStore(Settings(), session=boto3.Session())  # the settings' keys win
+    query = parse_qs(urlsplit(fixed.presigned_url("b", "k")).query)
+    assert query["X-Amz-Credential"][0].startswith(f"{Settings().storage.access_key}/")
+    assert "X-Amz-Security-Token" not in query
+    with pytest.raises(PartialCredentialsError):
+        ObjectStore(Settings().replace(storage={"secret_key": ""}), session=boto3.Session())
+
+
+def _temporary_credentials(settings: Settings) -> dict[str, str]:
+    """Credentials with a session token from MinIO's STS (AssumeRole, signed with the stack's
+    keys)."""
+    sts = boto3.client(
+        "sts", endpoint_url=settings.storage.endpoint_url, region_name=settings.storage.region,
+        aws_access_key_id=settings.storage.access_key,
+        aws_secret_access_key=settings.storage.secret_key,
+    )  # fmt: skip
+    credentials = sts.assume_role(
+        RoleArn="arn:minio:iam:::role/fashion-presign", RoleSessionName="presign-test",
+        DurationSeconds=900,
+    )["Credentials"]  # fmt: skip
+    return {
+        "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": credentials["SessionToken"],
+    }
+
+
+SIGN_FROM_THE_ENVIRONMENT = """
+import sys
+from fashion_search.settings import get_settings
+from fashion_search.storage import ObjectStore
+store = ObjectStore(get_settings())
+assert store.get(sys.argv[1], sys.argv[2]) == b"signed with a session token"
+print(store.presigned_url(sys.argv[1], sys.argv[2], expires_s=300))
+"""
+
+
+def test_presigned_urls_carry_the_session_token_of_temporary_credentials(
+    store: ObjectStore, settings: Settings, tmp_path: Path
+) -> None:
+    """As on Lambda: no fixed keys, the role's temporary credentials in the environment. The
+    store's requests and its presigned URLs use them; the real object store serves the URL,
+    and refuses the same URL signed without the token."""
+    server = store.client.list_buckets()["ResponseMetadata"]["HTTPHeaders"].get("server", "")
+    if "minio" not in server.lower():
+        pytest.skip(f"the stack's S3 is {server or 'the fallback'}, not MinIO: no STS")
+    bucket, key = settings.storage.datasets_bucket, "splits/v1/temporary credentials.bin"
+    store.put(bucket, key, b"signed with a session token", "application/octet-stream")
+    temporary = _temporary_credentials(settings)
+    env = {
+        **child_env(settings), **temporary, "FS_S3_ACCESS_KEY": "", "FS_S3_SECRET_KEY": "",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true",
+    }  # fmt: skip
+    env.pop("AWS_PROFILE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", SIGN_FROM_THE_ENVIRONMENT, bucket, key],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    url = result.stdout.split()[-1]
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Security-Token"] == [temporary["AWS_SESSION_TOKEN"]]
+    assert query["X-Amz-Credential"][0].startswith(temporary["AWS_ACCESS_KEY_ID"] + "/")
+    with urllib.request.urlopen(url) as r:
+        assert r.read() == b"signed with a session token"
+    without_token = ObjectStore(settings.replace(storage={
+        "access_key": temporary["AWS_ACCESS_KEY_ID"],
+        "secret_key": temporary["AWS_SECRET_ACCESS_KEY"],
+    })).presigned_url(bucket, key, expires_s=300)  # fmt: skip
+    assert "X-Amz-Security-Token" not in without_token
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(without_token)
+    assert refused.value.code == 403

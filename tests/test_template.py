@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from fashion_search.settings import REPO_ROOT, Settings
@@ -43,6 +44,32 @@ def test_sam_validate_lint_passes(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "is a valid SAM Template" in result.stdout + result.stderr
+
+
+def test_functions_deploy_their_roles_artifact_on_python312() -> None:
+    """Each function's code is its role's artifact (scripts/build_lambda.py; an extra of
+    pyproject.toml), for python3.12; S3 is the region's, with the role's credentials."""
+    from functions.local_invoke import FUNCTION_TYPE, function_spec, load_template
+
+    template = load_template(REPO_ROOT / "template.yaml")
+    defaults = template["Globals"]["Function"]
+    assert defaults["Runtime"] == "python3.12" and "CodeUri" not in defaults
+    variables = defaults["Environment"]["Variables"]
+    assert variables["FS_S3_ACCESS_KEY"] == variables["FS_S3_SECRET_KEY"] == ""
+    assert variables["FS_S3_REGION"] == {"Ref": "AWS::Region"}
+    assert variables["FS_S3_ENDPOINT_URL"]["Fn::If"][0] == "RegionalS3"  # not the local stack's
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for name, resource in template["Resources"].items():
+        if resource["Type"] != FUNCTION_TYPE:
+            continue
+        role = "ingest" if name == "BucketEventFunction" else "api"
+        assert resource["Properties"]["CodeUri"] == f"build/lambda/{role}/", name
+        assert role in extras
+        spec = function_spec(REPO_ROOT / "template.yaml", name)
+        assert spec.code_uri == REPO_ROOT / "build" / "lambda" / role
+        assert spec.code_dir == REPO_ROOT  # local_invoke runs the source
 
 
 def test_every_function_handler_exists() -> None:
