@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from bench.report import Report, Table, add_markdown_option
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.models import Product
@@ -82,11 +83,13 @@ def _latencies(fn: Any, queries: list[Any]) -> tuple[float, float, list[list[int
 
 
 def main() -> None:
-    """Run the benchmark and print its table."""
+    """Run the benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--products", type=int, default=5000)
     parser.add_argument("--queries", type=int, default=100)
+    add_markdown_option(parser)
     args = parser.parse_args()
+    report = Report("bench.catalog")
 
     settings = get_settings()
     name = f"bench_{uuid.uuid4().hex[:8]}"
@@ -137,19 +140,18 @@ def main() -> None:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
     dim = settings.database.embedding_dim
-    print(f"\ncatalog benchmark: {n} products, {dim}-d vectors, {args.queries} queries")
-    print(f"{'bulk write':<28} {'seconds':>8} {'products/s':>11} {'ratio':>7}")
-    print(f"{'row-by-row INSERT (base)':<28} {row_s:>8.2f} {n / row_s:>11.0f} {1.0:>7.2f}")
-    print(f"{'COPY + upsert':<28} {copy_s:>8.2f} {n / copy_s:>11.0f} {row_s / copy_s:>7.2f}")
-    print(
-        f"\n{'k=10 query':<28} {'exact p50':>9} {'p95':>7} {'hnsw p50':>9} {'p95':>7}"
-        f" {'speed-up':>9} {'recall@10':>9}"
-    )
-    for label, e50, e95, h50, h95, recall in rows:
-        print(
-            f"{label[:28]:<28} {e50:>7.2f}ms {e95:>5.2f}ms {h50:>7.2f}ms {h95:>5.2f}ms"
-            f" {e50 / h50:>8.2f}x {recall:>9.3f}"
-        )
+    report.add(f"catalog benchmark: {n} products, {dim}-d vectors, {args.queries} queries")
+    report.add(Table("bulk writes", ["bulk write", "seconds", "products/s", "ratio"], [
+        ["row-by-row INSERT (base)", row_s, f"{n / row_s:.0f}", 1.0],
+        ["COPY + upsert", copy_s, f"{n / copy_s:.0f}", row_s / copy_s],
+    ]))  # fmt: skip
+    header = ["k=10 query", "exact p50", "p95", "hnsw p50", "p95", "speed-up", "recall@10"]
+    report.add(Table("nearest neighbours, exact (base) vs HNSW", header, [
+        [label, f"{e50:.2f}ms", f"{e95:.2f}ms", f"{h50:.2f}ms", f"{h95:.2f}ms",
+         f"{e50 / h50:.2f}x", f"{recall:.3f}"]
+        for label, e50, e95, h50, h95, recall in rows
+    ]))  # fmt: skip
+    report.write_markdown(args.markdown)
 
 
 if __name__ == "__main__":

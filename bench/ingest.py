@@ -24,6 +24,7 @@ import numpy as np
 from confluent_kafka import Consumer
 
 from bench.baseline import raw_image_rate
+from bench.report import Report, Table, add_markdown_option
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
@@ -91,7 +92,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=500, help="uploads sent at once")
     parser.add_argument("--singles", type=int, default=30, help="uploads sent one at a time")
     parser.add_argument("--keep", action="store_true", help="keep the products made")
+    add_markdown_option(parser)
     args = parser.parse_args()
+    report = Report("bench.ingest")
     settings = get_settings()
     store = ObjectStore(settings)
     images = [
@@ -132,24 +135,24 @@ def main() -> None:
 
     single_ms, burst_ms = latencies(singles), latencies(burst)
     rate = args.burst / burst_s
-    print(info.describe())
-    print(f"{'run':<34} {'events/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'ratio':>6}")
-    print(f"{'model server raw (batches of 32)':<34} {raw_rate:>9.1f} {'':>8} {'':>8} {1:>6.2f}")
-    print(
-        f"{f'pipeline, {args.singles} single uploads':<34} {1000 / np.mean(single_ms):>9.1f}"
-        f" {np.percentile(single_ms, 50):>8.0f} {np.percentile(single_ms, 95):>8.0f}"
-        f" {1000 / np.mean(single_ms) / raw_rate:>6.2f}"
-    )
-    print(
-        f"{f'pipeline, burst of {args.burst}':<34} {rate:>9.1f}"
-        f" {np.percentile(burst_ms, 50):>8.0f} {np.percentile(burst_ms, 95):>8.0f}"
-        f" {rate / raw_rate:>6.2f}"
-    )
+    single_rate = 1000 / float(np.mean(single_ms))
+    report.add(info.describe())
+    header = ["run", "events/s", "p50 ms", "p95 ms", "ratio"]
+    report.add(Table("uploads end to end (PUT to output message)", header, [
+        ["model server raw (batches of 32)", f"{raw_rate:.1f}", "", "", 1.0],
+        [f"pipeline, {args.singles} single uploads", f"{single_rate:.1f}",
+         f"{np.percentile(single_ms, 50):.0f}", f"{np.percentile(single_ms, 95):.0f}",
+         single_rate / raw_rate],
+        [f"pipeline, burst of {args.burst}", f"{rate:.1f}",
+         f"{np.percentile(burst_ms, 50):.0f}", f"{np.percentile(burst_ms, 95):.0f}",
+         rate / raw_rate],
+    ]))  # fmt: skip
     if watcher.dead:
-        print(f"dead letters: {watcher.dead[:5]}")
+        report.add(f"dead letters: {watcher.dead[:5]}")
+    report.write_markdown(args.markdown)
     if not args.keep:
-        with create_pool(settings) as catalog:
-            catalog = Catalog.of(catalog)
+        with create_pool(settings) as pool:
+            catalog = Catalog.of(pool)
             copies = [p.image_key for p in catalog.products.get_many(sorted(set(watcher.ids)))]
             catalog.products.delete(watcher.ids)
         for bucket, keys in (

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.report import Report, Table, add_markdown_option
 from fashion_search.model.data import load_split
 from fashion_search.model.embed import normalize_pixels
 from fashion_search.model.evaluate import evaluate, evaluate_embeddings
@@ -69,11 +70,13 @@ def _onnx_metrics(
 
 
 def main() -> None:
-    """Evaluate and print."""
+    """Evaluate and print the table."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--version", help="registry version (default: the champion)")
     parser.add_argument("--limit", type=int, help="dataset rows (default: all)")
+    add_markdown_option(parser)
     args = parser.parse_args()
+    report = Report("bench.quality")
     settings = get_settings()
     client = configure_mlflow(settings)
     if args.version:
@@ -106,12 +109,13 @@ def main() -> None:
     ):
         started = time.perf_counter()
         rows[label] = run()
-        print(f"{label}: evaluated in {time.perf_counter() - started:.0f} s")
+        report.add(f"{label}: evaluated in {time.perf_counter() - started:.0f} s")
     names = [n for n in rows[f"v{version.version} PyTorch"] if n != "title_queries"]
-    print(f"\n{len(train)} train / {len(test)} test products, {clip.spec.architecture}")
-    print(f"{'metric':<22}" + "".join(f"{label:>18}" for label in rows))
-    for name in names:
-        print(f"{name:<22}" + "".join(f"{rows[label][name]:>18.3f}" for label in rows))
+    title = f"{len(train)} train / {len(test)} test products, {clip.spec.architecture}"
+    report.add(Table(title, ["metric", *rows], [
+        [name, *(f"{rows[label][name]:.3f}" for label in rows)] for name in names
+    ]))  # fmt: skip
+    report.write_markdown(args.markdown)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from bench.baseline import raw_image_rate
+from bench.report import Report, Table, add_markdown_option
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import get_settings
@@ -34,7 +35,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--limit", type=int, help="products to load (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    add_markdown_option(parser)
     args = parser.parse_args()
+    report = Report("bench.recreate")
     settings = get_settings()
     images = [item.image for item in iter_dataset(settings.dataset_source, limit=512)]
     with EmbeddingClient(settings.model_server.address, timeout_s=120) as client:
@@ -59,22 +62,24 @@ def main() -> None:
         products, embedded = row if row else (0, 0)
     finally:
         if args.keep:
-            print(f"kept database {database}: FS_DATABASE={database} FS_DATABASE_URL={url}")
+            report.add(f"kept database {database}: FS_DATABASE={database} FS_DATABASE_URL={url}")
         else:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(database)))  # fmt: skip
     reports = re.findall(r"Returned value was: (\{.*\})", result.log)
-    print(info.describe())
-    print(f"{'run':<40} {'products':>9} {'seconds':>8} {'images/s':>9} {'ratio':>6}")
+    report.add(info.describe())
     raw_s = len(images) / raw_rate
-    print(f"{'model server raw (batches of 64)':<40} {len(images):>9} {raw_s:>8.1f}"
-          f" {raw_rate:>9.1f} {1:>6.2f}")  # fmt: skip
     rate = embedded / took
-    print(f"{'recreate_prod_database (whole DAG)':<40} {products:>9} {took:>8.1f} {rate:>9.1f}"
-          f" {rate / raw_rate:>6.2f}")  # fmt: skip
-    for report in dict.fromkeys(reports):
-        print(f"  task report: {report}")
+    header = ["run", "products", "seconds", "images/s", "ratio"]
+    report.add(Table("recreate_prod_database with dag.test()", header, [
+        ["model server raw (batches of 64)", len(images), f"{raw_s:.1f}", f"{raw_rate:.1f}", 1.0],
+        ["recreate_prod_database (whole DAG)", products, f"{took:.1f}", f"{rate:.1f}",
+         rate / raw_rate],
+    ]))  # fmt: skip
+    for task_report in dict.fromkeys(reports):
+        report.add(f"  task report: {task_report}")
+    report.write_markdown(args.markdown)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from urllib.parse import urlencode, urlsplit
 import numpy as np
 import urllib3
 
+from bench.report import Report, Table, add_markdown_option
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
@@ -131,16 +132,13 @@ def text_tower_timer(settings: Settings, query: str) -> Callable[[], float]:
 
 def _table(
     title: str, rows: list[tuple[str, dict[str, float]]], baseline: dict[str, float]
-) -> None:
-    print(f"\n{title}")
-    print(f"{'run':<22} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>7} {'p50/base':>9}"
-          f" {'model':>7} {'db':>7} {'urls':>6} {'rest':>7}")  # fmt: skip
-    for name, r in rows:
-        print(
-            f"{name:<22} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['rps']:>7.1f}"
-            f" {r['p50'] / baseline['p50']:>9.2f} {r.get('model', 0):>7.2f}"
-            f" {r.get('database', 0):>7.2f} {r.get('urls', 0):>6.2f} {r.get('rest', 0):>7.2f}"
-        )
+) -> Table:
+    header = ["run", "p50 ms", "p95 ms", "req/s", "p50/base", "model", "db", "urls", "rest"]
+    return Table(title, header, [
+        [name, r["p50"], r["p95"], round(r["rps"], 1), r["p50"] / baseline["p50"],
+         r.get("model", 0.0), r.get("database", 0.0), r.get("urls", 0.0), r.get("rest", 0.0)]
+        for name, r in rows
+    ])  # fmt: skip
 
 
 def main() -> None:
@@ -149,7 +147,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--k", type=int, default=10)
+    add_markdown_option(parser)
     args = parser.parse_args()
+    report = Report("bench.search")
     settings = get_settings()
     items = list(iter_dataset(settings.dataset_source, limit=2000))
     rng = random.Random(0)
@@ -186,9 +186,10 @@ def main() -> None:
         )
         text_tower_ms = text_tower_timer(served, queries[0])
         before = text_tower_ms()
-        print(f"catalog: {count} products; model {info.registry_name} v{info.registry_version}"
-              f" (dim {info.dimension}, {'int8' if info.quantized else 'fp32'},"
-              f" {info.execution_providers[0]})")  # fmt: skip
+        variant = "int8" if info.quantized else "fp32"
+        report.add(f"catalog: {count} products; model {info.registry_name}"
+                   f" v{info.registry_version} (dim {info.dimension}, {variant},"
+                   f" {info.execution_providers[0]})")  # fmt: skip
 
         def in_process_text(i: int) -> dict[str, Any]:
             r = service.text(queries[i % len(queries)], args.k)
@@ -203,7 +204,8 @@ def main() -> None:
             baseline = _run(local, args.requests, 1)
             rows = [("in-process, c=1 (base)", baseline)]
             rows += [(f"HTTP, c={c}", _run(http_call, args.requests, c)) for c in args.concurrency]
-            _table(f"{name} search, k={args.k}, {args.requests} requests per run", rows, baseline)
+            title = f"{name} search, k={args.k}, {args.requests} requests per run"
+            report.add(_table(title, rows, baseline))
 
         vectors = client.embed_texts(queries[:200]).vectors
         recalls = []
@@ -211,10 +213,13 @@ def main() -> None:
             approx = {n.product.id for n in catalog.vectors.nearest(vector, 10)}
             exact = {n.product.id for n in catalog.vectors.nearest(vector, 10, exact=True)}
             recalls.append(len(approx & exact) / 10)
-        print(f"\nHNSW recall@10 vs exact search on {len(recalls)} text queries:"
-              f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip
+        report.add(f"HNSW recall@10 vs exact search on {len(recalls)} text queries:"
+                   f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip
         after = text_tower_ms()
-    print(f"text tower alone (1 thread, machine speed): {before:.2f} ms before, {after:.2f} after")
+    report.add(
+        f"text tower alone (1 thread, machine speed): {before:.2f} ms before, {after:.2f} after"
+    )
+    report.write_markdown(args.markdown)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import pytest
 from fashion_search.settings import REPO_ROOT
 from functions.local_invoke import FUNCTION_TYPE, load_template
 
+pytestmark = pytest.mark.build
+
 BUILD = REPO_ROOT / "scripts" / "build_lambda.py"
 TEMPLATE = REPO_ROOT / "template.yaml"
 RUNTIME = "3.12"
