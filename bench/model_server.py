@@ -27,15 +27,12 @@ import torch
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.model.factory import ModelSpec, create_clip
-from fashion_search.model.onnx_export import (
-    export_image_tower,
-    export_text_tower,
-    quantize_int8,
-)
 from fashion_search.model.registry import RegisteredVersion
-from fashion_search.model.towers import cut_tokens
+from fashion_search.model.tokens import cut_tokens
 from fashion_search.settings import ModelServerSettings, Settings
-from model_server.loader import ExportedModel, ModelFacts
+from model_server.artifacts import VARIANTS
+from model_server.export import export_clip
+from model_server.loader import ExportedModel
 from model_server.model import ServedModel
 from model_server.service import EmbeddingService, create_server
 
@@ -95,17 +92,9 @@ def main() -> None:
     images = [item.image for item in items]
     titles = [item.fields.product_display_name for item in items]
     tmp = Path(tempfile.mkdtemp())
-    files = {
-        "fp32": {
-            "image": export_image_tower(clip, tmp / "image.onnx"),
-            "text": export_text_tower(clip, tmp / "text.onnx"),
-        }
-    }
-    files["int8"] = {t: quantize_int8(p, tmp / f"{t}.int8.onnx") for t, p in files["fp32"].items()}
+    export_clip(clip, tmp)
     version = RegisteredVersion("bench", "0", None, str(tmp))
-    served = {
-        v: ServedModel(ExportedModel(version, v, f, ModelFacts.of(clip))) for v, f in files.items()
-    }
+    served = {v: ServedModel(ExportedModel.read(tmp, version, v)) for v in VARIANTS}
     fp32 = served["fp32"]
     pixels = np.stack([fp32.preprocess(b, 40_000_000) for b in images])
     tokens = clip.tokenize(titles).numpy().astype(np.int64)

@@ -23,11 +23,6 @@ from fashion_search.model.data import load_split
 from fashion_search.model.embed import normalize_pixels
 from fashion_search.model.evaluate import evaluate, evaluate_embeddings
 from fashion_search.model.factory import Clip, ModelSpec, create_clip
-from fashion_search.model.onnx_export import (
-    export_image_tower,
-    export_text_tower,
-    quantize_int8,
-)
 from fashion_search.model.registry import (
     RegisteredVersion,
     champion,
@@ -35,17 +30,16 @@ from fashion_search.model.registry import (
     load_version,
 )
 from fashion_search.settings import get_settings
-from model_server.loader import ExportedModel, ModelFacts
+from model_server.export import export_clip
+from model_server.loader import ExportedModel
 from model_server.model import ServedModel
 
 
 def _onnx_metrics(
-    clip: Clip, variant: str, files: dict[str, Path], test: Any, train: Any
+    clip: Clip, variant: str, export: Path, test: Any, train: Any
 ) -> dict[str, float]:
     served = ServedModel(
-        ExportedModel(
-            RegisteredVersion("bench", "0", None, ""), variant, files, ModelFacts.of(clip)
-        )
+        ExportedModel.read(export, RegisteredVersion("bench", "0", None, ""), variant)
     )
 
     def embed_images(images: np.ndarray) -> np.ndarray:
@@ -92,11 +86,7 @@ def main() -> None:
     train = load_split(settings.dataset_source, clip.image_size, "train", args.limit)
     test = load_split(settings.dataset_source, clip.image_size, "test", args.limit)
     tmp = Path(tempfile.mkdtemp())
-    fp32 = {
-        "image": export_image_tower(clip, tmp / "i.onnx"),
-        "text": export_text_tower(clip, tmp / "t.onnx"),
-    }
-    int8 = {k: quantize_int8(v, tmp / f"{k}.int8.onnx") for k, v in fp32.items()}
+    export_clip(clip, tmp)  # fp32 and int8 towers, tokenizer.json, model.json
     rows: dict[str, dict[str, float]] = {}
     for label, run in (
         (
@@ -104,8 +94,8 @@ def main() -> None:
             lambda: evaluate(create_clip(ModelSpec(clip.spec.architecture)), test, train),
         ),
         (f"v{version.version} PyTorch", lambda: evaluate(clip, test, train)),
-        (f"v{version.version} ONNX fp32", lambda: _onnx_metrics(clip, "fp32", fp32, test, train)),
-        (f"v{version.version} ONNX int8", lambda: _onnx_metrics(clip, "int8", int8, test, train)),
+        (f"v{version.version} ONNX fp32", lambda: _onnx_metrics(clip, "fp32", tmp, test, train)),
+        (f"v{version.version} ONNX int8", lambda: _onnx_metrics(clip, "int8", tmp, test, train)),
     ):
         started = time.perf_counter()
         rows[label] = run()

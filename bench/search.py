@@ -33,14 +33,14 @@ from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.model.data import attribute_caption
-from fashion_search.model.factory import tokenizer_for
 from fashion_search.model.registry import configure_mlflow
-from fashion_search.model.towers import cut_tokens
+from fashion_search.model.tokens import cut_tokens
 from fashion_search.search.service import SearchService
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
-from model_server.loader import export_version, resolve
+from model_server.loader import fetch_version, resolve
 from model_server.runtime import OnnxSession
+from model_server.tokenizer import TextTokenizer
 
 
 class _HttpClient:
@@ -111,11 +111,10 @@ def text_tower_timer(settings: Settings, query: str) -> Callable[[], float]:
     Runtime, 1 thread, one query at a time, 6 ms apart): how fast the machine runs right now.
     On these shared VMs the same work runs 30-50% slower for minutes at a time; this tells such
     runs apart."""
-    exported = export_version(settings, resolve(settings, configure_mlflow(settings)))
+    client = configure_mlflow(settings)
+    exported = fetch_version(settings, client, resolve(settings, client))
     session = OnnxSession(exported.files["text"], threads=1)
-    tokens = cut_tokens(
-        tokenizer_for(exported.facts.architecture)([query]).numpy().astype(np.int64)
-    )
+    tokens = cut_tokens(TextTokenizer.from_file(exported.files["tokenizer"])([query]))
 
     def median_ms() -> float:
         times = []

@@ -10,7 +10,7 @@ import time
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate, set_embedding_dimension
-from fashion_search.catalog.repository import CatalogRepository
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import FashionSearchError
 from fashion_search.settings import get_settings
 from fashion_search.storage import ObjectStore
@@ -30,7 +30,7 @@ def _load(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     with create_pool(settings) as pool:
         summary = load_catalog(
-            CatalogRepository(pool),
+            Catalog.of(pool),
             store,
             args.source or settings.dataset_source,
             dataset=args.dataset,
@@ -87,7 +87,7 @@ def _eval_search(args: argparse.Namespace) -> None:
     ):
         service = SearchService(
             settings,
-            CatalogRepository(pool),
+            Catalog.of(pool),
             ObjectStore(settings),
             client,
         )
@@ -130,7 +130,7 @@ def _eval_ingest(args: argparse.Namespace) -> None:
     ):
         print(f"model {client.info().registry_name} version {client.info().registry_version}")
         report = classification_accuracy(
-            CatalogRepository(pool),
+            Catalog.of(pool),
             client,
             sample,
             exclude_ids=(fields.id for fields, _ in held_out),
@@ -197,6 +197,7 @@ def _train(args: argparse.Namespace) -> None:
     from fashion_search.model.factory import ModelSpec
     from fashion_search.model.pipeline import train_and_register
     from fashion_search.model.train import SCRATCH_RECIPE, TrainConfig
+    from model_server.artifacts import ARTIFACT_DIR
 
     settings = get_settings()
     recipe: dict[str, object] = dict(SCRATCH_RECIPE) if args.pretrained is None else {}
@@ -226,11 +227,35 @@ def _train(args: argparse.Namespace) -> None:
     for name, value in outcome.metrics.items():
         before = (outcome.champion_metrics or {}).get(name)
         print(f"{name:<22} {value:>10.4f} {'' if before is None else f'{before:>10.4f}'}")
+    print(f"ONNX export: {ARTIFACT_DIR}/ of run {outcome.run_id}")
     print("promoted to champion" if outcome.promoted else "champion unchanged")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``fashion-search`` command."""
+def _export(args: argparse.Namespace) -> None:
+    from fashion_search.model.registry import configure_mlflow, registered_version
+    from model_server.artifacts import ARTIFACT_DIR
+    from model_server.export import export_version
+    from model_server.loader import resolve
+
+    settings = get_settings()
+    client = configure_mlflow(settings)
+    try:
+        version = (
+            registered_version(client, settings.registry.model_name, args.version)
+            if args.version
+            else resolve(settings, client)
+        )
+    except LookupError as error:
+        raise FashionSearchError(str(error)) from error
+    manifest = export_version(settings, client, version)
+    print(
+        f"{version.name} version {version.version}: ONNX export revision"
+        f" {manifest.export_revision} in {ARTIFACT_DIR}/ of run {version.run_id}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fashion-search`` command line; each command's function is its ``run`` default."""
     parser = argparse.ArgumentParser(prog="fashion-search", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -282,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dimension", type=int)
     p.set_defaults(run=_set_dim)
 
-    p = commands.add_parser("train", help="train, evaluate, register; promote if better")
+    p = commands.add_parser("train", help="train, evaluate, register, export; promote if better")
     p.add_argument("--architecture", default="fashion-compact", help="open_clip model name")
     p.add_argument(
         "--pretrained", help="pretrained tag (openai, laion2b_s34b_b79k) or checkpoint path"
@@ -298,7 +323,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(run=_train)
 
-    args = parser.parse_args(argv)
+    p = commands.add_parser(
+        "export", help="export a registered version's ONNX towers (once) into its MLflow run"
+    )
+    p.add_argument("--version", help="registry version of FS_MODEL_NAME (default: the alias's)")
+    p.set_defaults(run=_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fashion-search`` command."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args.run(args)

@@ -1,4 +1,5 @@
-"""A served model version: tokeniser, preprocessing and the ONNX sessions of its towers."""
+"""A served model version: tokeniser, preprocessing and the ONNX sessions of its towers (no
+torch: the tokeniser is the export's ``tokenizer.json``)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from fashion_search.model.factory import tokenizer_for
 from fashion_search.model.preprocess import preprocess_image
-from fashion_search.model.towers import cut_tokens
+from fashion_search.model.tokens import cut_tokens
 from fashion_search.settings import Settings
 from model_server.loader import ExportedModel
 from model_server.runtime import OnnxSession, thread_count
+from model_server.tokenizer import TextTokenizer
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 #: How long the text tower must have been idle for a lone text to take the lone-text session.
@@ -42,7 +43,12 @@ class ServedModel:
         self.dimension = facts.embed_dim
         self.image_size = facts.image_size
         self.mean, self.std = facts.mean, facts.std
-        self._tokenizer = tokenizer_for(facts.architecture)
+        self._tokenizer = TextTokenizer.from_file(exported.files["tokenizer"])
+        if self._tokenizer.context_length != facts.context_length:
+            raise ValueError(
+                f"tokenizer.json pads to {self._tokenizer.context_length} tokens, the model's"
+                f" context is {facts.context_length}"
+            )
         self.text = OnnxSession(exported.files["text"], text_threads)
         on_cpu = self.text.providers[0] == "CPUExecutionProvider"
         self.lone_text = (
@@ -75,7 +81,7 @@ class ServedModel:
         """Tokenise, cut after the last end-of-text token, run the text tower: a lone text on
         an idle model (no image batch running, no text run for ``LONE_TEXT_IDLE_S``) on the
         lone-text session, everything else on the text session."""
-        tokens = cut_tokens(self._tokenizer(texts).numpy().astype(np.int64))
+        tokens = cut_tokens(self._tokenizer(texts))
         session = self.text
         idle = time.perf_counter() - self._text_ended >= LONE_TEXT_IDLE_S
         if self.lone_text is not None and len(texts) == 1 and idle and not self._image_running:

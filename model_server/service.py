@@ -27,7 +27,7 @@ from fashion_search.rpc import embedding_pb2 as pb
 from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
 from fashion_search.settings import Settings
 from model_server.batcher import MicroBatcher
-from model_server.loader import export_version, resolve
+from model_server.loader import fetch_version, resolve
 from model_server.model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,10 @@ SERVER_THREADS = 64
 
 
 def load_model(settings: Settings) -> ServedModel:
-    """The model the alias points to now, exported (or from the cache) and in sessions."""
+    """The model the alias points to now, fetched (or from the cache) and in sessions."""
     client = configure_mlflow(settings)
-    return ServedModel.configured(export_version(settings, resolve(settings, client)), settings)
+    exported = fetch_version(settings, client, resolve(settings, client))
+    return ServedModel.configured(exported, settings)
 
 
 def _response(embeddings: Array, version: str) -> pb.EmbeddingsResponse:
@@ -188,7 +189,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
                     self.settings.registry.model_alias,
                     target.version,
                 )
-                exported = export_version(self.settings, target)
+                exported = fetch_version(self.settings, client, target)
                 self.model = ServedModel.configured(exported, self.settings)
                 log.info("now serving version %s", self.model.version.version)
             except Exception:

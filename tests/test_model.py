@@ -1,8 +1,10 @@
-"""Model pieces: ONNX parity on real images and titles, the text cut, int8, preprocessing
-errors, metric arithmetic, micro-batching, and champion promotion in the real registry."""
+"""Model pieces: ONNX parity on real images and titles, the text cut, int8, the export's files,
+preprocessing errors, metric arithmetic, micro-batching, and champion promotion in the real
+registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import threading
@@ -16,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from open_clip.tokenizer import SimpleTokenizer
 from PIL import Image
 
 from fashion_search.catalog.models import ProductFields
@@ -42,12 +45,23 @@ from fashion_search.model.registry import (
     promote_if_better,
     register_clip,
 )
-from fashion_search.model.towers import ImageTower, TextTower, cut_tokens, cut_tokens_torch
+from fashion_search.model.tokens import cut_tokens
+from fashion_search.model.towers import ImageTower, TextTower, cut_tokens_torch
 from fashion_search.settings import Settings
+from model_server.artifacts import (
+    EXPORT_FILES,
+    EXPORT_REVISION,
+    MANIFEST,
+    ExportManifest,
+    ModelFacts,
+    sha256_of,
+)
 from model_server.batcher import MicroBatcher
+from model_server.export import export_clip
 from model_server.huge_pages import with_huge_pages
-from model_server.loader import ExportedModel, ModelFacts
+from model_server.loader import ExportedModel
 from model_server.model import ServedModel
+from model_server.tokenizer import build_tokenizer_json
 from tests.helpers import jpeg, min_cosine, squares
 
 
@@ -181,10 +195,40 @@ def test_metrics_reward_a_perfect_embedder_and_punish_a_shuffled_one() -> None:
 
 
 @pytest.fixture
-def exported(clip: Clip, onnx_files: dict[str, Path]) -> ExportedModel:
+def exported(clip: Clip, onnx_files: dict[str, Path], tmp_path: Path) -> ExportedModel:
+    tokenizer = tmp_path / "tokenizer.json"
+    tokenizer.write_bytes(build_tokenizer_json(clip.context_length))
+    files = {**onnx_files, "tokenizer": tokenizer}
     return ExportedModel(
-        RegisteredVersion("t", "1", None, "local"), "fp32", onnx_files, ModelFacts.of(clip)
+        RegisteredVersion("t", "1", None, "local"), "fp32", files, ModelFacts.of(clip)
     )
+
+
+def test_an_export_has_every_file_its_hash_and_serves_both_variants(
+    clip: Clip, products: list[Any], tmp_path: Path
+) -> None:
+    manifest = export_clip(clip, tmp_path)
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted([*EXPORT_FILES, MANIFEST])
+    assert manifest == ExportManifest.model_validate_json((tmp_path / MANIFEST).read_bytes())
+    assert manifest.sha256 == {name: sha256_of(tmp_path / name) for name in EXPORT_FILES}
+    assert ModelFacts.model_validate(manifest.model_dump()) == ModelFacts.of(clip)
+    assert manifest.export_revision == EXPORT_REVISION
+    titles = [p.fields.product_display_name for p in products[:64]]
+    pixels = [preprocess_image(p.image, clip.image_size, clip.mean, clip.std) for p in products]
+    reference = embed_images(clip, squares([p.image for p in products], clip.image_size))
+    for variant, close in (("fp32", 0.9999), ("int8", 0.95)):
+        served = ServedModel(
+            ExportedModel.read(tmp_path, RegisteredVersion("t", "1", None, ""), variant)
+        )
+        assert min_cosine(served.embed_texts(titles), embed_texts(clip, titles)) >= close
+        assert min_cosine(served.embed_pixels(pixels), reference) >= close
+
+
+def test_only_open_clips_default_tokenizer_is_exported(clip: Clip, tmp_path: Path) -> None:
+    other = dataclasses.replace(clip, tokenizer=SimpleTokenizer(context_length=16))
+    with pytest.raises(ValueError, match="no torch-free tokenizer"):
+        export_clip(other, tmp_path)
 
 
 def test_served_sessions_take_their_thread_counts_from_the_settings(

@@ -1,9 +1,13 @@
 """A tiny CLIP end to end: trained on a few hundred products -> registered in the real MLflow
-server -> exported to ONNX -> served over gRPC -> embeddings equal PyTorch's; the alias moves
-and the server follows; bad input gets clear gRPC errors and the server keeps serving."""
+server and exported to ONNX in its run -> served over gRPC -> embeddings equal PyTorch's; the
+alias moves and the server follows; bad input gets clear gRPC errors and the server keeps
+serving. Serving a version from its export imports no torch; one without an export is refused
+where torch is missing and exported where it is there; fetched files are checked."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
 import uuid
@@ -15,20 +19,29 @@ import grpc
 import numpy as np
 import pytest
 
+from fashion_search import cli
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient, EmbeddingRequestError
 from fashion_search.model.data import load_split
 from fashion_search.model.embed import embed_images, embed_texts
-from fashion_search.model.factory import Clip, ModelSpec
+from fashion_search.model.factory import Clip, ModelSpec, create_clip
 from fashion_search.model.pipeline import TrainingOutcome, train_and_register
-from fashion_search.model.registry import configure_mlflow, load_version
+from fashion_search.model.registry import configure_mlflow, load_version, register_clip
 from fashion_search.model.train import TrainConfig
-from fashion_search.settings import Settings
-from fashion_search.storage import ObjectStore
-from model_server import loader
+from fashion_search.settings import REPO_ROOT, Settings
+from model_server import export, loader
+from model_server.artifacts import (
+    ARTIFACT_DIR,
+    EXPORT_FILES,
+    EXPORT_REVISION,
+    MANIFEST,
+    TOKENIZER,
+    VARIANTS,
+    ModelFacts,
+)
 from model_server.model import ServedModel
 from stack.process import ManagedProcess
-from tests.helpers import free_port, jpeg, min_cosine, squares, start_model_server
+from tests.helpers import child_env, free_port, jpeg, min_cosine, squares, start_model_server
 
 ROWS = 300
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -182,32 +195,217 @@ def test_alias_move_is_followed_without_failing_requests(
     assert min_cosine(served.vectors, reference) >= 0.9999
 
 
-def test_a_cached_version_is_served_without_its_checkpoint(
-    model_settings: Settings,
-    first: TrainingOutcome,
-    tmp_path_factory: pytest.TempPathFactory,
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_registered_version_has_its_export_in_its_run(
+    model_settings: Settings, first: TrainingOutcome, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Once exported, a version's towers and facts come from the local cache or the models
-    bucket; its checkpoint is not downloaded again, and the embeddings stay the same."""
-    clip = _reference(model_settings, first)
-    titles = ["Turtle Check Men Navy Blue Shirt", "red dress"]
-    loader.export_version(model_settings, first.version)  # exported or cached already
-    store = ObjectStore(model_settings)
-    prefix = loader.onnx_prefix(first.version, "fp32")
-    facts = store.get(model_settings.storage.models_bucket, f"{prefix}/{loader.FACTS}")
-    assert loader.ModelFacts.model_validate_json(facts) == loader.ModelFacts.of(clip)
+    """train_and_register exported the version: every file under onnx/r{revision}/ of its run,
+    model.json with the facts; a warm cache fetches nothing but model.json."""
+    client = configure_mlflow(model_settings)
+    run_id = first.version.run_id
+    assert run_id is not None
+    listed = {
+        a.path
+        for folder in (ARTIFACT_DIR, *(f"{ARTIFACT_DIR}/{v}" for v in VARIANTS))
+        for a in client.list_artifacts(run_id, folder)
+        if not a.is_dir
+    }
+    assert listed == {f"{ARTIFACT_DIR}/{name}" for name in (*EXPORT_FILES, MANIFEST)}
+    manifest = loader.remote_manifest(client, first.version)
+    assert manifest is not None
+    assert ModelFacts.model_validate(manifest.model_dump()) == ModelFacts.of(
+        _reference(model_settings, first)
+    )
+    assert set(manifest.sha256) == set(EXPORT_FILES)
+    loader.fetch_version(model_settings, client, first.version)  # cached now, if not before
+    downloads: list[str] = []
+    real = client.download_artifacts
+    monkeypatch.setattr(client, "download_artifacts", lambda *a: downloads.append(a[1]) or real(*a))
+    exported = loader.fetch_version(model_settings, client, first.version)
+    assert downloads == [f"{ARTIFACT_DIR}/{MANIFEST}"]
+    assert exported.facts == manifest
+
+
+def test_export_is_idempotent(
+    model_settings: Settings, first: TrainingOutcome, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version with an export of this revision is left alone: no checkpoint, no upload."""
+    client = configure_mlflow(model_settings)
+    before = loader.remote_manifest(client, first.version)
+    uploads: list[Any] = []
+    for method in ("log_artifact", "log_artifacts"):
+        monkeypatch.setattr(client, method, lambda *a, **k: uploads.append(a))
 
     def no_checkpoint(*_: object) -> Clip:
         raise AssertionError("the checkpoint was loaded")
 
-    monkeypatch.setattr(loader, "load_version", no_checkpoint)
-    bucket_only = model_settings.replace(top={"cache_dir": tmp_path_factory.mktemp("empty-cache")})
-    for settings in (model_settings, bucket_only):  # the local cache; the bucket
-        served = ServedModel(loader.export_version(settings, first.version))
-        assert (served.dimension, served.image_size) == (clip.embed_dim, clip.image_size)
-        assert min_cosine(served.embed_texts(titles), embed_texts(clip, titles)) >= 0.9999
-    assert not list(bucket_only.cache_dir.rglob("*.part"))
+    monkeypatch.setattr(export, "load_version", no_checkpoint)
+    assert export.export_version(model_settings, client, first.version) == before
+    assert uploads == []
+
+
+def test_the_export_command(
+    model_settings: Settings,
+    first: TrainingOutcome,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(cli, "get_settings", lambda: model_settings)
+    assert cli.main(["export", "--version", first.version.version]) == 0
+    name, version = model_settings.registry.model_name, first.version.version
+    assert capsys.readouterr().out.strip() == (
+        f"{name} version {version}: ONNX export revision {EXPORT_REVISION} in {ARTIFACT_DIR}/"
+        f" of run {first.version.run_id}"
+    )
+    assert cli.main(["export", "--version", "999"]) == 2
+    assert f"{name!r} has no version 999" in capsys.readouterr().err
+
+
+#: Serves the champion from its export in a fresh interpreter (texts: argv[1] as JSON; an image:
+#: the file argv[2]) and reports which of the export's modules came in.
+SERVE_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+from fashion_search.settings import Settings
+from model_server.service import load_model
+model = load_model(Settings())
+texts = model.embed_texts(json.loads(sys.argv[1]))
+images = model.embed_pixels([model.preprocess(Path(sys.argv[2]).read_bytes(), 1_000_000)])
+export_modules = {"torch", "open_clip", "onnx", "onnxscript"}
+print(json.dumps({
+    "version": model.version.version, "texts": texts.tolist(), "images": images.tolist(),
+    "imported": sorted(export_modules & {name.split(".")[0] for name in sys.modules}),
+}))
+"""
+
+
+def test_a_version_with_its_export_is_served_without_torch(
+    model_settings: Settings, first: TrainingOutcome, tmp_path: Path
+) -> None:
+    """From an empty cache: model.json, tokenizer and towers come from the MLflow artifacts,
+    and a text and an image are embedded as PyTorch does, with no torch or open_clip."""
+    settings = model_settings.replace(top={"cache_dir": tmp_path / "cache"})
+    version = loader.resolve(settings, configure_mlflow(settings))
+    titles = ["Turtle Check Men Navy Blue Shirt", "red dress"]
+    image = next(iter(iter_dataset(settings.dataset_source, limit=1))).image
+    (tmp_path / "product.jpg").write_bytes(image)
+    done = _python(SERVE_WITHOUT_TORCH, settings, json.dumps(titles), str(tmp_path / "product.jpg"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    served = json.loads(done.stdout.splitlines()[-1])
+    assert served["imported"] == []
+    assert served["version"] == version.version
+    clip = load_version(version)
+    assert min_cosine(np.array(served["texts"]), embed_texts(clip, titles)) >= 0.9999
+    reference = embed_images(clip, squares([image], clip.image_size))
+    assert min_cosine(np.array(served["images"]), reference) >= 0.9999
+    cached = sorted(
+        p.relative_to(loader.cache_folder(settings, version)).as_posix()
+        for p in settings.cache_dir.rglob("*")
+        if p.is_file()
+    )
+    assert cached == sorted([MANIFEST, TOKENIZER, "fp32/image.onnx", "fp32/text.onnx"])
+
+
+def test_a_corrupt_file_is_fetched_again_and_a_bad_download_is_not_kept(
+    model_settings: Settings,
+    first: TrainingOutcome,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = model_settings.replace(top={"cache_dir": tmp_path})
+    client = configure_mlflow(settings)
+    text = loader.fetch_version(settings, client, first.version).files["text"]
+    good = text.read_bytes()
+    text.write_bytes(good[:-8] + b"corrupt!")  # same size, other bytes
+    again = loader.fetch_version(settings, client, first.version)
+    assert again.files["text"].read_bytes() == good
+    titles = ["Turtle Check Men Navy Blue Shirt"]
+    reference = embed_texts(_reference(settings, first), titles)
+    assert min_cosine(ServedModel(again).embed_texts(titles), reference) >= 0.9999
+
+    real = client.download_artifacts
+
+    def corrupt_towers(run_id: str, path: str, dst: str) -> str:
+        fetched = Path(real(run_id, path, dst))
+        if path.endswith("text.onnx"):
+            fetched.write_bytes(fetched.read_bytes() + b"\0")
+        return str(fetched)
+
+    monkeypatch.setattr(client, "download_artifacts", corrupt_towers)
+    text.unlink()
+    with pytest.raises(loader.ExportIntegrityError, match=r"text\.onnx .* not kept"):
+        loader.fetch_version(settings, client, first.version)
+    assert not text.exists()
+    assert [p.name for p in text.parent.iterdir()] == ["image.onnx"]
+    assert not list(tmp_path.rglob(".fetch-*"))
+
+
+#: Fetches the champion's export with torch unimportable (``import torch`` fails).
+FETCH_WITHOUT_TORCH = """
+import sys
+sys.modules["torch"] = None
+from fashion_search.model.registry import configure_mlflow
+from fashion_search.settings import Settings
+from model_server.loader import ExportMissingError, fetch_version, resolve
+settings = Settings()
+client = configure_mlflow(settings)
+try:
+    fetch_version(settings, client, resolve(settings, client))
+except ExportMissingError as error:
+    print(f"refused: {error}")
+else:
+    print("served")
+"""
+
+
+def test_a_version_without_its_export_is_refused_without_torch_and_exported_with_it(
+    model_settings: Settings, tmp_path: Path
+) -> None:
+    """Registered without an export: where torch cannot be imported the loader says how to
+    export it and exports nothing; where it can, the loader exports it and serves it."""
+    settings = model_settings.replace(
+        top={"cache_dir": tmp_path},
+        registry={"model_name": f"{model_settings.registry.model_name}-bare"},
+    )
+    client = configure_mlflow(settings)
+    clip = create_clip(ModelSpec("fashion-tiny"))
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    version = register_clip(
+        client, clip, run.info.run_id, settings.registry.model_name, "split", {"title_mrr": 0.1}
+    )
+    client.set_terminated(run.info.run_id)
+    client.set_registered_model_alias(version.name, "champion", version.version)
+    assert loader.remote_manifest(client, version) is None
+
+    done = _python(FETCH_WITHOUT_TORCH, settings)
+    assert done.returncode == 0, done.stderr[-3000:]
+    message = done.stdout.strip()
+    assert message.startswith(f"refused: version {version.version} of {version.name!r}"), message
+    assert f"fashion-search export --version {version.version}" in message
+    assert "no torch" in message
+    assert loader.remote_manifest(client, version) is None
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+    exported = loader.fetch_version(settings, client, version)  # torch here: exported now
+    assert loader.remote_manifest(client, version) == exported.facts
+    titles = ["Turtle Check Men Navy Blue Shirt", "red dress"]
+    assert (
+        min_cosine(ServedModel(exported).embed_texts(titles), embed_texts(clip, titles)) >= 0.9999
+    )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/PID/maps")
+def test_the_server_process_loads_no_torch(server: ManagedProcess) -> None:
+    maps = Path(f"/proc/{server.pid()}/maps").read_text()
+    assert "libtorch" not in maps
+
+
+def _python(script: str, settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c script args`` with ``settings`` in its environment."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=child_env(settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc and transparent huge pages")

@@ -1,5 +1,6 @@
 """Export the CLIP towers to ONNX (dynamic batch; the text tower also dynamic sequence length,
-see :mod:`fashion_search.model.towers`), and their int8 variant.
+see :mod:`fashion_search.model.towers`), and their int8 variant. :mod:`model_server.export`
+exports a registered version with these functions (its revision: ``EXPORT_REVISION`` there).
 
 Before export, a copy of the model gets two export-friendly modules with the same weights and
 the same numbers: :class:`ExportAttention` for every ``nn.MultiheadAttention`` (exported as ONNX
@@ -29,8 +30,6 @@ IMAGE_INPUT = "pixel_values"
 TEXT_INPUT = "input_ids"
 OUTPUT = "embeddings"
 OPSET = 18
-#: Part of the ONNX cache key: exports of an older revision are not reused.
-EXPORT_REVISION = 3
 
 
 class ExportAttention(nn.Module):

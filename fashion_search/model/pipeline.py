@@ -1,5 +1,5 @@
-"""Train, evaluate, register and (if better) promote a CLIP: what the training CLI and the
-finetune DAG run. Every run logs its parameters, per-epoch loss and metrics to MLflow."""
+"""Train, evaluate, register, export and (if better) promote a CLIP: what the training CLI and
+the finetune DAG run. Every run logs its parameters, per-epoch loss and metrics to MLflow."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from fashion_search.model.registry import (
 )
 from fashion_search.model.train import TrainConfig, train
 from fashion_search.settings import Settings
+from model_server.export import export_version
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,8 @@ def train_and_register(
     split: tuple[str, set[int], set[int]] | None = None,
 ) -> TrainingOutcome:
     """Train ``spec`` on the train split of ``source``, evaluate it and the current champion on
-    the same test split, register it, and move the champion alias if it scores higher.
+    the same test split, register it, export its ONNX towers (:mod:`model_server.export`), and
+    move the champion alias if it scores higher: a served version always has its export.
 
     ``split`` is a stored split (version, train ids, test ids); without it the split is by
     image content hash (:func:`~fashion_search.model.data.in_test_split`).
@@ -94,6 +96,7 @@ def train_and_register(
         version = register_clip(
             client, clip, run.info.run_id, settings.registry.model_name, split_id, metrics
         )
+        export_version(settings, client, version)
         current = champion(client, settings.registry.model_name, settings.registry.model_alias)
         champion_metrics = None
         if current is not None:

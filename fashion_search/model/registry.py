@@ -1,5 +1,9 @@
 """The MLflow model registry: register trained CLIP checkpoints, move the champion alias only
-when a new version beats it on the primary metric, and load a version back."""
+when a new version beats it on the primary metric, and load a version back.
+
+Importing it needs no torch (the model server resolves aliases with it); registering and
+loading checkpoints import torch and open_clip when called.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
-import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from fashion_search.model.factory import Clip, ModelSpec, create_clip
 from fashion_search.settings import Settings
+
+if TYPE_CHECKING:
+    from fashion_search.model.factory import Clip
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,8 @@ def register_clip(
 
     The version carries its test-split id and metrics as tags.
     """
+    import torch
+
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(clip.model.state_dict(), Path(tmp) / CHECKPOINT)
         (Path(tmp) / SPEC).write_text(json.dumps(clip.spec.to_dict()))
@@ -85,6 +93,15 @@ def champion(client: MlflowClient, name: str, alias: str = "champion") -> Regist
     return RegisteredVersion(name, str(version.version), version.run_id, str(version.source))
 
 
+def registered_version(client: MlflowClient, name: str, version: str) -> RegisteredVersion:
+    """Version ``version`` of ``name``; LookupError when there is none."""
+    try:
+        found = client.get_model_version(name, version)
+    except MlflowException as error:
+        raise LookupError(f"{name!r} has no version {version}") from error
+    return RegisteredVersion(name, str(found.version), found.run_id, str(found.source))
+
+
 def promote_if_better(
     client: MlflowClient,
     candidate: RegisteredVersion,
@@ -107,6 +124,10 @@ def promote_if_better(
 
 def load_version(version: RegisteredVersion, device: str = "cpu") -> Clip:
     """Download a registered version's files and build its model."""
+    import torch
+
+    from fashion_search.model.factory import ModelSpec, create_clip
+
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
             mlflow.artifacts.download_artifacts(

@@ -1,16 +1,13 @@
-"""The two CLIP towers as modules returning L2-normalised embeddings, and the token cut.
+"""The two CLIP towers as modules returning L2-normalised embeddings; the token cut in torch.
 
-CLIP's text tower pools at the end-of-text token under a causal mask, so the tokens after the
-batch's last end-of-text token never influence the result: :func:`cut_tokens` drops them, and
-:class:`TextTower` accepts any length up to the context length. Training and the ONNX export
+:class:`TextTower` accepts any length up to the context length, so token ids cut after the
+batch's last end-of-text token (:func:`~fashion_search.model.tokens.cut_tokens`, numpy, for
+serving; :func:`cut_tokens_torch` here) give the same embeddings. Training and the ONNX export
 both use these modules.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
@@ -55,13 +52,7 @@ class TextTower(nn.Module):
         return F.normalize(x, dim=-1)
 
 
-def cut_tokens(tokens: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Drop the columns after the batch's last end-of-text token (the highest id of a row)."""
-    end = int(tokens.argmax(axis=1).max()) + 1
-    return np.ascontiguousarray(tokens[:, :end])
-
-
 def cut_tokens_torch(tokens: torch.Tensor) -> torch.Tensor:
-    """:func:`cut_tokens` for a torch tensor."""
+    """:func:`~fashion_search.model.tokens.cut_tokens` for a torch tensor."""
     end = int(tokens.argmax(dim=1).max()) + 1
     return tokens[:, :end]

@@ -1,6 +1,7 @@
 """``finetune``: train with the run's parameters, evaluate against the champion on the same
-test split, register, promote if better, wait until the model server serves the champion,
-then re-embed the catalog so that stored embeddings come from the served version."""
+test split, register, export the ONNX towers, promote if better, wait until the model server
+serves the champion, then re-embed the catalog so that stored embeddings come from the served
+version."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def train_model(
     limit: int | None = None,
     **train_options: Any,
 ) -> dict[str, Any]:
-    """Train and register; returns the version, whether it was promoted, and the metrics.
+    """Train, register and export; returns the version, whether it was promoted, and the
+    metrics.
 
     ``split_version`` names a split made by ``process_train_test_dataset``; without one the
     content-hash split is used. ``train_options`` are TrainConfig fields (epochs, lr, ...).

@@ -1,0 +1,70 @@
+"""Where a registered version's export lies among its MLflow run's artifacts, and what its
+``model.json`` says (no torch: the exporter writes this layout, the loader reads it).
+
+``onnx/r{EXPORT_REVISION}/`` holds ``fp32/{image,text}.onnx``, ``int8/{image,text}.onnx``,
+``tokenizer.json`` and ``model.json``: the model's facts and the SHA-256 of every other file.
+``model.json`` is uploaded last, so a version whose folder has it has every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from fashion_search.model.factory import Clip
+
+#: Exports of another revision are not reused: bump it when the export writes other files.
+EXPORT_REVISION = 4
+ARTIFACT_DIR = f"onnx/r{EXPORT_REVISION}"
+MANIFEST = "model.json"
+TOKENIZER = "tokenizer.json"
+TOWERS = ("image", "text")
+VARIANTS = ("fp32", "int8")
+
+
+def tower_file(variant: str, tower: str) -> str:
+    """A tower's path in an export folder: ``fp32/image.onnx``."""
+    return f"{variant}/{tower}.onnx"
+
+
+#: Every file of an export but ``model.json``, in upload order.
+EXPORT_FILES = (*(tower_file(v, t) for v in VARIANTS for t in TOWERS), TOKENIZER)
+
+
+class ModelFacts(BaseModel):
+    """What serving a version needs besides its towers and tokenizer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    architecture: str
+    embed_dim: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    context_length: int
+
+    @classmethod
+    def of(cls, clip: Clip) -> ModelFacts:
+        """The facts of a built model."""
+        return cls(
+            architecture=clip.spec.architecture, embed_dim=clip.embed_dim,
+            image_size=clip.image_size, mean=clip.mean, std=clip.std,
+            context_length=clip.context_length,
+        )  # fmt: skip
+
+
+class ExportManifest(ModelFacts):
+    """``model.json``: the facts, the export revision and the SHA-256 of each file by path."""
+
+    export_revision: int
+    sha256: dict[str, str]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
