@@ -265,8 +265,8 @@ def invoke(
     return handler(event, LambdaContext(name))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command line: see the module docstring."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: see the module docstring."""
     parser = argparse.ArgumentParser(
         prog="python -m functions.local_invoke",
         description=__doc__,
@@ -281,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--body", help="body of a generated HTTP event")
     parser.add_argument("--bucket", help="bucket of a generated S3 event")
     parser.add_argument("--key", help="object key of a generated S3 event")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: see the module docstring."""
+    args = build_parser().parse_args(argv)
     try:
         spec = function_spec(args.template, args.function)
         if args.event is not None:

@@ -91,15 +91,20 @@ class LocalAirflow:
         return DagRunResult(states[-1] if states else f"crashed (exit {result.returncode})", log)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m stack.airflow test DAG_ID [--conf JSON]``."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``python -m stack.airflow test DAG_ID [--conf JSON]``."""
     parser = argparse.ArgumentParser(prog="python -m stack.airflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("test", help="run a DAG once with dag.test()")
     p.add_argument("dag_id", choices=sorted(path.stem for path in DAGS.glob("[a-z]*.py")))
     p.add_argument("--conf", default="{}", help="run conf as JSON")
     p.add_argument("--mark-success", default="", help="regex of task ids to count as done")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stack.airflow test DAG_ID [--conf JSON]``."""
+    args = build_parser().parse_args(argv)
     settings = get_settings()
     result = LocalAirflow(settings, settings.stack.state_dir / "airflow").test_dag(
         args.dag_id, json.loads(args.conf), mark_success=args.mark_success
