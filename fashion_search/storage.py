@@ -7,8 +7,7 @@ Key layout (one bucket per kind of object, names from settings):
 | ``images``        | ``products/{id}.jpg``                      | catalog product images          |
 | ``uploads``       | ``incoming/{merchant file name}``          | merchant drops (bucket events)  |
 | ``datasets``      | ``splits/{version}/{train,test}.parquet``  | train/test splits + manifest    |
-| ``models``        | ``mlflow/...``                             | MLflow artifact root            |
-| ``models``        | ``onnx/{model}/{version}/{tower}.onnx``    | exported ONNX towers            |
+| ``models``        | ``mlflow/...``                             | MLflow artifacts (ONNX exports) |
 """
 
 from __future__ import annotations

@@ -21,7 +21,9 @@ from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, up
 from stack.postgres import create_database
-from tests.helpers import database
+from stack.process import ManagedProcess
+from stack.service import http_ok
+from tests.helpers import database, start_process
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable from the test machines
 
@@ -174,3 +176,16 @@ def catalog_database(settings: Settings, rows: int) -> Iterator[None]:
                     sql.Identifier(settings.database.name)
                 )
             )
+
+
+@pytest.fixture(scope="module")
+def api_server(
+    search_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedProcess]:
+    """``python -m functions`` (uvicorn) on the search test catalog."""
+    process = start_process(
+        "api", ["-m", "functions"], search_settings, tmp_path_factory.mktemp("api"),
+        lambda: http_ok(f"{search_settings.search.api_url}/health"),
+    )  # fmt: skip
+    yield process
+    process.stop()

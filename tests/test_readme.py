@@ -9,15 +9,13 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.process import ManagedProcess
-from stack.service import http_ok
-from tests.helpers import child_env, jpeg, start_process
+from tests.helpers import child_env, jpeg
 
 README = REPO_ROOT / "README.md"
 MAKE_UP_API = "http://127.0.0.1:18000"
@@ -102,21 +100,8 @@ def test_uv_is_found_without_it_on_path(tmp_path: Path) -> None:
     assert result.stdout.strip() == str(Path.home() / ".local" / "bin" / "uv")
 
 
-@pytest.fixture(scope="module")
-def api(
-    search_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    """``python -m functions`` on the search test catalog, as ``make up`` starts it."""
-    process = start_process(
-        "api", ["-m", "functions"], search_settings, tmp_path_factory.mktemp("readme-api"),
-        lambda: http_ok(f"{search_settings.search.api_url}/health"),
-    )  # fmt: skip
-    yield process
-    process.stop()
-
-
 def test_curl_commands_answer(
-    api: ManagedProcess, search_settings: Settings, tmp_path: Path
+    api_server: ManagedProcess, search_settings: Settings, tmp_path: Path
 ) -> None:
     from fashion_search.catalog.db import create_pool
     from fashion_search.catalog.repositories import Catalog

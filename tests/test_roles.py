@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -67,6 +68,28 @@ def loaded_guarded_modules(code: str) -> set[str]:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def locked_distributions(role: str) -> set[str]:
+    """Every distribution that installing the role's extra from the lock file installs."""
+    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+    if not Path(uv).exists():
+        pytest.skip("uv is not installed (scripts/bootstrap.sh installs it)")
+    result = subprocess.run(
+        [uv, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", "--extra", role],
+        capture_output=True, text=True, cwd=REPO_ROOT, check=True,
+    )  # fmt: skip
+    lines = (line.strip() for line in result.stdout.splitlines())
+    return {line.split("==")[0] for line in lines if line and not line.startswith("#")}
+
+
+@pytest.mark.parametrize("role", sorted(PYPROJECT["project"]["optional-dependencies"]))
+def test_a_role_installs_only_what_it_declares(role: str) -> None:
+    declared = distributions(role)
+    installed = locked_distributions(role)
+    assert declared <= installed | {PYPROJECT["project"]["name"]}
+    foreign = {dist for dist in GUARDED.values() if dist not in declared}
+    assert not installed & foreign, f"{role} installs {sorted(installed & foreign)}"
 
 
 def test_every_role_has_entry_points() -> None:

@@ -21,19 +21,6 @@ from tests.helpers import start_process
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
-def api_server(
-    search_settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ManagedProcess]:
-    """``python -m functions`` (uvicorn) on the search test catalog."""
-    process = start_process(
-        "api", ["-m", "functions"], search_settings, tmp_path_factory.mktemp("api"),
-        lambda: http_ok(f"{search_settings.search.api_url}/health"),
-    )  # fmt: skip
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def app(
     search_settings: Settings, api_server: ManagedProcess, monkeypatch: pytest.MonkeyPatch
