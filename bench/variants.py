@@ -5,7 +5,7 @@ an older commit) and ``FS_*`` variables; for each round and variant the model se
 API are started afresh from that code on the running stack's catalog, then measured:
 
     .venv/bin/python -m bench.variants --rounds 3 \\
-        --variant 'defaults' --variant 'no huge pages:FS_MODEL_HUGE_PAGES=false' \\
+        --variant 'defaults' --variant 'one thread:FS_MODEL_THREADS=1' \\
         --variant 'before:@../before-worktree'
 
 Figures: text search p50/p95 at concurrency 1 and req/s at 32 (HTTP, hybrid), image search p50

@@ -106,16 +106,11 @@ class ModelServerSettings(_Group):
     max_image_pixels: int = Field(40_000_000, validation_alias="FS_MODEL_MAX_IMAGE_PIXELS")
     max_items: int = Field(1024, validation_alias="FS_MODEL_MAX_ITEMS")  # texts or images a call
     max_text_chars: int = Field(2000, validation_alias="FS_MODEL_MAX_TEXT_CHARS")
-    # ONNX Runtime intra-op threads of the image tower; 0 = one per core.
+    # ONNX Runtime intra-op threads of each tower's session; 0 = one per core.
     threads: int = Field(0, validation_alias="FS_MODEL_THREADS")
-    # Text tower intra-op threads; 0 = half the cores (at least 1), leaving the others to the
-    # API and the database beside it (docs/decisions).
-    text_threads: int = Field(0, validation_alias="FS_MODEL_TEXT_THREADS")
-    # Threads of a second text session for a lone text on an idle model (CPU only); 0 = one per
-    # core; no second session unless more than the text session's (docs/decisions).
-    lone_text_threads: int = Field(0, validation_alias="FS_MODEL_LONE_TEXT_THREADS")
-    # glibc's malloc asks for transparent huge pages (Linux) (docs/decisions).
-    huge_pages: bool = Field(True, validation_alias="FS_MODEL_HUGE_PAGES")
+    # The sessions' thread pools sleep when a run ends instead of spinning on (model_server/
+    # runtime.py; docs/decisions/0011).
+    force_spinning_stop: bool = Field(True, validation_alias="FS_MODEL_FORCE_SPINNING_STOP")
 
 
 class IngestSettings(_Group):

@@ -58,7 +58,6 @@ from model_server.artifacts import (
 )
 from model_server.batcher import MicroBatcher
 from model_server.export import export_clip
-from model_server.huge_pages import with_huge_pages
 from model_server.loader import ExportedModel
 from model_server.model import ServedModel
 from model_server.tokenizer import build_tokenizer_json
@@ -231,58 +230,22 @@ def test_only_open_clips_default_tokenizer_is_exported(clip: Clip, tmp_path: Pat
         export_clip(other, tmp_path)
 
 
-def test_served_sessions_take_their_thread_counts_from_the_settings(
-    exported: ExportedModel, settings: Settings
-) -> None:
+def test_served_sessions_take_their_settings(exported: ExportedModel, settings: Settings) -> None:
+    def options(model: ServedModel) -> list[tuple[int, bool]]:
+        found = []
+        for session in (model.text, model.image):
+            o = session.session.get_session_options()
+            try:
+                stops = o.get_session_config_entry("session.force_spinning_stop") == "1"
+            except RuntimeError:  # not set
+                stops = False
+            found.append((o.intra_op_num_threads, stops))
+        return found
+
     cores = os.cpu_count() or 1
-
-    def threads(model: ServedModel) -> list[int | None]:
-        sessions = (model.text, model.lone_text, model.image)
-        return [s and s.session.get_session_options().intra_op_num_threads for s in sessions]
-
-    half = max(1, cores // 2)
-    default = [half, cores if cores > half else None, cores]
-    assert threads(ServedModel.configured(exported, settings)) == default
-    configured = settings.replace(
-        model_server={"text_threads": 3, "lone_text_threads": 4, "threads": 1}
-    )
-    assert threads(ServedModel.configured(exported, configured)) == [3, 4, 1]
-    no_lone = settings.replace(model_server={"text_threads": 2, "lone_text_threads": 2})
-    assert ServedModel.configured(exported, no_lone).lone_text is None
-    options = ServedModel(exported).image.session.get_session_options()
-    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
-
-
-def test_a_lone_text_on_an_idle_model_runs_on_the_lone_text_session(
-    exported: ExportedModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model = ServedModel(exported, text_threads=1, lone_text_threads=2)
-    assert model.lone_text is not None
-    ran: list[str] = []
-    for name, session in (("text", model.text), ("lone", model.lone_text)):
-        monkeypatch.setattr(
-            session, "run", lambda b, run=session.run, n=name: ran.append(n) or run(b)
-        )
-    title = ["Turtle Check Men Navy Blue Shirt"]
-    lone = model.embed_texts(title)  # nothing ran before
-    monkeypatch.setattr("model_server.model.LONE_TEXT_IDLE_S", 3600.0)
-    after_a_run = model.embed_texts(title)  # the text tower ran just now
-    monkeypatch.setattr("model_server.model.LONE_TEXT_IDLE_S", 0.0)
-    model.embed_texts([*title, "red dress"])  # two texts
-    image_run = model.image.run
-    beside_an_image: list[Any] = []
-
-    def image_with_a_text_beside_it(batch: Any) -> Any:
-        beside_an_image.append(model.embed_texts(title))
-        return image_run(batch)
-
-    monkeypatch.setattr(model.image, "run", image_with_a_text_beside_it)
-    model.embed_pixels([model.preprocess(jpeg(60, 80), 1_000_000)])
-    assert ran == ["lone", "text", "text", "text"]
-    model.embed_texts(title)  # idle again, no image running
-    assert ran[-1] == "lone"
-    assert min_cosine(lone, after_a_run) >= 0.9999
-    assert min_cosine(beside_an_image[0], lone) >= 0.9999
+    assert options(ServedModel.configured(exported, settings)) == [(cores, True)] * 2
+    configured = settings.replace(model_server={"threads": 1, "force_spinning_stop": False})
+    assert options(ServedModel.configured(exported, configured)) == [(1, False)] * 2
 
 
 def test_micro_batcher_merges_concurrent_requests() -> None:
@@ -395,14 +358,3 @@ def test_champion_alias_moves_only_for_a_better_version(clip: Clip, settings: Se
     assert promote_if_better(client, third, 0.4, 0.3)
     assert champion(client, name).version == third.version  # type: ignore[union-attr]
     client.set_terminated(run.info.run_id)
-
-
-def test_the_huge_page_tunable_joins_other_glibc_tunables_once() -> None:
-    assert with_huge_pages({"PATH": "/bin"}) == {
-        "PATH": "/bin",
-        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
-    }
-    joined = with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
-    assert joined == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
-    assert with_huge_pages(joined) is None
-    assert with_huge_pages({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=10"}) is not None

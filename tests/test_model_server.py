@@ -406,19 +406,3 @@ def _python(script: str, settings: Settings, *args: str) -> subprocess.Completed
         env=child_env(settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
         check=False,
     )  # fmt: skip
-
-
-@pytest.mark.skipif(sys.platform != "linux", reason="glibc and transparent huge pages")
-def test_the_server_asks_for_huge_pages(server: ManagedProcess) -> None:
-    """The server runs with glibc's huge-page tunable (it re-executes itself with it), and gets
-    huge pages where the kernel gives them on request."""
-    proc = Path(f"/proc/{server.pid()}")
-    environ = dict(
-        entry.split("=", 1) for entry in (proc / "environ").read_text().split("\0") if "=" in entry
-    )
-    assert "glibc.malloc.hugetlb=1" in environ.get("GLIBC_TUNABLES", "")
-    if "[never]" in Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text():
-        return
-    rollup = (proc / "smaps_rollup").read_text().splitlines()
-    huge_kb = next(int(line.split()[1]) for line in rollup if line.startswith("AnonHugePages"))
-    assert huge_kb > 0
