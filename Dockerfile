@@ -1,6 +1,6 @@
-# One image for every fashion-search service: stack setup, catalog loader, MLflow server, model
-# training, model server, API, UI, upload dispatcher, and Airflow (its own locked environment in
-# /opt/airflow-venv; DAG tasks run in the project's /opt/venv).
+# One image for every fashion-search service, with every role's extra: stack setup, catalog
+# loader, MLflow server, model training, model server, API, UI, upload dispatcher, and Airflow
+# (its own locked environment in /opt/airflow-venv; DAG tasks run in the project's /opt/venv).
 FROM python:3.11-slim-bookworm
 
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
@@ -12,7 +12,7 @@ COPY stack/assets/airflow-requirements.txt /tmp/airflow-requirements.txt
 RUN uv venv --python 3.11 /opt/airflow-venv \
     && uv pip install --python /opt/airflow-venv/bin/python -r /tmp/airflow-requirements.txt
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --all-extras --group proto --no-install-project
 COPY proto ./proto
 COPY scripts ./scripts
 COPY fashion_search ./fashion_search
@@ -23,6 +23,6 @@ COPY ui ./ui
 COPY dags ./dags
 COPY template.yaml ./
 COPY localstack ./localstack
-RUN uv sync --frozen --no-dev && PYTHON=python scripts/gen_proto.sh
+RUN uv sync --frozen --no-dev --all-extras --group proto && PYTHON=python scripts/gen_proto.sh
 
 CMD ["fashion-search", "--help"]
