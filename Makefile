@@ -39,7 +39,7 @@ test: lint
 
 ## The tests that need no server (under a minute).
 test-unit: bootstrap
-	$(PY) -m pytest -m "not stack and not build" -q
+	$(PY) -m pytest -m "not stack and not build" -q -n 2
 
 bench: bootstrap
 	$(PY) -m bench.catalog
