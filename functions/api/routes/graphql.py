@@ -29,8 +29,9 @@ from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import MAX_PAGE_SIZE
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
 from fashion_search.errors import FashionSearchError, InvalidArgumentError
+from fashion_search.search.products import ProductService
 from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchService
-from functions.api.dependencies import get_service
+from functions.api.dependencies import get_products, get_service
 from functions.api.errors import status_of
 
 MAX_DEPTH = 6
@@ -139,8 +140,8 @@ class ProductConnection:
 
     @strawberry.field(description="How many products match the filter (all pages).")
     async def total_count(self, info: Info[dict[str, Any], None]) -> int:
-        service: SearchService = info.context["service"]
-        return await run_in_threadpool(service.catalog.products.count, self.filters)
+        products: ProductService = info.context["products"]
+        return await run_in_threadpool(products.count, self.filters)
 
 
 def _cursor(product_id: int) -> str:
@@ -179,14 +180,12 @@ class Query:
         first: int = 20,
         after: str | None = None,
     ) -> ProductConnection:
-        service: SearchService = info.context["service"]
+        products: ProductService = info.context["products"]
         if not 1 <= first <= MAX_PAGE_SIZE // 10:
             raise InvalidArgumentError(f"first must be between 1 and {MAX_PAGE_SIZE // 10}")
         filters = _filters(filter)
-        page = await run_in_threadpool(
-            service.catalog.products.list_products, filters, first, _after_id(after)
-        )
-        edges = [ProductEdge(cursor=_cursor(p.id), node=Product.of(p, service.image_url(p)))
+        page = await run_in_threadpool(products.page, filters, first, _after_id(after))
+        edges = [ProductEdge(cursor=_cursor(p.id), node=Product.of(p, products.image_url(p)))
                  for p in page.items]  # fmt: skip
         return ProductConnection(
             edges=edges,
@@ -199,9 +198,9 @@ class Query:
 
     @strawberry.field(description="One product, or null when no product has that id.")
     async def product(self, info: Info[dict[str, Any], None], id: strawberry.ID) -> Product | None:
-        service: SearchService = info.context["service"]
-        found = await run_in_threadpool(service.catalog.products.get_many, [_product_id(id)])
-        return Product.of(found[0], service.image_url(found[0])) if found else None
+        products: ProductService = info.context["products"]
+        found = await run_in_threadpool(products.find, _product_id(id))
+        return Product.of(found, products.image_url(found)) if found else None
 
     @strawberry.field(description="Products for a text query (vector or hybrid).")
     async def search_by_text(
@@ -283,8 +282,11 @@ schema = _Schema(
 )
 
 
-async def _context(service: SearchService = Depends(get_service)) -> dict[str, Any]:  # noqa: B008
-    return {"service": service}
+async def _context(
+    service: SearchService = Depends(get_service),  # noqa: B008
+    products: ProductService = Depends(get_products),  # noqa: B008
+) -> dict[str, Any]:
+    return {"service": service, "products": products}
 
 
 router = _Router(schema, path="/graphql", context_getter=_context, tags=["graphql"])
