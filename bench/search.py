@@ -43,7 +43,7 @@ from model_server.runtime import OnnxSession
 from model_server.tokenizer import TextTokenizer
 
 
-class _HttpClient:
+class HttpClient:
     """Keep-alive HTTP/1.1 connections from the standard library, one per thread. A load
     generator should add as little as it can to what it times: httpx (its HTTP parsing is
     pure Python) added 0.6-1.0 ms to each text search on 2 cores (README, Search)."""
@@ -83,7 +83,7 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def _run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -> dict[str, float]:
+def timed_run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -> dict[str, float]:
     """``n`` calls on ``concurrency`` threads: latency percentiles, rate, mean breakdown."""
     latencies: list[float] = []
     parts: dict[str, list[float]] = {}
@@ -164,7 +164,7 @@ def main() -> None:
         )
         for image in images
     ]
-    http = _HttpClient(settings.search.api_url)
+    http = HttpClient(settings.search.api_url)
     count = http.request("GET", "/health")["catalog"]["products"]
 
     def text(i: int) -> dict[str, Any]:
@@ -200,9 +200,11 @@ def main() -> None:
 
         for name, http_call, local in (("text", text, in_process_text),
                                        ("image", image, in_process_image)):  # fmt: skip
-            baseline = _run(local, args.requests, 1)
+            baseline = timed_run(local, args.requests, 1)
             rows = [("in-process, c=1 (base)", baseline)]
-            rows += [(f"HTTP, c={c}", _run(http_call, args.requests, c)) for c in args.concurrency]
+            rows += [
+                (f"HTTP, c={c}", timed_run(http_call, args.requests, c)) for c in args.concurrency
+            ]
             title = f"{name} search, k={args.k}, {args.requests} requests per run"
             report.add(_table(title, rows, baseline))
 

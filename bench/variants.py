@@ -30,7 +30,7 @@ import urllib3
 
 from bench.baseline import raw_image_rate
 from bench.report import Report, Table, add_markdown_option
-from bench.search import _HttpClient, _run
+from bench.search import HttpClient, timed_run
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import REPO_ROOT, get_settings
@@ -92,7 +92,7 @@ def _model_ready() -> bool:
 
 def _measure(requests: int, queries: list[str], images: list[bytes]) -> dict[str, float]:
     settings = get_settings()
-    http = _HttpClient(settings.search.api_url)
+    http = HttpClient(settings.search.api_url)
     uploads = [
         urllib3.encode_multipart_formdata({"image": ("q.jpg", image, "image/jpeg")})
         for image in images
@@ -105,14 +105,14 @@ def _measure(requests: int, queries: list[str], images: list[bytes]) -> dict[str
         body, content_type = uploads[i % len(uploads)]
         return http.request("POST", "/search/image", body, {"Content-Type": content_type})
 
-    text_c1 = _run(text, requests, 1)
+    text_c1 = timed_run(text, requests, 1)
     with EmbeddingClient(settings.model_server.address, timeout_s=120) as client:
         rate = raw_image_rate(client, images[:160], 32)
     return {
         "text p50 c=1": text_c1["p50"],
         "text p95 c=1": text_c1["p95"],
-        "text req/s c=32": _run(text, requests, 32)["rps"],
-        "image p50 c=1": _run(image, requests // 2, 1)["p50"],
+        "text req/s c=32": timed_run(text, requests, 32)["rps"],
+        "image p50 c=1": timed_run(image, requests // 2, 1)["p50"],
         "images/s bs32": rate,
     }
 
