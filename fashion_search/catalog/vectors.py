@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.limits import check_k
@@ -21,8 +22,8 @@ from fashion_search.errors import InvalidArgumentError
 class VectorSearch(Table):
     """Searches over the catalog's embeddings and titles."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, pool: ConnectionPool[Any]) -> None:
+        super().__init__(pool)
         self._ef_search: int | None = None
 
     @property

@@ -54,14 +54,11 @@ def train_model(
 def wait_until_served(settings: Settings) -> dict[str, Any]:
     """Wait until the model server serves the registry's champion (it polls the alias), at
     most ``settings.registry.serve_timeout_s``."""
-    timeout_s = settings.registry.serve_timeout_s
-    current = champion(
-        configure_mlflow(settings), settings.registry.model_name, settings.registry.model_alias
-    )
+    registry = settings.registry
+    timeout_s = registry.serve_timeout_s
+    current = champion(configure_mlflow(settings), registry.model_name, registry.model_alias)
     if current is None:
-        raise FashionSearchError(
-            f"{settings.registry.model_name} has no {settings.registry.model_alias!r} version"
-        )
+        raise FashionSearchError(f"{registry.model_name} has no {registry.model_alias!r} version")
     deadline = time.monotonic() + timeout_s
     with EmbeddingClient(settings.model_server.address, timeout_s=10) as client:
         while True:
