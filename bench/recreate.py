@@ -58,7 +58,10 @@ def main() -> None:
         if result.state != "success":
             raise SystemExit(f"DAG run {result.state}:\n{result.log[-5000:]}")
         with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT count(*), count(embedding) FROM products").fetchone()
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM products), count(*) FROM product_embeddings e"
+                " JOIN catalog_versions v USING (model_version) WHERE v.state = 'serving'"
+            ).fetchone()
         products, embedded = row if row else (0, 0)
     finally:
         if args.keep:

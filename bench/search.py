@@ -208,11 +208,12 @@ def main() -> None:
             title = f"{name} search, k={args.k}, {args.requests} requests per run"
             report.add(_table(title, rows, baseline))
 
-        vectors = client.embed_texts(queries[:200]).vectors
+        serving = catalog.versions.serving()
+        vectors = client.embed_texts(queries[:200], serving.model_version).vectors
         recalls = []
         for vector in vectors:
-            approx = {n.product.id for n in catalog.vectors.nearest(vector, 10)}
-            exact = {n.product.id for n in catalog.vectors.nearest(vector, 10, exact=True)}
+            approx = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10)}
+            exact = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10, exact=True)}
             recalls.append(len(approx & exact) / 10)
         report.add(f"HNSW recall@10 vs exact search on {len(recalls)} text queries:"
                    f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip

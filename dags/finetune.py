@@ -1,6 +1,8 @@
 """finetune: train with the run's parameters, evaluate against the champion on the same test
-split, register, promote only if better, wait until the model server serves the champion, and
-re-embed the catalog so stored embeddings come from the serving version.
+split, register and export; if it is better, roll it out with zero downtime: the model server
+loads it beside the champion, the catalog is embedded by it into a partition of its own while
+the champion keeps serving, and the serving record and champion alias switch together once it
+covers every product (the previous version stays for ``fashion-search rollback``).
 
 Run conf: ``architecture`` (default fashion-compact), ``pretrained`` (tag or checkpoint path),
 ``split_version`` (from process_train_test_dataset; default: content-hash split), ``source``,
@@ -37,7 +39,7 @@ PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epo
     **DAG_DEFAULTS,
 )
 def finetune() -> None:
-    """Train + register -> model server serves the champion -> re-embed the catalog."""
+    """Train + register -> (if better) load beside the champion -> build -> switch."""
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def train_model(
@@ -56,21 +58,37 @@ def finetune() -> None:
         )  # fmt: skip
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-    def wait_until_served() -> dict[str, Any]:
+    def prepare_rollout(trained: dict[str, Any]) -> dict[str, Any]:
         from fashion_search.settings import get_settings
-        from fashion_search.workflows.finetune import wait_until_served
+        from fashion_search.workflows.rollout import prepare, retire_expired
 
-        return wait_until_served(get_settings())
+        settings = get_settings()
+        retired = retire_expired(settings)["retired"]  # versions whose rollback window ended
+        if not trained["better"]:
+            return {"skipped": f"version {trained['version']} does not beat the champion",
+                    "retired": retired}  # fmt: skip
+        return prepare(settings, trained["version"])
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-    def reembed_catalog() -> dict[str, Any]:
+    def build_candidate(prepared: dict[str, Any]) -> dict[str, Any]:
         from fashion_search.settings import get_settings
-        from fashion_search.workflows.catalog import embed_products
+        from fashion_search.workflows.rollout import build
 
-        return embed_products(get_settings())
+        if "skipped" in prepared or prepared["state"] == "serving":
+            return {**prepared, "skipped": prepared.get("skipped", "already serving")}
+        return build(get_settings(), prepared["version"])
+
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+    def switch_serving(built: dict[str, Any]) -> dict[str, Any]:
+        from fashion_search.settings import get_settings
+        from fashion_search.workflows.rollout import switch
+
+        if "skipped" in built:
+            return built
+        return switch(get_settings(), built["version"])
 
     run_conf = {name: f"{{{{ params.{name} }}}}" for name in PARAMS}
-    train_model(**run_conf) >> wait_until_served() >> reembed_catalog()
+    switch_serving(build_candidate(prepare_rollout(train_model(**run_conf))))
 
 
 dag = finetune()

@@ -9,7 +9,7 @@ import time
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.load import load_catalog
-from fashion_search.catalog.migrate import migrate, set_embedding_dimension
+from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import FashionSearchError
 from fashion_search.settings import get_settings
@@ -53,8 +53,6 @@ def _embed(args: argparse.Namespace) -> None:
     settings = get_settings()
     migrate(settings.database.url, settings.database.embedding_dim)
     report = embed_products(settings, args.batch_size, progress=True)
-    if report["dimension_changed"]:
-        print(f"catalog moved to the served model's dimension {report['dimension']}")
     print(
         f"embedded {report['embedded']} products with model version {report['model_version']}"
         f" in {report['seconds']:.1f} s; {report['failed']} failed"
@@ -184,11 +182,79 @@ def _upload(args: argparse.Namespace) -> None:
         raise SystemExit(f"no output for {sorted(pending)} within {args.wait} s (dispatcher up?)")
 
 
-def _set_dim(args: argparse.Namespace) -> None:
-    changed = set_embedding_dimension(get_settings().database.url, args.dimension)
+def _rollout(args: argparse.Namespace) -> None:
+    from fashion_search.workflows import rollout
+
+    settings = get_settings()
+    migrate(settings.database.url, settings.database.embedding_dim)
+    prepared = rollout.prepare(settings, args.version)
+    if prepared["state"] == "serving":
+        print(f"version {args.version} already serves the catalog")
+        return
     print(
-        "embedding dimension changed; embeddings cleared" if changed else "already that dimension"
+        f"version {args.version} ({prepared['dimension']}-d) loaded beside the champion;"
+        f" building its embeddings in {prepared['partition']}"
     )
+    for retired in prepared["retired"]:
+        print(f"  version {retired} retired (its rollback window closes with this rollout)")
+    built = rollout.build(settings, args.version, args.batch_size, progress=True)
+    print(
+        f"embedded {built['embedded']} products in {built['seconds']:.1f} s;"
+        f" coverage {built['coverage_percent']}%, {built['failed']} failed"
+    )
+    for product_id, reason in built["failures"].items():
+        print(f"  product {product_id}: {reason}")
+    if args.no_switch:
+        print(f"not switched: `fashion-search switch {args.version}` serves it")
+        return
+    _print_switch(rollout.switch(settings, args.version))
+
+
+def _print_switch(report: dict[str, object]) -> None:
+    print(f"version {report['serving']} serves the catalog (switch {report['switch_ms']} ms)")
+    if report["previous"]:
+        print(
+            f"version {report['previous']} kept until {report['rollback_until']}:"
+            " `fashion-search rollback` serves it again at once"
+        )
+
+
+def _switch(args: argparse.Namespace) -> None:
+    from fashion_search.workflows.rollout import switch
+
+    _print_switch(switch(get_settings(), args.version))
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    from fashion_search.workflows.rollout import rollback
+
+    _print_switch(rollback(get_settings()))
+
+
+def _retire(args: argparse.Namespace) -> None:
+    from fashion_search.workflows.rollout import retire, retire_expired
+
+    settings = get_settings()
+    retired = [retire(settings, args.version)["version"]] if args.version else (
+        retire_expired(settings)["retired"]
+    )  # fmt: skip
+    print("retired: " + ", ".join(retired) if retired else "nothing to retire")
+
+
+def _versions(args: argparse.Namespace) -> None:
+    from fashion_search.workflows.rollout import status
+
+    rows = status(get_settings())
+    print(
+        f"{'version':<8} {'state':<9} {'dim':>5} {'coverage':>9} {'MB':>8}  since / rollback until"
+    )
+    for r in rows:
+        coverage = "" if r["coverage_percent"] is None else f"{r['coverage_percent']:.1f}%"
+        until = f" / {r['rollback_until']}" if r["rollback_until"] else ""
+        print(
+            f"{r['version']:<8} {r['state']:<9} {r['dimension']:>5} {coverage:>9}"
+            f" {r['megabytes']:>8.1f}  {r['since']}{until}"
+        )
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -228,7 +294,12 @@ def _train(args: argparse.Namespace) -> None:
         before = (outcome.champion_metrics or {}).get(name)
         print(f"{name:<22} {value:>10.4f} {'' if before is None else f'{before:>10.4f}'}")
     print(f"ONNX export: {ARTIFACT_DIR}/ of run {outcome.run_id}")
-    print("promoted to champion" if outcome.promoted else "champion unchanged")
+    if outcome.promoted:
+        print("the first version: champion now")
+    elif outcome.better:
+        print(f"beats the champion: `fashion-search rollout {outcome.version.version}` serves it")
+    else:
+        print("does not beat the champion")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -303,11 +374,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for the output")
     p.set_defaults(run=_upload)
 
-    p = commands.add_parser("set-embedding-dim", help="move the catalog to another dimension")
-    p.add_argument("dimension", type=int)
-    p.set_defaults(run=_set_dim)
+    p = commands.add_parser(
+        "rollout",
+        help="serve a registered version with zero downtime: load it beside the champion, embed"
+        " the catalog by it, switch",
+    )
+    p.add_argument("version", help="registry version of FS_MODEL_NAME")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-switch", action="store_true", help="build only (then `switch`)")
+    p.set_defaults(run=_rollout)
 
-    p = commands.add_parser("train", help="train, evaluate, register, export; promote if better")
+    p = commands.add_parser("switch", help="serve a version whose embeddings are built")
+    p.add_argument("version")
+    p.set_defaults(run=_switch)
+
+    p = commands.add_parser(
+        "rollback", help="serve the version the last switch replaced again (instant)"
+    )
+    p.set_defaults(run=_rollback)
+
+    p = commands.add_parser(
+        "retire", help="drop the embeddings of versions whose rollback window ended (or one)"
+    )
+    p.add_argument("--version", help="retire this version now (not the serving one)")
+    p.set_defaults(run=_retire)
+
+    p = commands.add_parser("versions", help="the catalog's model versions and their states")
+    p.set_defaults(run=_versions)
+
+    p = commands.add_parser("train", help="train, evaluate against the champion, register, export")
     p.add_argument("--architecture", default="fashion-compact", help="open_clip model name")
     p.add_argument(
         "--pretrained", help="pretrained tag (openai, laion2b_s34b_b79k) or checkpoint path"

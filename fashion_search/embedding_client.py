@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -25,13 +25,18 @@ class EmbeddingRequestError(FashionSearchError):
         self.code = code
 
 
+class ModelVersionNotLoadedError(EmbeddingRequestError):
+    """The model server does not hold the version asked for (FAILED_PRECONDITION)."""
+
+
 class ModelServerUnavailableError(FashionSearchError):
     """The model server cannot be reached or did not answer in time."""
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What the model server serves."""
+    """What the model server serves: the champion (what a request naming no version gets),
+    and every loaded version."""
 
     model_name: str
     registry_name: str
@@ -39,6 +44,8 @@ class ModelInfo:
     dimension: int
     execution_providers: list[str]
     quantized: bool
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> registry version
+    versions: dict[str, int] = field(default_factory=dict)  # registry version -> dimension
 
     def describe(self) -> str:
         """One line for logs and benchmark tables."""
@@ -88,6 +95,8 @@ class EmbeddingClient:
             code = error.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise ModelServerUnavailableError(f"model server: {error.details()}") from error
+            if code == grpc.StatusCode.FAILED_PRECONDITION:
+                raise ModelVersionNotLoadedError(code, error.details()) from error
             raise EmbeddingRequestError(code, error.details()) from error
 
     @staticmethod
@@ -95,17 +104,17 @@ class EmbeddingClient:
         vectors = np.array([e.values for e in response.embeddings], dtype=np.float32)
         return Embeddings(vectors, response.model_version)
 
-    def embed_texts(self, texts: Sequence[str]) -> Embeddings:
-        """L2-normalised embeddings of ``texts``."""
-        return self._embeddings(
-            self._call(self._stub.EmbedTexts, pb.EmbedTextsRequest(texts=list(texts)))
-        )
+    def embed_texts(self, texts: Sequence[str], version: str | None = None) -> Embeddings:
+        """L2-normalised embeddings of ``texts`` by registry version ``version`` (None: the
+        champion); :class:`ModelVersionNotLoadedError` when the server does not hold it."""
+        request = pb.EmbedTextsRequest(texts=list(texts), model_version=version or "")
+        return self._embeddings(self._call(self._stub.EmbedTexts, request))
 
-    def embed_images(self, images: Sequence[bytes]) -> Embeddings:
-        """L2-normalised embeddings of encoded images."""
-        return self._embeddings(
-            self._call(self._stub.EmbedImages, pb.EmbedImagesRequest(images=list(images)))
-        )
+    def embed_images(self, images: Sequence[bytes], version: str | None = None) -> Embeddings:
+        """L2-normalised embeddings of encoded images by registry version ``version`` (None:
+        the champion); :class:`ModelVersionNotLoadedError` when the server does not hold it."""
+        request = pb.EmbedImagesRequest(images=list(images), model_version=version or "")
+        return self._embeddings(self._call(self._stub.EmbedImages, request))
 
     def info(self) -> ModelInfo:
         """The served model."""
@@ -113,6 +122,8 @@ class EmbeddingClient:
         return ModelInfo(
             r.model_name, r.registry_name, r.registry_version, r.dimension,
             list(r.execution_providers), r.quantized,
+            aliases={v.alias: v.registry_version for v in r.versions if v.alias},
+            versions={v.registry_version: v.dimension for v in r.versions},
         )  # fmt: skip
 
     def healthy(self) -> bool:

@@ -82,3 +82,24 @@ class InvalidImageError(FashionSearchError):
 
 class ImageTooLargeError(FashionSearchError):
     """The image exceeds the byte or pixel cap."""
+
+
+class VersionNotFoundError(CatalogError):
+    """The catalog holds no embeddings of the model version named."""
+
+
+class NoServingVersionError(CatalogError):
+    """No model version serves the catalog yet: nothing can be searched."""
+
+
+class ServingVersionUnavailableError(FashionSearchError):
+    """The model server could not embed with the version the catalog serves (it does not hold
+    it, or answered with another): the query is refused rather than compared across versions."""
+
+
+class ServingVersionChangedError(CatalogError):
+    """The catalog switched its serving version while an upload was embedded: embed again."""
+
+    def __init__(self, serving: str) -> None:
+        super().__init__(f"the catalog now serves model version {serving}: embed again")
+        self.serving = serving

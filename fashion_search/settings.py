@@ -88,6 +88,9 @@ class RegistrySettings(_Group):
     tracking_uri: str = Field("", validation_alias="FS_MLFLOW_TRACKING_URI")
     model_name: str = Field("fashion-clip", validation_alias="FS_MODEL_NAME")
     model_alias: str = Field("champion", validation_alias="FS_MODEL_ALIAS")
+    # The version a rollout builds the catalog for, or during a rollback window the previous
+    # champion: the model server keeps it loaded beside the champion.
+    candidate_alias: str = Field("candidate", validation_alias="FS_MODEL_CANDIDATE_ALIAS")
     # How long finetune waits for the model server to serve a new champion.
     serve_timeout_s: float = Field(300.0, validation_alias="FS_SERVE_TIMEOUT_S")
 
@@ -145,6 +148,16 @@ class SearchSettings(_Group):
     ui_port: int = Field(18501, validation_alias="FS_UI_PORT")
 
 
+class RolloutSettings(_Group):
+    """Model rollouts: a candidate's catalog embeddings built beside the serving version's."""
+
+    # How long a replaced version's embeddings stay (and its model stays loaded under the
+    # candidate alias) so that `fashion-search rollback` is instant; then they are retired.
+    grace_s: float = Field(24 * 3600.0, validation_alias="FS_ROLLBACK_GRACE_S")
+    # How many times a switch embeds products that arrived since the build, before giving up.
+    switch_attempts: int = Field(5, validation_alias="FS_ROLLOUT_SWITCH_ATTEMPTS")
+
+
 class Settings(_Group):
     """Configuration from the environment, grouped by part."""
 
@@ -164,6 +177,7 @@ class Settings(_Group):
     model_server: ModelServerSettings = Field(default_factory=ModelServerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:

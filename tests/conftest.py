@@ -160,13 +160,15 @@ def catalog_database(settings: Settings, rows: int) -> Iterator[None]:
     create_database(admin, settings.database.name)
     try:
         with EmbeddingClient(settings.model_server.address) as client:
-            migrate(settings.database.url, client.info().dimension)
+            info = client.info()
+            migrate(settings.database.url, info.dimension)
             with create_pool(settings) as pool:
                 catalog = Catalog.of(pool)
                 store = ObjectStore(settings)
                 load_catalog(catalog, store, settings.dataset_source, limit=rows,
                              progress=False)  # fmt: skip
-                summary = embed_catalog(catalog, store, client, progress=False)
+                version = catalog.versions.bootstrap(info.registry_version, info.dimension)
+                summary = embed_catalog(catalog, store, client, version, progress=False)
                 assert summary.embedded == rows and not summary.failed
         yield
     finally:

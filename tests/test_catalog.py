@@ -15,6 +15,7 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.load import LoadSummary, load_catalog
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.errors import (
     EmbeddingDimensionError,
     InvalidArgumentError,
@@ -28,6 +29,11 @@ from fashion_search.storage import ObjectStore
 
 N_PRODUCTS = 2000
 MODEL_VERSION = "test-synthetic"
+DIM = 512
+
+
+def _v(catalog: Catalog) -> CatalogVersion:
+    return catalog.versions.get(MODEL_VERSION)
 
 
 @pytest.fixture(scope="session")
@@ -47,13 +53,14 @@ def loaded(catalog: Catalog, store: ObjectStore, settings: Settings) -> LoadSumm
 @pytest.fixture(scope="session")
 def embeddings(loaded: LoadSummary, catalog: Catalog) -> dict[int, np.ndarray]:
     """Clustered unit vectors (one cluster per articleType) stored for every product."""
+    catalog.versions.bootstrap(MODEL_VERSION, DIM)
     products = _all_products(catalog)
     rng = np.random.default_rng(7)
     centers: dict[str | None, np.ndarray] = {}
     vectors = {}
     for p in products:
-        center = centers.setdefault(p.article_type, rng.normal(size=catalog.products.dimension))
-        v = center + 0.8 * rng.normal(size=catalog.products.dimension)
+        center = centers.setdefault(p.article_type, rng.normal(size=DIM))
+        v = center + 0.8 * rng.normal(size=DIM)
         vectors[p.id] = (v / np.linalg.norm(v)).astype(np.float32)
     with_vectors = [
         p.model_copy(update={"embedding": vectors[p.id], "model_version": MODEL_VERSION})
@@ -76,8 +83,9 @@ def _all_products(catalog: Catalog, **filters: Any) -> list[Product]:
 def _snapshot(catalog: Catalog) -> list[tuple[Any, ...]]:
     with catalog.pool.connection() as conn:
         return conn.execute(
-            "SELECT id, product_display_name, image_key, model_version, embedding::text,"
-            " updated_at FROM products ORDER BY id"
+            "SELECT id, product_display_name, image_key, e.model_version, e.embedding::text,"
+            " updated_at FROM products p LEFT JOIN product_embeddings e ON e.product_id = p.id"
+            " ORDER BY id, e.model_version"
         ).fetchall()
 
 
@@ -166,7 +174,7 @@ def test_nearest_returns_exact_top_k_for_stored_vectors(
         query = embeddings[int(product_id)]
         expected = _exact_top_k(embeddings, query, 10)
         for exact in (True, False):
-            hits = catalog.vectors.nearest(query, k=10, exact=exact)
+            hits = catalog.vectors.nearest(_v(catalog), query, k=10, exact=exact)
             assert [h.product.id for h in hits] == expected
             assert hits[0].product.id == product_id
             assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -188,12 +196,14 @@ def test_nearest_returns_k_rows_under_a_one_percent_filter(
     assert 10 <= len(allowed) <= 40
     outsider = next(r["id"] for r in source_rows if r["articleType"] != article_type)
     query = embeddings[outsider]
-    hits = catalog.vectors.nearest(query, k=10, filters={"articleType": article_type})
+    hits = catalog.vectors.nearest(_v(catalog), query, k=10, filters={"articleType": article_type})
     assert len(hits) == 10
     assert all(h.product.article_type == article_type for h in hits)
     assert [h.product.id for h in hits] == _exact_top_k(embeddings, query, 10, allowed)
     # More requested than match: every match, and no more.
-    hits = catalog.vectors.nearest(query, k=len(allowed) + 5, filters={"articleType": article_type})
+    hits = catalog.vectors.nearest(
+        _v(catalog), query, k=len(allowed) + 5, filters={"articleType": article_type}
+    )
     assert {h.product.id for h in hits} == allowed
 
 
@@ -204,10 +214,12 @@ def test_the_repository_searches_with_its_pools_ef_search(
     one = settings.replace(database={"hnsw_ef_search": 8, "pool_max_size": 1})
     with create_pool(one) as pool:
         query = embeddings[min(embeddings)]
-        [labelled] = Catalog.of(pool).vectors.labelled_neighbours([query], k=3)
-        assert len(labelled) == 3
         catalog = Catalog.of(pool)
-        hits = catalog.vectors.nearest(query, k=30)  # k above ef_search: raised for this query
+        [labelled] = catalog.vectors.labelled_neighbours(_v(catalog), [query], k=3)
+        assert len(labelled) == 3
+        hits = catalog.vectors.nearest(
+            _v(catalog), query, k=30
+        )  # k above ef_search: raised for this query
         assert len(hits) == 30
         assert hits[0].product.id == min(embeddings)
         assert catalog.vectors.ef_search == 8
@@ -217,14 +229,14 @@ def test_wrong_dimension_is_refused_and_changes_nothing(
     embeddings: dict[int, np.ndarray], catalog: Catalog
 ) -> None:
     before = _snapshot(catalog)
-    good = catalog.products.get(next(iter(embeddings)), with_embedding=True)
+    good = catalog.products.get(next(iter(embeddings)), _v(catalog))
     bad = good.model_copy(update={"id": good.id + 1, "embedding": np.ones(17, np.float32)})
     with pytest.raises(EmbeddingDimensionError, match="dimension 17"):
         catalog.products.upsert_many([good, bad])
     with pytest.raises(EmbeddingDimensionError):
-        catalog.vectors.nearest(np.ones(catalog.products.dimension + 1), k=5)
+        catalog.vectors.nearest(_v(catalog), np.ones(DIM + 1), k=5)
     with pytest.raises(InvalidArgumentError, match="NaN"):
-        catalog.vectors.nearest(np.full(catalog.products.dimension, np.nan), k=5)
+        catalog.vectors.nearest(_v(catalog), np.full(DIM, np.nan), k=5)
     assert _snapshot(catalog) == before
 
 
@@ -234,7 +246,7 @@ def test_bad_arguments_get_typed_errors_and_change_nothing(
     before = _snapshot(catalog)
     query = next(iter(embeddings.values()))
     with pytest.raises(InvalidFilterError, match="unknown filter field 'colour'"):
-        catalog.vectors.nearest(query, k=5, filters={"colour": "Red"})
+        catalog.vectors.nearest(_v(catalog), query, k=5, filters={"colour": "Red"})
     with pytest.raises(InvalidFilterError, match="unknown filter field"):
         catalog.products.list_products({"id; DROP TABLE products": 1})
     with pytest.raises(InvalidFilterError, match="integer"):
@@ -242,7 +254,7 @@ def test_bad_arguments_get_typed_errors_and_change_nothing(
     with pytest.raises(InvalidFilterError, match="1 to 100 values"):
         catalog.products.count({"gender": []})
     with pytest.raises(InvalidArgumentError):
-        catalog.vectors.nearest(query, k=0)
+        catalog.vectors.nearest(_v(catalog), query, k=0)
     with pytest.raises(InvalidArgumentError):
         catalog.products.list_products(limit=10_000)
     with pytest.raises(ProductNotFoundError, match="999999999"):
@@ -269,7 +281,7 @@ def test_upsert_keeps_embedding_when_none_given_and_delete(
     product = catalog.products.get(product_id)
     renamed = product.model_copy(update={"product_display_name": "Renamed Shirt"})
     catalog.products.upsert_many([renamed])
-    stored = catalog.products.get(product_id, with_embedding=True)
+    stored = catalog.products.get(product_id, _v(catalog))
     assert stored.product_display_name == "Renamed Shirt"
     assert stored.model_version == MODEL_VERSION
     assert stored.embedding is not None

@@ -86,7 +86,9 @@ def _report(result: DagRunResult, key: str) -> dict[str, Any]:
 def _catalog(settings: Settings) -> list[tuple[Any, ...]]:
     with psycopg.connect(settings.database.url) as conn:
         return conn.execute(
-            "SELECT model_version, count(*) FROM products GROUP BY 1 ORDER BY 1 NULLS LAST"
+            "SELECT e.model_version, count(*) FROM products p LEFT JOIN (product_embeddings e"
+            " JOIN catalog_versions v ON v.model_version = e.model_version AND v.state = 'serving')"
+            " ON e.product_id = p.id GROUP BY 1 ORDER BY 1 NULLS LAST"
         ).fetchall()
 
 
@@ -182,16 +184,17 @@ def test_finetune_registers_promotes_serves_and_reembeds(
     assert served is not None
     with EmbeddingClient(dags_settings.model_server.address) as model_server:
         assert model_server.info().registry_version == served.version
-    # Every stored embedding comes from the serving version.
+    # The serving version covers every product; a better version was rolled out to it.
     assert _catalog(dags_settings) == [(served.version, 60)]
-    assert (served.version == "2") == (run.data.tags["promoted"] == "true")
+    assert (served.version == "2") == (run.data.tags["better"] == "true")
 
 
 def test_finetune_resumes_after_its_serving_step_failed_without_a_second_version(
     airflow: LocalAirflow, dags_settings: Settings, split_version: str
 ) -> None:
-    """The model server is unreachable for this run: training registers a version, then the
-    run fails; running only the remaining tasks again ends consistent, with no new version."""
+    """The catalog database is unreachable for this run: training registers a version, then
+    the rollout fails; running only the remaining tasks again ends consistent, with no new
+    version."""
     client = configure_mlflow(dags_settings)
     before = {
         v.version
@@ -200,8 +203,8 @@ def test_finetune_resumes_after_its_serving_step_failed_without_a_second_version
     conf = {"architecture": "fashion-tiny", "epochs": 1, "batch_size": 64, "lr": 5e-4,
             "limit": ROWS, "split_version": split_version, "precision": "fp32",
             "seed": 1}  # fmt: skip
-    failed = _dag(airflow, dags_settings, "finetune", conf, FS_SERVE_TIMEOUT_S="5",
-                  FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
+    failed = _dag(airflow, dags_settings, "finetune", conf, FS_DATABASE_URL=unreachable)
     assert failed.state == "failed"
     after = {
         v.version

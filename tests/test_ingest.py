@@ -216,7 +216,10 @@ def _rows(pool: ConnectionPool, bucket: str, prefix: str) -> list[tuple[Any, ...
     with pool.connection() as conn:
         return conn.execute(
             "SELECT id, source_key, source_etag, master_category, article_type, base_colour,"
-            " model_version, embedding IS NOT NULL, image_key, label_confidence FROM products"
+            " (SELECT string_agg(model_version, ',') FROM product_embeddings"
+            "  WHERE product_id = p.id),"
+            " EXISTS (SELECT 1 FROM product_embeddings WHERE product_id = p.id),"
+            " image_key, label_confidence FROM products p"
             " WHERE source_bucket = %s AND source_key LIKE %s ORDER BY source_key",
             (bucket, prefix + "%"),
         ).fetchall()
@@ -269,11 +272,12 @@ def test_fifty_uploads_become_classified_searchable_products(
             "baseColour",
         }
         assert all(0 < c <= 1 for c in result["confidence"].values())
-        product = catalog.products.get(result["id"], with_embedding=True)
+        serving = catalog.versions.serving()
+        product = catalog.products.get(result["id"], serving)
         assert product.dataset == "uploads" and product.article_type == result["articleType"]
         # searchable: its own embedding finds it first, and its image is in the images bucket
         assert product.embedding is not None
-        assert catalog.vectors.nearest(product.embedding, k=1)[0].product.id == product.id
+        assert catalog.vectors.nearest(serving, product.embedding, k=1)[0].product.id == product.id
         assert store.exists(ingest_settings.storage.images_bucket, product.image_key)
     correct = sum(
         m["results"][0]["masterCategory"] == uploaded[m["key"]].fields.master_category

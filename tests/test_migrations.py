@@ -1,4 +1,5 @@
-"""Versioned migrations on the real PostgreSQL: re-runnable, and the embedding dimension."""
+"""Versioned migrations on the real PostgreSQL: re-runnable, and an existing catalog moved to
+per-version embeddings without re-embedding."""
 
 from __future__ import annotations
 
@@ -9,12 +10,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from fashion_search.catalog.migrate import (
-    discover_migrations,
-    embedding_dimension,
-    migrate,
-    set_embedding_dimension,
-)
+from fashion_search.catalog.migrate import discover_migrations, migrate
 
 
 def test_migrations_apply_once_then_noop(scratch_database: str) -> None:
@@ -24,28 +20,52 @@ def test_migrations_apply_once_then_noop(scratch_database: str) -> None:
     with psycopg.connect(scratch_database) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
         assert versions == [m.version for m in discover_migrations()]
-        assert embedding_dimension(conn) == 512
-        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
-        assert "products_embedding_hnsw" in indexes
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'products'"
+            )
+        }
+        assert "embedding" not in columns and "model_version" not in columns
+        assert conn.execute("SELECT count(*) FROM catalog_versions").fetchone() == (0,)
 
 
-def test_catalog_for_another_dimension(scratch_database: str) -> None:
-    migrate(scratch_database, 64)
+def test_an_existing_catalog_moves_over_without_re_embedding(scratch_database: str) -> None:
+    migrate(scratch_database, 64, upto=4)  # the schema before per-version embeddings
+    vectors = np.random.default_rng(0).normal(size=(4, 64)).astype(np.float32)
     with psycopg.connect(scratch_database) as conn:
         register_vector(conn)
-        assert embedding_dimension(conn) == 64
+        for i, version in enumerate(["v1", "v1", "v1", "v0"], start=1):
+            conn.execute(
+                "INSERT INTO products (id, product_display_name, image_key, dataset,"
+                " model_version, embedding) VALUES (%s, 'x', 'products/1.jpg', 't', %s, %s)",
+                (i, version, vectors[i - 1]),
+            )
         conn.execute(
-            "INSERT INTO products (id, product_display_name, image_key, dataset, model_version,"
-            " embedding) VALUES (1, 'x', 'products/1.jpg', 't', 'v1', %s)",
-            (np.ones(64, np.float32),),
+            "INSERT INTO products (id, product_display_name, image_key, dataset)"
+            " VALUES (5, 'not embedded', 'products/5.jpg', 't')"
         )
         conn.commit()
-    assert set_embedding_dimension(scratch_database, 64) is False
-    assert set_embedding_dimension(scratch_database, 32) is True
+    assert migrate(scratch_database, 64) == ["0005_embeddings_per_model_version"]
     with psycopg.connect(scratch_database) as conn:
-        assert embedding_dimension(conn) == 32
-        row = conn.execute("SELECT embedding, model_version, product_display_name FROM products")
-        assert row.fetchone() == (None, None, "x")  # the row stays, the old embedding goes
+        register_vector(conn)
+        record = conn.execute(
+            "SELECT model_version, dimension, state, partition FROM catalog_versions"
+        ).fetchall()
+        assert record == [("v1", 64, "serving", "product_embeddings_v1")]
+        rows = conn.execute(
+            "SELECT product_id, embedding FROM product_embeddings_v1 ORDER BY product_id"
+        ).fetchall()
+        assert [r[0] for r in rows] == [1, 2, 3]  # v0's vector (a re-embed cut short) is gone
+        for product_id, stored in rows:
+            np.testing.assert_array_equal(stored.to_numpy(), vectors[product_id - 1])
+        assert conn.execute("SELECT count(*) FROM products").fetchone() == (5,)
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+        assert "product_embeddings_v1_hnsw" in indexes
+        with pytest.raises(psycopg.errors.CheckViolation):  # the partition's own dimension
+            conn.execute(
+                "INSERT INTO product_embeddings VALUES ('v1', 5, %s)", (np.ones(32, np.float32),)
+            )
 
 
 def test_new_titles_skip_the_gin_pending_list(scratch_database: str) -> None:

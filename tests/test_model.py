@@ -9,7 +9,6 @@ import io
 import os
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,7 @@ from fashion_search.model.onnx_export import (
 from fashion_search.model.preprocess import decode_image, preprocess_image
 from fashion_search.model.registry import (
     RegisteredVersion,
-    champion,
-    configure_mlflow,
-    promote_if_better,
-    register_clip,
+    beats,
 )
 from fashion_search.model.tokens import cut_tokens
 from fashion_search.model.towers import ImageTower, TextTower, cut_tokens_torch
@@ -344,17 +340,9 @@ def _outcome(batcher: MicroBatcher[int], items: list[int]) -> str | float:
         return str(error)
 
 
-def test_champion_alias_moves_only_for_a_better_version(clip: Clip, settings: Settings) -> None:
-    client = configure_mlflow(settings)
-    name = f"test-promote-{uuid.uuid4().hex[:6]}"
-    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
-    first = register_clip(client, clip, run.info.run_id, name, "split-a", {"title_mrr": 0.3})
-    assert promote_if_better(client, first, 0.3, None)
-    second = register_clip(client, clip, run.info.run_id, name, "split-a", {"title_mrr": 0.2})
-    assert not promote_if_better(client, second, 0.2, 0.3)
-    assert champion(client, name) is not None
-    assert champion(client, name).version == first.version  # type: ignore[union-attr]
-    third = register_clip(client, clip, run.info.run_id, name, "split-a", {"title_mrr": 0.4})
-    assert promote_if_better(client, third, 0.4, 0.3)
-    assert champion(client, name).version == third.version  # type: ignore[union-attr]
-    client.set_terminated(run.info.run_id)
+def test_a_version_beats_the_champion_only_by_scoring_higher() -> None:
+    candidate = RegisteredVersion("m", "2", None, "")
+    assert beats(candidate, 0.3, None)  # no champion: the first version
+    assert not beats(candidate, 0.2, 0.3)
+    assert not beats(candidate, 0.3, 0.3)
+    assert beats(candidate, 0.4, 0.3)

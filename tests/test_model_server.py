@@ -1,17 +1,23 @@
 """A tiny CLIP end to end: trained on a few hundred products -> registered in the real MLflow
 server and exported to ONNX in its run -> served over gRPC -> embeddings equal PyTorch's; the
-alias moves and the server follows; bad input gets clear gRPC errors and the server keeps
-serving. Serving a version from its export imports no torch; one without an export is refused
-where torch is missing and exported where it is there; fetched files are checked."""
+alias moves and the server follows; a candidate is served beside the champion, chosen per
+request, re-labelled when the aliases swap, unloaded when its alias goes, and a request never
+mixes versions; bad input gets clear gRPC errors and the server keeps serving. Serving a
+version from its export imports no torch; one without an export is refused where torch is
+missing and exported where it is there; fetched files are checked."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,11 @@ import pytest
 
 from fashion_search import cli
 from fashion_search.dataset import iter_dataset
-from fashion_search.embedding_client import EmbeddingClient, EmbeddingRequestError
+from fashion_search.embedding_client import (
+    EmbeddingClient,
+    EmbeddingRequestError,
+    ModelVersionNotLoadedError,
+)
 from fashion_search.model.data import load_split
 from fashion_search.model.embed import embed_images, embed_texts
 from fashion_search.model.factory import Clip, ModelSpec, create_clip
@@ -64,6 +74,16 @@ def first(model_settings: Settings) -> TrainingOutcome:
     """Version 1: a tiny CLIP trained one epoch, registered and promoted (no champion yet)."""
     return train_and_register(
         model_settings, ModelSpec("fashion-tiny"), TINY, model_settings.dataset_source,
+        limit=ROWS, progress=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def second(model_settings: Settings, first: TrainingOutcome) -> TrainingOutcome:
+    """Version 2: two epochs from another seed, so its embeddings are unlike version 1's."""
+    better = TrainConfig(epochs=2, batch_size=64, lr=5e-4, warmup_steps=2, seed=1)
+    return train_and_register(
+        model_settings, ModelSpec("fashion-tiny"), better, model_settings.dataset_source,
         limit=ROWS, progress=False,
     )  # fmt: skip
 
@@ -159,8 +179,6 @@ def test_bad_input_gets_a_clear_error_and_the_server_keeps_serving(
 
 
 def test_concurrent_requests_are_batched(client: EmbeddingClient, server: ManagedProcess) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     texts = [f"shirt number {i}" for i in range(64)]
     with ThreadPoolExecutor(16) as pool:
         results = list(pool.map(lambda t: client.embed_texts([t]).vectors[0], texts))
@@ -171,13 +189,8 @@ def test_concurrent_requests_are_batched(client: EmbeddingClient, server: Manage
 
 
 def test_alias_move_is_followed_without_failing_requests(
-    client: EmbeddingClient, model_settings: Settings, first: TrainingOutcome
+    client: EmbeddingClient, model_settings: Settings, second: TrainingOutcome
 ) -> None:
-    better = TrainConfig(epochs=2, batch_size=64, lr=5e-4, warmup_steps=2, seed=1)
-    second = train_and_register(
-        model_settings, ModelSpec("fashion-tiny"), better, model_settings.dataset_source,
-        limit=ROWS, progress=False,
-    )  # fmt: skip
     mlflow_client = configure_mlflow(model_settings)
     mlflow_client.set_registered_model_alias(
         model_settings.registry.model_name, "champion", second.version.version
@@ -193,6 +206,235 @@ def test_alias_move_is_followed_without_failing_requests(
         _reference(model_settings, second), ["Turtle Check Men Navy Blue Shirt"]
     )
     assert min_cosine(served.vectors, reference) >= 0.9999
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """PyTorch's embeddings of :data:`TITLES` and of the images, by one version."""
+
+    texts: np.ndarray
+    images: np.ndarray
+
+
+TITLES = ["Turtle Check Men Navy Blue Shirt", "red dress", "black leather belt"]
+
+
+@pytest.fixture(scope="module")
+def images(model_settings: Settings) -> list[bytes]:
+    """64 encoded product images."""
+    return [item.image for item in iter_dataset(model_settings.dataset_source, limit=64)]
+
+
+@pytest.fixture(scope="module")
+def references(
+    model_settings: Settings, first: TrainingOutcome, second: TrainingOutcome, images: list[bytes]
+) -> dict[str, _Reference]:
+    """PyTorch's embeddings by versions 1 and 2, which differ on every image."""
+    found = {}
+    for outcome in (first, second):
+        clip = _reference(model_settings, outcome)
+        found[outcome.version.version] = _Reference(
+            embed_texts(clip, TITLES), embed_images(clip, squares(images, clip.image_size))
+        )
+    one, two = found.values()
+    cosines = np.sum(one.images * two.images, 1)
+    cosines /= np.linalg.norm(one.images, axis=1) * np.linalg.norm(two.images, axis=1)
+    assert float(cosines.max()) < 0.99, "the versions embed some image alike"
+    return found
+
+
+def _set_aliases(settings: Settings, aliases: dict[str, str | None]) -> None:
+    """Point the registry aliases at versions (None: remove the alias)."""
+    client, name = configure_mlflow(settings), settings.registry.model_name
+    for alias, version in aliases.items():
+        if version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, version)
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 60) -> float:
+    """Seconds until ``condition()`` holds, polled every 50 ms."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout_s, what
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _serving(client: EmbeddingClient, settings: Settings, champion: str, candidate: str) -> bool:
+    """Whether the server holds exactly these two versions under these aliases."""
+    info, registry = client.info(), settings.registry
+    return (
+        info.registry_version == champion
+        and info.aliases == {registry.model_alias: champion, registry.candidate_alias: candidate}
+        and info.versions == {champion: 64, candidate: 64}
+    )
+
+
+def _log_since(server: ManagedProcess, offset: int) -> str:
+    with server.log_file.open("rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def test_a_candidate_is_served_beside_the_champion_and_chosen_per_request(
+    client: EmbeddingClient,
+    model_settings: Settings,
+    first: TrainingOutcome,
+    second: TrainingOutcome,
+    images: list[bytes],
+    references: dict[str, _Reference],
+) -> None:
+    one, two = first.version.version, second.version.version
+    registry = model_settings.registry
+    _set_aliases(model_settings, {registry.model_alias: two, registry.candidate_alias: one})
+    _wait_until(lambda: _serving(client, model_settings, two, one), "the candidate never loaded")
+    for version in (one, two):
+        texts = client.embed_texts(TITLES, version=version)
+        assert texts.model_version == version
+        assert min_cosine(texts.vectors, references[version].texts) >= 0.9999
+        served = client.embed_images(images, version=version)
+        assert served.model_version == version
+        assert min_cosine(served.vectors, references[version].images) >= 0.9999
+    default = client.embed_images(images[:5])
+    assert default.model_version == two
+    assert min_cosine(default.vectors, references[two].images[:5]) >= 0.9999
+    message = (
+        f"model version 999 is not loaded here (loaded: {two} as champion, {one} as candidate)"
+    )
+    for call in (
+        lambda: client.embed_texts(TITLES, "999"),
+        lambda: client.embed_images(images[:1], "999"),
+    ):
+        with pytest.raises(ModelVersionNotLoadedError, match=re.escape(message)) as error:
+            call()
+        assert error.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert client.healthy()
+    assert client.embed_texts(TITLES).model_version == two
+
+
+def test_swapping_champion_and_candidate_relabels_without_loading(
+    client: EmbeddingClient,
+    server: ManagedProcess,
+    model_settings: Settings,
+    first: TrainingOutcome,
+    second: TrainingOutcome,
+    references: dict[str, _Reference],
+) -> None:
+    one, two = first.version.version, second.version.version
+    registry = model_settings.registry
+    _set_aliases(model_settings, {registry.model_alias: two, registry.candidate_alias: one})
+    _wait_until(lambda: _serving(client, model_settings, two, one), "both versions never loaded")
+    offset = server.log_file.stat().st_size
+    _set_aliases(model_settings, {registry.model_alias: one, registry.candidate_alias: two})
+    interval = model_settings.model_server.reload_interval_s
+    took = _wait_until(lambda: _serving(client, model_settings, one, two), "no swap", 10 * interval)
+    assert took < 6 * interval
+    log = _log_since(server, offset)
+    assert f"now serving {one} as champion, {two} as candidate" in log
+    assert "loading" not in log and "unloaded" not in log, log[-2000:]
+    served = client.embed_texts(TITLES)
+    assert served.model_version == one
+    assert min_cosine(served.vectors, references[one].texts) >= 0.9999
+
+
+def test_image_batches_in_flight_while_the_champion_flips_get_one_version_each(
+    client: EmbeddingClient,
+    server: ManagedProcess,
+    model_settings: Settings,
+    first: TrainingOutcome,
+    second: TrainingOutcome,
+    images: list[bytes],
+    references: dict[str, _Reference],
+) -> None:
+    """8 threads send requests of 4-16 images (no version) while the champion alias flips
+    between the versions (to one loaded as candidate, back to one unloaded meanwhile or not):
+    every image of a response is embedded by the version that the response names."""
+    one, two = first.version.version, second.version.version
+    registry = model_settings.registry
+    _set_aliases(model_settings, {registry.model_alias: one, registry.candidate_alias: two})
+    _wait_until(lambda: _serving(client, model_settings, one, two), "both versions never loaded")
+    offset = server.log_file.stat().st_size
+    flipped = threading.Event()
+    counts: dict[str, int] = {one: 0, two: 0}
+    wrong: list[str] = []
+    lock = threading.Lock()
+
+    def send(worker: int) -> None:
+        rng = np.random.default_rng(worker)
+        sent = 0
+        while not flipped.is_set() or sent < 40:
+            picked = rng.choice(len(images), int(rng.integers(4, 17)), replace=False)
+            served = client.embed_images([images[i] for i in picked])
+            reference = references.get(served.model_version)
+            cosine = (
+                -1.0 if reference is None else min_cosine(served.vectors, reference.images[picked])
+            )
+            with lock:
+                counts[served.model_version] = counts.get(served.model_version, 0) + 1
+                if cosine < 0.9999:
+                    wrong.append(
+                        f"{served.model_version}: min cosine {cosine:.4f} over {len(picked)}"
+                    )
+            sent += 1
+
+    with ThreadPoolExecutor(8) as pool:
+        senders = [pool.submit(send, worker) for worker in range(8)]
+        rng = np.random.default_rng(0)
+        try:
+            for flip in range(6):
+                target = two if flip % 2 == 0 else one
+                _set_aliases(model_settings, {registry.model_alias: target})
+                _wait_until(lambda: client.info().registry_version == target, "no flip")  # noqa: B023
+                if flip == 2:  # the version flipped from is unloaded, and loaded at the next flip
+                    _wait_until(lambda: client.info().versions == {target: 64}, "kept")  # noqa: B023
+                time.sleep(float(rng.uniform(0.2, 1.5)))
+        finally:
+            flipped.set()
+        for sender in senders:
+            sender.result()
+    assert not wrong, f"{len(wrong)} of {sum(counts.values())} responses mixed: {wrong[:5]}"
+    assert counts[one] > 0 and counts[two] > 0, counts
+    assert sum(counts.values()) >= 320, counts
+    assert "loading" in _log_since(server, offset)  # a flip back found the version unloaded
+
+
+def test_removing_the_candidate_alias_unloads_it(
+    client: EmbeddingClient,
+    server: ManagedProcess,
+    model_settings: Settings,
+    first: TrainingOutcome,
+    second: TrainingOutcome,
+) -> None:
+    one, two = first.version.version, second.version.version
+    registry = model_settings.registry
+    _set_aliases(model_settings, {registry.model_alias: two, registry.candidate_alias: one})
+    _wait_until(lambda: _serving(client, model_settings, two, one), "both versions never loaded")
+    assert client.embed_texts(TITLES, version=one).model_version == one
+    offset = server.log_file.stat().st_size
+    _set_aliases(model_settings, {registry.candidate_alias: None})
+
+    refused: list[str] = []
+
+    def unloaded() -> bool:
+        try:
+            client.embed_texts(TITLES, version=one)
+        except ModelVersionNotLoadedError as error:
+            refused.append(str(error))
+            return True
+        return False
+
+    _wait_until(unloaded, "the candidate stayed loaded", 30)
+    assert refused == [f"model version {one} is not loaded here (loaded: {two} as champion)"]
+    info = client.info()
+    assert (info.registry_version, info.aliases, info.versions) == (
+        two,
+        {registry.model_alias: two},
+        {two: 64},
+    )
+    assert f"version {one} is named by no alias: unloaded" in _log_since(server, offset)
+    assert client.embed_texts(TITLES).model_version == two
 
 
 def test_a_registered_version_has_its_export_in_its_run(

@@ -67,13 +67,18 @@ def catalog(service: SearchService) -> list[dict[str, Any]]:
 def snapshot(pool: ConnectionPool) -> str:
     """A digest of every row of the catalog."""
     with pool.connection() as conn:
-        row = conn.execute("SELECT md5(string_agg(p::text, '|' ORDER BY id)) FROM products p")
+        row = conn.execute(
+            "SELECT md5(string_agg(p::text, '|' ORDER BY id))"
+            " || (SELECT md5(string_agg(e::text, '|' ORDER BY model_version, product_id))"
+            "     FROM product_embeddings e) FROM products p"
+        )
         return str(row.fetchone()[0])  # type: ignore[index]
 
 
 def cosine_scores(service: SearchService, query: str, ids: list[int]) -> list[float]:
     vector = service.embedder.embed_texts([query]).vectors[0]
-    stored = [service.catalog.products.get(i, with_embedding=True).embedding for i in ids]
+    serving = service.catalog.versions.serving()
+    stored = [service.catalog.products.get(i, serving).embedding for i in ids]
     return [float(vector @ e / np.linalg.norm(vector) / np.linalg.norm(e)) for e in stored]  # type: ignore[operator]
 
 
@@ -108,7 +113,10 @@ def test_text_search_hits_are_the_nearest_products(api: TestClient, service: Sea
     assert np.allclose(cosine_scores(service, "navy blue casual shirt for men", ids), scores,
                        atol=1e-4)  # fmt: skip
     exact = service.catalog.vectors.nearest(
-        service.embedder.embed_texts(["navy blue casual shirt for men"]).vectors[0], 7, exact=True
+        service.catalog.versions.serving(),
+        service.embedder.embed_texts(["navy blue casual shirt for men"]).vectors[0],
+        7,
+        exact=True,
     )
     assert ids == [n.product.id for n in exact]
     posted = api.post("/search/text", json=query)
@@ -182,7 +190,12 @@ def test_hybrid_search_fuses_vector_and_title_rankings(
     query, filters = "Titan Women Silver Watch", {"gender": "Women"}
     vector = service.embedder.embed_texts([query]).vectors[0]
     rankings = [
-        [n.product.id for n in service.catalog.vectors.nearest(vector, HYBRID_CANDIDATES, filters)],
+        [
+            n.product.id
+            for n in service.catalog.vectors.nearest(
+                service.catalog.versions.serving(), vector, HYBRID_CANDIDATES, filters
+            )
+        ],
         [i for i, _ in service.catalog.vectors.title_match_ids(query, HYBRID_CANDIDATES, filters)],
     ]
     expected = reciprocal_rank_fusion(rankings)[:5]

@@ -1,8 +1,8 @@
-"""Give every catalog product an embedding from the model version the model server serves."""
+"""Give every catalog product an embedding of one model version (the serving one, or a
+rollout's candidate), stored in that version's partition."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -16,11 +16,15 @@ from tqdm import tqdm
 from fashion_search.background import background_pool
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repositories import Catalog
-from fashion_search.embedding_client import EmbeddingClient, EmbeddingRequestError
+from fashion_search.catalog.versions import CatalogVersion
+from fashion_search.embedding_client import (
+    EmbeddingClient,
+    EmbeddingRequestError,
+    ModelVersionNotLoadedError,
+)
 from fashion_search.errors import ObjectNotFoundError
 from fashion_search.storage import ObjectStore
 
-log = logging.getLogger(__name__)
 Array = np.ndarray[Any, np.dtype[np.float32]]
 
 #: Batches in flight at once. With more, the next batch is read and the previous one written
@@ -48,17 +52,19 @@ def embed_catalog(
     catalog: Catalog,
     store: ObjectStore,
     client: EmbeddingClient,
+    version: CatalogVersion,
     *,
     batch_size: int = 64,
     progress: bool = True,
 ) -> EmbedSummary:
-    """Embed the images of products whose embedding is missing or from another model version.
+    """Embed, with ``version`` on the model server, the images of products that have no
+    embedding of it.
 
-    Resumable: each batch is committed on its own, and a re-run picks up what is left. If the
-    served version changes during the pass, the pass continues with the new version and then
-    goes over the catalog again, so every stored embedding ends up from one version.
+    Resumable: each batch is committed on its own, and a re-run picks up what is left. Passes
+    repeat until one finds nothing new to embed, so products added or re-uploaded meanwhile
+    are covered too; images that cannot be embedded are reported in ``failed``, once.
     """
-    summary = EmbedSummary(client.info().registry_version)
+    summary = EmbedSummary(version.model_version)
     with (  # low priority: on a small machine the model server's runs keep the CPU
         background_pool(16, "embed-read") as readers,
         background_pool(IN_FLIGHT, "embed") as workers,
@@ -67,7 +73,7 @@ def embed_catalog(
         def embed(ids: list[int]) -> EmbedSummary:
             products = catalog.products.get_many(ids)
             images = list(readers.map(lambda p: _read(store, p.image_key), products))
-            outcome = EmbedSummary("")
+            outcome = EmbedSummary(version.model_version)
             outcome.failed.update(
                 (p.id, f"image {p.image_key} is missing")
                 for p, image in zip(products, images, strict=True)
@@ -75,7 +81,7 @@ def embed_catalog(
             )
             ok = [(p.id, i) for p, i in zip(products, images, strict=True) if i is not None]
             if ok:
-                outcome.add(_embed_batch(catalog, client, ok))
+                outcome.add(_embed_batch(catalog, client, version.model_version, ok))
             return outcome
 
         pending: deque[tuple[int, Future[EmbedSummary]]] = deque()
@@ -86,21 +92,24 @@ def embed_catalog(
             bar.update(count)
 
         while True:
-            total = catalog.embeddings.count_to_embed(summary.model_version)
-            passed_version, after = summary.model_version, 0
-            with tqdm(total=total, unit="image", desc="embed", disable=not progress) as bar:
-                while ids := catalog.embeddings.ids_to_embed(
-                    summary.model_version, batch_size, after
-                ):
+            coverage = catalog.versions.coverage(version.model_version)
+            total = coverage.products - coverage.embedded - len(summary.failed)
+            after, submitted = 0, 0
+            desc = f"embed v{version.model_version}"
+            with tqdm(total=max(total, 0), unit="image", desc=desc, disable=not progress) as bar:
+                while ids := catalog.embeddings.ids_to_embed(version, batch_size, after):
                     after = ids[-1]
-                    pending.append((len(ids), workers.submit(embed, ids)))
+                    todo = [i for i in ids if i not in summary.failed]
+                    if not todo:
+                        continue
+                    submitted += len(todo)
+                    pending.append((len(todo), workers.submit(embed, todo)))
                     if len(pending) >= IN_FLIGHT:
                         collect(bar)
                 while pending:
                     collect(bar)
-            if summary.model_version == passed_version:
+            if not submitted:
                 return summary
-            log.info("served model moved to version %s; embedding again", summary.model_version)
 
 
 def _read(store: ObjectStore, key: str) -> bytes | None:
@@ -125,46 +134,53 @@ class EmbeddedBatch:
         self.failed.update(other.failed)
 
 
-def embed_batch(client: EmbeddingClient, items: Sequence[tuple[int, bytes]]) -> EmbeddedBatch:
-    """Embed (product id, image) pairs in one request; if the server refuses the batch, one by
-    one to isolate the bad image."""
+def embed_batch(
+    client: EmbeddingClient, items: Sequence[tuple[int, bytes]], version: str | None = None
+) -> EmbeddedBatch:
+    """Embed (product id, image) pairs in one request, with ``version`` (default: the model
+    server's champion); if the server refuses the batch, one by one to isolate the bad image.
+    A version the server does not hold is an error for the whole batch."""
     try:
-        result = client.embed_images([image for _, image in items])
+        result = client.embed_images([image for _, image in items], version=version)
+    except ModelVersionNotLoadedError:
+        raise
     except EmbeddingRequestError as error:
         if len(items) == 1:
             return EmbeddedBatch("", failed={items[0][0]: str(error)})
         outcome = EmbeddedBatch("")
         for item in items:
-            outcome.add(embed_batch(client, [item]))
+            outcome.add(embed_batch(client, [item], version))
         return outcome
     vectors = dict(zip((i for i, _ in items), result.vectors, strict=True))
     return EmbeddedBatch(result.model_version, vectors)
 
 
 def _embed_batch(
-    catalog: Catalog, client: EmbeddingClient, items: list[tuple[int, bytes]]
+    catalog: Catalog, client: EmbeddingClient, version: str, items: list[tuple[int, bytes]]
 ) -> EmbedSummary:
-    """Embed one batch and store the vectors."""
-    batch = embed_batch(client, items)
+    """Embed one batch with ``version`` and store the vectors in its partition."""
+    batch = embed_batch(client, items, version)
     embedded = 0
     if batch.vectors:
         vectors = np.stack(list(batch.vectors.values()))
-        embedded = catalog.embeddings.set_embeddings(
-            list(batch.vectors), vectors, batch.model_version
-        )
+        embedded = catalog.embeddings.set_embeddings(version, list(batch.vectors), vectors)
     return EmbedSummary(batch.model_version, embedded, batch.failed)
 
 
 def with_embeddings(
-    client: EmbeddingClient, items: Sequence[tuple[Product, bytes]], batch_size: int = 64
+    client: EmbeddingClient,
+    items: Sequence[tuple[Product, bytes]],
+    batch_size: int = 64,
+    version: str | None = None,
 ) -> tuple[list[Product], EmbedSummary]:
-    """The products with the embeddings of their images (in hand), ``batch_size`` a request;
-    a product whose image the server refuses stays without one."""
+    """The products with the embeddings of their images (in hand) by ``version`` (default:
+    the champion), ``batch_size`` a request; a product whose image the server refuses stays
+    without one."""
     products: list[Product] = []
     summary = EmbedSummary("")
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        batch = embed_batch(client, [(p.id, image) for p, image in chunk])
+        batch = embed_batch(client, [(p.id, image) for p, image in chunk], version)
         summary.add(EmbedSummary(batch.model_version, len(batch.vectors), batch.failed))
         products += [
             p.model_copy(

@@ -1,4 +1,5 @@
-"""Embedding upkeep: which products lack an embedding of a model version, and storing them."""
+"""Embedding upkeep: which products lack an embedding of a model version, and storing them in
+that version's partition."""
 
 from __future__ import annotations
 
@@ -6,51 +7,74 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import psycopg
+from pgvector import Vector
+from psycopg import sql
 
 from fashion_search.catalog.table import Table
+from fashion_search.catalog.versions import CatalogVersion, version_record
 from fashion_search.errors import InvalidArgumentError
 
 
-class EmbeddingRepository(Table):
-    """The catalog's embeddings and the model versions that made them."""
+def write_embeddings(
+    conn: psycopg.Connection[Any],
+    version: CatalogVersion,
+    ids: Sequence[int],
+    vectors: np.ndarray[Any, Any] | Sequence[np.ndarray[Any, Any] | Sequence[float]],
+) -> int:
+    """Insert or replace embeddings of ``version`` on ``conn`` (in the caller's transaction);
+    ids of products that no longer exist are skipped. Returns the rows written."""
+    if len(ids) != len(vectors):
+        raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} embeddings")
+    checked = [version.check_vector(v) for v in vectors]
+    if not ids:
+        return 0
+    query = sql.SQL(
+        "INSERT INTO {} (model_version, product_id, embedding)"
+        " SELECT %s, id, %s FROM products WHERE id = %s"
+        " ON CONFLICT (model_version, product_id) DO UPDATE SET embedding = EXCLUDED.embedding"
+    ).format(version.table)
+    with conn.cursor() as cur:
+        cur.executemany(
+            query, [(version.model_version, v, i) for i, v in zip(ids, checked, strict=True)]
+        )
+        return int(cur.rowcount)
 
-    def ids_to_embed(self, model_version: str, limit: int, after: int = 0) -> list[int]:
-        """Ids (after ``after``, in order) whose embedding is missing or from another version."""
+
+class EmbeddingRepository(Table):
+    """The catalog's embeddings of each model version."""
+
+    def ids_to_embed(self, version: CatalogVersion, limit: int, after: int = 0) -> list[int]:
+        """Ids (after ``after``, in order) of products without an embedding of ``version``."""
         with self.pool.connection() as conn:
             rows = conn.execute(
-                "SELECT id FROM products WHERE model_version IS DISTINCT FROM %s AND id > %s"
-                " ORDER BY id LIMIT %s",
-                (model_version, after, limit),
+                sql.SQL(
+                    "SELECT id FROM products p WHERE id > %s AND NOT EXISTS"
+                    " (SELECT 1 FROM {} e WHERE e.product_id = p.id) ORDER BY id LIMIT %s"
+                ).format(version.table),
+                (after, limit),
             ).fetchall()
         return [int(row[0]) for row in rows]
 
-    def count_to_embed(self, model_version: str) -> int:
-        """How many products have no embedding from ``model_version``."""
+    def get(self, version: CatalogVersion, product_id: int) -> np.ndarray[Any, Any] | None:
+        """The embedding of ``version`` of one product, or None when it has none."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT count(*) FROM products WHERE model_version IS DISTINCT FROM %s",
-                (model_version,),
+                sql.SQL("SELECT embedding FROM {} WHERE product_id = %s").format(version.table),
+                (product_id,),
             ).fetchone()
-        return int(row[0]) if row else 0
+        if row is None:
+            return None
+        value = row[0].to_numpy() if isinstance(row[0], Vector) else row[0]
+        return np.asarray(value, dtype=np.float32)
 
     def set_embeddings(
         self,
+        model_version: str,
         ids: Sequence[int],
         vectors: np.ndarray[Any, Any] | Sequence[Sequence[float]],
-        model_version: str,
     ) -> int:
-        """Store embeddings of existing products (one transaction); returns rows updated."""
-        if len(ids) != len(vectors):
-            raise InvalidArgumentError(f"{len(ids)} ids but {len(vectors)} embeddings")
-        if not model_version:
-            raise InvalidArgumentError("model_version is empty")
-        checked = [self.check_vector(v) for v in vectors]
-        if not ids:
-            return 0
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                "UPDATE products SET embedding = %s, model_version = %s, updated_at = now()"
-                " WHERE id = %s",
-                [(v, model_version, i) for i, v in zip(ids, checked, strict=True)],
-            )
-            return int(cur.rowcount)
+        """Store embeddings of ``model_version`` for existing products (one transaction);
+        returns rows written."""
+        with self.pool.connection() as conn, conn.transaction():
+            return write_embeddings(conn, version_record(conn, model_version), ids, vectors)

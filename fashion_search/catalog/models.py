@@ -83,7 +83,9 @@ class Product(ProductFields):
 
     image_key: str
     dataset: Annotated[str, FILTERABLE] = "catalog"
-    model_version: Annotated[str | None, FILTERABLE] = None
+    # The version of ``embedding``, or of the embeddings a search compared (not a column: each
+    # version's embeddings are in a partition of their own, catalog/versions.py).
+    model_version: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
     embedding: np.ndarray[Any, np.dtype[np.float32]] | None = Field(
@@ -133,7 +135,8 @@ UPLOADS_DATASET = "uploads"
 
 
 class UploadedProduct(BaseModel):
-    """A product made from an uploaded object: predicted labels, embedding, where it came from."""
+    """A product made from an uploaded object: predicted labels, embeddings (model version ->
+    vector; ``model_version``'s voted on the labels), where it came from."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -145,7 +148,7 @@ class UploadedProduct(BaseModel):
     product_display_name: Annotated[str, Field(min_length=1, max_length=1000)]
     image_key: str
     model_version: str
-    embedding: np.ndarray[Any, np.dtype[np.float32]] = Field(repr=False)
+    embeddings: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = Field(repr=False)
 
     @field_validator("labels")
     @classmethod

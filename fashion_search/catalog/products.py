@@ -6,16 +6,19 @@ refused call (typed error from :mod:`fashion_search.errors`) leaves the catalog 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic.alias_generators import to_camel
 
+from fashion_search.catalog.embeddings import write_embeddings
 from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.limits import MAX_PAGE_SIZE
 from fashion_search.catalog.models import FILTER_FIELDS, METADATA_FIELDS, Page, Product
 from fashion_search.catalog.table import READ_COLUMNS, WRITE_COLUMNS, Table
+from fashion_search.catalog.versions import CatalogVersion, version_record
 from fashion_search.errors import InvalidArgumentError, InvalidProductError, ProductNotFoundError
 
 
@@ -23,30 +26,34 @@ class ProductRepository(Table):
     """The catalog's products."""
 
     def upsert_many(self, products: Sequence[Product]) -> int:
-        """Insert or update products by id (COPY into a staging table, then one upsert).
+        """Insert or update products by id (COPY into a staging table, then one upsert), and
+        the embeddings they carry into their versions' partitions.
 
-        A product without an embedding keeps the one already stored. Returns the row count.
+        A product without an embedding keeps the ones already stored. Returns the row count.
         """
         ids = [p.id for p in products]
         if len(set(ids)) != len(ids):
             raise InvalidProductError("a batch lists the same product id more than once")
+        embedded: dict[str, list[Product]] = defaultdict(list)
         for product in products:
             if product.embedding is not None:
-                self.check_vector(product.embedding)
                 if not product.model_version:
                     raise InvalidProductError(
                         f"product {product.id} has an embedding but no model_version"
                     )
+                embedded[product.model_version].append(product)
         if not products:
             return 0
         names = [c for c, _ in WRITE_COLUMNS]
         columns = sql.SQL(", ").join(map(sql.Identifier, names))
         updates = sql.SQL(", ").join(
-            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-            for c in names
-            if c not in ("id", "embedding", "model_version")
+            sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in names if c != "id"
         )
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            versions = {v: version_record(conn, v) for v in embedded}
+            for version, items in embedded.items():
+                for product in items:
+                    versions[version].check_vector(product.embedding)  # type: ignore[arg-type]
             cur.execute(
                 "CREATE TEMP TABLE staging_products"
                 " (LIKE products INCLUDING DEFAULTS) ON COMMIT DROP"
@@ -55,29 +62,36 @@ class ProductRepository(Table):
             with cur.copy(copy_sql.format(columns)) as copy:
                 copy.set_types([t for _, t in WRITE_COLUMNS])
                 for p in products:
-                    row = {name: getattr(p, name) for name in names}
-                    if p.embedding is None:
-                        row["model_version"] = None
-                    copy.write_row(list(row.values()))
+                    copy.write_row([getattr(p, name) for name in names])
             cur.execute(
                 sql.SQL(
                     "INSERT INTO products ({columns}) SELECT {columns} FROM staging_products"
-                    " ON CONFLICT (id) DO UPDATE SET {updates},"
-                    " model_version = CASE WHEN EXCLUDED.embedding IS NULL"
-                    "   THEN products.model_version ELSE EXCLUDED.model_version END,"
-                    " embedding = COALESCE(EXCLUDED.embedding, products.embedding),"
-                    " updated_at = now()"
+                    " ON CONFLICT (id) DO UPDATE SET {updates}, updated_at = now()"
                 ).format(columns=columns, updates=updates)
             )
-            return int(cur.rowcount)
+            count = int(cur.rowcount)
+            for version, items in embedded.items():
+                write_embeddings(
+                    conn, versions[version], [p.id for p in items],
+                    [p.embedding for p in items],  # type: ignore[misc]
+                )  # fmt: skip
+            return count
 
-    def get(self, product_id: int, with_embedding: bool = False) -> Product:
-        """One product by id; ProductNotFoundError when it does not exist."""
-        extra = sql.SQL(", embedding") if with_embedding else sql.SQL("")
+    def get(self, product_id: int, version: CatalogVersion | None = None) -> Product:
+        """One product by id, with its embedding of ``version`` (if it has one) when a version
+        is named; ProductNotFoundError when it does not exist."""
+        extra: sql.Composable = sql.SQL("")
+        join: sql.Composable = sql.SQL("")
+        params = {"id": product_id}
+        if version is not None:
+            extra = sql.SQL(", e.embedding, e.model_version")
+            join = sql.SQL(" LEFT JOIN {} e ON e.product_id = p.id").format(version.table)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             row = cur.execute(
-                sql.SQL("SELECT {}{} FROM products WHERE id = %s").format(READ_COLUMNS, extra),
-                (product_id,),
+                sql.SQL("SELECT {}{} FROM products p{} WHERE p.id = %(id)s").format(
+                    READ_COLUMNS, extra, join
+                ),
+                params,
             ).fetchone()
         if row is None:
             raise ProductNotFoundError(product_id)
@@ -87,7 +101,7 @@ class ProductRepository(Table):
         """The products with these ids, in id order (missing ids are left out)."""
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
-                sql.SQL("SELECT {} FROM products WHERE id = ANY(%s) ORDER BY id").format(
+                sql.SQL("SELECT {} FROM products p WHERE id = ANY(%s) ORDER BY id").format(
                     READ_COLUMNS
                 ),
                 (list(ids),),
@@ -135,7 +149,7 @@ class ProductRepository(Table):
             raise InvalidArgumentError(f"limit must be 1..{MAX_PAGE_SIZE}, got {limit}")
         where, params = where_clause(filters)
         query = sql.SQL(
-            "SELECT {} FROM products WHERE {} AND id > %(after)s ORDER BY id LIMIT %(limit)s"
+            "SELECT {} FROM products p WHERE {} AND id > %(after)s ORDER BY id LIMIT %(limit)s"
         ).format(READ_COLUMNS, where)
         params.update(after=after if after is not None else 0, limit=limit + 1)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:

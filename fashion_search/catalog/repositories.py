@@ -1,4 +1,4 @@
-"""The catalog: its four repositories over one connection pool."""
+"""The catalog: its repositories over one connection pool."""
 
 from __future__ import annotations
 
@@ -11,23 +11,26 @@ from fashion_search.catalog.embeddings import EmbeddingRepository
 from fashion_search.catalog.products import ProductRepository
 from fashion_search.catalog.uploads import UploadRepository
 from fashion_search.catalog.vectors import VectorSearch
+from fashion_search.catalog.versions import CatalogVersions
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """Products (reads, listing, writes), vector search, uploads and embedding upkeep."""
+    """Products (reads, listing, writes), vector search, uploads, embedding upkeep and the
+    model versions the catalog holds embeddings of."""
 
     products: ProductRepository
     vectors: VectorSearch
     uploads: UploadRepository
     embeddings: EmbeddingRepository
+    versions: CatalogVersions
 
     @classmethod
     def of(cls, pool: ConnectionPool[Any]) -> Catalog:
         """The catalog over a pool of :func:`~fashion_search.catalog.db.create_pool`."""
         return cls(
             ProductRepository(pool), VectorSearch(pool), UploadRepository(pool),
-            EmbeddingRepository(pool),
+            EmbeddingRepository(pool), CatalogVersions(pool),
         )  # fmt: skip
 
     @property

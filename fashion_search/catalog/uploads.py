@@ -10,8 +10,11 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from fashion_search.catalog.embeddings import write_embeddings
 from fashion_search.catalog.models import UPLOADS_DATASET, Product, UploadedProduct
 from fashion_search.catalog.table import READ_COLUMNS, Table
+from fashion_search.catalog.versions import live_versions
+from fashion_search.errors import NoServingVersionError, ServingVersionChangedError
 
 
 class UploadRepository(Table):
@@ -22,7 +25,7 @@ class UploadRepository(Table):
     ) -> dict[str, tuple[Product, str, dict[str, float]]]:
         """Products already made from keys of ``bucket``: key -> (product, ETag, confidence)."""
         query = sql.SQL(
-            "SELECT {columns}, source_key, source_etag, label_confidence FROM products"
+            "SELECT {columns}, source_key, source_etag, label_confidence FROM products p"
             " WHERE source_bucket = %s AND source_key = ANY(%s)"
         ).format(columns=READ_COLUMNS)
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -38,17 +41,19 @@ class UploadRepository(Table):
         """Insert the product of an uploaded object, idempotently.
 
         One product per (bucket, key): the same ETag again changes nothing (``duplicate``); a
-        new ETag replaces its labels, image and embedding (``updated``).
+        new ETag replaces its labels, image and embeddings (``updated``). Its embeddings go to
+        every live version it has one of; if the catalog's serving version is not among them
+        (a switch happened since the caller read it), nothing is stored and
+        :class:`ServingVersionChangedError` says to embed again.
         """
-        vector = self.check_vector(upload.embedding)
         columns = [
-            *upload.labels, "product_display_name", "image_key", "dataset", "model_version",
-            "embedding", "source_bucket", "source_key", "source_etag", "label_confidence",
+            *upload.labels, "product_display_name", "image_key", "dataset", "source_bucket",
+            "source_key", "source_etag", "label_confidence",
         ]  # fmt: skip
         values = [
             *upload.labels.values(), upload.product_display_name, upload.image_key,
-            UPLOADS_DATASET, upload.model_version, vector, upload.source_bucket,
-            upload.source_key, upload.source_etag, Jsonb(upload.confidence),
+            UPLOADS_DATASET, upload.source_bucket, upload.source_key, upload.source_etag,
+            Jsonb(upload.confidence),
         ]  # fmt: skip
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
@@ -68,7 +73,22 @@ class UploadRepository(Table):
         with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(query, values).fetchone()
             if row is not None:
-                return int(row[0]), "created" if row[1] else "updated"
+                product_id, inserted = int(row[0]), bool(row[1])
+                if not inserted:  # a new image: embeddings of the old one must go
+                    conn.execute(
+                        "DELETE FROM product_embeddings WHERE product_id = %s", (product_id,)
+                    )
+                # Read after the insert: a switch waits for this transaction, or came before.
+                live = live_versions(conn)
+                if not live or live[0].state != "serving":
+                    raise NoServingVersionError("the catalog serves no model version yet")
+                if live[0].model_version not in upload.embeddings:
+                    raise ServingVersionChangedError(live[0].model_version)
+                for version in live:
+                    if version.model_version in upload.embeddings:
+                        vector = upload.embeddings[version.model_version]
+                        write_embeddings(conn, version, [product_id], [vector])
+                return product_id, "created" if inserted else "updated"
             existing = conn.execute(
                 "SELECT id FROM products WHERE source_bucket = %s AND source_key = %s",
                 (upload.source_bucket, upload.source_key),

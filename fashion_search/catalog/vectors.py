@@ -1,6 +1,10 @@
 """Vector and hybrid search queries: nearest neighbours (HNSW, exact when the index scan ends
 short), reciprocal rank fusion with a title ranking in one statement, full-text title matches,
-and the labelled neighbours that vote on an upload's labels."""
+and the labelled neighbours that vote on an upload's labels.
+
+Every vector query reads the embeddings of one model version (its partition, aliased ``e``),
+which the caller names: a query vector is only compared with vectors of the version that made
+it."""
 
 from __future__ import annotations
 
@@ -16,7 +20,11 @@ from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.limits import check_k
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.table import READ_COLUMNS, Table
+from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.errors import InvalidArgumentError
+
+#: A hit's columns: the product's, and the version of the embeddings it was found by.
+HIT_COLUMNS = sql.SQL("{}, e.model_version").format(READ_COLUMNS)
 
 
 class VectorSearch(Table):
@@ -37,6 +45,7 @@ class VectorSearch(Table):
 
     def nearest(
         self,
+        version: CatalogVersion,
         vector: np.ndarray[Any, Any] | Sequence[float],
         k: int = 10,
         filters: Filters | None = None,
@@ -49,7 +58,9 @@ class VectorSearch(Table):
         Uses the HNSW index with pgvector's iterative scan so that a selective filter still
         yields ``k`` rows; if the index scan ends short, the query is answered exactly.
         """
-        candidates, params = self._candidates("hits", READ_COLUMNS, vector, k, filters, exclude_id)
+        candidates, params = self._candidates(
+            "hits", HIT_COLUMNS, version, vector, k, filters, exclude_id
+        )
         query = sql.SQL("WITH {} SELECT * FROM hits ORDER BY distance, id").format(candidates)
         rows = self._search(query, params, exact=exact)
         if len(rows) < k and not exact:
@@ -61,6 +72,7 @@ class VectorSearch(Table):
 
     def nearest_fused(
         self,
+        version: CatalogVersion,
         vector: np.ndarray[Any, Any] | Sequence[float],
         ranked_ids: Sequence[int],
         k: int = 10,
@@ -79,7 +91,9 @@ class VectorSearch(Table):
         """
         if not 1 <= k <= depth:
             raise InvalidArgumentError(f"need 1 <= k <= depth, got {k} and {depth}")
-        candidates, params = self._candidates("vector", sql.SQL("id"), vector, depth, filters)
+        candidates, params = self._candidates(
+            "vector", sql.SQL("p.id"), version, vector, depth, filters
+        )
         # Ranks: the vector candidates 1..depth, then the other ranking's depth+1...
         query = sql.SQL(
             "WITH {candidates}, ranked AS ("
@@ -90,10 +104,11 @@ class VectorSearch(Table):
             " SELECT id, sum(1.0::float8 / (%(rrf_k)s + CASE WHEN rank > %(k)s"
             "  THEN rank - %(k)s ELSE rank END)) AS score, min(rank) AS first_seen"
             " FROM ranked GROUP BY id ORDER BY score DESC, first_seen LIMIT %(top)s)"
-            " SELECT {columns}, fused.score, (SELECT count(*) FROM vector) AS candidates"
-            " FROM fused JOIN products USING (id) ORDER BY fused.score DESC, fused.first_seen"
+            " SELECT {columns}, %(version)s AS model_version, fused.score,"
+            " (SELECT count(*) FROM vector) AS candidates"
+            " FROM fused JOIN products p USING (id) ORDER BY fused.score DESC, fused.first_seen"
         ).format(candidates=candidates, columns=READ_COLUMNS)
-        params.update(ids=list(ranked_ids), rrf_k=rrf_k, top=k)
+        params.update(ids=list(ranked_ids), rrf_k=rrf_k, top=k, version=version.model_version)
         rows = self._search(query, params, exact=False)
         if not rows or rows[0]["candidates"] < depth:  # the index scan ended short: exactly
             rows = self._search(query, params, exact=True)
@@ -105,25 +120,31 @@ class VectorSearch(Table):
         self,
         name: str,
         columns: sql.Composable,
+        version: CatalogVersion,
         vector: np.ndarray[Any, Any] | Sequence[float],
         k: int,
         filters: Filters | None,
         exclude_id: int | None = None,
     ) -> tuple[sql.Composed, dict[str, Any]]:
         """The common table expression ``name``: ``columns`` and ``distance`` of the ``k``
-        products nearest to ``vector`` that pass ``filters``; and its parameters."""
+        products nearest to ``vector`` among the embeddings of ``version`` that pass
+        ``filters``; and its parameters."""
         check_k(k)
-        query_vector = self.check_vector(vector)
+        query_vector = version.check_vector(vector)
         where, params = where_clause(filters)
         params.update(v=query_vector, k=k)
         if exclude_id is not None:
-            where = sql.SQL("{} AND id <> %(exclude)s").format(where)
+            where = sql.SQL("{} AND p.id <> %(exclude)s").format(where)
             params["exclude"] = exclude_id
         cte = sql.SQL(
             "{name} AS MATERIALIZED ("
-            " SELECT {columns}, embedding <=> %(v)s AS distance FROM products"
-            " WHERE embedding IS NOT NULL AND {where} ORDER BY distance LIMIT %(k)s)"
-        ).format(name=sql.Identifier(name), columns=columns, where=where)
+            " SELECT {columns}, {distance} AS distance FROM {table} e"
+            " JOIN products p ON p.id = e.product_id"
+            " WHERE {where} ORDER BY distance LIMIT %(k)s)"
+        ).format(
+            name=sql.Identifier(name), columns=columns, distance=version.distance,
+            table=version.table, where=where,
+        )  # fmt: skip
         return cte, params
 
     def _search(
@@ -156,7 +177,7 @@ class VectorSearch(Table):
         where, params = where_clause(filters)
         query = sql.SQL(
             "SELECT id, ts_rank_cd(title_search, q) AS rank"
-            " FROM products, plainto_tsquery('english', %(t)s) AS q"
+            " FROM products p, plainto_tsquery('english', %(t)s) AS q"
             " WHERE title_search @@ q AND {where} ORDER BY rank DESC, id LIMIT %(k)s"
         ).format(where=where)
         params.update(t=text, k=k)
@@ -166,21 +187,23 @@ class VectorSearch(Table):
 
     def labelled_neighbours(
         self,
+        version: CatalogVersion,
         vectors: Sequence[np.ndarray[Any, Any]] | np.ndarray[Any, Any],
         k: int,
         exclude_ids: Iterable[int] = (),
     ) -> list[list[Neighbor]]:
-        """For each vector, the ``k`` nearest products whose labels are known (not predicted
-        from an upload), best first; ``exclude_ids`` are never returned (held-out checks)."""
+        """For each vector (of ``version``), the ``k`` nearest products whose labels are known
+        (not predicted from an upload), best first; ``exclude_ids`` are never returned
+        (held-out checks)."""
         check_k(k)
-        checked = [self.check_vector(v) for v in vectors]
+        checked = [version.check_vector(v) for v in vectors]
         excluded = set(exclude_ids)
         # Filtering in SQL would let the planner leave the HNSW index; rows are filtered here.
         query = sql.SQL(
-            "SELECT {columns}, source_key IS NOT NULL AS uploaded,"
-            " embedding <=> %(v)s AS distance FROM products"
-            " WHERE embedding IS NOT NULL ORDER BY distance LIMIT %(n)s"
-        ).format(columns=READ_COLUMNS)
+            "SELECT {columns}, p.source_key IS NOT NULL AS uploaded, {distance} AS distance"
+            " FROM {table} e JOIN products p ON p.id = e.product_id"
+            " ORDER BY distance LIMIT %(n)s"
+        ).format(columns=HIT_COLUMNS, distance=version.distance, table=version.table)
         result = []
         session_ef_search = self.ef_search  # before taking a connection (see _search)
         with (

@@ -29,11 +29,13 @@ def classification_accuracy(
     predictions with confidence >= CONFIDENT."""
     excluded = set(exclude_ids) | {fields.id for fields, _ in products}
     hits: dict[str, list[tuple[bool, float]]] = {label: [] for label in PREDICTED_LABELS}
+    version = catalog.versions.serving()
     for start in range(0, len(products), batch_size):
         batch = products[start : start + batch_size]
-        vectors = client.embed_images([image for _, image in batch]).vectors
+        images = [image for _, image in batch]
+        vectors = client.embed_images(images, version=version.model_version).vectors
         for (fields, _), near in zip(
-            batch, catalog.vectors.labelled_neighbours(vectors, k, excluded), strict=True
+            batch, catalog.vectors.labelled_neighbours(version, vectors, k, excluded), strict=True
         ):
             predicted = vote([n.product for n in near], [n.score for n in near])
             for label, prediction in predicted.items():

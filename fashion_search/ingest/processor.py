@@ -1,9 +1,12 @@
 """Turn object-created events into classified catalog products (the bucket-event function's core).
 
 Per batch: skip versions already processed, read and check every object, embed the images in
-one model-server call (bounded retries with backoff while the server is down), let each image's
-nearest labelled catalog products vote on its labels, copy the image into the images bucket
-and store the product idempotently on (bucket, key, ETag). An event that cannot succeed ends
+one model-server call with the catalog's serving model version (bounded retries with backoff
+while the server is down) and in one call with each other live version (a rollout's candidate,
+or the version a rollback would return to), let each image's nearest labelled catalog products
+of the serving version vote on its labels, copy the image into the images bucket and store the
+product idempotently on (bucket, key, ETag) with its embeddings. A switch of the serving
+version in the meantime makes the events it touched run once more. An event that cannot succeed ends
 as a :class:`Failure` with a reason; infrastructure errors (database, object store) propagate
 so that the event source delivers the batch again.
 """
@@ -21,18 +24,22 @@ from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.models import Neighbor, Product, UploadedProduct
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.embedding_client import (
     Array,
     EmbeddingClient,
     EmbeddingRequestError,
     Embeddings,
     ModelServerUnavailableError,
+    ModelVersionNotLoadedError,
 )
 from fashion_search.errors import (
     ImageTooLargeError,
     InvalidImageError,
+    NoServingVersionError,
     ObjectChangedError,
     ObjectNotFoundError,
+    ServingVersionChangedError,
 )
 from fashion_search.ingest.classify import PREDICTED_LABELS, vote
 from fashion_search.ingest.events import ObjectCreated
@@ -53,6 +60,13 @@ class Failure:
 
 
 Outcome = UploadProcessed | Failure
+
+
+class _Switched:
+    """An event to process again: the serving version switched while it was embedded."""
+
+
+_SWITCHED = _Switched()
 
 
 def upload_image_key(event: ObjectCreated) -> str:
@@ -86,8 +100,21 @@ class UploadProcessor:
 
     def process(self, events: Sequence[ObjectCreated]) -> list[Outcome]:
         """One outcome per event, in order."""
+        outcomes = self._process(events)
+        again = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, _Switched)]
+        if again:  # the serving version switched while they were embedded: once more
+            log.info("serving version switched during the batch: %d events again", len(again))
+            for index, outcome in zip(
+                again, self._process([events[i] for i in again]), strict=True
+            ):
+                if isinstance(outcome, _Switched):
+                    raise ServingVersionChangedError(self.catalog.versions.serving().model_version)
+                outcomes[index] = outcome
+        return [o for o in outcomes if not isinstance(o, _Switched)]
+
+    def _process(self, events: Sequence[ObjectCreated]) -> list[Outcome | _Switched]:
         events = list(events)
-        outcomes: dict[int, Outcome] = {}
+        outcomes: dict[int, Outcome | _Switched] = {}
         todo = []
         known = {
             (bucket, key): product
@@ -110,21 +137,32 @@ class UploadProcessor:
                 events[index] = replace(events[index], etag=events[index].etag or read.etag)
             else:
                 outcomes[index] = read
-        embedded: dict[int, tuple[Array, str]] = {}
-        for index, result in self._embed({i: o.data for i, o in objects.items()}).items():
+        live = self.catalog.versions.live()
+        if not live or live[0].state != "serving":
+            raise NoServingVersionError("the catalog serves no model version yet")
+        serving, *others = live
+        images = {i: o.data for i, o in objects.items()}
+        embedded: dict[int, dict[str, Array]] = {}
+        for index, result in self._embed(images, serving.model_version).items():
             if isinstance(result, Failure):
                 outcomes[index] = result
             else:
-                embedded[index] = result
+                embedded[index] = {serving.model_version: result}
+        for version in others:
+            for index, vector in self._embed_also({i: images[i] for i in embedded}, version):
+                embedded[index][version.model_version] = vector
         neighbours = self.catalog.vectors.labelled_neighbours(
-            [vector for vector, _ in embedded.values()], self.settings.ingest.neighbours
+            serving,
+            [vectors[serving.model_version] for vectors in embedded.values()],
+            self.settings.ingest.neighbours,
         )
         stored_outcomes = self._io.map(
             lambda item: self._store(
-                events[item[0]], objects[item[0]], *embedded[item[0]], item[1]
+                events[item[0]], objects[item[0]], serving.model_version, embedded[item[0]],
+                item[1],
             ),
             zip(embedded, neighbours, strict=True),
-        )
+        )  # fmt: skip
         outcomes.update(zip(embedded, stored_outcomes, strict=True))
         return [outcomes[i] for i in range(len(events))]
 
@@ -153,25 +191,47 @@ class UploadProcessor:
             return Failure("not-an-image", f"s3://{event.bucket}/{event.key}: {error}")
         return obj
 
-    def _embed(self, images: dict[int, bytes]) -> dict[int, tuple[Array, str] | Failure]:
-        """Embed in one call; when the server refuses the batch, one by one to isolate why."""
+    def _embed(self, images: dict[int, bytes], version: str) -> dict[int, Array | Failure]:
+        """Embed with ``version`` in one call; when the server refuses the batch, one by one to
+        isolate why."""
         if not images:
             return {}
         try:
-            result = self._embed_with_retry(list(images.values()))
+            result = self._embed_with_retry(list(images.values()), version)
         except ModelServerUnavailableError as error:
             return {i: Failure("model-server-unavailable", str(error)) for i in images}
+        except ModelVersionNotLoadedError as error:
+            raise ModelServerUnavailableError(str(error)) from error  # redelivered later
         except EmbeddingRequestError as error:
             if len(images) == 1:
                 return {i: Failure("rejected-by-model-server", str(error)) for i in images}
-            return {k: v for i, data in images.items() for k, v in self._embed({i: data}).items()}
-        return {i: (v, result.model_version) for i, v in zip(images, result.vectors, strict=True)}
+            return {
+                k: v
+                for i, data in images.items()
+                for k, v in self._embed({i: data}, version).items()
+            }
+        return dict(zip(images, result.vectors, strict=True))
 
-    def _embed_with_retry(self, images: list[bytes]) -> Embeddings:
+    def _embed_also(
+        self, images: dict[int, bytes], version: CatalogVersion
+    ) -> list[tuple[int, Array]]:
+        """Embeddings by a live version besides the serving one, in one call; none when the
+        model server cannot give them (the rollout that builds the version embeds what is
+        missing before it switches)."""
+        if not images:
+            return []
+        try:
+            result = self.embedder.embed_images(list(images.values()), version.model_version)
+        except (ModelServerUnavailableError, EmbeddingRequestError) as error:
+            log.warning("uploads not embedded by version %s: %s", version.model_version, error)
+            return []
+        return list(zip(images, result.vectors, strict=True))
+
+    def _embed_with_retry(self, images: list[bytes], version: str) -> Embeddings:
         s = self.settings
         for attempt in range(1, s.ingest.retry_attempts + 1):
             try:
-                return self.embedder.embed_images(images)
+                return self.embedder.embed_images(images, version)
             except ModelServerUnavailableError as error:
                 if attempt == s.ingest.retry_attempts:
                     raise ModelServerUnavailableError(
@@ -188,10 +248,10 @@ class UploadProcessor:
         self,
         event: ObjectCreated,
         obj: StoredObject,
-        vector: Array,
         model_version: str,
+        embeddings: dict[str, Array],
         neighbours: list[Neighbor],
-    ) -> UploadProcessed:
+    ) -> UploadProcessed | _Switched:
         predicted = vote([n.product for n in neighbours], [n.score for n in neighbours])
         labels = {label: p.value for label, p in predicted.items()}
         confidence = {to_camel(label): round(p.confidence, 4) for label, p in predicted.items()}
@@ -206,9 +266,12 @@ class UploadProcessor:
             product_display_name=_title(obj, labels),
             image_key=image_key,
             model_version=model_version,
-            embedding=vector,
+            embeddings=embeddings,
         )
-        product_id, status = self.catalog.uploads.save_upload(upload)
+        try:
+            product_id, status = self.catalog.uploads.save_upload(upload)
+        except ServingVersionChangedError:
+            return _SWITCHED
         if status == "duplicate":  # a concurrent delivery stored it first: report what is stored
             product, _, confidence = self.catalog.uploads.uploaded_products(
                 event.bucket, [event.key]

@@ -1,4 +1,4 @@
-"""Train, evaluate, register, export and (if better) promote a CLIP: what the training CLI and
+"""Train, evaluate against the champion, register and export a CLIP: what the training CLI and
 the finetune DAG run. Every run logs its parameters, per-epoch loss and metrics to MLflow."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from fashion_search.model.factory import ModelSpec, create_clip
 from fashion_search.model.registry import (
     PRIMARY_METRIC,
     RegisteredVersion,
+    beats,
     champion,
     configure_mlflow,
     load_version,
-    promote_if_better,
     register_clip,
 )
 from fashion_search.model.train import TrainConfig, train
@@ -37,7 +37,8 @@ class TrainingOutcome:
     version: RegisteredVersion
     metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
-    promoted: bool
+    better: bool  # beats the champion (or there is none): roll it out
+    promoted: bool  # became the champion at once: the first version, with nothing to roll out from
     train_minutes: float
 
 
@@ -53,8 +54,10 @@ def train_and_register(
     split: tuple[str, set[int], set[int]] | None = None,
 ) -> TrainingOutcome:
     """Train ``spec`` on the train split of ``source``, evaluate it and the current champion on
-    the same test split, register it, export its ONNX towers (:mod:`model_server.export`), and
-    move the champion alias if it scores higher: a served version always has its export.
+    the same test split, register it and export its ONNX towers (:mod:`model_server.export`):
+    a served version always has its export. Whether it scores higher is ``better``; the
+    champion alias moves only by a rollout (:mod:`fashion_search.workflows.rollout`), except
+    for the first version (``promoted``), which has no catalog to keep searchable.
 
     ``split`` is a stored split (version, train ids, test ids); without it the split is by
     image content hash (:func:`~fashion_search.model.data.in_test_split`).
@@ -102,14 +105,17 @@ def train_and_register(
         if current is not None:
             champion_metrics = evaluate(load_version(current, device), test_data, train_data)
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
-        promoted = promote_if_better(
-            client,
+        better = beats(
             version,
             metrics[PRIMARY_METRIC],
             champion_metrics[PRIMARY_METRIC] if champion_metrics else None,
-            settings.registry.model_alias,
         )
-        mlflow.set_tag("promoted", str(promoted).lower())
+        promoted = current is None
+        if promoted:
+            client.set_registered_model_alias(
+                version.name, settings.registry.model_alias, version.version
+            )
+        mlflow.set_tag("better", str(better).lower())
     return TrainingOutcome(
-        run.info.run_id, version, metrics, champion_metrics, promoted, train_minutes
+        run.info.run_id, version, metrics, champion_metrics, better, promoted, train_minutes
     )

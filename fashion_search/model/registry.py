@@ -1,5 +1,5 @@
-"""The MLflow model registry: register trained CLIP checkpoints, move the champion alias only
-when a new version beats it on the primary metric, and load a version back.
+"""The MLflow model registry: register trained CLIP checkpoints, judge whether a new version
+beats the champion on the primary metric, and load a version back.
 
 Importing it needs no torch (the model server resolves aliases with it); registering and
 loading checkpoints import torch and open_clip when called.
@@ -102,24 +102,18 @@ def registered_version(client: MlflowClient, name: str, version: str) -> Registe
     return RegisteredVersion(name, str(found.version), found.run_id, str(found.source))
 
 
-def promote_if_better(
-    client: MlflowClient,
-    candidate: RegisteredVersion,
-    candidate_score: float,
-    champion_score: float | None,
-    alias: str = "champion",
+def beats(
+    candidate: RegisteredVersion, candidate_score: float, champion_score: float | None
 ) -> bool:
-    """Point ``alias`` at ``candidate`` when there is no champion or the candidate scores
-    higher (both measured on the same test split by the caller). Returns whether it moved."""
-    if champion_score is not None and candidate_score <= champion_score:
-        log.info(
-            "version %s (%.4f) does not beat the champion (%.4f): alias %s stays",
-            candidate.version, candidate_score, champion_score, alias,
-        )  # fmt: skip
-        return False
-    client.set_registered_model_alias(candidate.name, alias, candidate.version)
-    log.info("alias %s -> version %s (%.4f)", alias, candidate.version, candidate_score)
-    return True
+    """Whether ``candidate`` should replace the champion: there is none, or it scores higher
+    (both measured on the same test split by the caller)."""
+    better = champion_score is None or candidate_score > champion_score
+    log.info(
+        "version %s (%.4f) %s the champion (%s)", candidate.version, candidate_score,
+        "beats" if better else "does not beat",
+        "none" if champion_score is None else f"{champion_score:.4f}",
+    )  # fmt: skip
+    return better
 
 
 def load_version(version: RegisteredVersion, device: str = "cpu") -> Clip:

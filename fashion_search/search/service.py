@@ -2,6 +2,11 @@
 
 Inputs are checked here, once, for every front end (REST, GraphQL, Lambda, UI); a refused
 query raises a typed error from :mod:`fashion_search.errors` and changes nothing.
+
+Each search reads the catalog's serving record, asks the model server to embed with that
+version, and compares the query only with that version's embeddings. An answer of another
+version (or none, when the server does not hold it) is retried once with the record read
+again, then refused with :class:`~fashion_search.errors.ServingVersionUnavailableError`.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,12 +24,18 @@ from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import check_k
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
-from fashion_search.embedding_client import EmbeddingClient, Embeddings
+from fashion_search.catalog.versions import CatalogVersion
+from fashion_search.embedding_client import (
+    EmbeddingClient,
+    Embeddings,
+    ModelVersionNotLoadedError,
+)
 from fashion_search.errors import (
     ImageTooLargeError,
     InvalidArgumentError,
     InvalidImageError,
     ProductNotEmbeddedError,
+    ServingVersionUnavailableError,
 )
 from fashion_search.search.fusion import RRF_K
 from fashion_search.search.image_urls import ImageUrls
@@ -91,6 +102,26 @@ class SearchService:
         self.image_url = image_url or ImageUrls(settings, store)
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
 
+    def _embed(
+        self, embed: Callable[..., Embeddings], inputs: Sequence[str] | Sequence[bytes]
+    ) -> tuple[Embeddings, CatalogVersion]:
+        """``inputs`` embedded by the version the catalog serves, and that version."""
+        problem = ""
+        for _ in range(2):  # the record may have switched since it was read: once more
+            version = self.catalog.versions.serving()
+            try:
+                embedding = embed(inputs, version=version.model_version)
+            except ModelVersionNotLoadedError as error:
+                problem = str(error)
+                continue
+            if embedding.model_version == version.model_version:
+                return embedding, version
+            problem = f"the model server answered with version {embedding.model_version}"
+        raise ServingVersionUnavailableError(
+            f"the catalog serves model version {version.model_version}, which the model server"
+            f" could not embed with ({problem}); try again shortly"
+        )
+
     def _hits(self, neighbors: list[Neighbor]) -> list[Hit]:
         return [Hit(n.product, n.score, self.image_url(n.product)) for n in neighbors]
 
@@ -113,9 +144,9 @@ class SearchService:
         if mode == "vector":
             timings: dict[str, float] = {}
             with _timed(timings, "model"):
-                embedding = self.embedder.embed_texts([query])
+                embedding, version = self._embed(self.embedder.embed_texts, [query])
             with _timed(timings, "database"):
-                neighbors = self.catalog.vectors.nearest(embedding.vectors[0], k, filters)
+                neighbors = self.catalog.vectors.nearest(version, embedding.vectors[0], k, filters)
         else:
             embedding, neighbors, timings = self._hybrid(query, k, filters)
         with _timed(timings, "urls"):
@@ -134,11 +165,11 @@ class SearchService:
         )
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
-            embedding = self.embedder.embed_texts([query])
+            embedding, version = self._embed(self.embedder.embed_texts, [query])
         with _timed(timings, "database"):
             title_ids = [i for i, _ in title_future.result()]
             neighbors = self.catalog.vectors.nearest_fused(
-                embedding.vectors[0], title_ids, k, depth, filters, rrf_k=RRF_K
+                version, embedding.vectors[0], title_ids, k, depth, filters, rrf_k=RRF_K
             )
         return embedding, neighbors, timings
 
@@ -153,9 +184,9 @@ class SearchService:
         check_k(k)
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
-            embedding = self.embedder.embed_images([image])
+            embedding, version = self._embed(self.embedder.embed_images, [image])
         with _timed(timings, "database"):
-            neighbors = self.catalog.vectors.nearest(embedding.vectors[0], k, filters)
+            neighbors = self.catalog.vectors.nearest(version, embedding.vectors[0], k, filters)
         with _timed(timings, "urls"):
             hits = self._hits(neighbors)
         return SearchResult(hits, "image", embedding.model_version, timings)
@@ -171,16 +202,18 @@ class SearchService:
         return self.image(self.store.get(bucket, key), k, filters)
 
     def similar(self, product_id: int, k: int = 10, filters: Filters | None = None) -> SearchResult:
-        """Products closest to a catalog product's stored embedding (the product left out)."""
+        """Products closest to a catalog product's embedding of the serving version (the
+        product left out)."""
         check_k(k)
         timings: dict[str, float] = {}
         with _timed(timings, "database"):
-            product = self.catalog.products.get(product_id, with_embedding=True)
+            version = self.catalog.versions.serving()
+            product = self.catalog.products.get(product_id, version)
             if product.embedding is None:
                 raise ProductNotEmbeddedError(product_id)
             neighbors = self.catalog.vectors.nearest(
-                product.embedding, k, filters, exclude_id=product_id
+                version, product.embedding, k, filters, exclude_id=product_id
             )
         with _timed(timings, "urls"):
             hits = self._hits(neighbors)
-        return SearchResult(hits, "similar", product.model_version, timings)
+        return SearchResult(hits, "similar", version.model_version, timings)

@@ -12,9 +12,11 @@ from fashion_search.errors import (
     FashionSearchError,
     ImageTooLargeError,
     InvalidImageError,
+    NoServingVersionError,
     ObjectNotFoundError,
     ProductNotEmbeddedError,
     ProductNotFoundError,
+    ServingVersionUnavailableError,
 )
 
 _STATUS: tuple[tuple[type[FashionSearchError], int], ...] = (
@@ -24,6 +26,8 @@ _STATUS: tuple[tuple[type[FashionSearchError], int], ...] = (
     (ImageTooLargeError, 413),
     (InvalidImageError, 422),
     (ModelServerUnavailableError, 503),
+    (ServingVersionUnavailableError, 503),
+    (NoServingVersionError, 503),
     (EmbeddingDimensionError, 503),  # catalog and served model disagree: a deployment problem
 )
 

@@ -18,7 +18,10 @@ def health(service: Service, products: Products) -> JSONResponse:
     """200 when every dependency answers, else 503; each component with its state."""
     checks: dict[str, Any] = {}
     try:
-        checks["catalog"] = {"ok": True, "products": products.count()}
+        checks["catalog"] = {
+            "ok": True, "products": products.count(),
+            "servingVersion": service.catalog.versions.serving().model_version,
+        }  # fmt: skip
     except Exception as error:  # any failure means "not ready"; the message says which
         checks["catalog"] = {"ok": False, "error": str(error)}
     try:
@@ -30,7 +33,7 @@ def health(service: Service, products: Products) -> JSONResponse:
         info = service.embedder.info()
         checks["modelServer"] = {
             "ok": True, "model": info.registry_name, "version": info.registry_version,
-            "providers": info.execution_providers,
+            "loaded": sorted(info.versions), "providers": info.execution_providers,
         }  # fmt: skip
     except FashionSearchError as error:
         checks["modelServer"] = {"ok": False, "error": str(error)}
