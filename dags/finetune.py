@@ -58,11 +58,13 @@ def finetune() -> None:
         )  # fmt: skip
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-    def prepare_rollout(trained: dict[str, Any]) -> dict[str, Any]:
+    def prepare_rollout(trained: dict[str, Any] | None) -> dict[str, Any]:
         from fashion_search.settings import get_settings
+        from fashion_search.workflows.finetune import latest_training
         from fashion_search.workflows.rollout import prepare, retire_expired
 
         settings = get_settings()
+        trained = trained or latest_training(settings)  # None: train_model marked done
         retired = retire_expired(settings)["retired"]  # versions whose rollback window ended
         if not trained["better"]:
             return {"skipped": f"version {trained['version']} does not beat the champion",

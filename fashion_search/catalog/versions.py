@@ -158,10 +158,10 @@ class CatalogVersions(Table):
         with self.pool.connection() as conn:
             return live_versions(conn)
 
-    def create(self, model_version: str, dimension: int, index: bool = True) -> CatalogVersion:
-        """The record and empty partition of a new version (``building``), with its HNSW index
-        unless ``index`` is False; a version already live is returned as it is (a dimension
-        other than its own is an error), a retired one starts over."""
+    def create(self, model_version: str, dimension: int) -> CatalogVersion:
+        """The record and empty partition of a new version (``building``), with its HNSW index;
+        a version already live is returned as it is (a dimension other than its own is an
+        error), a retired one starts over."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("LOCK TABLE catalog_versions IN SHARE ROW EXCLUSIVE MODE")
             try:
@@ -177,8 +177,7 @@ class CatalogVersions(Table):
                     "DELETE FROM catalog_versions WHERE model_version = %s", (model_version,)
                 )
             conn.execute("SELECT create_embedding_partition(%s, %s)", (model_version, dimension))
-            if index:
-                conn.execute("SELECT create_embedding_index(%s)", (model_version,))
+            conn.execute("SELECT create_embedding_index(%s)", (model_version,))
             return version_record(conn, model_version)
 
     def bootstrap(self, model_version: str, dimension: int) -> CatalogVersion:

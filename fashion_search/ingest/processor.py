@@ -6,9 +6,9 @@ while the server is down) and in one call with each other live version (a rollou
 or the version a rollback would return to), let each image's nearest labelled catalog products
 of the serving version vote on its labels, copy the image into the images bucket and store the
 product idempotently on (bucket, key, ETag) with its embeddings. A switch of the serving
-version in the meantime makes the events it touched run once more. An event that cannot succeed ends
-as a :class:`Failure` with a reason; infrastructure errors (database, object store) propagate
-so that the event source delivers the batch again.
+version in the meantime makes the events it touched run once more. An event that cannot
+succeed ends as a :class:`Failure` with a reason; infrastructure errors (database, object
+store) propagate so that the event source delivers the batch again.
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fashion_search.errors import FashionSearchError
 from fashion_search.model.factory import ModelSpec
 from fashion_search.model.pipeline import train_and_register
+from fashion_search.model.registry import configure_mlflow
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import Settings
 from fashion_search.workflows.splits import split_ids
@@ -46,3 +48,17 @@ def train_model(
         "champion_metrics": outcome.champion_metrics,
         "train_minutes": round(outcome.train_minutes, 2),
     }
+
+
+def latest_training(settings: Settings) -> dict[str, Any]:
+    """The newest registered version and whether its training found it better than the
+    champion (its run's ``better`` tag): what a rollout step takes when the training step's
+    own report is gone (a run resumed after it)."""
+    client = configure_mlflow(settings)
+    name = settings.registry.model_name
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise FashionSearchError(f"{name} has no registered version")
+    newest = max(versions, key=lambda v: int(v.version))
+    tags = client.get_run(newest.run_id).data.tags if newest.run_id else {}
+    return {"version": str(newest.version), "better": tags.get("better") == "true"}
