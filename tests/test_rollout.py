@@ -2,7 +2,8 @@
 small slice: searches at concurrency 4 through whole rollouts (same dimension, and another)
 fail never, come back empty never, and compare each query only with vectors of the version
 that embedded it; uploads during a build are searchable before and after the switch; rollback
-is instant; a killed build resumes and never switches early.
+is instant; a killed build resumes and never switches early; a query embedded by another
+version than the serving one is refused, never compared.
 
 The tests run in order on one catalog: v1 serves -> rollout to v2 -> rollback to v1 -> rollout
 to v3 (48-d) -> a killed rollout of v2 resumed.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -27,7 +29,12 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import IncompleteVersionError
 from fashion_search.dataset import iter_dataset
-from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.embedding_client import (
+    EmbeddingClient,
+    Embeddings,
+    ModelVersionNotLoadedError,
+)
+from fashion_search.errors import ServingVersionUnavailableError
 from fashion_search.ingest.events import ObjectCreated
 from fashion_search.ingest.processor import UploadProcessor
 from fashion_search.model.factory import ModelSpec
@@ -37,6 +44,7 @@ from fashion_search.search.service import SearchService
 from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows import rollout
+from functions.api.errors import status_of
 from tests.conftest import catalog_database
 from tests.helpers import child_env, database, free_port, start_model_server
 
@@ -145,7 +153,7 @@ def _check_answers(loop: SearchLoop, catalog: Catalog, client: EmbeddingClient) 
             expected[key] = client.embed_texts([answer.query], answer.version).vectors[0]
         record = catalog.versions.get(answer.version)
         for product_id, score in answer.hits:
-            stored = catalog.embeddings.get(record, product_id)
+            stored = catalog.products.get(product_id, record).embedding
             assert stored is not None, (answer.version, product_id)
             assert float(expected[key] @ stored) == pytest.approx(score, abs=1e-4)
     return {v for v in versions if v}
@@ -180,7 +188,7 @@ def test_a_rollout_of_the_same_dimension_under_search_load_and_uploads(
         [outcome] = processor.process([_upload(rollout_settings, store, "during/1.jpg", held_out)])
         product_id = outcome.results[0].id  # type: ignore[union-attr]
         assert _top_hit_of_image(service, held_out) == (product_id, "1")
-        assert catalog.embeddings.get(catalog.versions.get("2"), product_id) is not None
+        assert catalog.products.get(product_id, catalog.versions.get("2")).embedding is not None
         built = rollout.build(rollout_settings, "2", batch_size=8)
         assert built["coverage_percent"] == 100.0
         assert catalog.versions.get("2").state == "ready" and _serving(catalog) == "1"
@@ -263,3 +271,37 @@ def test_a_killed_build_resumes_and_never_switches_before_it_is_complete(
     assert resumed["coverage_percent"] == 100.0
     assert rollout.switch(rollout_settings, "2")["previous"] == "3"
     assert _serving(catalog) == "2"
+
+
+class _WrongVersion:
+    """A model-server client that answers with another version, or holds none of them."""
+
+    def __init__(self, client: EmbeddingClient, answer: Exception | str) -> None:
+        self.client, self.answer, self.calls = client, answer, 0
+
+    def embed_texts(self, texts: list[str], version: str | None = None) -> Embeddings:
+        self.calls += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return Embeddings(self.client.embed_texts(texts, version).vectors, self.answer)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["999", ModelVersionNotLoadedError(grpc.StatusCode.FAILED_PRECONDITION, "not loaded")],
+    ids=["another-version", "not-loaded"],
+)
+def test_a_query_the_serving_version_did_not_embed_is_refused_with_a_503(
+    rollout_settings: Settings, catalog: Catalog, client: EmbeddingClient, answer: Any
+) -> None:
+    wrong = _WrongVersion(client, answer)
+    service = SearchService(
+        rollout_settings,
+        catalog,
+        ObjectStore(rollout_settings),
+        wrong,  # type: ignore[arg-type]
+    )
+    with pytest.raises(ServingVersionUnavailableError, match="could not embed") as refused:
+        service.text("navy blue shirt", k=3, mode="vector")
+    assert wrong.calls == 2  # retried once
+    assert status_of(refused.value) == 503

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector import Vector
 from psycopg import sql
 
 from fashion_search.catalog.table import Table
@@ -55,18 +54,6 @@ class EmbeddingRepository(Table):
                 (after, limit),
             ).fetchall()
         return [int(row[0]) for row in rows]
-
-    def get(self, version: CatalogVersion, product_id: int) -> np.ndarray[Any, Any] | None:
-        """The embedding of ``version`` of one product, or None when it has none."""
-        with self.pool.connection() as conn:
-            row = conn.execute(
-                sql.SQL("SELECT embedding FROM {} WHERE product_id = %s").format(version.table),
-                (product_id,),
-            ).fetchone()
-        if row is None:
-            return None
-        value = row[0].to_numpy() if isinstance(row[0], Vector) else row[0]
-        return np.asarray(value, dtype=np.float32)
 
     def set_embeddings(
         self,
