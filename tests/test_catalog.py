@@ -292,3 +292,33 @@ def test_upsert_keeps_embedding_when_none_given_and_delete(
     with pytest.raises(ProductNotFoundError):
         catalog.products.get(new.id)
     catalog.products.upsert_many([product])
+
+
+def test_labelled_neighbours_are_found_past_a_crowd_of_uploads(
+    embeddings: dict[int, np.ndarray], catalog: Catalog
+) -> None:
+    """1,500 uploads nearer than any labelled product: more than pgvector's largest
+    ef_search (1000) lets an index scan see; the labelled neighbours are still the exact
+    nearest labelled ones."""
+    version = _v(catalog)
+    query = embeddings[min(embeddings)]
+    rng = np.random.default_rng(3)
+    crowd = query + 0.01 * rng.normal(size=(1500, DIM))
+    crowd /= np.linalg.norm(crowd, axis=1, keepdims=True)
+    ids = list(range(900_000_000, 900_001_500))
+    with catalog.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO products (id, product_display_name, image_key, dataset, source_bucket,"
+            " source_key, source_etag) VALUES (%s, 'upload', 'uploads/x', 'uploads', 'b', %s, 'e')",
+            [(i, f"k{i}") for i in ids],
+        )
+        cur.executemany(
+            "INSERT INTO product_embeddings (model_version, product_id, embedding)"
+            " VALUES (%s, %s, %s)",
+            [(MODEL_VERSION, i, v.astype(np.float32)) for i, v in zip(ids, crowd, strict=True)],
+        )
+    try:
+        [labelled] = catalog.vectors.labelled_neighbours(version, [query], k=3)
+        assert [n.product.id for n in labelled] == _exact_top_k(embeddings, query, 3)
+    finally:
+        catalog.products.delete(ids)

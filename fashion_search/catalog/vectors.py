@@ -23,6 +23,8 @@ from fashion_search.catalog.table import READ_COLUMNS, Table
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.errors import InvalidArgumentError
 
+#: pgvector's largest ``hnsw.ef_search``.
+MAX_EF_SEARCH = 1000
 #: A hit's columns: the product's, and the version of the embeddings it was found by.
 HIT_COLUMNS = sql.SQL("{}, e.model_version").format(READ_COLUMNS)
 
@@ -198,12 +200,18 @@ class VectorSearch(Table):
         check_k(k)
         checked = [version.check_vector(v) for v in vectors]
         excluded = set(exclude_ids)
-        # Filtering in SQL would let the planner leave the HNSW index; rows are filtered here.
-        query = sql.SQL(
+        # Filtering in SQL would let the planner leave the HNSW index; rows are filtered here,
+        # from ever more candidates (iterative scans go past ef_search, which pgvector caps),
+        # and if uploads crowd the neighbourhood beyond that, exactly, filtered in SQL.
+        select = sql.SQL(
             "SELECT {columns}, p.source_key IS NOT NULL AS uploaded, {distance} AS distance"
             " FROM {table} e JOIN products p ON p.id = e.product_id"
-            " ORDER BY distance LIMIT %(n)s"
         ).format(columns=HIT_COLUMNS, distance=version.distance, table=version.table)
+        query = sql.SQL("{} ORDER BY distance LIMIT %(n)s").format(select)
+        exact = sql.SQL(
+            "{} WHERE p.source_key IS NULL AND p.id <> ALL(%(excluded)s)"
+            " ORDER BY distance LIMIT %(n)s"
+        ).format(select)
         result = []
         session_ef_search = self.ef_search  # before taking a connection (see _search)
         with (
@@ -214,13 +222,18 @@ class VectorSearch(Table):
             for vector in checked:  # iterative scans: the session's setting (create_pool)
                 fetch = 2 * k
                 while True:
-                    ef_search = sql.Literal(max(session_ef_search, fetch))
+                    ef_search = sql.Literal(min(max(session_ef_search, fetch), MAX_EF_SEARCH))
                     cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(ef_search))
                     rows = cur.execute(query, {"v": vector, "n": fetch}).fetchall()
                     kept = [r for r in rows if not r["uploaded"] and r["id"] not in excluded][:k]
-                    if len(kept) == k or len(rows) < fetch:
+                    if len(kept) == k or len(rows) < fetch or fetch >= MAX_EF_SEARCH:
                         break
                     fetch *= 4
+                if len(kept) < k and len(rows) == fetch:  # crowded by uploads: exactly
+                    cur.execute("SET LOCAL enable_indexscan = off")
+                    params = {"v": vector, "n": k, "excluded": list(excluded)}
+                    kept = cur.execute(exact, params).fetchall()
+                    cur.execute("SET LOCAL enable_indexscan = on")
                 result.append(
                     [
                         Neighbor(product=Product.model_validate(r), score=1.0 - r["distance"])
