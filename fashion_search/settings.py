@@ -45,6 +45,9 @@ class DatabaseSettings(_Group):
     pool_max_size: int = Field(8, validation_alias="FS_POOL_MAX_SIZE")
     embedding_dim: int = Field(512, validation_alias="FS_EMBEDDING_DIM")
     hnsw_ef_search: int = Field(100, validation_alias="FS_HNSW_EF_SEARCH")
+    # Longest statement (or lock wait) of a pooled session before PostgreSQL cancels it: a
+    # stuck query fails fast instead of holding a connection; 0 = no limit.
+    statement_timeout_ms: int = Field(30_000, validation_alias="FS_DATABASE_STATEMENT_TIMEOUT_MS")
 
 
 class StorageSettings(_Group):

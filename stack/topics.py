@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from fashion_search.settings import Settings
@@ -37,8 +37,26 @@ def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> 
                 raise
 
 
+#: Answers of a broker that is still electing or loading a group's coordinator: "not yet".
+_COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+}
+
+
 def group_has_member(bootstrap: str, group: str) -> bool:
-    """Whether a member of consumer group ``group`` has partitions assigned."""
+    """Whether a member of consumer group ``group`` has partitions assigned; False (not yet)
+    while the broker's group coordinator is being elected or loaded, or the answer is a
+    retriable error."""
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
-    described = admin.describe_consumer_groups([group])[group].result()
+    try:
+        described = admin.describe_consumer_groups([group])[group].result()
+    except KafkaException as exception:
+        error = exception.args[0]
+        if isinstance(error, KafkaError) and (
+            error.code() in _COORDINATOR_NOT_READY or error.retriable()
+        ):
+            return False
+        raise
     return any(member.assignment.topic_partitions for member in described.members)

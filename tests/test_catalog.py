@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
@@ -322,3 +323,15 @@ def test_labelled_neighbours_are_found_past_a_crowd_of_uploads(
         assert [n.product.id for n in labelled] == _exact_top_k(embeddings, query, 3)
     finally:
         catalog.products.delete(ids)
+
+
+def test_a_statement_past_the_timeout_is_cancelled_and_the_pool_goes_on(
+    loaded: LoadSummary, settings: Settings
+) -> None:
+    short = settings.replace(database={"statement_timeout_ms": 200, "pool_max_size": 1})
+    with create_pool(short) as pool:
+        with pool.connection() as conn:
+            assert conn.execute("SHOW statement_timeout").fetchone() == ("200ms",)
+            with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+                conn.execute("SELECT pg_sleep(2)")
+        assert Catalog.of(pool).products.count() == N_PRODUCTS  # the one connection serves on

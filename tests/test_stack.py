@@ -180,3 +180,36 @@ def test_a_port_taken_by_a_stranger_is_reported(tmp_path: Path) -> None:
         settings = Settings(stack=StackSettings(state_dir=tmp_path / "stack", pg_port=port))
         with pytest.raises(StackError, match=f"port {port} is in use"):
             Postgres(settings).start()
+
+
+@pytest.mark.parametrize(
+    ("code", "ready"),
+    [("NOT_COORDINATOR", False), ("COORDINATOR_LOAD_IN_PROGRESS", False),
+     ("GROUP_AUTHORIZATION_FAILED", None)],
+)  # fmt: skip
+def test_a_coordinator_being_elected_means_not_ready_yet(
+    monkeypatch: pytest.MonkeyPatch, code: str, ready: bool | None
+) -> None:
+    """A unit-level stand-in for the broker: its transient answers while electing a group
+    coordinator are "not ready yet" for readiness polling; other errors still raise."""
+    from concurrent.futures import Future
+
+    from confluent_kafka import KafkaError, KafkaException
+
+    from stack import topics
+
+    class Admin:
+        def __init__(self, config: dict[str, object]) -> None:
+            pass
+
+        def describe_consumer_groups(self, groups: list[str]) -> dict[str, Future[object]]:
+            future: Future[object] = Future()
+            future.set_exception(KafkaException(KafkaError(getattr(KafkaError, code))))
+            return {groups[0]: future}
+
+    monkeypatch.setattr(topics, "AdminClient", Admin)
+    if ready is None:
+        with pytest.raises(KafkaException):
+            topics.group_has_member("127.0.0.1:1", "g")
+    else:
+        assert topics.group_has_member("127.0.0.1:1", "g") is ready

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings
 
@@ -83,3 +87,25 @@ def test_every_function_handler_exists() -> None:
         spec = function_spec(REPO_ROOT / "template.yaml", name)
         assert callable(load_handler(spec)), name
         assert spec.environment["FS_MODEL_SERVER_ADDRESS"] == "127.0.0.1:50051"
+
+
+def _template() -> dict[str, Any]:
+    class Loader(yaml.SafeLoader):
+        """CloudFormation's short tags (!Ref, !GetAtt, ...) read as plain values."""
+
+    Loader.add_multi_constructor("!", lambda loader, _, node: None)
+    return dict(yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=Loader))
+
+
+def test_the_upload_queue_follows_aws_advice_for_lambda_and_matches_localstack() -> None:
+    """Visibility timeout at least 6x the function timeout, maxReceiveCount at least 5 (AWS:
+    using Lambda with Amazon SQS); the LocalStack queue is created with the same values."""
+    resources = _template()["Resources"]
+    timeout = resources["BucketEventFunction"]["Properties"]["Timeout"]
+    queue = resources["UploadsQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * timeout
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
+    init = (REPO_ROOT / "localstack" / "init" / "ready.d" / "10_resources.py").read_text()
+    assert re.search(r'"VisibilityTimeout": "(\d+)"', init)[1] == str(queue["VisibilityTimeout"])  # type: ignore[index]
+    received = re.search(r'"maxReceiveCount": "(\d+)"', init)[1]  # type: ignore[index]
+    assert received == str(queue["RedrivePolicy"]["maxReceiveCount"])

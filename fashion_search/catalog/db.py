@@ -18,7 +18,8 @@ def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPo
     Connections are in autocommit mode: a read is one round trip (no BEGIN and COMMIT), and
     writes open their transactions explicitly. Each session searches HNSW with
     ``settings.database.hnsw_ef_search`` and relaxed-order iterative scans (so a filtered search
-    still finds k rows), so a search needs no ``SET`` of its own.
+    still finds k rows), so a search needs no ``SET`` of its own, and cancels any statement
+    that runs longer than ``settings.database.statement_timeout_ms``.
     """
 
     def configure(conn: psycopg.Connection[Any]) -> None:
@@ -28,6 +29,10 @@ def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPo
             (str(settings.database.hnsw_ef_search),),
         )
         conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false)",
+            (str(settings.database.statement_timeout_ms),),
+        )
 
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo or settings.database.url,

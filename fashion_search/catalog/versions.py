@@ -288,8 +288,10 @@ class CatalogVersions(Table):
             )
 
     def ensure_index(self, model_version: str) -> None:
-        """Build a version's HNSW index if it is missing (after a bulk load, or a killed one)."""
-        with self.pool.connection() as conn:
+        """Build a version's HNSW index if it is missing (after a bulk load, or a killed one),
+        however long that takes (no statement timeout)."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = 0")
             conn.execute("SELECT create_embedding_index(%s)", (model_version,))
 
     def storage_bytes(self, model_version: str) -> int:

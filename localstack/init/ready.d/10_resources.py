@@ -39,9 +39,9 @@ dead_letter_arn = sqs.get_queue_attributes(QueueUrl=dead_letter_url, AttributeNa
 queue_url = sqs.create_queue(
     QueueName=queue_name,
     Attributes={
-        "VisibilityTimeout": "60",
+        "VisibilityTimeout": "360",  # as template.yaml: 6x the function timeout
         "RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "3"}
+            {"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": "5"}
         ),
     },
 )["QueueUrl"]
