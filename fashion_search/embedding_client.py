@@ -33,6 +33,14 @@ class ModelServerUnavailableError(FashionSearchError):
     """The model server cannot be reached or did not answer in time."""
 
 
+class ModelServerOverloadedError(ModelServerUnavailableError):
+    """The model server refused the call: it holds as many as it takes (try again shortly)."""
+
+
+#: gRPC's answer (RESOURCE_EXHAUSTED) to a call past the server's ``maximum_concurrent_rpcs``.
+_OVERLOADED = "Concurrent RPC limit exceeded!"
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the model server serves: the champion (what a request naming no version gets),
@@ -95,6 +103,10 @@ class EmbeddingClient:
             code = error.code()
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise ModelServerUnavailableError(f"model server: {error.details()}") from error
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED and error.details() == _OVERLOADED:
+                raise ModelServerOverloadedError(
+                    "model server: too many calls at once (FS_MODEL_MAX_CONCURRENT_RPCS)"
+                ) from error
             if code == grpc.StatusCode.FAILED_PRECONDITION:
                 raise ModelVersionNotLoadedError(code, error.details()) from error
             raise EmbeddingRequestError(code, error.details()) from error

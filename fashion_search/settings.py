@@ -112,6 +112,8 @@ class ModelServerSettings(_Group):
     max_image_pixels: int = Field(40_000_000, validation_alias="FS_MODEL_MAX_IMAGE_PIXELS")
     max_items: int = Field(1024, validation_alias="FS_MODEL_MAX_ITEMS")  # texts or images a call
     max_text_chars: int = Field(2000, validation_alias="FS_MODEL_MAX_TEXT_CHARS")
+    # Calls held at once (served + queued); beyond it RESOURCE_EXHAUSTED (the API's 503).
+    max_concurrent_rpcs: int = Field(256, validation_alias="FS_MODEL_MAX_CONCURRENT_RPCS")
     # ONNX Runtime intra-op threads of each tower's session; 0 = one per core.
     threads: int = Field(0, validation_alias="FS_MODEL_THREADS")
     # The sessions' thread pools sleep when a run ends instead of spinning on (model_server/

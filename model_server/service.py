@@ -321,6 +321,9 @@ def create_server(settings: Settings, service: EmbeddingService) -> grpc.Server:
     limit = settings.model_server.max_image_bytes * 4 + 1024 * 1024
     server = grpc.server(
         ThreadPoolExecutor(SERVER_THREADS, thread_name_prefix="grpc"),
+        # Calls beyond this (running or queued) are answered RESOURCE_EXHAUSTED at once: an
+        # overload is refused quickly instead of queueing until the callers time out.
+        maximum_concurrent_rpcs=settings.model_server.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),

@@ -648,3 +648,55 @@ def _python(script: str, settings: Settings, *args: str) -> subprocess.Completed
         env=child_env(settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
         check=False,
     )  # fmt: skip
+
+
+def test_an_overload_is_refused_at_once_and_the_api_answers_503_with_retry_after(
+    model_settings: Settings, first: TrainingOutcome, tmp_path: Path
+) -> None:
+    """A server holding one call at a time: concurrent calls beyond it are answered
+    RESOURCE_EXHAUSTED at once (ModelServerOverloadedError, never a timeout), the others
+    succeed, and the server serves on; the API turns the refusal into 503 with Retry-After."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from fashion_search.embedding_client import ModelServerOverloadedError
+    from functions.api.errors import install_error_handlers
+
+    port = free_port()
+    narrow = model_settings.replace(
+        model_server={"port": port, "address": f"127.0.0.1:{port}", "max_concurrent_rpcs": 1}
+    )
+    process = start_model_server(narrow, tmp_path)
+    images = [jpeg(64, 64, colour) for colour in ("navy", "red", "white", "black")] * 16
+
+    def call(_: int) -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            embedder.embed_images(images)
+        except ModelServerOverloadedError:
+            return "refused", time.monotonic() - started
+        return "served", time.monotonic() - started
+
+    try:
+        with EmbeddingClient(narrow.model_server.address) as embedder:
+            with ThreadPoolExecutor(16) as pool:
+                outcomes = list(pool.map(call, range(64)))
+            assert embedder.embed_texts(["navy blue shirt"]).vectors.shape == (1, 64)
+    finally:
+        process.stop()
+    refused = [took for outcome, took in outcomes if outcome == "refused"]
+    assert refused and len(refused) < len(outcomes), outcomes
+    assert max(refused) < 1.0  # at once, not after a timeout
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/overloaded")
+    def overloaded() -> None:
+        raise ModelServerOverloadedError("model server: too many calls at once")
+
+    response = TestClient(app).get("/overloaded")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "too many calls" in response.json()["detail"]

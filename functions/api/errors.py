@@ -39,9 +39,15 @@ def status_of(error: FashionSearchError) -> int:
     return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
 
 
+#: Seconds a 503 (a dependency down or overloaded) tells the caller to wait before retrying.
+RETRY_AFTER_S = 1
+
+
 async def _handle(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, FashionSearchError)
-    return JSONResponse({"detail": str(error)}, status_code=status_of(error))
+    status = status_of(error)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
