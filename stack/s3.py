@@ -81,11 +81,17 @@ class MinIO(S3Server):
 
 
 def announce_uploads(store: ObjectStore, bucket: str) -> None:
-    """Make MinIO announce objects created in ``bucket`` on its Kafka target."""
+    """Make MinIO announce objects created in and removed from ``bucket`` on its Kafka
+    target."""
     store.client.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
-            "QueueConfigurations": [{"QueueArn": MINIO_KAFKA_ARN, "Events": ["s3:ObjectCreated:*"]}]
+            "QueueConfigurations": [
+                {
+                    "QueueArn": MINIO_KAFKA_ARN,
+                    "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                }
+            ]
         },
     )
 

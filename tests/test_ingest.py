@@ -24,6 +24,7 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import DatasetItem, iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.errors import ProductNotFoundError
 from fashion_search.ingest.processor import UploadProcessor
 from fashion_search.ingest.publisher import KafkaPublisher
 from fashion_search.settings import Settings
@@ -308,6 +309,38 @@ def test_the_same_object_twice_makes_one_product_and_a_new_version_updates_it(
     assert len(ids) == 1 and len(rows) == 1 and rows[0][2] == second
 
 
+def test_a_deleted_upload_leaves_the_catalog_at_its_removal_event(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.storage.uploads_bucket
+    prefix = f"deleted/{uuid.uuid4().hex[:6]}/"
+    kept, gone = f"{prefix}kept.jpg", f"{prefix}gone.jpg"
+    store.put(bucket, kept, held_out[52].image)
+    store.put(bucket, gone, held_out[53].image)
+    outputs.wait(_keys_done(prefix, {kept, gone}))
+    [made] = [m for m in outputs.for_prefix(prefix)[0] if m["key"] == gone]
+    product_id = made["results"][0]["id"]
+    store.client.delete_object(Bucket=bucket, Key=gone)
+    outputs.wait(lambda o: any(m["status"] == "removed" for m in o.for_prefix(prefix)[0]))
+
+    [removed] = [m for m in outputs.for_prefix(prefix)[0] if m["status"] == "removed"]
+    assert removed["key"] == gone and removed["results"][0]["id"] == product_id
+    assert [r[1] for r in _rows(ingest_pool, bucket, prefix)] == [kept]  # the other one stays
+    catalog = Catalog.of(ingest_pool)
+    with pytest.raises(ProductNotFoundError):
+        catalog.products.get(product_id)
+    serving = catalog.versions.serving()
+    with ingest_pool.connection() as conn:  # its embeddings went with it
+        assert conn.execute(
+            "SELECT count(*) FROM product_embeddings WHERE product_id = %s", (product_id,)
+        ).fetchone() == (0,)
+    with EmbeddingClient(ingest_settings.model_server.address) as client:
+        vector = client.embed_images([held_out[53].image], serving.model_version).vectors[0]
+    assert product_id not in {n.product.id for n in catalog.vectors.nearest(serving, vector, 5)}
+
+
 def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(
     ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
     ingest_pool: ConnectionPool, held_out: list[DatasetItem],
@@ -497,7 +530,7 @@ def test_bad_events_are_dead_lettered_with_reason_and_original_event(
     ]
     counts = function(_kafka_invocation(*events))
 
-    assert counts == {"dead-letter": 5}  # the removal is not an upload: ignored
+    assert counts == {"dead-letter": 5, "removed": 1}  # a removal of no upload: nothing to remove
     outputs.wait(
         lambda o: (
             sum(

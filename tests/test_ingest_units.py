@@ -8,7 +8,7 @@ import pytest
 
 from fashion_search.catalog.models import ProductFields
 from fashion_search.ingest.classify import vote
-from fashion_search.ingest.events import MalformedEventError, parse_notification
+from fashion_search.ingest.events import MalformedEventError, ObjectRemoved, parse_notification
 from functions.events.envelopes import kafka_event, unwrap
 
 MINIO_EVENT = {
@@ -36,10 +36,14 @@ def test_minio_and_aws_notifications_parse_to_decoded_keys() -> None:
     assert (from_aws.bucket, from_aws.key, from_aws.etag) == (event.bucket, event.key, event.etag)
 
 
-def test_removals_and_test_events_are_not_uploads() -> None:
+def test_removals_parse_and_test_events_are_not_uploads() -> None:
     removed = {"Records": [{**MINIO_EVENT["Records"][0], "eventName": "s3:ObjectRemoved:Delete"}]}  # type: ignore[dict-item]
-    assert parse_notification(removed) == []
+    assert parse_notification(removed) == [
+        ObjectRemoved("fashion-uploads", "incoming/navy shirt.jpg", "s3:ObjectRemoved:Delete")
+    ]
     assert parse_notification({"Event": "s3:TestEvent", "Bucket": "b"}) == []
+    other = {"Records": [{**MINIO_EVENT["Records"][0], "eventName": "s3:ObjectAccessed:Get"}]}  # type: ignore[dict-item]
+    assert parse_notification(other) == []
 
 
 @pytest.mark.parametrize(

@@ -95,3 +95,17 @@ class UploadRepository(Table):
             ).fetchone()
         assert existing is not None  # the conflicting row stays locked by this transaction
         return int(existing[0]), "duplicate"
+
+    def remove_upload(self, bucket: str, key: str) -> Product | None:
+        """Delete the product made from ``bucket``/``key`` (its embeddings go with it); the
+        product deleted, or None when there was none."""
+        query = sql.SQL(
+            "DELETE FROM products p WHERE source_bucket = %s AND source_key = %s RETURNING {}"
+        ).format(READ_COLUMNS)
+        with (
+            self.pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
+            row = cur.execute(query, (bucket, key)).fetchone()
+        return None if row is None else Product.model_validate(row)

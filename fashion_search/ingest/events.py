@@ -1,4 +1,5 @@
-"""S3 bucket notifications (AWS, LocalStack and MinIO shapes) to typed object-created events."""
+"""S3 bucket notifications (AWS, LocalStack and MinIO shapes) to typed object-created and
+object-removed events."""
 
 from __future__ import annotations
 
@@ -33,9 +34,26 @@ class ObjectCreated:
         return f"s3://{self.bucket}/{self.key}"
 
 
-def parse_notification(payload: str | bytes | Mapping[str, Any]) -> list[ObjectCreated]:
-    """The object-created records of one notification; other records (removals, the
-    ``s3:TestEvent`` sent when a notification is configured) give an empty list.
+@dataclass(frozen=True)
+class ObjectRemoved:
+    """An object deleted from a bucket."""
+
+    bucket: str
+    key: str
+    event_name: str
+
+    @property
+    def s3_path(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+ObjectEvent = ObjectCreated | ObjectRemoved
+
+
+def parse_notification(payload: str | bytes | Mapping[str, Any]) -> list[ObjectEvent]:
+    """The object-created and object-removed records of one notification; other records (the
+    ``s3:TestEvent`` sent when a notification is configured, other event kinds) give none.
 
     Keys arrive URL-encoded (``a+b%2Fc.jpg``) and are decoded. MalformedEventError names
     what is missing or wrong.
@@ -46,7 +64,7 @@ def parse_notification(payload: str | bytes | Mapping[str, Any]) -> list[ObjectC
     records = document.get("Records")
     if not isinstance(records, list) or not records:
         raise MalformedEventError("the event has no 'Records' list")
-    return [event for record in records if (event := _object_created(record)) is not None]
+    return [event for record in records if (event := _object_event(record)) is not None]
 
 
 def _as_mapping(payload: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -61,13 +79,14 @@ def _as_mapping(payload: str | bytes | Mapping[str, Any]) -> Mapping[str, Any]:
     return document
 
 
-def _object_created(record: object) -> ObjectCreated | None:
+def _object_event(record: object) -> ObjectEvent | None:
     if not isinstance(record, dict):
         raise MalformedEventError("a record is not a JSON object")
     name = record.get("eventName")
     if not isinstance(name, str) or not name:
         raise MalformedEventError("a record has no 'eventName'")
-    if not name.removeprefix("s3:").startswith("ObjectCreated:"):
+    kind = name.removeprefix("s3:").split(":", 1)[0]
+    if kind not in ("ObjectCreated", "ObjectRemoved"):
         return None
     try:
         bucket = record["s3"]["bucket"]["name"]
@@ -85,4 +104,6 @@ def _object_created(record: object) -> ObjectCreated | None:
         validate_object_key(key)
     except InvalidObjectKeyError as error:
         raise MalformedEventError(str(error)) from error
+    if kind == "ObjectRemoved":
+        return ObjectRemoved(bucket, key, name)
     return ObjectCreated(bucket, key, etag, size, name)

@@ -11,8 +11,10 @@ from pydantic.alias_generators import to_camel
 
 #: ``created``: a new product; ``updated``: a new version of an uploaded object replaced the
 #: product's image and labels; ``duplicate``: this version was processed before (redelivery);
-#: ``superseded``: the object changed after this event, whose own event will follow.
-Status = Literal["created", "updated", "duplicate", "superseded"]
+#: ``superseded``: the object changed after this event, whose own event will follow;
+#: ``removed``: the object was deleted and its product left the catalog (``results`` names it;
+#: empty when there was none, e.g. a removal delivered again).
+Status = Literal["created", "updated", "duplicate", "superseded", "removed"]
 
 
 class _Message(BaseModel):
@@ -42,7 +44,7 @@ class ClassifiedProduct(_Message):
 
 
 class UploadProcessed(_Message):
-    """Output-topic message for one object-created event."""
+    """Output-topic message for one object-created or object-removed event."""
 
     bucket: str
     key: str

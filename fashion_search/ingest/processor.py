@@ -42,7 +42,7 @@ from fashion_search.errors import (
     ServingVersionChangedError,
 )
 from fashion_search.ingest.classify import PREDICTED_LABELS, vote
-from fashion_search.ingest.events import ObjectCreated
+from fashion_search.ingest.events import ObjectCreated, ObjectRemoved
 from fashion_search.ingest.messages import ClassifiedProduct, Status, UploadProcessed
 from fashion_search.model.preprocess import decode_image
 from fashion_search.settings import Settings
@@ -97,6 +97,19 @@ class UploadProcessor:
         self.embedder = embedder
         self._sleep = sleep
         self._io = ThreadPoolExecutor(8, thread_name_prefix="ingest-io")
+
+    def remove(self, event: ObjectRemoved) -> UploadProcessed:
+        """The product of a deleted upload leaves the catalog (and search), unless the key holds
+        an object again (uploaded anew after the delete: its own event made or makes it)."""
+        if self.store.exists(event.bucket, event.key):
+            return UploadProcessed(
+                bucket=event.bucket, key=event.key, e_tag="", status="superseded", results=[]
+            )
+        removed = self.catalog.uploads.remove_upload(event.bucket, event.key)
+        results = [] if removed is None else [_result(event, removed, {})]
+        return UploadProcessed(
+            bucket=event.bucket, key=event.key, e_tag="", status="removed", results=results
+        )
 
     def process(self, events: Sequence[ObjectCreated]) -> list[Outcome]:
         """One outcome per event, in order."""
@@ -301,14 +314,18 @@ def _processed(
         key=event.key,
         e_tag=event.etag,
         status=status,
-        results=[
-            ClassifiedProduct(
-                id=product.id,
-                filename=event.key.rsplit("/", 1)[-1],
-                s3_path=event.s3_path,
-                labels={name: getattr(product, name) for name in PREDICTED_LABELS},
-                confidence=confidence,
-                model_version=product.model_version,
-            )
-        ],
+        results=[_result(event, product, confidence)],
+    )
+
+
+def _result(
+    event: ObjectCreated | ObjectRemoved, product: Product, confidence: dict[str, float]
+) -> ClassifiedProduct:
+    return ClassifiedProduct(
+        id=product.id,
+        filename=event.key.rsplit("/", 1)[-1],
+        s3_path=event.s3_path,
+        labels={name: getattr(product, name) for name in PREDICTED_LABELS},
+        confidence=confidence,
+        model_version=product.model_version,
     )

@@ -1,6 +1,7 @@
-"""The bucket-event function: S3 object-created notifications in (directly, through SQS, or
-through Kafka); classified catalog products out on the output topic, and a dead-letter record
-(reason + original event) for every event it gives up on.
+"""The bucket-event function: S3 object-created and object-removed notifications in (directly,
+through SQS, or through Kafka); classified catalog products (or a removed one) out on the
+output topic, and a dead-letter record (reason + original event) for every event it gives up
+on.
 
 Return value: SQS invocations get ``{"batchItemFailures": [...]}`` (partial batch response);
 an error the function cannot settle (database or Kafka down) fails the SQS messages of the
@@ -18,7 +19,13 @@ from typing import Any
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
-from fashion_search.ingest.events import MalformedEventError, ObjectCreated, parse_notification
+from fashion_search.ingest.events import (
+    MalformedEventError,
+    ObjectCreated,
+    ObjectEvent,
+    ObjectRemoved,
+    parse_notification,
+)
 from fashion_search.ingest.messages import DeadLetter, UploadProcessed
 from fashion_search.ingest.processor import Failure, UploadProcessor
 from fashion_search.ingest.publisher import KafkaPublisher
@@ -50,7 +57,7 @@ class BucketEventFunction:
 
     def _handle(self, deliveries: list[Delivery]) -> Counter[str]:
         counts: Counter[str] = Counter()
-        objects: list[tuple[Delivery, ObjectCreated]] = []
+        objects: list[tuple[Delivery, ObjectEvent]] = []
         for delivery in deliveries:
             try:
                 objects.extend((delivery, o) for o in parse_notification(delivery.body))
@@ -60,8 +67,14 @@ class BucketEventFunction:
                                source=delivery.source, original_event=delivery.body)
                 )  # fmt: skip
                 counts["dead-letter"] += 1
-        outcomes = self.processor.process([o for _, o in objects])
-        for (delivery, obj), outcome in zip(objects, outcomes, strict=True):
+        created = [(d, o) for d, o in objects if isinstance(o, ObjectCreated)]
+        for _, obj in objects:
+            if isinstance(obj, ObjectRemoved):
+                removed = self.processor.remove(obj)
+                self.publisher.processed(removed)
+                counts[removed.status] += 1
+        outcomes = self.processor.process([o for _, o in created])
+        for (delivery, obj), outcome in zip(created, outcomes, strict=True):
             if isinstance(outcome, UploadProcessed):
                 self.publisher.processed(outcome)
                 counts[outcome.status] += 1

@@ -52,7 +52,9 @@ queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueA
 s3.put_bucket_notification_configuration(
     Bucket=uploads_bucket,
     NotificationConfiguration={
-        "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+        "QueueConfigurations": [
+            {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]}
+        ]
     },
 )
 print(f"fashion-search resources ready: buckets {buckets}, queue {queue_url}")
