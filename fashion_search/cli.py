@@ -182,6 +182,40 @@ def _upload(args: argparse.Namespace) -> None:
         raise SystemExit(f"no output for {sorted(pending)} within {args.wait} s (dispatcher up?)")
 
 
+def _dead_letters(args: argparse.Namespace) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from fashion_search.ingest.dead_letters import read_dead_letters, replay
+
+    settings = get_settings()
+    since = None
+    if getattr(args, "since", None):
+        since = datetime.fromisoformat(args.since)
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    letters = read_dead_letters(settings, getattr(args, "reason", None), since)
+    if args.action == "show":
+        chosen = [letter for letter in letters if letter.id == args.id]
+        if not chosen:
+            raise FashionSearchError(f"no dead letter {args.id} (partition:offset)")
+        print(json.dumps(chosen[0].record, indent=2))
+    elif args.action == "list":
+        for letter in letters:
+            r = letter.record
+            where = f"s3://{r['bucket']}/{r['key']}" if r.get("key") else "-"
+            print(f"{letter.id:<10} {r['failedAt'][:19]}  {r['reason']:<26} {where}")
+        print(f"{len(letters)} dead letters")
+    else:
+        from functions.events.bucket_event import get_bucket_event_function
+
+        if args.ids:
+            letters = [letter for letter in letters if letter.id in set(args.ids)]
+        counts = replay(get_bucket_event_function(), letters)
+        print(
+            f"replayed {len(letters)}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        )
+
+
 def _rollout(args: argparse.Namespace) -> None:
     from fashion_search.workflows import rollout
 
@@ -373,6 +407,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="incoming", help="key prefix in the uploads bucket")
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for the output")
     p.set_defaults(run=_upload)
+
+    p = commands.add_parser(
+        "dead-letters", help="list, show or replay the upload path's dead letters"
+    )
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (("list", "list them"), ("replay", "replay them through the function")):
+        a = actions.add_parser(action, help=text)
+        a.add_argument("--reason", help="only this reason (model-server-unavailable, ...)")
+        a.add_argument("--since", help="only those given up on at or after (ISO 8601, UTC)")
+        if action == "replay":
+            a.add_argument("--id", dest="ids", action="append", help="only this one (repeatable)")
+        a.set_defaults(run=_dead_letters)
+    a = actions.add_parser("show", help="one dead letter, whole")
+    a.add_argument("id", help="partition:offset, as list prints it")
+    a.set_defaults(run=_dead_letters)
 
     p = commands.add_parser(
         "rollout",

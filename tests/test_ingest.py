@@ -8,6 +8,8 @@ import base64
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,7 +29,7 @@ from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.errors import ProductNotFoundError
 from fashion_search.ingest.processor import UploadProcessor
 from fashion_search.ingest.publisher import KafkaPublisher
-from fashion_search.settings import Settings
+from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
 from functions.events.bucket_event import BucketEventFunction
 from functions.events.envelopes import kafka_event
@@ -38,7 +40,7 @@ from stack.process import ManagedProcess
 from stack.s3 import announce_uploads
 from stack.topics import ensure_topics, group_has_member
 from tests.conftest import SEARCH_ROWS, catalog_database
-from tests.helpers import database, jpeg, start_model_server, start_process
+from tests.helpers import child_env, database, jpeg, start_model_server, start_process
 
 #: Held-out products (not in the search catalog) uploaded by these tests.
 UPLOADS = 80
@@ -454,7 +456,6 @@ def test_the_template_event_of_the_bucket_function_is_handled(
     """
     import argparse
 
-    from fashion_search.settings import REPO_ROOT
     from functions.local_invoke import function_spec, generated_event
 
     store = ObjectStore(ingest_settings)
@@ -581,6 +582,23 @@ def test_a_model_server_down_past_the_retries_dead_letters_the_event(
     [letter] = [d for d in outputs.dead_letters if d.get("key") == key]
     assert letter["reason"] == "model-server-unavailable" and "3 attempts" in letter["error"]
     assert letter["originalEvent"] == event.decode()
+
+    # The model server (the module's) is there again: the dead letter is listed and replayed
+    # through the same function, once as a new product, then as a duplicate.
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "fashion_search.cli", "dead-letters", *args,
+             "--reason", "model-server-unavailable", "--since", letter["failedAt"]],
+            env=child_env(settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    assert key in cli("list") and "1 dead letters" in cli("list")
+    assert "replayed 1: created 1" in cli("replay")
+    [(source_key, *_)] = [r[1:] for r in _rows(ingest_pool, bucket, key)]
+    assert source_key == key
+    assert "replayed 1: duplicate 1" in cli("replay")
 
 
 def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
