@@ -49,11 +49,8 @@ class ProductRepository(Table):
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in names if c != "id"
         )
+        # One transaction: an embedding write_embeddings refuses leaves no product written.
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            versions = {v: version_record(conn, v) for v in embedded}
-            for version, items in embedded.items():
-                for product in items:
-                    versions[version].check_vector(product.embedding)  # type: ignore[arg-type]
             cur.execute(
                 "CREATE TEMP TABLE staging_products"
                 " (LIKE products INCLUDING DEFAULTS) ON COMMIT DROP"
@@ -72,7 +69,7 @@ class ProductRepository(Table):
             count = int(cur.rowcount)
             for version, items in embedded.items():
                 write_embeddings(
-                    conn, versions[version], [p.id for p in items],
+                    conn, version_record(conn, version), [p.id for p in items],
                     [p.embedding for p in items],  # type: ignore[misc]
                 )  # fmt: skip
             return count

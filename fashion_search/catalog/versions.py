@@ -137,12 +137,17 @@ class CatalogVersions(Table):
             found: list[CatalogVersion] = cur.execute(query.format(_SELECT), params).fetchall()
         return found
 
+    def find_serving(self) -> CatalogVersion | None:
+        """The version searches read, or None when there is none yet."""
+        found = self._select("state = 'serving'")
+        return found[0] if found else None
+
     def serving(self) -> CatalogVersion:
         """The version searches read; :class:`NoServingVersionError` when there is none."""
-        found = self._select("state = 'serving'")
-        if not found:
+        found = self.find_serving()
+        if found is None:
             raise NoServingVersionError("the catalog serves no model version yet (load it first)")
-        return found[0]
+        return found
 
     def get(self, model_version: str) -> CatalogVersion:
         """The record of ``model_version``; :class:`VersionNotFoundError` when there is none."""

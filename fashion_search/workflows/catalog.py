@@ -22,7 +22,6 @@ from fashion_search.catalog.models import Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
-from fashion_search.errors import NoServingVersionError
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
@@ -51,11 +50,11 @@ def create_schema(settings: Settings, reset: bool = False) -> dict[str, Any]:
 def serving_version(catalog: Catalog, client: EmbeddingClient) -> CatalogVersion:
     """The catalog's serving version; for a catalog that has none yet, the model server's
     champion becomes it (a new catalog's first model)."""
-    try:
-        return catalog.versions.serving()
-    except NoServingVersionError:
-        info = client.info()
-        return catalog.versions.bootstrap(info.registry_version, info.dimension)
+    serving = catalog.versions.find_serving()
+    if serving is not None:
+        return serving
+    info = client.info()
+    return catalog.versions.bootstrap(info.registry_version, info.dimension)
 
 
 def load_products(settings: Settings, source: str, limit: int | None = None) -> dict[str, Any]:

@@ -31,11 +31,10 @@ from mlflow.exceptions import MlflowException
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.embed import embed_catalog
 from fashion_search.catalog.repositories import Catalog
-from fashion_search.catalog.versions import CatalogVersion, IncompleteVersionError
+from fashion_search.catalog.versions import IncompleteVersionError
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.errors import (
     FashionSearchError,
-    NoServingVersionError,
     VersionNotFoundError,
 )
 from fashion_search.model.registry import configure_mlflow, registered_version
@@ -47,13 +46,6 @@ from fashion_search.storage import ObjectStore
 def _catalog(settings: Settings) -> Iterator[Catalog]:
     with create_pool(settings) as pool:
         yield Catalog.of(pool)
-
-
-def _serving_or_none(catalog: Catalog) -> CatalogVersion | None:
-    try:
-        return catalog.versions.serving()
-    except NoServingVersionError:
-        return None
 
 
 def _registered(settings: Settings, client: MlflowClient, version: str) -> None:
@@ -90,7 +82,7 @@ def prepare(settings: Settings, version: str) -> dict[str, Any]:
     client = configure_mlflow(settings)
     _registered(settings, client, version)
     with _catalog(settings) as catalog:
-        serving = _serving_or_none(catalog)
+        serving = catalog.versions.find_serving()
         if serving is not None and serving.model_version == version:
             return {"version": version, "state": "serving", "retired": []}
         retired = []
