@@ -35,6 +35,11 @@ class StackSettings(_Group):
     kafka_controller_port: int = Field(19093, validation_alias="FS_KAFKA_CONTROLLER_PORT")
     mlflow_port: int = Field(15000, validation_alias="FS_MLFLOW_PORT")
     localstack_port: int = Field(14566, validation_alias="FS_LOCALSTACK_PORT")
+    # The apps' supervisor (stack/supervisor.py): a program that dies is restarted after this
+    # delay, doubling up to the maximum; back to the first after a run of restart_reset_after_s.
+    restart_delay_s: float = Field(1.0, validation_alias="FS_RESTART_DELAY_S")
+    restart_max_delay_s: float = Field(30.0, validation_alias="FS_RESTART_MAX_DELAY_S")
+    restart_reset_after_s: float = Field(60.0, validation_alias="FS_RESTART_RESET_AFTER_S")
 
 
 class DatabaseSettings(_Group):

@@ -3,8 +3,10 @@
 ``python -m stack.apps up`` trains the offline default model when the registry has no champion
 yet (about 21 minutes on 2 cores), starts the model server, embeds the catalog products that
 lack an embedding from the served version, then starts the API, the UI and the bucket-event
-dispatcher (uploads -> Kafka -> function) and prints their URLs. ``python -m stack.apps down``
-stops them. Pid files and logs sit with the stack's.
+dispatcher (uploads -> Kafka -> function) and prints their URLs. Each runs under
+:mod:`stack.supervisor`, which restarts it when it dies (``FS_RESTART_*`` backoff).
+``python -m stack.apps down`` stops them for good; ``python -m stack.apps check NAME`` exits
+0 when that app is ready (compose's healthchecks run it). Pid files and logs sit with the stack's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from stack.process import ManagedProcess
 from stack.service import http_ok
+from stack.supervisor import Backoff
 from stack.topics import group_has_member
 
 
@@ -61,11 +64,17 @@ def _process(settings: Settings, name: str) -> ManagedProcess:
     return ManagedProcess(name, settings.stack.state_dir / "run", settings.stack.state_dir / "logs")
 
 
+def backoff(settings: Settings) -> Backoff:
+    """The supervisor's restart delays, from settings."""
+    stack = settings.stack
+    return Backoff(stack.restart_delay_s, stack.restart_max_delay_s, stack.restart_reset_after_s)
+
+
 def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
-    """Start ``app`` unless it runs; wait until it is ready."""
+    """Start ``app`` (supervised) unless it runs; wait until it is ready."""
     process = _process(settings, app.name)
     if process.pid() is None:
-        process.start([sys.executable, *app.argv], cwd=REPO_ROOT)
+        process.start([sys.executable, *app.argv], cwd=REPO_ROOT, supervise=backoff(settings))
     if not process.wait_ready(lambda: app.ready(settings), timeout_s):
         raise SystemExit(f"{app.name} did not start:\n{process.log_tail()}")
     print(f"{app.name}: running (pid {process.pid()}, log {process.log_file})")
@@ -115,12 +124,24 @@ def down(settings: Settings) -> None:
             print(f"{name}: stopped")
 
 
+def check(settings: Settings, name: str) -> bool:
+    """Whether app ``name`` answers its readiness check (False while it is starting)."""
+    return apps(settings)[name].ready(settings)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stack.apps up|down``."""
+    """``python -m stack.apps up|down|check NAME``."""
+    settings = get_settings()
     parser = argparse.ArgumentParser(prog="python -m stack.apps", description=__doc__)
-    parser.add_argument("command", choices=["up", "down"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start the apps (supervised) and wait until they are ready")
+    commands.add_parser("down", help="stop them")
+    p = commands.add_parser("check", help="exit 0 when the app is ready, 1 when not (yet)")
+    p.add_argument("name", choices=list(apps(settings)))
     args = parser.parse_args(argv)
-    (up if args.command == "up" else down)(get_settings())
+    if args.command == "check":
+        return 0 if check(settings, args.name) else 1
+    (up if args.command == "up" else down)(settings)
     return 0
 
 

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from stack.supervisor import Backoff, supervised_argv
+
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
@@ -62,8 +64,13 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         user: str | None = None,
+        supervise: Backoff | None = None,
     ) -> int:
-        """Start ``argv`` detached, appending its output to the log; returns the pid."""
+        """Start ``argv`` detached, appending its output to the log; returns the pid. With
+        ``supervise``, a :mod:`stack.supervisor` in the same group restarts it when it dies
+        (the pid is the supervisor's; :meth:`stop` ends both)."""
+        if supervise is not None:
+            argv = supervised_argv(self.name, argv, supervise)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:

@@ -37,19 +37,23 @@ def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> 
                 raise
 
 
-#: Answers of a broker that is still electing or loading a group's coordinator: "not yet".
+#: Answers of a broker that is still electing or loading a group's coordinator, or that does
+#: not answer in time (down, starting): "not yet".
 _COORDINATOR_NOT_READY = {
     KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._TIMED_OUT,
 }
 
 
-def group_has_member(bootstrap: str, group: str) -> bool:
+def group_has_member(bootstrap: str, group: str, timeout_s: float = 3.0) -> bool:
     """Whether a member of consumer group ``group`` has partitions assigned; False (not yet)
     while the broker's group coordinator is being elected or loaded, or the answer is a
-    retriable error."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})
+    retriable error or no answer within ``timeout_s``."""
+    admin = AdminClient(
+        {"bootstrap.servers": bootstrap, "log_level": 4, "socket.timeout.ms": int(timeout_s * 1000)}
+    )
     try:
         described = admin.describe_consumer_groups([group])[group].result()
     except KafkaException as exception:

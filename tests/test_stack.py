@@ -185,7 +185,7 @@ def test_a_port_taken_by_a_stranger_is_reported(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("code", "ready"),
     [("NOT_COORDINATOR", False), ("COORDINATOR_LOAD_IN_PROGRESS", False),
-     ("GROUP_AUTHORIZATION_FAILED", None)],
+     ("_TIMED_OUT", False), ("GROUP_AUTHORIZATION_FAILED", None)],
 )  # fmt: skip
 def test_a_coordinator_being_elected_means_not_ready_yet(
     monkeypatch: pytest.MonkeyPatch, code: str, ready: bool | None
