@@ -48,10 +48,38 @@ class HttpClient:
     generator should add as little as it can to what it times: httpx (its HTTP parsing is
     pure Python) added 0.6-1.0 ms to each text search on 2 cores (README, Search)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
         url = urlsplit(base_url)
         self._address = (url.hostname or "127.0.0.1", url.port or 80)
+        self._timeout_s = timeout_s  # of each socket operation: a hang raises TimeoutError
         self._local = threading.local()
+
+    def exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """The status and body, whatever the status; a connection that fails (timeout, reset)
+        is closed, so the next request opens a fresh one, and the error raised."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = http.client.HTTPConnection(
+                *self._address, timeout=self._timeout_s
+            )
+        try:
+            try:
+                connection.request(method, path, body, headers or {})
+                response = connection.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                connection.close()  # the server dropped the idle connection: one more try, anew
+                connection.request(method, path, body, headers or {})
+                response = connection.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            connection.close()
+            raise
 
     def request(
         self,
@@ -61,21 +89,9 @@ class HttpClient:
         headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """The JSON answer; an error for an HTTP error status."""
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = self._local.connection = http.client.HTTPConnection(
-                *self._address, timeout=60
-            )
-        try:
-            connection.request(method, path, body, headers or {})
-            response = connection.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            connection.close()  # the server dropped the idle connection: one more try, anew
-            connection.request(method, path, body, headers or {})
-            response = connection.getresponse()
-        data = response.read()
-        if response.status >= 400:
-            raise RuntimeError(f"{method} {path}: HTTP {response.status} {data[:300]!r}")
+        status, data = self.exchange(method, path, body, headers)
+        if status >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {status} {data[:300]!r}")
         return json.loads(data)  # type: ignore[no-any-return]
 
 

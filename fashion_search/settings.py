@@ -48,6 +48,9 @@ class DatabaseSettings(_Group):
     url: str = Field("", validation_alias="FS_DATABASE_URL")  # default: the local stack's
     name: str = Field("fashion", validation_alias="FS_DATABASE")  # of the local stack's
     pool_max_size: int = Field(8, validation_alias="FS_POOL_MAX_SIZE")
+    # Longest wait for a pooled connection before PoolTimeout (the API's 503): a saturated or
+    # unreachable database is answered in seconds, not after a long queue.
+    pool_timeout_s: float = Field(5.0, validation_alias="FS_DATABASE_POOL_TIMEOUT_S")
     embedding_dim: int = Field(512, validation_alias="FS_EMBEDDING_DIM")
     hnsw_ef_search: int = Field(100, validation_alias="FS_HNSW_EF_SEARCH")
     # Longest statement (or lock wait) of a pooled session before PostgreSQL cancels it: a
@@ -156,6 +159,11 @@ class SearchSettings(_Group):
     api_port: int = Field(18000, validation_alias="FS_API_PORT")
     api_url: str = Field("", validation_alias="FS_API_URL")  # as the UI reaches the API
     ui_port: int = Field(18501, validation_alias="FS_UI_PORT")
+    # Requests the API serves at once; more are answered 503 with Retry-After at once instead of
+    # queueing (/health is exempt). 0 = 4 per pooled database connection (32 at
+    # FS_POOL_MAX_SIZE=8): a request holds a connection for part of its time only, and it stays
+    # under the 40 worker threads the handlers run on, so an admitted request never waits for one.
+    api_max_in_flight: int = Field(0, validation_alias="FS_API_MAX_IN_FLIGHT")
 
 
 class RolloutSettings(_Group):
@@ -191,7 +199,8 @@ class Settings(_Group):
 
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:
-        """Endpoints left empty point at the native local stack on 127.0.0.1."""
+        """Endpoints left empty point at the native local stack on 127.0.0.1; limits left 0 follow
+        the ones they depend on."""
         host, stack = LOCAL_HOST, self.stack
         db = self.database
         db.url = db.url or f"postgresql://postgres@{host}:{stack.pg_port}/{db.name}"
@@ -201,7 +210,9 @@ class Settings(_Group):
         registry.tracking_uri = registry.tracking_uri or f"http://{host}:{stack.mlflow_port}"
         server = self.model_server
         server.address = server.address or f"{host}:{server.port}"
-        self.search.api_url = self.search.api_url or f"http://{host}:{self.search.api_port}"
+        search = self.search
+        search.api_url = search.api_url or f"http://{host}:{search.api_port}"
+        search.api_max_in_flight = search.api_max_in_flight or 4 * db.pool_max_size
         ingest = self.ingest
         ingest.sqs_endpoint_url = (
             ingest.sqs_endpoint_url or f"http://{host}:{stack.localstack_port}"

@@ -12,7 +12,9 @@ from psycopg_pool import ConnectionPool
 from fashion_search.settings import Settings
 
 
-def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPool[Any]:
+def create_pool(
+    settings: Settings, conninfo: str | None = None, *, wait: bool = True
+) -> ConnectionPool[Any]:
     """An open pool; the catalog schema must exist (run the migrations first).
 
     Connections are in autocommit mode: a read is one round trip (no BEGIN and COMMIT), and
@@ -20,6 +22,11 @@ def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPo
     ``settings.database.hnsw_ef_search`` and relaxed-order iterative scans (so a filtered search
     still finds k rows), so a search needs no ``SET`` of its own, and cancels any statement
     that runs longer than ``settings.database.statement_timeout_ms``.
+
+    A connection is checked as it is handed out (one broken by a database restart is replaced,
+    not returned), and waiting for one ends after ``settings.database.pool_timeout_s`` with
+    ``PoolTimeout``. ``wait=False`` returns before the first connection is made (the API: a
+    database that is down is a 503 per request, not a stall while the service is built).
     """
 
     def configure(conn: psycopg.Connection[Any]) -> None:
@@ -40,8 +47,10 @@ def create_pool(settings: Settings, conninfo: str | None = None) -> ConnectionPo
         max_size=settings.database.pool_max_size,
         kwargs={"autocommit": True},
         configure=configure,
+        check=ConnectionPool.check_connection,
+        timeout=settings.database.pool_timeout_s,
         open=False,
         name="catalog",
     )
-    pool.open(wait=True, timeout=30)
+    pool.open(wait=wait, timeout=30)
     return pool

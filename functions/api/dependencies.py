@@ -20,7 +20,7 @@ from fashion_search.storage import ObjectStore
 @lru_cache(maxsize=1)
 def _build_service() -> SearchService:
     settings = get_settings()
-    catalog = Catalog.of(create_pool(settings))
+    catalog = Catalog.of(create_pool(settings, wait=False))  # no stall while the database is down
     return SearchService(
         settings, catalog, ObjectStore(settings), EmbeddingClient(settings.model_server.address)
     )

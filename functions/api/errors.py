@@ -1,10 +1,18 @@
-"""The project's typed errors as HTTP responses: ``{"detail": message}`` with a 4xx/5xx code."""
+"""Errors as HTTP responses, ``{"detail": message}``: the project's typed errors with their
+4xx/5xx code, and a dependency's transient fault (:func:`~fashion_search.faults.is_transient`:
+PostgreSQL down or its pool exhausted, the object store unreachable, ...) with 503 and
+``Retry-After`` instead of a 500. Anything else stays a 500."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+
 import grpc
+import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from fashion_search.embedding_client import EmbeddingRequestError, ModelServerUnavailableError
 from fashion_search.errors import (
@@ -18,6 +26,9 @@ from fashion_search.errors import (
     ProductNotFoundError,
     ServingVersionUnavailableError,
 )
+from fashion_search.faults import is_transient
+
+log = logging.getLogger(__name__)
 
 _STATUS: tuple[tuple[type[FashionSearchError], int], ...] = (
     (ProductNotFoundError, 404),
@@ -31,25 +42,80 @@ _STATUS: tuple[tuple[type[FashionSearchError], int], ...] = (
     (EmbeddingDimensionError, 503),  # catalog and served model disagree: a deployment problem
 )
 
-
-def status_of(error: FashionSearchError) -> int:
-    """HTTP status for a typed error; anything else the caller sent is a 400."""
-    if isinstance(error, EmbeddingRequestError):
-        return 413 if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else 422
-    return next((status for kind, status in _STATUS if isinstance(error, kind)), 400)
-
+#: The errors a dependency's client raises, by the dependency named in the 503's message (the
+#: API role installs no Kafka client: the API never talks to Kafka).
+_DEPENDENCIES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (psycopg.Error, "database"),  # psycopg_pool's PoolTimeout is an OperationalError
+    ((BotoCoreError, ClientError), "object store"),
+    ((ModelServerUnavailableError, EmbeddingRequestError), "model server"),
+)
 
 #: Seconds a 503 (a dependency down or overloaded) tells the caller to wait before retrying.
 RETRY_AFTER_S = 1
 
 
-async def _handle(_: Request, error: Exception) -> JSONResponse:
-    assert isinstance(error, FashionSearchError)
+def status_of(error: BaseException) -> int:
+    """HTTP status: a typed error's own; 503 for a dependency's transient fault; 400 for the
+    other typed errors (what the caller sent); 500 for anything else."""
+    if isinstance(error, FashionSearchError):
+        status = next((status for kind, status in _STATUS if isinstance(error, kind)), None)
+        if status is not None:
+            return status
+    if is_transient(error):
+        return 503
+    if isinstance(error, EmbeddingRequestError):
+        return 413 if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else 422
+    return 400 if isinstance(error, FashionSearchError) else 500
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from (as :func:`is_transient` follows them)."""
+    current: BaseException | None = error
+    for _ in range(16):  # a cause chain is short; a cycle ends here
+        if current is None:
+            return
+        yield current
+        current = current.__cause__
+
+
+def detail_of(error: BaseException) -> str:
+    """The message for the caller: a typed error's own; for a dependency's error, which one is
+    unavailable and its first line."""
+    if isinstance(error, FashionSearchError):
+        return str(error)
+    cause, name = next(
+        ((c, name) for c in _chain(error) for kind, name in _DEPENDENCIES if isinstance(c, kind)),
+        (error, "a dependency"),
+    )
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{name} unavailable: {lines[0] if lines else type(cause).__name__}"
+
+
+def retry_after(status: int) -> dict[str, str] | None:
+    """The ``Retry-After`` header of a 503, else none."""
+    return {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+
+
+async def _handle(_: Request, error: Exception) -> Response:
     status = status_of(error)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
+    if status == 500:
+        raise error  # not ours to answer: the server error middleware logs it and answers 500
+    detail = detail_of(error)
+    if status == 503:
+        log.warning("503: %s", detail)
+    return JSONResponse({"detail": detail}, status_code=status, headers=retry_after(status))
+
+
+async def _handle_unexpected(_: Request, error: Exception) -> Response:
+    """The last resort (Starlette logs and re-raises the error after it): a transient fault
+    raised under another error is still a 503."""
+    if status_of(error) == 503:
+        return JSONResponse({"detail": detail_of(error)}, status_code=503, headers=retry_after(503))
+    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer typed errors with their status and message."""
-    app.add_exception_handler(FashionSearchError, _handle)
+    """Answer typed errors with their status and message, and dependency faults with 503."""
+    for kind in (FashionSearchError, psycopg.Error, BotoCoreError, ClientError, OSError):
+        app.add_exception_handler(kind, _handle)
+    app.add_exception_handler(Exception, _handle_unexpected)

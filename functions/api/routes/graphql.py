@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,12 +29,13 @@ from fashion_search.catalog import models
 from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import MAX_PAGE_SIZE
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
-from fashion_search.errors import FashionSearchError, InvalidArgumentError
+from fashion_search.errors import InvalidArgumentError
 from fashion_search.search.products import ProductService
 from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchService
 from functions.api.dependencies import get_products, get_service
-from functions.api.errors import status_of
+from functions.api.errors import RETRY_AFTER_S, detail_of, status_of
 
+log = logging.getLogger(__name__)
 MAX_DEPTH = 6
 MAX_TOKENS = 1000
 MAX_ALIASES = 10
@@ -232,19 +234,25 @@ class Query:
 
 
 def _status(error: GraphQLError) -> int:
-    """400 for document errors (syntax, validation, limits), the typed error's status, or 500."""
+    """400 for document errors (syntax, validation, limits), else the error's HTTP status (a
+    typed error's own, 503 for a dependency's transient fault, 500)."""
     original = error.original_error
-    if original is None:
-        return 400
-    return status_of(original) if isinstance(original, FashionSearchError) else 500
+    return 400 if original is None else status_of(original)
 
 
 class _Schema(strawberry.Schema):
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        """Log only server-side failures; the client's own mistakes are in the response."""
-        unexpected = [e for e in errors if _status(e) >= 500]
+        """Log only server-side failures (a dependency's fault in one line); the client's own
+        mistakes are in the response."""
+        unexpected = []
+        for error in errors:
+            status = _status(error)
+            if status == 503:
+                log.warning("503: %s", detail_of(error.original_error or error))
+            elif status >= 500:
+                unexpected.append(error)
         if unexpected:
             super().process_errors(unexpected, execution_context)
 
@@ -256,7 +264,10 @@ class _Router(GraphQLRouter[dict[str, Any], None]):
         response = await super().process_result(request, result)
         formatted_errors: list[dict[str, Any]] = response.get("errors") or []  # type: ignore[assignment]
         for formatted, error in zip(formatted_errors, result.errors or [], strict=True):
-            formatted.setdefault("extensions", {})["status"] = _status(error)
+            status = _status(error)
+            formatted.setdefault("extensions", {})["status"] = status
+            if status == 503 and error.original_error is not None:
+                formatted["message"] = detail_of(error.original_error)
         return response
 
     def create_response(
@@ -265,10 +276,15 @@ class _Router(GraphQLRouter[dict[str, Any], None]):
         sub_response: Response,
     ) -> Response:
         response = super().create_response(response_data, sub_response)
-        if isinstance(response_data, dict) and response_data.get("data") is None:
-            errors: list[dict[str, Any]] = response_data.get("errors") or []  # type: ignore[assignment]
-            if errors:
-                response.status_code = errors[0].get("extensions", {}).get("status", 400)
+        if not isinstance(response_data, dict):
+            return response
+        errors: list[dict[str, Any]] = response_data.get("errors") or []  # type: ignore[assignment]
+        statuses = [e.get("extensions", {}).get("status", 400) for e in errors]
+        if 503 in statuses:  # a dependency's fault, even beside partial data: worth a retry
+            response.status_code = 503
+            response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        elif statuses and response_data.get("data") is None:
+            response.status_code = statuses[0]
         return response
 
 
