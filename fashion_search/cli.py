@@ -216,6 +216,17 @@ def _dead_letters(args: argparse.Namespace) -> None:
         )
 
 
+def _reconcile(args: argparse.Namespace) -> None:
+    from fashion_search.workflows.uploads import reconcile_uploads
+
+    found = reconcile_uploads(get_settings(), args.min_age)
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(found["outcomes"].items())) or "nothing"
+    print(
+        f"s3://{found['bucket']}: {found['missing']} objects missing from the catalog,"
+        f" {found['deleted']} products of deleted objects; {outcomes}"
+    )
+
+
 def _rollout(args: argparse.Namespace) -> None:
     from fashion_search.workflows import rollout
 
@@ -414,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", required=True)
     for action, text in (("list", "list them"), ("replay", "replay them through the function")):
         a = actions.add_parser(action, help=text)
-        a.add_argument("--reason", help="only this reason (model-server-unavailable, ...)")
+        a.add_argument("--reason", help="only this reason (not-an-image, ...)")
         a.add_argument("--since", help="only those given up on at or after (ISO 8601, UTC)")
         if action == "replay":
             a.add_argument("--id", dest="ids", action="append", help="only this one (repeatable)")
@@ -422,6 +433,16 @@ def build_parser() -> argparse.ArgumentParser:
     a = actions.add_parser("show", help="one dead letter, whole")
     a.add_argument("id", help="partition:offset, as list prints it")
     a.set_defaults(run=_dead_letters)
+
+    p = commands.add_parser(
+        "reconcile",
+        help="process the uploads the catalog lacks and remove those deleted from the bucket",
+    )
+    p.add_argument(
+        "--min-age", type=float, help="seconds an object waits for its own event (default:"
+        " FS_RECONCILE_MIN_AGE_S)",
+    )  # fmt: skip
+    p.set_defaults(run=_reconcile)
 
     p = commands.add_parser(
         "rollout",

@@ -7,6 +7,10 @@ class FashionSearchError(Exception):
     """Base of every error the project raises on purpose."""
 
 
+class DependencyUnavailableError(FashionSearchError):
+    """A dependency did not do its part (the same work succeeds once it is back)."""
+
+
 class CatalogError(FashionSearchError):
     """A catalog operation was refused; the catalog is unchanged."""
 

@@ -137,13 +137,19 @@ class IngestSettings(_Group):
     # How long a started batch waits to fill.
     batch_window_ms: float = Field(20.0, validation_alias="FS_INGEST_BATCH_WINDOW_MS")
     neighbours: int = Field(10, validation_alias="FS_INGEST_NEIGHBOURS")  # vote on each label
-    # Model-server calls per batch before dead-lettering, the first backoff (doubled each
-    # attempt) and the longest.
-    retry_attempts: int = Field(8, validation_alias="FS_INGEST_RETRY_ATTEMPTS")
+    # While a dependency is down: how long one invocation tries a batch again (it must fit in
+    # the function's timeout, 60 s in template.yaml), the first backoff (doubled each try) and
+    # the longest; past the budget the event source delivers the batch again.
+    retry_budget_s: float = Field(30.0, validation_alias="FS_INGEST_RETRY_BUDGET_S")
     retry_base_s: float = Field(0.5, validation_alias="FS_INGEST_RETRY_BASE_S")
     retry_max_s: float = Field(10.0, validation_alias="FS_INGEST_RETRY_MAX_S")
-    # Invocations of a failing batch before it is split.
+    # Invocations of a batch failing with an error of its own (not a dependency's) before it
+    # is split to find the message at fault.
     invoke_attempts: int = Field(3, validation_alias="FS_INGEST_INVOKE_ATTEMPTS")
+    # Reconciliation of the uploads bucket with the catalog (its Airflow schedule is
+    # FS_RECONCILE_INTERVAL_S, read by dags/reconcile_uploads.py): how old an object must be
+    # before it stops waiting for its own event.
+    reconcile_min_age_s: float = Field(60.0, validation_alias="FS_RECONCILE_MIN_AGE_S")
     uploads_queue: str = Field("fashion-uploads-events", validation_alias="FS_UPLOADS_QUEUE")
     # SQS (LocalStack in the local stack).
     sqs_endpoint_url: str = Field("", validation_alias="FS_LOCALSTACK_ENDPOINT_URL")

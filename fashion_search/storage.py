@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import boto3
@@ -36,6 +37,7 @@ from fashion_search.settings import Settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 MAX_KEY_BYTES = 1024
 _UNSAFE_KEY = re.compile(r"[\x00-\x1f\x7f\\]")
@@ -98,6 +100,10 @@ def make_s3_client(settings: Settings, session: boto3.Session | None = None) -> 
         config=Config(
             s3={"addressing_style": "path"},
             retries={"max_attempts": 5, "mode": "standard"},
+            # A store that takes the connection and never answers must not stall a caller for
+            # botocore's default minutes (a refused connection fails at once anyway).
+            connect_timeout=5,
+            read_timeout=30,
             max_pool_connections=32,
         ),
     )
@@ -197,23 +203,43 @@ class ObjectStore:
             metadata=dict(response.get("Metadata", {})),
         )
 
-    def copy(self, source_bucket: str, source_key: str, bucket: str, key: str) -> None:
-        """Server-side copy of an object (content type and metadata kept)."""
+    def copy(
+        self, source_bucket: str, source_key: str, bucket: str, key: str, if_match: str = ""
+    ) -> None:
+        """Server-side copy of an object (content type and metadata kept); with ``if_match``,
+        only of that ETag: ObjectChangedError when the object now has another,
+        ObjectNotFoundError when it is gone."""
         validate_object_key(key)
-        self.client.copy_object(
-            Bucket=bucket, Key=key, CopySource={"Bucket": source_bucket, "Key": source_key}
-        )
+        try:
+            source: CopySourceTypeDef = {"Bucket": source_bucket, "Key": source_key}
+            if if_match:
+                self.client.copy_object(
+                    Bucket=bucket, Key=key, CopySource=source, CopySourceIfMatch=if_match
+                )
+            else:
+                self.client.copy_object(Bucket=bucket, Key=key, CopySource=source)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code")
+            if code in _MISSING:
+                raise ObjectNotFoundError(source_bucket, source_key) from error
+            if code in ("PreconditionFailed", "412") and if_match:
+                raise ObjectChangedError(source_bucket, source_key, if_match) from error
+            raise
+
+    def etag(self, bucket: str, key: str) -> str | None:
+        """The ETag of the object under ``key`` now, or None when there is none."""
+        validate_object_key(key)
+        try:
+            response = self.client.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _MISSING:
+                return None
+            raise
+        return response["ETag"].strip('"')
 
     def exists(self, bucket: str, key: str) -> bool:
         """Whether ``key`` exists in ``bucket``."""
-        validate_object_key(key)
-        try:
-            self.client.head_object(Bucket=bucket, Key=key)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _MISSING:
-                return False
-            raise
-        return True
+        return self.etag(bucket, key) is not None
 
     def presigned_url(self, bucket: str, key: str, expires_s: int = 3600) -> str:
         """A time-limited GET URL for an object (SigV4, path style), on the public endpoint
@@ -237,6 +263,15 @@ class ObjectStore:
             credentials, "s3", self.settings.storage.region, expires=expires_s
         ).add_auth(request)
         return str(request.url)
+
+    def list_etags(self, bucket: str, prefix: str = "") -> dict[str, tuple[str, datetime]]:
+        """Every object of ``bucket`` under ``prefix``: key -> (ETag, last modified)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        return {
+            obj["Key"]: (obj["ETag"].strip('"'), obj["LastModified"])
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        }
 
     def delete_bucket(self, bucket: str) -> None:
         """Delete a bucket and everything in it (used to clean up test buckets)."""

@@ -69,7 +69,14 @@ class MinIO(S3Server):
             "MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY": "on",
             "MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY": s.kafka.bootstrap,
             "MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY": s.kafka.uploads_topic,
+            # Events are kept on disk until Kafka has them: none is lost while it is away.
+            "MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY": str(self.events_dir),
         }
+
+    @property
+    def events_dir(self) -> Path:
+        """Where MinIO queues bucket events that Kafka has not acknowledged yet."""
+        return self.data_dir.parent / "minio-events"
 
     def ready(self) -> bool:
         return http_get(f"{self.endpoint}/minio/health/ready")[0] == 200

@@ -32,7 +32,11 @@ def test_compose_file_is_valid_and_complete() -> None:
     assert {"setup", "mlflow", "catalog"} | apps <= built
     assert "/app/dags" in services["airflow"]["volumes"][0]["target"]
     assert {services[name]["image"] for name in built} == {"fashion-search:latest"}
-    assert services["minio"]["environment"]["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "fashion.uploads"
+    minio = services["minio"]
+    assert minio["environment"]["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "fashion.uploads"
+    # Events raised while Kafka is away wait on a volume of their own.
+    queue = minio["environment"]["MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY"]
+    assert queue in {v["target"] for v in minio["volumes"] if v["type"] == "volume"}
 
 
 def test_compose_rejects_a_broken_file(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 from stack.airflow import DagRunResult, LocalAirflow
 from stack.postgres import create_database
+from stack.topics import ensure_topics
 from tests.helpers import child_env, database, free_port, start_model_server
 
 ROWS = 300
@@ -133,6 +134,36 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     assert result.state == "success", result.log[-3000:]
     assert _report(result, "dimension")["embedded"] == 20
     assert _catalog(dags_settings) == [("1", 60)]
+
+
+def test_reconcile_uploads_processes_objects_whose_events_were_lost(
+    airflow: LocalAirflow, dags_settings: Settings
+) -> None:
+    """The scheduled reconciliation on a bucket that announces nothing: every upload's event
+    is "lost", and the DAG makes their products (the catalog is the one loaded above)."""
+    from fashion_search.dataset import iter_dataset
+
+    run = uuid.uuid4().hex[:6]
+    settings = dags_settings.replace(
+        storage={"uploads_bucket": f"test-dags-{run}-uploads"},
+        kafka={"output_topic": f"test-{run}.dags.products",
+               "dead_letter_topic": f"test-{run}.dags.dead-letter"},
+        ingest={"reconcile_min_age_s": 0.0},
+    )  # fmt: skip
+    ensure_topics(settings, (settings.kafka.output_topic, settings.kafka.dead_letter_topic))
+    store = ObjectStore(settings)
+    store.ensure_buckets([settings.storage.uploads_bucket])
+    try:
+        for item in iter_dataset(settings.dataset_source, offset=ROWS, limit=2):
+            store.put(settings.storage.uploads_bucket, f"lost/{item.fields.id}.jpg", item.image)
+        result = _dag(airflow, settings, "reconcile_uploads", {})
+        assert result.state == "success", result.log[-3000:]
+        assert _report(result, "missing") == {
+            "bucket": settings.storage.uploads_bucket, "missing": 2, "deleted": 0,
+            "outcomes": {"created": 2},
+        }  # fmt: skip
+    finally:
+        store.delete_bucket(settings.storage.uploads_bucket)
 
 
 @pytest.fixture(scope="module")

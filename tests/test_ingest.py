@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import DatasetItem, iter_dataset
-from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.errors import ProductNotFoundError
 from fashion_search.ingest.processor import UploadProcessor
 from fashion_search.ingest.publisher import KafkaPublisher
@@ -73,7 +73,7 @@ def ingest_settings(search_settings: Settings) -> Settings:
         ingest={
             "group_id": f"test-ingest-{run}",
             "batch_size": 4,  # many batches, so a kill lands mid-stream
-            "retry_attempts": 12,
+            "retry_budget_s": 20.0,
             "retry_base_s": 0.25,
             "retry_max_s": 4.0,
         },
@@ -445,7 +445,7 @@ def _notification(
 
 
 def test_the_template_event_of_the_bucket_function_is_handled(
-    ingest_settings: Settings, function: BucketEventFunction, outputs: Outputs,
+    ingest_settings: Settings, ingest_pool: ConnectionPool, outputs: Outputs,
     held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     """``local_invoke`` generates the SQS-wrapped S3 event of template.yaml's trigger (no eTag:
@@ -458,9 +458,13 @@ def test_the_template_event_of_the_bucket_function_is_handled(
 
     from functions.local_invoke import function_spec, generated_event
 
-    store = ObjectStore(ingest_settings)
     bucket, key = f"template-{uuid.uuid4().hex[:6]}", "template/shirt.jpg"
+    settings = ingest_settings.replace(storage={"uploads_bucket": bucket})
+    store = ObjectStore(settings)
     store.ensure_buckets([bucket])
+    client = EmbeddingClient(settings.model_server.address)
+    processor = UploadProcessor(settings, Catalog.of(ingest_pool), store, client)
+    function = BucketEventFunction(processor, KafkaPublisher(settings))
     try:
         etag = store.put(bucket, key, held_out[2].image)
         spec = function_spec(REPO_ROOT / "template.yaml", "BucketEventFunction")
@@ -522,6 +526,7 @@ def test_bad_events_are_dead_lettered_with_reason_and_original_event(
     events = [
         json.dumps(_notification(bucket, f"{prefix}gone.jpg", etag)).encode(),
         json.dumps(_notification(bucket, f"{prefix}huge.jpg", huge)).encode(),
+        json.dumps(_notification("someone-elses", f"{prefix}theirs.jpg")).encode(),
         b"not json at all",
         json.dumps({"Records": "nope", "Key": f"{bucket}/{prefix}x"}).encode(),
         json.dumps(_notification(bucket, f"{prefix}../escape.jpg")).encode(),
@@ -531,7 +536,7 @@ def test_bad_events_are_dead_lettered_with_reason_and_original_event(
     ]
     counts = function(_kafka_invocation(*events))
 
-    assert counts == {"dead-letter": 5, "removed": 1}  # a removal of no upload: nothing to remove
+    assert counts == {"dead-letter": 6, "removed": 1}  # a removal of no upload: nothing to remove
     outputs.wait(
         lambda o: (
             sum(
@@ -539,16 +544,17 @@ def test_bad_events_are_dead_lettered_with_reason_and_original_event(
                 and d["originalEvent"] in {e.decode() for e in events}
                 for d in o.dead_letters
             )
-            >= 5
+            >= 6
         )
     )
     letters = {
         d["originalEvent"]: d for d in outputs.dead_letters if d["source"].get("topic") == "uploads"
     }
-    reasons = [letters[e.decode()]["reason"] for e in events[:5]]
+    reasons = [letters[e.decode()]["reason"] for e in events[:6]]
     assert reasons == [
         "object-not-found",
         "too-large",
+        "foreign-bucket",
         "malformed-event",
         "malformed-event",
         "malformed-event",
@@ -558,41 +564,71 @@ def test_bad_events_are_dead_lettered_with_reason_and_original_event(
     assert not _rows(ingest_pool, bucket, prefix)
 
 
-def test_a_model_server_down_past_the_retries_dead_letters_the_event(
+def test_a_model_server_down_past_the_retry_budget_fails_the_batch_and_dead_letters_nothing(
     ingest_settings: Settings, ingest_pool: ConnectionPool, outputs: Outputs,
     held_out: list[DatasetItem],
 ) -> None:  # fmt: skip
     from tests.helpers import free_port
 
-    settings = ingest_settings.replace(ingest={"retry_attempts": 3})
+    # A bucket of its own, which announces nothing: no dispatcher of this module processes the
+    # object behind the test's back.
+    bucket = f"test-quiet-{uuid.uuid4().hex[:6]}"
+    settings = ingest_settings.replace(
+        storage={"uploads_bucket": bucket}, ingest={"retry_budget_s": 1.0}
+    )
     waits: list[float] = []
     processor = UploadProcessor(
         settings, Catalog.of(ingest_pool), ObjectStore(settings),
-        EmbeddingClient(f"127.0.0.1:{free_port()}", timeout_s=2), sleep=waits.append,
+        EmbeddingClient(f"127.0.0.1:{free_port()}", timeout_s=2),
     )  # fmt: skip
-    function = BucketEventFunction(processor, KafkaPublisher(settings))
-    # A bucket of its own, which announces nothing: no dispatcher of this module processes the
-    # object behind the test's back.
-    bucket = f"test-no-server-{uuid.uuid4().hex[:6]}"
+    function = BucketEventFunction(processor, KafkaPublisher(settings), sleep=waits.append)
     store = ObjectStore(settings)
     store.client.create_bucket(Bucket=bucket)
-    key = f"no-server/{uuid.uuid4().hex[:6]}/a.jpg"
+    try:
+        key = f"no-server/{uuid.uuid4().hex[:6]}/a.jpg"
+        etag = store.put(bucket, key, held_out[1].image)
+        event = json.dumps(_notification(bucket, key, etag)).encode()
+
+        with pytest.raises(ModelServerUnavailableError):  # the Kafka source delivers it again
+            function(_kafka_invocation(event))
+        assert waits and waits[:2] == [0.25, 0.5]  # backoff inside the budget
+        sqs = {"Records": [{"eventSource": "aws:sqs", "messageId": "m-1", "body": event.decode()}]}
+        assert function(sqs) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+        outputs.drain(2)
+        assert not [d for d in outputs.dead_letters if d.get("key") == key]
+        assert not _rows(ingest_pool, bucket, key)
+    finally:
+        store.delete_bucket(bucket)
+
+
+def test_dead_letters_are_listed_and_replayed_idempotently(
+    ingest_settings: Settings, ingest_pool: ConnectionPool, outputs: Outputs,
+    held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    bucket = f"test-quiet-{uuid.uuid4().hex[:6]}"
+    settings = ingest_settings.replace(storage={"uploads_bucket": bucket})
+    store = ObjectStore(settings)
+    store.client.create_bucket(Bucket=bucket)
+    key = f"too-large/{uuid.uuid4().hex[:6]}/a.jpg"
     etag = store.put(bucket, key, held_out[1].image)
     event = json.dumps(_notification(bucket, key, etag)).encode()
-
-    assert function(_kafka_invocation(event)) == {"dead-letter": 1}
-    assert waits == [0.25, 0.5]  # bounded retries with exponential backoff
+    strict = settings.replace(model_server={"max_image_bytes": 1000})
+    with EmbeddingClient(settings.model_server.address) as client:
+        function = BucketEventFunction(
+            UploadProcessor(strict, Catalog.of(ingest_pool), store, client),
+            KafkaPublisher(strict),
+        )
+        assert function(_kafka_invocation(event)) == {"dead-letter": 1}
     outputs.wait(lambda o: any(d.get("key") == key for d in o.dead_letters))
     [letter] = [d for d in outputs.dead_letters if d.get("key") == key]
-    assert letter["reason"] == "model-server-unavailable" and "3 attempts" in letter["error"]
-    assert letter["originalEvent"] == event.decode()
+    assert letter["reason"] == "too-large" and letter["originalEvent"] == event.decode()
 
-    # The model server (the module's) is there again: the dead letter is listed and replayed
-    # through the same function, once as a new product, then as a duplicate.
+    # The limit raised again, the dead letter is listed and replayed through the same
+    # function: once as a new product, then as a duplicate.
     def cli(*args: str) -> str:
         result = subprocess.run(
             [sys.executable, "-m", "fashion_search.cli", "dead-letters", *args,
-             "--reason", "model-server-unavailable", "--since", letter["failedAt"]],
+             "--reason", "too-large", "--since", letter["failedAt"]],
             env=child_env(settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr

@@ -1,4 +1,5 @@
-"""Pure parts of ingestion: notification parsing, Lambda envelopes, the label vote."""
+"""Pure parts of ingestion: notification parsing, Lambda envelopes, the label vote, which
+errors are transient and the backoff."""
 
 from __future__ import annotations
 
@@ -100,3 +101,59 @@ def test_vote_without_neighbours_or_positive_similarity() -> None:
     predicted = vote([_fields("Shirts", "Blue"), _fields("Jeans", "Blue")], [-0.2, -0.1])
     assert predicted["article_type"].confidence == pytest.approx(0.5)
     assert predicted["article_type"].value == "Shirts"  # a tie goes to the nearest
+
+
+def _raised_from(cause: Exception) -> Exception:
+    try:
+        try:
+            raise cause
+        except Exception as error:
+            raise RuntimeError("wrapped") from error
+    except RuntimeError as wrapped:
+        return wrapped
+
+
+def test_dependency_errors_are_transient_and_input_errors_are_not() -> None:
+    import psycopg
+    from botocore.exceptions import ClientError, EndpointConnectionError
+    from confluent_kafka import KafkaError, KafkaException
+    from psycopg_pool import PoolTimeout
+
+    from fashion_search.embedding_client import ModelServerOverloadedError
+    from fashion_search.errors import ImageTooLargeError, InvalidImageError
+    from fashion_search.faults import is_transient
+    from fashion_search.ingest.publisher import PublishError
+
+    def s3(code: str, status: int) -> ClientError:
+        response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(response, "GetObject")  # type: ignore[arg-type]
+
+    transient = [
+        psycopg.OperationalError("server closed the connection"),
+        PoolTimeout("couldn't get a connection after 5 s"),
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:19000"),
+        s3("SlowDown", 503),
+        s3("XMinioServerNotInitialized", 503),
+        KafkaException(KafkaError(KafkaError._TRANSPORT)),
+        ModelServerOverloadedError("busy"),
+        PublishError("2 messages not delivered"),
+        _raised_from(psycopg.OperationalError("down")),
+    ]
+    permanent = [
+        s3("NoSuchKey", 404),
+        s3("AccessDenied", 403),
+        InvalidImageError("not an image"),
+        ImageTooLargeError("too large"),
+        psycopg.errors.UniqueViolation("duplicate key"),
+        ValueError("a bug"),
+        _raised_from(ValueError("a bug")),
+    ]
+    assert [is_transient(e) for e in transient] == [True] * len(transient)
+    assert [is_transient(e) for e in permanent] == [False] * len(permanent)
+
+
+def test_backoff_doubles_up_to_its_cap_and_never_overflows() -> None:
+    from fashion_search.faults import backoff
+
+    assert [backoff(n, 0.5, 10.0) for n in range(1, 8)] == [0.5, 1, 2, 4, 8, 10, 10]
+    assert backoff(10_000, 0.5, 10.0) == 10.0

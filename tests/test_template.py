@@ -109,3 +109,17 @@ def test_the_upload_queue_follows_aws_advice_for_lambda_and_matches_localstack()
     assert re.search(r'"VisibilityTimeout": "(\d+)"', init)[1] == str(queue["VisibilityTimeout"])  # type: ignore[index]
     received = re.search(r'"maxReceiveCount": "(\d+)"', init)[1]  # type: ignore[index]
     assert received == str(queue["RedrivePolicy"]["maxReceiveCount"])
+
+
+def test_the_bucket_functions_retry_budget_fits_inside_its_timeout() -> None:
+    """A batch retried for the whole budget (plus one try as long as a pool wait) still
+    returns its partial batch response before Lambda stops the function."""
+    from fashion_search.settings import Settings
+
+    function = _template()["Resources"]["BucketEventFunction"]["Properties"]
+    settings = Settings()
+    one_try = settings.database.pool_timeout_s + settings.ingest.retry_max_s
+    assert settings.ingest.retry_budget_s + one_try < function["Timeout"]
+    events = function["Events"]
+    [sqs] = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
+    assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

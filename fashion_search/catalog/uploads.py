@@ -3,9 +3,10 @@ and object version (ETag)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
+import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -15,6 +16,12 @@ from fashion_search.catalog.models import UPLOADS_DATASET, Product, UploadedProd
 from fashion_search.catalog.table import READ_COLUMNS, Table
 from fashion_search.catalog.versions import live_versions
 from fashion_search.errors import NoServingVersionError, ServingVersionChangedError
+
+
+def _lock_key(conn: psycopg.Connection[Any], bucket: str, key: str) -> None:
+    """Serialize, until the transaction ends, every write of the product of ``bucket``/``key``
+    (a transaction-scoped advisory lock on the pair's hash)."""
+    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{bucket}/{key}",))
 
 
 class UploadRepository(Table):
@@ -35,10 +42,23 @@ class UploadRepository(Table):
             for r in rows
         }
 
+    def uploaded_etags(self, bucket: str) -> dict[str, str]:
+        """Every key of ``bucket`` the catalog holds a product of, with its ETag."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT source_key, source_etag FROM products WHERE source_bucket = %s", (bucket,)
+            ).fetchall()
+        return {str(key): str(etag) for key, etag in rows}
+
     def save_upload(
-        self, upload: UploadedProduct
-    ) -> tuple[int, Literal["created", "updated", "duplicate"]]:
-        """Insert the product of an uploaded object, idempotently.
+        self, upload: UploadedProduct, is_current: Callable[[], bool]
+    ) -> tuple[int, Literal["created", "updated", "duplicate"]] | Literal["superseded"]:
+        """Insert the product of an uploaded object, idempotently, if it is still the newest.
+
+        Writes of one (bucket, key) take turns, and each asks ``is_current()`` (does the bucket
+        still hold this ETag under the key?) in its turn: one that is not writes nothing
+        (``superseded``). So whatever order concurrent deliveries of several versions run in,
+        the version stored last is the one the bucket held last.
 
         One product per (bucket, key): the same ETag again changes nothing (``duplicate``); a
         new ETag replaces its labels, image and embeddings (``updated``). Its embeddings go to
@@ -71,6 +91,9 @@ class UploadRepository(Table):
             updates=updates,
         )
         with self.pool.connection() as conn, conn.transaction():
+            _lock_key(conn, upload.source_bucket, upload.source_key)
+            if not is_current():
+                return "superseded"
             row = conn.execute(query, values).fetchone()
             if row is not None:
                 product_id, inserted = int(row[0]), bool(row[1])
@@ -96,9 +119,13 @@ class UploadRepository(Table):
         assert existing is not None  # the conflicting row stays locked by this transaction
         return int(existing[0]), "duplicate"
 
-    def remove_upload(self, bucket: str, key: str) -> Product | None:
-        """Delete the product made from ``bucket``/``key`` (its embeddings go with it); the
-        product deleted, or None when there was none."""
+    def remove_upload(
+        self, bucket: str, key: str, is_gone: Callable[[], bool]
+    ) -> Product | Literal["superseded"] | None:
+        """Delete the product made from ``bucket``/``key`` (its embeddings go with it) if
+        ``is_gone()`` still holds in its turn among the key's writes (see :meth:`save_upload`);
+        the product deleted, None when there was none, ``superseded`` when the key holds an
+        object again."""
         query = sql.SQL(
             "DELETE FROM products p WHERE source_bucket = %s AND source_key = %s RETURNING {}"
         ).format(READ_COLUMNS)
@@ -107,5 +134,8 @@ class UploadRepository(Table):
             conn.transaction(),
             conn.cursor(row_factory=dict_row) as cur,
         ):
+            _lock_key(conn, bucket, key)
+            if not is_gone():
+                return "superseded"
             row = cur.execute(query, (bucket, key)).fetchone()
         return None if row is None else Product.model_validate(row)

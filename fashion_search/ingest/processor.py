@@ -1,22 +1,23 @@
 """Turn object-created events into classified catalog products (the bucket-event function's core).
 
 Per batch: skip versions already processed, read and check every object, embed the images in
-one model-server call with the catalog's serving model version (bounded retries with backoff
-while the server is down) and in one call with each other live version (a rollout's candidate,
-or the version a rollback would return to), let each image's nearest labelled catalog products
-of the serving version vote on its labels, copy the image into the images bucket and store the
-product idempotently on (bucket, key, ETag) with its embeddings. A switch of the serving
-version in the meantime makes the events it touched run once more. An event that cannot
-succeed ends as a :class:`Failure` with a reason; infrastructure errors (database, object
-store) propagate so that the event source delivers the batch again.
+one model-server call with the catalog's serving model version and in one call with each other
+live version (a rollout's candidate, or the version a rollback would return to), let each
+image's nearest labelled catalog products of the serving version vote on its labels, copy the
+image into the images bucket and store the product idempotently on (bucket, key, ETag) with its
+embeddings, only while that ETag is still the object's (so the newest version always wins). A
+switch of the serving version in the meantime makes the events it touched run once more.
+
+An event that can never succeed (its object is gone, not an image, too large) ends as a
+:class:`Failure` with a reason. A dependency's error (database, object store, model server;
+see :mod:`fashion_search.faults`) propagates, so that the caller retries the batch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -29,7 +30,6 @@ from fashion_search.embedding_client import (
     Array,
     EmbeddingClient,
     EmbeddingRequestError,
-    Embeddings,
     ModelServerUnavailableError,
     ModelVersionNotLoadedError,
 )
@@ -75,11 +75,6 @@ def upload_image_key(event: ObjectCreated) -> str:
     return f"uploads/{digest[:32]}"
 
 
-def retry_delay(settings: Settings, attempt: int) -> float:
-    """Backoff before retry ``attempt + 1``: the base doubled per attempt, capped."""
-    return min(settings.ingest.retry_base_s * 2.0 ** (attempt - 1), settings.ingest.retry_max_s)
-
-
 class UploadProcessor:
     """Processes batches of object-created events."""
 
@@ -89,23 +84,23 @@ class UploadProcessor:
         catalog: Catalog,
         store: ObjectStore,
         embedder: EmbeddingClient,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = store
         self.embedder = embedder
-        self._sleep = sleep
         self._io = ThreadPoolExecutor(8, thread_name_prefix="ingest-io")
 
     def remove(self, event: ObjectRemoved) -> UploadProcessed:
         """The product of a deleted upload leaves the catalog (and search), unless the key holds
         an object again (uploaded anew after the delete: its own event made or makes it)."""
-        if self.store.exists(event.bucket, event.key):
+        removed = self.catalog.uploads.remove_upload(
+            event.bucket, event.key, lambda: self.store.etag(event.bucket, event.key) is None
+        )
+        if removed == "superseded":
             return UploadProcessed(
                 bucket=event.bucket, key=event.key, e_tag="", status="superseded", results=[]
             )
-        removed = self.catalog.uploads.remove_upload(event.bucket, event.key)
         results = [] if removed is None else [_result(event, removed, {})]
         return UploadProcessed(
             bucket=event.bucket, key=event.key, e_tag="", status="removed", results=results
@@ -138,7 +133,13 @@ class UploadProcessor:
         }
         for index, event in enumerate(events):
             stored = known.get((event.bucket, event.key))
-            if stored is not None and stored[1] == event.etag:
+            if event.bucket != self.settings.storage.uploads_bucket:
+                outcomes[index] = Failure(
+                    "foreign-bucket",
+                    f"s3://{event.bucket}/{event.key}: uploads are taken from"
+                    f" {self.settings.storage.uploads_bucket} only",
+                )
+            elif stored is not None and stored[1] == event.etag:
                 outcomes[index] = _processed(event, "duplicate", stored[0], stored[2])
             else:
                 todo.append(index)
@@ -191,13 +192,7 @@ class UploadProcessor:
         except ObjectNotFoundError as error:
             return Failure("object-not-found", str(error))
         except ObjectChangedError:
-            return UploadProcessed(
-                bucket=event.bucket,
-                key=event.key,
-                e_tag=event.etag,
-                status="superseded",
-                results=[],
-            )
+            return _superseded(event)
         except ImageTooLargeError as error:
             return Failure("too-large", str(error))
         except InvalidImageError as error:
@@ -206,15 +201,13 @@ class UploadProcessor:
 
     def _embed(self, images: dict[int, bytes], version: str) -> dict[int, Array | Failure]:
         """Embed with ``version`` in one call; when the server refuses the batch, one by one to
-        isolate why."""
+        isolate why. The server down, overloaded or still loading ``version`` raises."""
         if not images:
             return {}
         try:
-            result = self._embed_with_retry(list(images.values()), version)
-        except ModelServerUnavailableError as error:
-            return {i: Failure("model-server-unavailable", str(error)) for i in images}
-        except ModelVersionNotLoadedError as error:
-            raise ModelServerUnavailableError(str(error)) from error  # redelivered later
+            result = self.embedder.embed_images(list(images.values()), version)
+        except ModelVersionNotLoadedError:
+            raise  # a transient state of the server, not a fault of these images
         except EmbeddingRequestError as error:
             if len(images) == 1:
                 return {i: Failure("rejected-by-model-server", str(error)) for i in images}
@@ -240,23 +233,6 @@ class UploadProcessor:
             return []
         return list(zip(images, result.vectors, strict=True))
 
-    def _embed_with_retry(self, images: list[bytes], version: str) -> Embeddings:
-        s = self.settings
-        for attempt in range(1, s.ingest.retry_attempts + 1):
-            try:
-                return self.embedder.embed_images(images, version)
-            except ModelServerUnavailableError as error:
-                if attempt == s.ingest.retry_attempts:
-                    raise ModelServerUnavailableError(
-                        f"{error} (gave up after {attempt} attempts)"
-                    ) from error
-                delay = retry_delay(s, attempt)
-                log.warning(
-                    "model server unavailable (attempt %d); retry in %.1f s", attempt, delay
-                )
-                self._sleep(delay)
-        raise AssertionError("unreachable")  # the loop returns or raises
-
     def _store(
         self,
         event: ObjectCreated,
@@ -269,7 +245,13 @@ class UploadProcessor:
         labels = {label: p.value for label, p in predicted.items()}
         confidence = {to_camel(label): round(p.confidence, 4) for label, p in predicted.items()}
         image_key = upload_image_key(event)
-        self.store.copy(event.bucket, event.key, self.settings.storage.images_bucket, image_key)
+        try:
+            self.store.copy(
+                event.bucket, event.key, self.settings.storage.images_bucket, image_key,
+                if_match=event.etag,
+            )  # fmt: skip
+        except (ObjectChangedError, ObjectNotFoundError):
+            return _superseded(event)  # a newer version (or a delete) came since the read
         upload = UploadedProduct(
             source_bucket=event.bucket,
             source_key=event.key,
@@ -282,9 +264,14 @@ class UploadProcessor:
             embeddings=embeddings,
         )
         try:
-            product_id, status = self.catalog.uploads.save_upload(upload)
+            saved = self.catalog.uploads.save_upload(
+                upload, lambda: self.store.etag(event.bucket, event.key) == event.etag
+            )
         except ServingVersionChangedError:
             return _SWITCHED
+        if saved == "superseded":
+            return _superseded(event)
+        product_id, status = saved
         if status == "duplicate":  # a concurrent delivery stored it first: report what is stored
             product, _, confidence = self.catalog.uploads.uploaded_products(
                 event.bucket, [event.key]
@@ -304,6 +291,12 @@ def _title(obj: StoredObject, labels: dict[str, str | None]) -> str:
         return given[:1000]
     words = [labels.get("base_colour"), labels.get("article_type")]
     return " ".join(w for w in words if w) or "Uploaded product"
+
+
+def _superseded(event: ObjectCreated) -> UploadProcessed:
+    return UploadProcessed(
+        bucket=event.bucket, key=event.key, e_tag=event.etag, status="superseded", results=[]
+    )
 
 
 def _processed(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from fashion_search.errors import FashionSearchError
+from fashion_search.errors import DependencyUnavailableError
 from fashion_search.ingest.messages import DeadLetter, UploadProcessed
 from fashion_search.settings import Settings
 
 
-class PublishError(FashionSearchError):
+class PublishError(DependencyUnavailableError):
     """Messages could not be delivered to Kafka (the batch must be processed again)."""
 
 

@@ -2,22 +2,25 @@
 
 Polls a batch (the first message, then whatever arrives within the batch window), invokes the
 function with a Kafka event-source event, and commits the batch's offsets only after the
-function returned. A batch whose invocation keeps failing is split, and a message that fails
-alone is dead-lettered with the error, so a poison message never blocks its partition.
+function returned. While a dependency is down (the function raises a transient error, see
+:func:`fashion_search.faults.is_transient`) consumption stops: the same batch is invoked again
+with backoff until it succeeds, nothing is committed or dead-lettered meanwhile. A batch that
+keeps failing with an error of its own is split, and a message that fails alone is
+dead-lettered with the error, so a poison message never blocks its partition.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from fashion_search.faults import backoff, is_transient
 from fashion_search.ingest.messages import DeadLetter
-from fashion_search.ingest.processor import retry_delay
 from fashion_search.ingest.publisher import KafkaPublisher
 from fashion_search.settings import Settings
 from functions.events.envelopes import kafka_event
@@ -42,7 +45,9 @@ class KafkaDispatcher:
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 50,
                 "session.timeout.ms": 10_000,
-                "max.poll.interval.ms": 900_000,  # a batch may wait out model-server retries
+                # A batch may wait out a dependency's outage; past this the consumer leaves
+                # the group and rejoins at its next poll (the batch is then redelivered).
+                "max.poll.interval.ms": 900_000,
                 "log_level": 4,
             }
         )
@@ -54,8 +59,7 @@ class KafkaDispatcher:
         try:
             while not stop.is_set():
                 batch = self._next_batch()
-                if batch:
-                    self._dispatch(batch)
+                if batch and self._dispatch(batch, stop):
                     self._commit(batch)
         finally:
             self.consumer.close()  # leaves the group at once: partitions move without waiting
@@ -77,19 +81,18 @@ class KafkaDispatcher:
                 log.warning("consumer error: %s", error)
         return batch
 
-    def _dispatch(self, batch: list[Message]) -> None:
-        for attempt in range(1, self.settings.ingest.invoke_attempts + 1):
-            try:
-                self._invoke(batch)
-                return
-            except Exception:
-                log.exception("invocation %d of a %d-message batch failed", attempt, len(batch))
-                time.sleep(retry_delay(self.settings, attempt))
+    def _dispatch(self, batch: list[Message], stop: threading.Event) -> bool:
+        """Invoke the function with ``batch`` until it is settled: True to commit it, False
+        when asked to stop first (then nothing is committed: the batch comes again)."""
+        error = self._settle(batch, stop, self.settings.ingest.invoke_attempts)
+        if error is None or stop.is_set():
+            return not stop.is_set()
         for message in batch:  # isolate the poison message(s)
-            try:
-                self._invoke([message])
-            except Exception as error:
-                log.exception("message %s failed alone; dead-lettered", _position(message))
+            error = self._settle([message], stop, 1)
+            if stop.is_set():
+                return False
+            if error is not None:
+                log.error("message %s failed alone; dead-lettered", _position(message))
                 self.publisher.dead_letter(
                     DeadLetter(
                         reason="function-error",
@@ -99,6 +102,35 @@ class KafkaDispatcher:
                     )
                 )
         self.publisher.flush()
+        return True
+
+    def _settle(
+        self, batch: list[Message], stop: threading.Event, attempts: int
+    ) -> Exception | None:
+        """Invoke until it returns (None), for as long as it fails transiently, and up to
+        ``attempts`` times when it fails otherwise (that error is returned)."""
+        ingest = self.settings.ingest
+        failures = 0
+        for attempt in itertools.count(1):
+            try:
+                self._invoke(batch)
+                return None
+            except Exception as error:
+                transient = is_transient(error)
+                failures += not transient
+                if failures >= attempts and not transient:
+                    return error
+                delay = backoff(attempt, ingest.retry_base_s, ingest.retry_max_s)
+                if transient:
+                    log.warning(
+                        "a dependency is down (%s: %s); consumption waits %.1f s and tries the"
+                        " %d-message batch again", type(error).__name__, error, delay, len(batch),
+                    )  # fmt: skip
+                else:
+                    log.exception("invocation %d of a %d-message batch failed", attempt, len(batch))
+            if stop.wait(delay):
+                return None
+        raise AssertionError("unreachable")  # the loop returns
 
     def _invoke(self, batch: list[Message]) -> None:
         records = [
@@ -112,10 +144,14 @@ class KafkaDispatcher:
         for m in batch:
             position = (str(m.topic()), int(m.partition() or 0))
             next_offsets[position] = max(next_offsets.get(position, 0), int(m.offset() or 0) + 1)
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-            asynchronous=False,
-        )
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+                asynchronous=False,
+            )
+        except KafkaException as error:  # a rebalance took the partitions, or the broker is
+            # away: the batch comes again (to this consumer or another), and is a duplicate then
+            log.warning("commit failed (%s); the batch will be delivered again", error)
 
 
 def _position(message: Message) -> dict[str, Any]:
