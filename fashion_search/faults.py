@@ -9,6 +9,8 @@ answers them with 503 and ``Retry-After``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
@@ -41,16 +43,19 @@ _TRANSIENT_S3_CODES = frozenset(
 )  # fmt: skip
 
 
-def is_transient(error: BaseException) -> bool:
-    """Whether ``error``, or an error it was raised from, is a dependency's, not the input's."""
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it was raised from (``raise ... from``), nearest first."""
     current: BaseException | None = error
     for _ in range(16):  # a cause chain is short; a cycle ends here
         if current is None:
-            return False
-        if _transient(current):
-            return True
+            return
+        yield current
         current = current.__cause__
-    return False
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from, is a dependency's, not the input's."""
+    return any(_transient(cause) for cause in causes(error))
 
 
 def backoff(attempt: int, base_s: float, max_s: float) -> float:

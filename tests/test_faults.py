@@ -23,7 +23,7 @@ from fashion_search.ingest.events import ObjectCreated
 from fashion_search.ingest.processor import upload_image_key
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
-from stack.faults import outage, stopped
+from stack.faults import stopped
 from stack.orchestrator import status
 from stack.process import ManagedProcess
 from stack.s3 import announce_uploads
@@ -174,32 +174,48 @@ def _assert_catalog_becomes(
     assert not outputs.for_prefix(prefix)[1], outputs.for_prefix(prefix)[1][:3]
 
 
-def _dead_letter_free_outage(
-    settings: Settings, outputs: Outputs, items: list[DatasetItem], role: str
-) -> None:
+def _outage_mid_stream(
+    settings: Settings, outputs: Outputs, items: list[DatasetItem], role: str,
+    dispatcher: ManagedProcess,
+) -> None:  # fmt: skip
+    """``role`` down for OUTAGE_S in the middle of the uploads, with a backlog of events in
+    hand (the dispatcher paused just before), so that it meets the outage; then the catalog
+    holds every upload, none dead-lettered, and the dispatcher did wait for ``role``."""
     prefix = f"{role}-down/{uuid.uuid4().hex[:6]}/"
+    waits_before = dispatcher.log_file.read_text().count(WAITING)
     uploader = Uploader(ObjectStore(settings), settings.storage.uploads_bucket, items, prefix)
     uploader.start()
-    while len(uploader.etags) < len(items) // 4:  # the outage begins mid-stream
+    pid = dispatcher.pid()
+    assert pid is not None
+    while len(uploader.etags) < len(items) // 4:
         time.sleep(0.2)
-    outage(settings, role, OUTAGE_S)
+    os.kill(pid, signal.SIGSTOP)  # a backlog builds up
+    while len(uploader.etags) < len(items) // 2:
+        time.sleep(0.2)
+    with stopped(settings, role):
+        os.kill(pid, signal.SIGCONT)
+        time.sleep(OUTAGE_S)
     _assert_catalog_becomes(settings, outputs, prefix, uploader.done())
+    assert dispatcher.pid() == pid  # it waited, it did not die
+    assert dispatcher.log_file.read_text().count(WAITING) > waits_before
+
+
+#: What the dispatcher logs while consumption waits for a dependency.
+WAITING = "a dependency is down"
 
 
 def test_postgres_down_longer_than_any_retry_budget_loses_nothing(
     faults_settings: Settings, dispatchers: list[ManagedProcess], outputs: Outputs,
     items: list[DatasetItem],
 ) -> None:  # fmt: skip
-    _dead_letter_free_outage(faults_settings, outputs, items, "postgres")
-    assert dispatchers[0].pid() is not None  # it waited, it did not die
+    _outage_mid_stream(faults_settings, outputs, items, "postgres", dispatchers[0])
 
 
 def test_minio_down_longer_than_any_retry_budget_loses_nothing(
     faults_settings: Settings, dispatchers: list[ManagedProcess], outputs: Outputs,
     items: list[DatasetItem],
 ) -> None:  # fmt: skip
-    _dead_letter_free_outage(faults_settings, outputs, items, "s3")
-    assert dispatchers[0].pid() is not None
+    _outage_mid_stream(faults_settings, outputs, items, "s3", dispatchers[0])
 
 
 def test_uploads_made_while_kafka_is_down_all_reach_the_catalog(

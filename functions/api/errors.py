@@ -6,7 +6,6 @@ PostgreSQL down or its pool exhausted, the object store unreachable, ...) with 5
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -26,7 +25,7 @@ from fashion_search.errors import (
     ProductNotFoundError,
     ServingVersionUnavailableError,
 )
-from fashion_search.faults import is_transient
+from fashion_search.faults import causes, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +67,13 @@ def status_of(error: BaseException) -> int:
     return 400 if isinstance(error, FashionSearchError) else 500
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and the errors it was raised from (as :func:`is_transient` follows them)."""
-    current: BaseException | None = error
-    for _ in range(16):  # a cause chain is short; a cycle ends here
-        if current is None:
-            return
-        yield current
-        current = current.__cause__
-
-
 def detail_of(error: BaseException) -> str:
     """The message for the caller: a typed error's own; for a dependency's error, which one is
     unavailable and its first line."""
     if isinstance(error, FashionSearchError):
         return str(error)
     cause, name = next(
-        ((c, name) for c in _chain(error) for kind, name in _DEPENDENCIES if isinstance(c, kind)),
+        ((c, name) for c in causes(error) for kind, name in _DEPENDENCIES if isinstance(c, kind)),
         (error, "a dependency"),
     )
     lines = [line for line in str(cause).splitlines() if line.strip()]

@@ -53,13 +53,18 @@ class KafkaDispatcher:
         )
 
     def run(self, stop: threading.Event) -> None:
-        """Dispatch until ``stop`` is set; the batch in hand is finished and committed first."""
+        """Dispatch until ``stop`` is set; the batch in hand is finished and committed first,
+        unless it is waiting for a dependency (then it comes again after a restart)."""
         self.consumer.subscribe([self.settings.kafka.uploads_topic])
         log.info("dispatching %s to the bucket-event function", self.settings.kafka.uploads_topic)
         try:
             while not stop.is_set():
                 batch = self._next_batch()
-                if batch and self._dispatch(batch, stop):
+                if batch:
+                    try:
+                        self._dispatch(batch, stop)
+                    except _StopRequestedError:
+                        break
                     self._commit(batch)
         finally:
             self.consumer.close()  # leaves the group at once: partitions move without waiting
@@ -81,16 +86,13 @@ class KafkaDispatcher:
                 log.warning("consumer error: %s", error)
         return batch
 
-    def _dispatch(self, batch: list[Message], stop: threading.Event) -> bool:
-        """Invoke the function with ``batch`` until it is settled: True to commit it, False
-        when asked to stop first (then nothing is committed: the batch comes again)."""
-        error = self._settle(batch, stop, self.settings.ingest.invoke_attempts)
-        if error is None or stop.is_set():
-            return not stop.is_set()
+    def _dispatch(self, batch: list[Message], stop: threading.Event) -> None:
+        """Invoke the function with ``batch`` until it is settled (then it may be committed);
+        _StopRequestedError when ``stop`` is set while it waits for a dependency."""
+        if self._settle(batch, stop, self.settings.ingest.invoke_attempts) is None:
+            return
         for message in batch:  # isolate the poison message(s)
             error = self._settle([message], stop, 1)
-            if stop.is_set():
-                return False
             if error is not None:
                 log.error("message %s failed alone; dead-lettered", _position(message))
                 self.publisher.dead_letter(
@@ -102,7 +104,6 @@ class KafkaDispatcher:
                     )
                 )
         self.publisher.flush()
-        return True
 
     def _settle(
         self, batch: list[Message], stop: threading.Event, attempts: int
@@ -129,8 +130,8 @@ class KafkaDispatcher:
                 else:
                     log.exception("invocation %d of a %d-message batch failed", attempt, len(batch))
             if stop.wait(delay):
-                return None
-        raise AssertionError("unreachable")  # the loop returns
+                raise _StopRequestedError
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _invoke(self, batch: list[Message]) -> None:
         records = [
@@ -152,6 +153,10 @@ class KafkaDispatcher:
         except KafkaException as error:  # a rebalance took the partitions, or the broker is
             # away: the batch comes again (to this consumer or another), and is a duplicate then
             log.warning("commit failed (%s); the batch will be delivered again", error)
+
+
+class _StopRequestedError(Exception):
+    """The dispatcher was asked to stop while a batch waited to be invoked again."""
 
 
 def _position(message: Message) -> dict[str, Any]:
