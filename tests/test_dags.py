@@ -164,6 +164,16 @@ def test_reconcile_uploads_processes_objects_whose_events_were_lost(
         }  # fmt: skip
     finally:
         store.delete_bucket(settings.storage.uploads_bucket)
+    # The objects deleted (their removal events "lost" too), reconciliation removes their
+    # products: the catalog is the one loaded above again.
+    from fashion_search.workflows.uploads import reconcile_uploads
+
+    store.ensure_buckets([settings.storage.uploads_bucket])
+    try:
+        assert reconcile_uploads(settings)["outcomes"] == {"removed": 2}
+    finally:
+        store.delete_bucket(settings.storage.uploads_bucket)
+    assert _catalog(settings) == [("1", 60)]
 
 
 @pytest.fixture(scope="module")

@@ -152,35 +152,49 @@ def _catalog(settings: Settings, prefix: str) -> dict[str, list[str]]:
 
 def _assert_catalog_becomes(
     settings: Settings, outputs: Outputs, prefix: str, expected: dict[str, str],
-    timeout_s: float = 300,
-) -> None:  # fmt: skip
+    timeout_s: float = 300, reconcile_after_s: float | None = None,
+) -> int:  # fmt: skip
     """Wait until the catalog holds exactly ``expected`` under ``prefix`` (one row a key, the
-    bucket's ETag), then check that nothing under it was dead-lettered."""
+    bucket's ETag), then check that nothing under it was dead-lettered. With
+    ``reconcile_after_s``, once the catalog has not changed for that long, the reconciliation
+    runs (as its schedule would) to mend events that were lost; how many it mended."""
+    wanted = {key: [etag] for key, etag in expected.items()}
     deadline = time.monotonic() + timeout_s
     found: dict[str, list[str]] = {}
+    changed, mended = time.monotonic(), 0
     while time.monotonic() < deadline:
         try:
-            found = _catalog(settings, prefix)
+            now = _catalog(settings, prefix)
         except psycopg.OperationalError:
-            found = {}
-        if found == {key: [etag] for key, etag in expected.items()}:
+            now = {}
+        if now != found:
+            found, changed = now, time.monotonic()
+        if found == wanted:
             break
+        if reconcile_after_s is not None and time.monotonic() - changed > reconcile_after_s:
+            from fashion_search.workflows.uploads import reconcile_uploads
+
+            lost = set(expected) - set(found)
+            seen = [m for m in outputs.processed + outputs.dead_letters if m.get("key") in lost]
+            print(f"reconciling {sorted(lost)}; their messages: {seen}")  # in the test's log
+            mended = sum(reconcile_uploads(settings)["outcomes"].values())
+            reconcile_after_s = None
         outputs.drain(1)
     missing = sorted(set(expected) - set(found))
-    assert found == {key: [etag] for key, etag in expected.items()}, (
-        f"{len(found)} of {len(expected)} in the catalog; missing {missing[:5]}"
-    )
+    assert found == wanted, f"{len(found)} of {len(expected)} in the catalog; missing {missing[:5]}"
     outputs.drain(1)
     assert not outputs.for_prefix(prefix)[1], outputs.for_prefix(prefix)[1][:3]
+    return mended
 
 
 def _outage_mid_stream(
-    settings: Settings, outputs: Outputs, items: list[DatasetItem], role: str,
+    stack: Settings, settings: Settings, outputs: Outputs, items: list[DatasetItem], role: str,
     dispatcher: ManagedProcess,
-) -> None:  # fmt: skip
+) -> int:  # fmt: skip
     """``role`` down for OUTAGE_S in the middle of the uploads, with a backlog of events in
     hand (the dispatcher paused just before), so that it meets the outage; then the catalog
-    holds every upload, none dead-lettered, and the dispatcher did wait for ``role``."""
+    holds every upload, none dead-lettered, and the dispatcher did wait for ``role``. How
+    many uploads the reconciliation mended (see :func:`_assert_catalog_becomes`)."""
     prefix = f"{role}-down/{uuid.uuid4().hex[:6]}/"
     waits_before = dispatcher.log_file.read_text().count(WAITING)
     uploader = Uploader(ObjectStore(settings), settings.storage.uploads_bucket, items, prefix)
@@ -192,12 +206,16 @@ def _outage_mid_stream(
     os.kill(pid, signal.SIGSTOP)  # a backlog builds up
     while len(uploader.etags) < len(items) // 2:
         time.sleep(0.2)
-    with stopped(settings, role):
+    with stopped(stack, role):
         os.kill(pid, signal.SIGCONT)
         time.sleep(OUTAGE_S)
-    _assert_catalog_becomes(settings, outputs, prefix, uploader.done())
+    mended = _assert_catalog_becomes(
+        settings, outputs, prefix, uploader.done(),
+        reconcile_after_s=None if role != "s3" else 20.0,
+    )  # fmt: skip
     assert dispatcher.pid() == pid  # it waited, it did not die
     assert dispatcher.log_file.read_text().count(WAITING) > waits_before
+    return mended
 
 
 #: What the dispatcher logs while consumption waits for a dependency.
@@ -205,28 +223,38 @@ WAITING = "a dependency is down"
 
 
 def test_postgres_down_longer_than_any_retry_budget_loses_nothing(
-    faults_settings: Settings, dispatchers: list[ManagedProcess], outputs: Outputs,
+    stack_settings: Settings, faults_settings: Settings, dispatchers: list[ManagedProcess],
+    outputs: Outputs,
     items: list[DatasetItem],
 ) -> None:  # fmt: skip
-    _outage_mid_stream(faults_settings, outputs, items, "postgres", dispatchers[0])
+    assert not _outage_mid_stream(
+        stack_settings, faults_settings, outputs, items, "postgres", dispatchers[0]
+    )
 
 
 def test_minio_down_longer_than_any_retry_budget_loses_nothing(
-    faults_settings: Settings, dispatchers: list[ManagedProcess], outputs: Outputs,
+    stack_settings: Settings, faults_settings: Settings, dispatchers: list[ManagedProcess],
+    outputs: Outputs,
     items: list[DatasetItem],
 ) -> None:  # fmt: skip
-    _outage_mid_stream(faults_settings, outputs, items, "s3", dispatchers[0])
+    # A PUT that MinIO took just as it was stopped may have no event (it sends events after
+    # answering): the reconciliation mends those few.
+    mended = _outage_mid_stream(
+        stack_settings, faults_settings, outputs, items, "s3", dispatchers[0]
+    )
+    assert mended <= len(items) // 20
 
 
 def test_uploads_made_while_kafka_is_down_all_reach_the_catalog(
-    faults_settings: Settings, dispatchers: list[ManagedProcess], outputs: Outputs,
+    stack_settings: Settings, faults_settings: Settings, dispatchers: list[ManagedProcess],
+    outputs: Outputs,
     items: list[DatasetItem],
 ) -> None:  # fmt: skip
     prefix = f"kafka-down/{uuid.uuid4().hex[:6]}/"
     store = ObjectStore(faults_settings)
     bucket = faults_settings.storage.uploads_bucket
     during: dict[str, str] = {}
-    with stopped(faults_settings, "kafka"):
+    with stopped(stack_settings, "kafka"):
         for item in items[:40]:  # MinIO takes them and queues their events on disk
             key = f"{prefix}{item.fields.id}.jpg"
             during[key] = store.put(bucket, key, item.image)

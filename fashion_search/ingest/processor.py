@@ -8,9 +8,9 @@ image into the images bucket and store the product idempotently on (bucket, key,
 embeddings, only while that ETag is still the object's (so the newest version always wins). A
 switch of the serving version in the meantime makes the events it touched run once more.
 
-An event that can never succeed (its object is gone, not an image, too large) ends as a
-:class:`Failure` with a reason. A dependency's error (database, object store, model server;
-see :mod:`fashion_search.faults`) propagates, so that the caller retries the batch.
+An event that can never succeed (another bucket, its object gone, not an image, too large)
+ends as a :class:`Failure` with a reason. A dependency's error (database, object store, model
+server; see :mod:`fashion_search.faults`) propagates, so that the caller retries the batch.
 """
 
 from __future__ import annotations
