@@ -1,7 +1,7 @@
 """Soak of the upload path under faults, against the running native stack (``make up``: model
 server, serving catalog, dispatcher):
 
-    .venv/bin/python -m bench.soak --uploads 2000 --every 20 --down 8
+    .venv/bin/python -m bench.soak --uploads 2000 --every 20 --down 8 --pace 0.1
 
 Uploads held-out product photos to the uploads bucket under a fresh prefix while a second
 thread stops one dependency at random (PostgreSQL, Kafka or MinIO) every ``--every`` seconds
@@ -53,8 +53,11 @@ class Run:
     dead_lettered: int = 0
 
 
-def _upload(store: ObjectStore, bucket: str, items: list[DatasetItem], run: Run) -> None:
+def _upload(
+    store: ObjectStore, bucket: str, items: list[DatasetItem], run: Run, pace_s: float
+) -> None:
     for n, item in enumerate(items):
+        time.sleep(pace_s)
         key = f"{run.prefix}{n:05d}-{item.fields.id}.jpg"
         while True:
             try:
@@ -95,7 +98,7 @@ def _missing(run: Run, found: dict[str, list[str]]) -> int:
 
 
 def soak(settings: Settings, items: list[DatasetItem], every_s: float, down_s: float,
-         drain_timeout_s: float, seed: int) -> Run:  # fmt: skip
+         pace_s: float, drain_timeout_s: float, seed: int) -> Run:  # fmt: skip
     """Upload ``items`` (faults every ``every_s`` when it is above 0), drain, reconcile."""
     run = Run(prefix=f"soak/{uuid.uuid4().hex[:8]}/")
     store = ObjectStore(settings)
@@ -106,7 +109,7 @@ def soak(settings: Settings, items: list[DatasetItem], every_s: float, down_s: f
     started = time.monotonic()
     if every_s > 0:
         injector.start()
-    _upload(store, settings.storage.uploads_bucket, items, run)
+    _upload(store, settings.storage.uploads_bucket, items, run, pace_s)
     run.upload_s = time.monotonic() - started
     stop.set()
     if injector.is_alive():
@@ -141,6 +144,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=int, default=200, help="uploads without faults")
     parser.add_argument("--every", type=float, default=20.0, help="seconds between faults")
     parser.add_argument("--down", type=float, default=8.0, help="seconds a dependency is down")
+    parser.add_argument("--pace", type=float, default=0.1, help="seconds between uploads")
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=21)
     parser.add_argument("--keep", action="store_true", help="keep the uploads and products")
@@ -151,9 +155,10 @@ def main() -> None:
     items = list(iter_dataset(settings.dataset_source, offset=40_000, limit=args.uploads))
     report = Report("bench.soak")
     runs = {
-        "baseline (no faults)": soak(settings, items[: args.baseline], 0, 0, args.drain_timeout,
-                                     args.seed),
-        "soak": soak(settings, items, args.every, args.down, args.drain_timeout, args.seed),
+        "baseline (no faults)": soak(settings, items[: args.baseline], 0, 0, args.pace,
+                                     args.drain_timeout, args.seed),
+        "soak": soak(settings, items, args.every, args.down, args.pace, args.drain_timeout,
+                     args.seed),
     }  # fmt: skip
     table = Table(
         f"Uploads under faults (one of {', '.join(ROLES)} down {args.down:.0f} s every"

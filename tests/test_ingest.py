@@ -697,6 +697,39 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
     assert sum(max(tp.offset, 0) for tp in offsets) == 3  # all three committed
 
 
+def test_a_dispatcher_whose_group_stalls_exits_for_its_supervisor(
+    ingest_settings: Settings,
+) -> None:
+    """A consumer that never gets its partitions back (as after a broker restart in the soak)
+    while the group lags behind the topic raises instead of polling nothing for ever."""
+    from functions.events.kafka_dispatcher import DispatcherStalledError
+
+    run = uuid.uuid4().hex[:6]
+    settings = ingest_settings.replace(
+        kafka={"uploads_topic": f"test-{run}.stalled"}, ingest={"group_id": f"stalled-{run}"}
+    )
+    ensure_topics(settings, (settings.kafka.uploads_topic,))
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+    producer.produce(settings.kafka.uploads_topic, b"waiting", key=b"k")
+    producer.flush(10)
+    dispatcher = KafkaDispatcher(settings, lambda event: None, KafkaPublisher(settings))
+    dispatcher.stall_s = 1.0
+
+    class NeverJoins:
+        """The dispatcher's consumer, except that it never joins the group."""
+
+        def subscribe(self, topics: list[str]) -> None:
+            pass
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(consumer, name)
+
+    consumer = dispatcher.consumer
+    dispatcher.consumer = NeverJoins()  # type: ignore[assignment]
+    with pytest.raises(DispatcherStalledError, match="lags behind"):
+        dispatcher.run(threading.Event())
+
+
 # --- LocalStack: S3 -> SQS -> poller -> the same function --------------------------------------
 
 

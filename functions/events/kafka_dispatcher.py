@@ -7,6 +7,12 @@ function returned. While a dependency is down (the function raises a transient e
 with backoff until it succeeds, nothing is committed or dead-lettered meanwhile. A batch that
 keeps failing with an error of its own is split, and a message that fails alone is
 dead-lettered with the error, so a poison message never blocks its partition.
+
+A consumer can lose its group for good when the broker restarts (seen in the soak: the group
+empty, the consumer polling nothing, events piling up). When nothing has arrived for
+``stall_s`` (STALL_S) while the group's committed offsets lag behind the topic, twice in a row
+with the same offsets, the dispatcher raises :class:`DispatcherStalledError` and exits, for
+its supervisor to start it afresh.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +34,14 @@ from functions.events.envelopes import kafka_event
 
 log = logging.getLogger(__name__)
 
+#: Seconds without a message after which the dispatcher checks whether its group is stalled.
+STALL_S = 60.0
+
+
+class DispatcherStalledError(RuntimeError):
+    """The group's offsets lag behind the topic and do not move, and nothing arrives."""
+
+
 Function = Callable[[Mapping[str, Any]], Any]
 
 
@@ -37,6 +52,7 @@ class KafkaDispatcher:
         self.settings = settings
         self.function = function
         self.publisher = publisher
+        self.stall_s = STALL_S
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka.bootstrap,
@@ -57,6 +73,7 @@ class KafkaDispatcher:
         unless it is waiting for a dependency (then it comes again after a restart)."""
         self.consumer.subscribe([self.settings.kafka.uploads_topic])
         log.info("dispatching %s to the bucket-event function", self.settings.kafka.uploads_topic)
+        quiet_since, lag = time.monotonic(), None
         try:
             while not stop.is_set():
                 batch = self._next_batch()
@@ -66,9 +83,40 @@ class KafkaDispatcher:
                     except _StopRequestedError:
                         break
                     self._commit(batch)
+                    quiet_since, lag = time.monotonic(), None
+                elif time.monotonic() - quiet_since > self.stall_s:
+                    lag, previous = self._lag(), lag
+                    if lag and lag == previous:
+                        raise DispatcherStalledError(
+                            f"nothing arrived for {2 * self.stall_s:.0f} s while the group lags"
+                            f" behind {self.settings.kafka.uploads_topic} (committed, end: {lag})"
+                        )
+                    quiet_since = time.monotonic()
         finally:
             self.consumer.close()  # leaves the group at once: partitions move without waiting
             log.info("dispatcher stopped")
+
+    def _lag(self) -> dict[int, tuple[int, int]] | None:
+        """Partition -> (committed offset, end) where the group lags behind the topic; None
+        when the broker cannot say now (then nothing is decided)."""
+        topic = self.settings.kafka.uploads_topic
+        try:
+            partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            committed = self.consumer.committed(
+                [TopicPartition(topic, p) for p in partitions], timeout=10
+            )
+            ends = {
+                tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in committed
+            }
+        except KafkaException as error:
+            log.warning("could not read the group's lag: %s", error)
+            return None
+        return {
+            tp.partition: (tp.offset, ends[tp.partition])
+            for tp in committed
+            if max(tp.offset, 0) < ends[tp.partition]
+        }
 
     def _next_batch(self) -> list[Message]:
         first = self.consumer.poll(0.5)
