@@ -31,7 +31,7 @@ from fashion_search.ingest.dead_letters import read_dead_letters
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows.uploads import reconcile_uploads
-from stack.faults import outage
+from stack.faults import outage, uploaded_versions
 
 ROLES = ("postgres", "kafka", "s3")
 
@@ -78,19 +78,10 @@ def _inject(settings: Settings, every_s: float, down_s: float, stop: threading.E
 
 
 def _catalog(settings: Settings, prefix: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
     try:
-        with psycopg.connect(settings.database.url, connect_timeout=5) as conn:
-            rows = conn.execute(
-                "SELECT source_key, source_etag FROM products"
-                " WHERE source_bucket = %s AND source_key LIKE %s",
-                (settings.storage.uploads_bucket, prefix + "%"),
-            ).fetchall()
-    except psycopg.OperationalError:
-        return found
-    for key, etag in rows:
-        found.setdefault(key, []).append(etag)
-    return found
+        return uploaded_versions(settings, prefix)
+    except psycopg.OperationalError:  # a fault is under way: nothing to see for now
+        return {}
 
 
 def _missing(run: Run, found: dict[str, list[str]]) -> int:

@@ -54,6 +54,17 @@ class StoredObject:
     metadata: dict[str, str]
 
 
+def _typed(error: ClientError, bucket: str, key: str, etag: str | None) -> Exception:
+    """The typed error for a refused read of ``key`` (of ``etag`` when given):
+    ObjectNotFoundError, ObjectChangedError, or ``error`` itself."""
+    code = error.response.get("Error", {}).get("Code")
+    if code in _MISSING:
+        return ObjectNotFoundError(bucket, key)
+    if code in ("PreconditionFailed", "412") and etag:
+        return ObjectChangedError(bucket, key, etag)
+    return error
+
+
 def product_image_key(product_id: int) -> str:
     """Key of a catalog product's image in the images bucket."""
     return f"products/{product_id}.jpg"
@@ -183,12 +194,7 @@ class ObjectStore:
             else:
                 response = self.client.get_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code")
-            if code in _MISSING:
-                raise ObjectNotFoundError(bucket, key) from error
-            if code in ("PreconditionFailed", "412") and etag:
-                raise ObjectChangedError(bucket, key, etag) from error
-            raise
+            raise _typed(error, bucket, key, etag) from error
         body = response["Body"]
         if max_bytes is not None and response["ContentLength"] > max_bytes:
             body.close()
@@ -219,12 +225,7 @@ class ObjectStore:
             else:
                 self.client.copy_object(Bucket=bucket, Key=key, CopySource=source)
         except ClientError as error:
-            code = error.response.get("Error", {}).get("Code")
-            if code in _MISSING:
-                raise ObjectNotFoundError(source_bucket, source_key) from error
-            if code in ("PreconditionFailed", "412") and if_match:
-                raise ObjectChangedError(source_bucket, source_key, if_match) from error
-            raise
+            raise _typed(error, source_bucket, source_key, if_match) from error
 
     def etag(self, bucket: str, key: str) -> str | None:
         """The ETag of the object under ``key`` now, or None when there is none."""

@@ -23,7 +23,7 @@ from fashion_search.ingest.events import ObjectCreated
 from fashion_search.ingest.processor import upload_image_key
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
-from stack.faults import stopped
+from stack.faults import stopped, uploaded_versions
 from stack.orchestrator import status
 from stack.process import ManagedProcess
 from stack.s3 import announce_uploads
@@ -136,20 +136,6 @@ class Uploader(threading.Thread):
         return self.etags
 
 
-def _catalog(settings: Settings, prefix: str) -> dict[str, list[str]]:
-    """key -> the ETags of its rows (a fresh connection: the pools may hold dead ones)."""
-    with psycopg.connect(settings.database.url, connect_timeout=5) as conn:
-        rows = conn.execute(
-            "SELECT source_key, source_etag FROM products"
-            " WHERE source_bucket = %s AND source_key LIKE %s",
-            (settings.storage.uploads_bucket, prefix + "%"),
-        ).fetchall()
-    found: dict[str, list[str]] = {}
-    for key, etag in rows:
-        found.setdefault(key, []).append(etag)
-    return found
-
-
 def _assert_catalog_becomes(
     settings: Settings, outputs: Outputs, prefix: str, expected: dict[str, str],
     timeout_s: float = 300, reconcile_after_s: float | None = None,
@@ -164,7 +150,7 @@ def _assert_catalog_becomes(
     changed, mended = time.monotonic(), 0
     while time.monotonic() < deadline:
         try:
-            now = _catalog(settings, prefix)
+            now = uploaded_versions(settings, prefix)
         except psycopg.OperationalError:
             now = {}
         if now != found:
@@ -294,7 +280,7 @@ def test_the_last_of_three_quick_writes_of_one_key_wins(
     assert len(set(etags)) == 3
     _assert_catalog_becomes(faults_settings, outputs, prefix, {key: etags[-1]})
     outputs.drain(3)  # every event of the three is settled by now, in whatever order
-    assert _catalog(faults_settings, prefix) == {key: [etags[-1]]}
+    assert uploaded_versions(faults_settings, prefix) == {key: [etags[-1]]}
     image = upload_image_key(ObjectCreated(bucket, key, etags[-1], 0, "ObjectCreated:Put"))
     assert store.get(faults_settings.storage.images_bucket, image) == items[2].image
 
@@ -310,7 +296,7 @@ def test_reconciliation_processes_lost_events_and_removes_deleted_uploads(
     store = ObjectStore(faults_settings)
     bucket = faults_settings.storage.uploads_bucket
     try:
-        before = _catalog(faults_settings, "")
+        before = uploaded_versions(faults_settings, "")
         prefix = f"reconcile/{uuid.uuid4().hex[:6]}/"
         keys = [f"{prefix}{item.fields.id}.jpg" for item in items[:6]]
         etags = {
@@ -330,7 +316,7 @@ def test_reconciliation_processes_lost_events_and_removes_deleted_uploads(
         assert second["outcomes"] == {"removed": 1, "updated": 1}  # the broken one: not again
         _assert_catalog_has(faults_settings, prefix, etags)
         assert reconcile_uploads(faults_settings)["outcomes"] == {}
-        assert {k: v for k, v in _catalog(faults_settings, "").items() if not k.startswith(
+        assert {k: v for k, v in uploaded_versions(faults_settings, "").items() if not k.startswith(
             prefix)} == before  # fmt: skip
     finally:
         dispatchers.append(
@@ -339,4 +325,4 @@ def test_reconciliation_processes_lost_events_and_removes_deleted_uploads(
 
 
 def _assert_catalog_has(settings: Settings, prefix: str, etags: dict[str, str]) -> None:
-    assert _catalog(settings, prefix) == {key: [etag] for key, etag in etags.items()}
+    assert uploaded_versions(settings, prefix) == {key: [etag] for key, etag in etags.items()}

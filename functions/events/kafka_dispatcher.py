@@ -167,7 +167,7 @@ class KafkaDispatcher:
             except Exception as error:
                 transient = is_transient(error)
                 failures += not transient
-                if failures >= attempts and not transient:
+                if failures >= attempts:  # only an error of its own counts
                     return error
                 delay = backoff(attempt, ingest.retry_base_s, ingest.retry_max_s)
                 if transient:
