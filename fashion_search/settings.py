@@ -172,6 +172,35 @@ class SearchSettings(_Group):
     api_max_in_flight: int = Field(0, validation_alias="FS_API_MAX_IN_FLIGHT")
 
 
+class AccessSettings(_Group):
+    """Who may call the search API, how often, and how much one request may send."""
+
+    # "open": search routes answer without a key (the local demo); "key": they need a key of
+    # scope search or admin. Administrative routes and anything revealing uploads always do.
+    search: Literal["open", "key"] = Field("open", validation_alias="FS_API_SEARCH_ACCESS")
+    # The key this process sends to the API (the UI's), in the X-API-Key header.
+    api_key: str = Field("", validation_alias="FS_API_KEY")
+    # How long the API trusts a looked-up key before asking the catalog again (a revoked key is
+    # refused at most this much later by a process that saw it before).
+    key_cache_s: float = Field(10.0, validation_alias="FS_API_KEY_CACHE_S")
+    # Rate limits (the `limits` library's notation): requests with a key count against the
+    # key, the others against the client's address; past it, 429 with Retry-After.
+    rate_limit_per_key: str = Field("1200/minute", validation_alias="FS_API_RATE_LIMIT_PER_KEY")
+    rate_limit_per_address: str = Field(
+        "600/minute", validation_alias="FS_API_RATE_LIMIT_PER_ADDRESS"
+    )
+    # Largest request body of a route without its own limit (text search, GraphQL); the image
+    # search takes FS_SEARCH_MAX_UPLOAD_BYTES (base64: a third more).
+    max_body_bytes: int = Field(64 * 1024, validation_alias="FS_API_MAX_BODY_BYTES")
+    # Browser origins allowed by CORS (comma-separated); empty = the UI's own origin.
+    cors_origins: str = Field("", validation_alias="FS_API_CORS_ORIGINS")
+    # A GraphQL document's cost: every field counts 1, multiplied by the list sizes (`first`,
+    # `k`) of the fields around it; above it the document is refused before it runs.
+    graphql_max_cost: int = Field(2000, validation_alias="FS_GRAPHQL_MAX_COST")
+    # GraphQL introspection and the GraphiQL page (off in production).
+    graphql_introspection: bool = Field(False, validation_alias="FS_GRAPHQL_INTROSPECTION")
+
+
 class RolloutSettings(_Group):
     """Model rollouts: a candidate's catalog embeddings built beside the serving version's."""
 
@@ -201,6 +230,7 @@ class Settings(_Group):
     model_server: ModelServerSettings = Field(default_factory=ModelServerSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
@@ -219,6 +249,8 @@ class Settings(_Group):
         search = self.search
         search.api_url = search.api_url or f"http://{host}:{search.api_port}"
         search.api_max_in_flight = search.api_max_in_flight or 4 * db.pool_max_size
+        access = self.access
+        access.cors_origins = access.cors_origins or f"http://{host}:{search.ui_port}"
         ingest = self.ingest
         ingest.sqs_endpoint_url = (
             ingest.sqs_endpoint_url or f"http://{host}:{stack.localstack_port}"
