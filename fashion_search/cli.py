@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from fashion_search.catalog.api_keys import SCOPES
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate
@@ -151,14 +152,18 @@ def _upload(args: argparse.Namespace) -> None:
 
     from confluent_kafka import Consumer
 
+    from fashion_search.ingest.publisher import kafka_config
+
     settings = get_settings()
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"upload-cli-{time.time_ns()}",
-            "auto.offset.reset": "latest",
-            "log_level": 4,
-        }
+        kafka_config(
+            settings,
+            {
+                "group.id": f"upload-cli-{time.time_ns()}",
+                "auto.offset.reset": "latest",
+                "log_level": 4,
+            },
+        )
     )
     consumer.subscribe([settings.kafka.output_topic, settings.kafka.dead_letter_topic])
     consumer.poll(1.0)  # join the group before uploading, so no message is missed
@@ -180,6 +185,32 @@ def _upload(args: argparse.Namespace) -> None:
     consumer.close()
     if pending:
         raise SystemExit(f"no output for {sorted(pending)} within {args.wait} s (dispatcher up?)")
+
+
+def _api_keys(args: argparse.Namespace) -> None:
+    import os
+
+    settings = get_settings()
+    migrate(settings.database.url, settings.database.embedding_dim)
+    with create_pool(settings) as pool:
+        keys = Catalog.of(pool).api_keys
+        if args.action == "create":
+            given = os.environ.get(args.key_from_env, "") if args.key_from_env else None
+            if args.key_from_env and not given:
+                raise FashionSearchError(f"environment variable {args.key_from_env} is empty")
+            record, key = keys.create(args.name, args.scope, given)
+            print(f"created key {record.id} ({record.name}, scope {record.scope}): {key}")
+            if not given:
+                print("it is shown only now: keep it (the catalog stores only its hash)")
+        elif args.action == "revoke":
+            record = keys.revoke(args.id)
+            print(
+                f"revoked key {record.id} ({record.name}) at {record.revoked_at:%Y-%m-%d %H:%M:%S}"
+            )
+        else:
+            for k in keys.list_keys():
+                state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+                print(f"{k.id:<5} {k.prefix}...  {k.scope:<7} {state:<18} {k.name}")
 
 
 def _dead_letters(args: argparse.Namespace) -> None:
@@ -418,6 +449,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="incoming", help="key prefix in the uploads bucket")
     p.add_argument("--wait", type=float, default=60, help="seconds to wait for the output")
     p.set_defaults(run=_upload)
+
+    p = commands.add_parser("api-keys", help="create, list or revoke keys of the search API")
+    actions = p.add_subparsers(dest="action", required=True)
+    a = actions.add_parser("create", help="a new key (printed once)")
+    a.add_argument("--name", required=True, help="who or what uses it (ui, merchant-tools, ...)")
+    a.add_argument("--scope", choices=SCOPES, default="search", help="search (default) or admin")
+    a.add_argument(
+        "--key-from-env", metavar="VAR", help="register the key in this variable (a deployment's)"
+    )
+    a.set_defaults(run=_api_keys)
+    actions.add_parser("list", help="every key: id, prefix, scope, state").set_defaults(
+        run=_api_keys
+    )
+    a = actions.add_parser("revoke", help="revoke a key by id (refused from then on)")
+    a.add_argument("id", type=int)
+    a.set_defaults(run=_api_keys)
 
     p = commands.add_parser(
         "dead-letters", help="list, show or replay the upload path's dead letters"

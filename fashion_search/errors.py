@@ -107,3 +107,31 @@ class ServingVersionChangedError(CatalogError):
     def __init__(self, serving: str) -> None:
         super().__init__(f"the catalog now serves model version {serving}: embed again")
         self.serving = serving
+
+
+class AccessError(FashionSearchError):
+    """The caller may not do this (HTTP 401 or 403)."""
+
+
+class MissingApiKeyError(AccessError):
+    """The route needs an API key and none was sent (HTTP 401)."""
+
+
+class InvalidApiKeyError(AccessError):
+    """The key sent is unknown or revoked (HTTP 401)."""
+
+
+class InsufficientScopeError(AccessError):
+    """The key is valid but its scope does not cover the route (HTTP 403)."""
+
+
+class RateLimitedError(FashionSearchError):
+    """Too many requests from this key or address (HTTP 429, ``retry_after_s``)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RequestTooLargeError(FashionSearchError):
+    """The request body is over the route's limit (HTTP 413)."""

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 from psycopg import sql
 from pydantic.alias_generators import to_camel
 
+from fashion_search.catalog.limits import MAX_FILTER_VALUE_CHARS, MAX_INTEGER, MIN_INTEGER
 from fashion_search.catalog.models import FILTER_FIELDS
 from fashion_search.errors import InvalidFilterError
 
@@ -27,11 +28,21 @@ def _check_value(field: str, value: object, integer: bool) -> str | int:
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise InvalidFilterError(f"filter {field!r} needs an integer, got {value!r}")
         try:
-            return int(value)
+            number = int(value)
         except ValueError as error:
             raise InvalidFilterError(f"filter {field!r} needs an integer, got {value!r}") from error
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise InvalidFilterError(f"filter {field!r} needs a non-empty string, got {value!r}")
+        if not MIN_INTEGER <= number <= MAX_INTEGER:
+            raise InvalidFilterError(
+                f"filter {field!r} needs an integer from {MIN_INTEGER} to {MAX_INTEGER}"
+            )
+        return number
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_FILTER_VALUE_CHARS:
+        raise InvalidFilterError(
+            f"filter {field!r} needs a string of 1 to {MAX_FILTER_VALUE_CHARS} characters,"
+            f" got {value!r}"
+        )
+    if "\x00" in value:
+        raise InvalidFilterError(f"filter {field!r} must not contain NUL characters")
     return value
 
 
@@ -67,3 +78,8 @@ def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any
             sql.SQL("{} = ANY({}::{})").format(sql.Identifier(column), sql.Placeholder(name), cast)
         )
     return sql.SQL(" AND ").join(parts), params
+
+
+def check_filters(filters: Filters | None) -> None:
+    """InvalidFilterError for an unknown field or an unusable value (before any work)."""
+    where_clause(filters)

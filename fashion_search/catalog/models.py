@@ -19,6 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from fashion_search.catalog.limits import (
+    MAX_FILTER_VALUE_CHARS,
+    MAX_INTEGER,
+    MIN_INTEGER,
+    NO_NUL_PATTERN,
+)
 from fashion_search.errors import InvalidObjectKeyError
 from fashion_search.storage import validate_object_key
 
@@ -65,9 +71,15 @@ def value_type(field: FieldInfo) -> type[Any]:
 
 
 def values_annotation(name: str) -> Any:
-    """``list[T] | None`` for the filterable field ``name`` of value type ``T``: how query
-    strings and GraphQL take one or more values of it."""
-    return list.__class_getitem__(FILTER_FIELDS[name]) | None
+    """``list[T] | None`` for the filterable field ``name`` of value type ``T``, each value
+    within the filters' limits: how query strings and GraphQL take one or more values of it."""
+    kind = FILTER_FIELDS[name]
+    limits = (
+        Field(ge=MIN_INTEGER, le=MAX_INTEGER)
+        if kind is int
+        else Field(min_length=1, max_length=MAX_FILTER_VALUE_CHARS, pattern=NO_NUL_PATTERN)
+    )
+    return list.__class_getitem__(Annotated[kind, limits]) | None
 
 
 #: The descriptive fields that every product has and that filters and facets take.

@@ -7,6 +7,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool
 
+from fashion_search.catalog.api_keys import ApiKeyRepository
 from fashion_search.catalog.embeddings import EmbeddingRepository
 from fashion_search.catalog.products import ProductRepository
 from fashion_search.catalog.uploads import UploadRepository
@@ -16,21 +17,22 @@ from fashion_search.catalog.versions import CatalogVersions
 
 @dataclass(frozen=True)
 class Catalog:
-    """Products (reads, listing, writes), vector search, uploads, embedding upkeep and the
-    model versions the catalog holds embeddings of."""
+    """Products (reads, listing, writes), vector search, uploads, embedding upkeep, the model
+    versions the catalog holds embeddings of, and the API's keys."""
 
     products: ProductRepository
     vectors: VectorSearch
     uploads: UploadRepository
     embeddings: EmbeddingRepository
     versions: CatalogVersions
+    api_keys: ApiKeyRepository
 
     @classmethod
     def of(cls, pool: ConnectionPool[Any]) -> Catalog:
         """The catalog over a pool of :func:`~fashion_search.catalog.db.create_pool`."""
         return cls(
             ProductRepository(pool), VectorSearch(pool), UploadRepository(pool),
-            EmbeddingRepository(pool), CatalogVersions(pool),
+            EmbeddingRepository(pool), CatalogVersions(pool), ApiKeyRepository(pool),
         )  # fmt: skip
 
     @property

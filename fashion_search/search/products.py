@@ -3,7 +3,7 @@ facets, each product with a presigned image URL."""
 
 from __future__ import annotations
 
-from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.filters import Filters, check_filters
 from fashion_search.catalog.models import Page, Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.search.image_urls import ImageUrls
@@ -27,10 +27,12 @@ class ProductService:
 
     def page(self, filters: Filters | None, limit: int, after: int | None) -> Page:
         """Products in id order, ``limit`` of them after the id ``after``."""
+        check_filters(filters)
         return self.catalog.products.list_products(filters, limit, after)
 
     def count(self, filters: Filters | None = None) -> int:
         """How many products match the filters."""
+        check_filters(filters)
         return self.catalog.products.count(filters)
 
     def facets(self) -> dict[str, list[str | int]]:

@@ -20,8 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import check_k
+from fashion_search.catalog.filters import Filters, check_filters
+from fashion_search.catalog.limits import check_k, check_text
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import CatalogVersion
@@ -133,13 +133,14 @@ class SearchService:
         mode: SearchMode | None = None,
     ) -> SearchResult:
         """Products matching a text query: by embedding, or fused with full-text title search."""
-        query = query.strip()
+        query = check_text(query, "query").strip()
         if not query:
             raise InvalidArgumentError("query is empty")
         limit = self.settings.model_server.max_text_chars
         if len(query) > limit:
             raise InvalidArgumentError(f"query has {len(query)} characters; at most {limit}")
         check_k(k)
+        check_filters(filters)
         mode = mode or self.settings.search.mode
         if mode == "vector":
             timings: dict[str, float] = {}
@@ -182,6 +183,7 @@ class SearchService:
                 f"image has {len(image)} bytes; at most {self.settings.search.max_upload_bytes}"
             )
         check_k(k)
+        check_filters(filters)
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
             embedding, version = self._embed(self.embedder.embed_images, [image])
@@ -199,12 +201,14 @@ class SearchService:
         allowed = (self.settings.storage.images_bucket, self.settings.storage.uploads_bucket)
         if bucket not in allowed:
             raise InvalidArgumentError(f"bucket must be one of {', '.join(allowed)}")
-        return self.image(self.store.get(bucket, key), k, filters)
+        limit = self.settings.search.max_upload_bytes
+        return self.image(self.store.read(bucket, key, max_bytes=limit).data, k, filters)
 
     def similar(self, product_id: int, k: int = 10, filters: Filters | None = None) -> SearchResult:
         """Products closest to a catalog product's embedding of the serving version (the
         product left out)."""
         check_k(k)
+        check_filters(filters)
         timings: dict[str, float] = {}
         with _timed(timings, "database"):
             version = self.catalog.versions.serving()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from fashion_search.settings import get_settings
+from functions.api.access import API_KEY_HEADER
 from functions.api.admission import AdmissionLimit
+from functions.api.body_limit import BodyLimit
 from functions.api.errors import install_error_handlers
 from functions.api.routes import graphql, health, image_search, products, text_search
 
@@ -20,7 +23,8 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
 
 def create_app(*routers: APIRouter, max_in_flight: int | None = None) -> FastAPI:
     """An app serving ``routers`` (default: every function), with OpenAPI docs at ``/docs``,
-    admitting ``max_in_flight`` requests at once (default: ``FS_API_MAX_IN_FLIGHT``)."""
+    admitting ``max_in_flight`` requests at once (default: ``FS_API_MAX_IN_FLIGHT``), each body
+    within its route's limit, and CORS for ``FS_API_CORS_ORIGINS`` (the UI's) only."""
     app = FastAPI(
         title="fashion-search",
         summary="Multimodal product search: text, image, similar products, GraphQL metadata.",
@@ -29,6 +33,17 @@ def create_app(*routers: APIRouter, max_in_flight: int | None = None) -> FastAPI
     for router in routers or ALL_ROUTERS:
         app.include_router(router)
     install_error_handlers(app)
-    limit = max_in_flight or get_settings().search.api_max_in_flight
-    app.add_middleware(AdmissionLimit, limit=limit)
+    settings = get_settings()
+    app.add_middleware(
+        BodyLimit,
+        default=settings.access.max_body_bytes,
+        limits={"/search/image": image_search.body_limit(settings)},
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.access.cors_origins.split(",") if o.strip()],
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type", API_KEY_HEADER],
+    )
+    app.add_middleware(AdmissionLimit, limit=max_in_flight or settings.search.api_max_in_flight)
     return app

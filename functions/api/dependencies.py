@@ -18,7 +18,7 @@ from fashion_search.storage import ObjectStore
 
 
 @lru_cache(maxsize=1)
-def _build_service() -> SearchService:
+def build_service() -> SearchService:
     settings = get_settings()
     catalog = Catalog.of(create_pool(settings, wait=False))  # no stall while the database is down
     return SearchService(
@@ -28,7 +28,7 @@ def _build_service() -> SearchService:
 
 @lru_cache(maxsize=1)
 def _build_products() -> ProductService:
-    search = _build_service()
+    search = build_service()
     return ProductService(search.catalog, search.image_url)  # one pool, one URL cache
 
 
@@ -39,7 +39,7 @@ async def get_service() -> SearchService:
     thread pool, and each such hop added latency to every request. Only the first call builds
     (and briefly blocks); the others are a cache hit.
     """
-    return _build_service()
+    return build_service()
 
 
 async def get_products() -> ProductService:

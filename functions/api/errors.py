@@ -6,6 +6,7 @@ PostgreSQL down or its pool exhausted, the object store unreachable, ...) with 5
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import grpc
 import psycopg
@@ -18,11 +19,16 @@ from fashion_search.errors import (
     EmbeddingDimensionError,
     FashionSearchError,
     ImageTooLargeError,
+    InsufficientScopeError,
+    InvalidApiKeyError,
     InvalidImageError,
+    MissingApiKeyError,
     NoServingVersionError,
     ObjectNotFoundError,
     ProductNotEmbeddedError,
     ProductNotFoundError,
+    RateLimitedError,
+    RequestTooLargeError,
     ServingVersionUnavailableError,
 )
 from fashion_search.faults import causes, is_transient
@@ -30,6 +36,11 @@ from fashion_search.faults import causes, is_transient
 log = logging.getLogger(__name__)
 
 _STATUS: tuple[tuple[type[FashionSearchError], int], ...] = (
+    (MissingApiKeyError, 401),
+    (InvalidApiKeyError, 401),
+    (InsufficientScopeError, 403),
+    (RateLimitedError, 429),
+    (RequestTooLargeError, 413),
     (ProductNotFoundError, 404),
     (ObjectNotFoundError, 404),
     (ProductNotEmbeddedError, 409),
@@ -48,6 +59,34 @@ _DEPENDENCIES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...]
     ((BotoCoreError, ClientError), "object store"),
     ((ModelServerUnavailableError, EmbeddingRequestError), "model server"),
 )
+
+#: The error answers every route may give, for its OpenAPI description (``{"detail": ...}``).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    # a message; FastAPI's own validation errors give a list of them
+                    "properties": {"detail": {"anyOf": [{"type": "string"}, {"type": "array"}]}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    }
+    for status, description in (
+        (400, "invalid argument"),
+        (422, "a parameter or body that does not validate, or an image that cannot be read"),
+        (401, "an API key is needed, or the one sent is unknown or revoked"),
+        (403, "the key's scope does not cover this"),
+        (404, "not found"),
+        (409, "conflict with the catalog's state"),
+        (413, "request body or image over its limit"),
+        (429, "rate limit exceeded (Retry-After says when to retry)"),
+        (503, "a dependency is unavailable or the API is saturated (Retry-After)"),
+    )
+}
 
 #: Seconds a 503 (a dependency down or overloaded) tells the caller to wait before retrying.
 RETRY_AFTER_S = 1
@@ -80,8 +119,10 @@ def detail_of(error: BaseException) -> str:
     return f"{name} unavailable: {lines[0] if lines else type(cause).__name__}"
 
 
-def retry_after(status: int) -> dict[str, str] | None:
-    """The ``Retry-After`` header of a 503, else none."""
+def retry_after(status: int, error: BaseException | None = None) -> dict[str, str] | None:
+    """The ``Retry-After`` header of a 503 or of a rate limit's 429, else none."""
+    if isinstance(error, RateLimitedError):
+        return {"Retry-After": str(error.retry_after_s)}
     return {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
 
 
@@ -92,7 +133,7 @@ async def _handle(_: Request, error: Exception) -> Response:
     detail = detail_of(error)
     if status == 503:
         log.warning("503: %s", detail)
-    return JSONResponse({"detail": detail}, status_code=status, headers=retry_after(status))
+    return JSONResponse({"detail": detail}, status_code=status, headers=retry_after(status, error))
 
 
 async def _handle_unexpected(_: Request, error: Exception) -> Response:

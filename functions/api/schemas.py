@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from fashion_search.catalog.filters import FilterValue
-from fashion_search.catalog.limits import MAX_K
+from fashion_search.catalog.filters import FilterValue, check_filters
+from fashion_search.catalog.limits import MAX_K, NO_NUL_PATTERN
 from fashion_search.catalog.models import Product, ProductFields
+from fashion_search.errors import InvalidFilterError
 from fashion_search.search.service import Hit, SearchMode, SearchResult
 
 
@@ -67,20 +68,36 @@ class SearchOut(_Body):
 Filters = dict[str, FilterValue]
 
 
-class TextSearchIn(_Body):
+class _Filtered(_Body):
+    """A body with metadata filters, checked as it is read (422 for a bad field or value)."""
+
+    filters: Filters = Field(default_factory=dict, description="metadata field -> value(s)")
+
+    @field_validator("filters")
+    @classmethod
+    def _filters_are_usable(cls, filters: Filters) -> Filters:
+        try:
+            check_filters(filters)
+        except InvalidFilterError as error:
+            raise ValueError(str(error)) from error
+        return filters
+
+
+class TextSearchIn(_Filtered):
     """``POST /search/text``."""
 
-    q: Annotated[str, Field(min_length=1, max_length=2000, description="the query")]
+    q: Annotated[
+        str,
+        Field(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN, description="the query"),
+    ]
     k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
-    filters: Filters = Field(default_factory=dict, description="metadata field -> value(s)")
     mode: SearchMode | None = None
 
 
-class ImageSearchIn(_Body):
+class ImageSearchIn(_Filtered):
     """``POST /search/image`` as JSON: a base64 image, or the key of an image in the store."""
 
     image_base64: str | None = None
-    key: Annotated[str | None, Field(max_length=1024)] = None
+    key: Annotated[str | None, Field(max_length=1024, pattern=NO_NUL_PATTERN)] = None
     bucket: str | None = None
     k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
-    filters: Filters = Field(default_factory=dict)

@@ -1,9 +1,11 @@
 """``/graphql``: product metadata and search as a GraphQL schema (strawberry).
 
-``products`` is a Relay-style connection with opaque cursors; depth, token and alias limits
-guard against expensive documents. A request that fails as a whole (syntax, validation, limits,
-bad arguments) is answered with a 4xx status and the GraphQL errors, each with its status in
-``extensions``; field errors in an otherwise answered query keep GraphQL's 200.
+``products`` is a Relay-style connection with opaque cursors; depth, token, alias and cost
+limits (:mod:`functions.api.graphql_cost`) refuse expensive documents before they run, and
+introspection and the GraphiQL page are off unless ``FS_GRAPHQL_INTROSPECTION`` turns them on.
+A request that fails as a whole (syntax, validation, limits, bad arguments) is answered with a
+4xx status and the GraphQL errors, each with its status in ``extensions``; field errors in an
+otherwise answered query keep GraphQL's 200.
 """
 
 from __future__ import annotations
@@ -20,25 +22,36 @@ from graphql import GraphQLError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionContext, ExecutionResult, Info
 
 from fashion_search.catalog import models
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_PAGE_SIZE
+from fashion_search.catalog.limits import MAX_K, MAX_PAGE_SIZE, MAX_PRODUCT_ID
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
 from fashion_search.errors import InvalidArgumentError
 from fashion_search.search.products import ProductService
 from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchService
+from fashion_search.settings import AccessSettings, get_settings
+from functions.api.access import requires
 from functions.api.dependencies import get_products, get_service
 from functions.api.errors import RETRY_AFTER_S, detail_of, status_of
+from functions.api.graphql_cost import QueryCostLimiter
 
 log = logging.getLogger(__name__)
 MAX_DEPTH = 6
 MAX_TOKENS = 1000
 MAX_ALIASES = 10
+#: Most products one ``products`` page returns.
+MAX_FIRST = MAX_PAGE_SIZE // 10
 _CURSOR_PREFIX = "product:"
 T = TypeVar("T")
 
@@ -163,8 +176,8 @@ def _after_id(cursor: str | None) -> int | None:
 
 
 def _product_id(id: strawberry.ID) -> int:
-    if not str(id).isdigit():
-        raise InvalidArgumentError(f"product id must be a positive integer, got {id!r}")
+    if not str(id).isdigit() or not 1 <= int(id) <= MAX_PRODUCT_ID:
+        raise InvalidArgumentError(f"product id must be an integer from 1 to {MAX_PRODUCT_ID}")
     return int(id)
 
 
@@ -183,8 +196,8 @@ class Query:
         after: str | None = None,
     ) -> ProductConnection:
         products: ProductService = info.context["products"]
-        if not 1 <= first <= MAX_PAGE_SIZE // 10:
-            raise InvalidArgumentError(f"first must be between 1 and {MAX_PAGE_SIZE // 10}")
+        if not 1 <= first <= MAX_FIRST:
+            raise InvalidArgumentError(f"first must be between 1 and {MAX_FIRST}")
         filters = _filters(filter)
         page = await run_in_threadpool(products.page, filters, first, _after_id(after))
         edges = [ProductEdge(cursor=_cursor(p.id), node=Product.of(p, products.image_url(p)))
@@ -288,14 +301,17 @@ class _Router(GraphQLRouter[dict[str, Any], None]):
         return response
 
 
-schema = _Schema(
-    query=Query,
-    extensions=[
+def build_schema(access: AccessSettings) -> strawberry.Schema:
+    """The schema with its limits; introspection only where ``access`` allows it."""
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-    ],
-)
+        lambda: QueryCostLimiter(access.graphql_max_cost, {"first": MAX_FIRST, "k": MAX_K}),
+    ]
+    if not access.graphql_introspection:
+        extensions.append(DisableIntrospection)
+    return _Schema(query=Query, extensions=extensions)
 
 
 async def _context(
@@ -305,4 +321,17 @@ async def _context(
     return {"service": service, "products": products}
 
 
-router = _Router(schema, path="/graphql", context_getter=_context, tags=["graphql"])
+def build_router(access: AccessSettings) -> GraphQLRouter[dict[str, Any], None]:
+    """``/graphql`` (a search route: see :func:`functions.api.access.requires`); GraphiQL on
+    GET only with introspection."""
+    return _Router(
+        build_schema(access),
+        path="/graphql",
+        context_getter=_context,
+        tags=["graphql"],
+        graphql_ide="graphiql" if access.graphql_introspection else None,
+        dependencies=[requires("search")],
+    )
+
+
+router = build_router(get_settings().access)

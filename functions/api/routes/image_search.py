@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from fashion_search.catalog.api_keys import ApiKey
 from fashion_search.errors import ImageTooLargeError, InvalidArgumentError
 from fashion_search.search.service import SearchService, decode_base64_image
+from fashion_search.settings import Settings
+from functions.api.access import require_scope, requires
 from functions.api.dependencies import Service
+from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import reject_unknown_parameters
 from functions.api.schemas import ImageSearchIn, SearchOut
 
-router = APIRouter(tags=["search"], dependencies=[Depends(reject_unknown_parameters)])
+router = APIRouter(
+    tags=["search"],
+    dependencies=[Depends(reject_unknown_parameters), requires("search")],
+    responses=ERROR_RESPONSES,
+)
 
 _MULTIPART = "multipart/form-data"
+
+
+def body_limit(settings: Settings) -> int:
+    """The largest request body of this route: an upload, or its base64 in JSON (a third more)."""
+    return settings.search.max_upload_bytes * 4 // 3 + 4096
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -34,9 +48,12 @@ async def _from_form(request: Request, service: SearchService) -> SearchOut:
             raise InvalidArgumentError("multipart form needs a file field named 'image'")
         data = await _read_upload(upload, limit)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    body = ImageSearchIn.model_validate(
-        {"k": fields.get("k", 10), "filters": json.loads(fields.get("filters") or "{}")}
-    )
+    try:
+        body = ImageSearchIn.model_validate(
+            {"k": fields.get("k", 10), "filters": json.loads(fields.get("filters") or "{}")}
+        )
+    except ValueError as error:  # pydantic's ValidationError and JSON's errors are ValueErrors
+        raise InvalidArgumentError(f"form fields k and filters are not valid: {error}") from error
     return SearchOut.of(await run_in_threadpool(service.image, data, body.k, body.filters))
 
 
@@ -63,13 +80,14 @@ async def _from_form(request: Request, service: SearchService) -> SearchOut:
         }
     },
 )
-async def search_image(request: Request, service: Service) -> SearchOut:
-    """A multipart upload (field ``image``), or JSON with ``imageBase64`` or ``key``."""
+async def search_image(
+    request: Request, service: Service, caller: Annotated[ApiKey | None, requires("search")]
+) -> SearchOut:
+    """A multipart upload (field ``image``), or JSON with ``imageBase64`` or ``key`` (of an
+    image in the images bucket; in the uploads bucket with an admin key only)."""
     if request.headers.get("content-type", "").startswith(_MULTIPART):
         return await _from_form(request, service)
-    raw = await request.body()
-    if len(raw) > service.settings.search.max_upload_bytes * 4 // 3 + 4096:
-        raise ImageTooLargeError("request body is too large")
+    raw = await request.body()  # at most the route's limit (functions/api/body_limit.py)
     try:
         body = ImageSearchIn.model_validate_json(raw)
     except ValueError as error:
@@ -77,6 +95,8 @@ async def search_image(request: Request, service: Service) -> SearchOut:
     if (body.image_base64 is None) == (body.key is None):
         raise InvalidArgumentError("give exactly one of imageBase64 or key")
     if body.key is not None:
+        if body.bucket == service.settings.storage.uploads_bucket:
+            require_scope(caller, "admin")
         result = await run_in_threadpool(
             service.image_by_key, body.key, body.bucket, body.k, body.filters
         )

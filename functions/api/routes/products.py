@@ -7,13 +7,19 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_K
+from fashion_search.catalog.limits import MAX_K, MAX_PRODUCT_ID
+from functions.api.access import requires
 from functions.api.dependencies import Products, Service
+from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import metadata_filters, reject_unknown_parameters
 from functions.api.schemas import ProductOut, SearchOut
 
-router = APIRouter(tags=["products"], dependencies=[Depends(reject_unknown_parameters)])
-ProductId = Annotated[int, Path(ge=1, le=2**63 - 1, description="product id")]
+router = APIRouter(
+    tags=["products"],
+    dependencies=[Depends(reject_unknown_parameters), requires("search")],
+    responses=ERROR_RESPONSES,
+)
+ProductId = Annotated[int, Path(ge=1, le=MAX_PRODUCT_ID, description="product id")]
 
 
 @router.get("/facets", summary="Distinct values of every metadata field (for filter menus)")

@@ -8,19 +8,28 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_K
+from fashion_search.catalog.limits import MAX_K, NO_NUL_PATTERN
 from fashion_search.search.service import SearchMode
+from functions.api.access import requires
 from functions.api.dependencies import Service
+from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import metadata_filters, reject_unknown_parameters
 from functions.api.schemas import SearchOut, TextSearchIn
 
-router = APIRouter(tags=["search"], dependencies=[Depends(reject_unknown_parameters)])
+router = APIRouter(
+    tags=["search"],
+    dependencies=[Depends(reject_unknown_parameters), requires("search")],
+    responses=ERROR_RESPONSES,
+)
 
 
 @router.get("/search/text", summary="Search by text")
 async def search_text(
     service: Service,
-    q: Annotated[str, Query(min_length=1, max_length=2000, description="the query")],
+    q: Annotated[
+        str,
+        Query(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN, description="the query"),
+    ],
     filters: Annotated[Filters, Depends(metadata_filters)],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     mode: SearchMode | None = None,
