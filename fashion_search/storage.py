@@ -210,20 +210,27 @@ class ObjectStore:
         )
 
     def copy(
-        self, source_bucket: str, source_key: str, bucket: str, key: str, if_match: str = ""
+        self,
+        source_bucket: str,
+        source_key: str,
+        bucket: str,
+        key: str,
+        if_match: str = "",
+        content_type: str = "",
     ) -> None:
-        """Server-side copy of an object (content type and metadata kept); with ``if_match``,
-        only of that ETag: ObjectChangedError when the object now has another,
-        ObjectNotFoundError when it is gone."""
+        """Server-side copy of an object; with ``if_match``, only of that ETag
+        (ObjectChangedError when the object now has another, ObjectNotFoundError when it is
+        gone); with ``content_type``, stored with that type and no user metadata, else both
+        kept."""
         validate_object_key(key)
+        source: CopySourceTypeDef = {"Bucket": source_bucket, "Key": source_key}
+        options: dict[str, str] = {}
+        if if_match:
+            options["CopySourceIfMatch"] = if_match
+        if content_type:
+            options |= {"MetadataDirective": "REPLACE", "ContentType": content_type}
         try:
-            source: CopySourceTypeDef = {"Bucket": source_bucket, "Key": source_key}
-            if if_match:
-                self.client.copy_object(
-                    Bucket=bucket, Key=key, CopySource=source, CopySourceIfMatch=if_match
-                )
-            else:
-                self.client.copy_object(Bucket=bucket, Key=key, CopySource=source)
+            self.client.copy_object(Bucket=bucket, Key=key, CopySource=source, **options)  # type: ignore[arg-type]
         except ClientError as error:
             raise _typed(error, source_bucket, source_key, if_match) from error
 

@@ -4,6 +4,11 @@
 ``onnx/r{EXPORT_REVISION}/`` holds ``fp32/{image,text}.onnx``, ``int8/{image,text}.onnx``,
 ``tokenizer.json`` and ``model.json``: the model's facts and the SHA-256 of every other file.
 ``model.json`` is uploaded last, so a version whose folder has it has every file.
+
+``model.json`` lies in the models bucket beside the files it names, so whoever can write the
+bucket could replace both: the export therefore also records ``model.json``'s own SHA-256 in
+the model registry, as the version's tag :data:`MANIFEST_SHA256_TAG`, and the loader serves
+only a ``model.json`` with that SHA-256.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ if TYPE_CHECKING:
 EXPORT_REVISION = 4
 ARTIFACT_DIR = f"onnx/r{EXPORT_REVISION}"
 MANIFEST = "model.json"
+#: The registered version's tag with the hex SHA-256 of its ``model.json`` of this revision.
+MANIFEST_SHA256_TAG = f"onnx_r{EXPORT_REVISION}_manifest_sha256"
 TOKENIZER = "tokenizer.json"
 TOWERS = ("image", "text")
 VARIANTS = ("fp32", "int8")

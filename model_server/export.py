@@ -25,13 +25,14 @@ from model_server.artifacts import (
     EXPORT_FILES,
     EXPORT_REVISION,
     MANIFEST,
+    MANIFEST_SHA256_TAG,
     TOKENIZER,
     ExportManifest,
     ModelFacts,
     sha256_of,
     tower_file,
 )
-from model_server.loader import remote_manifest, run_id_of
+from model_server.loader import ExportIntegrityError, remote_manifest, run_id_of
 from model_server.tokenizer import TextTokenizer, build_tokenizer_json
 
 log = logging.getLogger(__name__)
@@ -78,8 +79,16 @@ def export_version(
     settings: Settings, client: MlflowClient, version: RegisteredVersion
 ) -> ExportManifest:
     """Export ``version`` and log the files under ``onnx/r{revision}/`` of its run, model.json
-    last; a version with an export of this revision is left as it is."""
-    existing = remote_manifest(client, version)
+    last, then record model.json's SHA-256 in the registry (the version's tag
+    :data:`~model_server.artifacts.MANIFEST_SHA256_TAG`, which the loader checks). A version
+    with an export of this revision that matches the registry's record is left as it is; one
+    whose export does not match it, or that has no record (exported before the registry kept
+    one), is exported again from its checkpoint."""
+    try:
+        existing = remote_manifest(client, version)
+    except ExportIntegrityError as error:
+        log.warning("%s: exporting version %s again", error, version.version)
+        existing = None
     if existing is not None:
         log.info("version %s has its export (revision %d)", version.version, EXPORT_REVISION)
         return existing
@@ -92,5 +101,7 @@ def export_version(
         for name in (*EXPORT_FILES, MANIFEST):
             folder = "/".join((ARTIFACT_DIR, *Path(name).parent.parts))
             client.log_artifact(run_id, str(directory / name), folder)
+        recorded = sha256_of(directory / MANIFEST)  # the bytes just uploaded
+        client.set_model_version_tag(version.name, version.version, MANIFEST_SHA256_TAG, recorded)
     log.info("version %s exported to %s of run %s", version.version, ARTIFACT_DIR, run_id)
     return manifest

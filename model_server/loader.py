@@ -1,14 +1,20 @@
 """Resolve the registry alias, and fetch a version's export from its MLflow artifacts (no torch).
 
 Files are cached under ``{cache_dir}/onnx/{model}/{version}/r{revision}/`` in the layout of
-:mod:`model_server.artifacts`. Every file served is checked against the SHA-256 in the
-version's ``model.json``: a cached file that differs is fetched again, a fetched one that
-differs is an error and is not kept. A version without an export is exported here when the
-``export`` extra is installed, else refused with a clear error.
+:mod:`model_server.artifacts`. The version's ``model.json`` (fetched, and the cached copy read
+back) must have the SHA-256 that the registry records for it (the version's tag
+:data:`~model_server.artifacts.MANIFEST_SHA256_TAG`, set by the export): ``model.json`` lies in
+the models bucket beside the towers, so only the registry's record shows that neither was
+replaced. Every other file served is checked against the SHA-256 in that ``model.json``: a
+cached file that differs is fetched again, a fetched one that differs is an error and is not
+kept. A version that fails a check is refused (:class:`ExportIntegrityError`; the model
+server then keeps serving the versions it has). A version without an export is exported here
+when the ``export`` extra is installed, else refused with a clear error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import tempfile
@@ -24,6 +30,7 @@ from model_server.artifacts import (
     ARTIFACT_DIR,
     EXPORT_REVISION,
     MANIFEST,
+    MANIFEST_SHA256_TAG,
     TOKENIZER,
     TOWERS,
     ExportManifest,
@@ -42,7 +49,8 @@ class ExportMissingError(FashionSearchError):
 
 
 class ExportIntegrityError(FashionSearchError):
-    """A fetched file is not the one its ``model.json`` names; it was not kept."""
+    """A fetched file is not the one its ``model.json`` names (it was not kept), or the
+    ``model.json`` is not the one the registry recorded at export: the version is refused."""
 
 
 @dataclass(frozen=True)
@@ -55,12 +63,34 @@ class ExportedModel:
     facts: ModelFacts
 
     @classmethod
-    def read(cls, directory: Path, version: RegisteredVersion, variant: str) -> ExportedModel:
-        """The export in ``directory`` (as :func:`model_server.export.export_clip` writes it)."""
+    def read(
+        cls,
+        directory: Path,
+        version: RegisteredVersion,
+        variant: str,
+        manifest_sha256: str | None = None,
+    ) -> ExportedModel:
+        """The export in ``directory`` (as :func:`model_server.export.export_clip` writes it);
+        with ``manifest_sha256`` (the registry's record), its ``model.json`` must have it."""
         files = {tower: directory / tower_file(variant, tower) for tower in TOWERS}
         files["tokenizer"] = directory / TOKENIZER
-        facts = ExportManifest.model_validate_json((directory / MANIFEST).read_bytes())
+        data = (directory / MANIFEST).read_bytes()
+        facts = (
+            ExportManifest.model_validate_json(data)
+            if manifest_sha256 is None
+            else checked_manifest(data, manifest_sha256, version, f"cached {MANIFEST}")
+        )
         return cls(version, variant, files, facts)
+
+
+@dataclass(frozen=True)
+class _FetchedManifest:
+    """A version's ``model.json`` as fetched and checked: its bytes, their SHA-256 (the one the
+    registry records) and what they say."""
+
+    data: bytes
+    sha256: str
+    manifest: ExportManifest
 
 
 def resolve(settings: Settings, client: MlflowClient) -> RegisteredVersion:
@@ -80,21 +110,75 @@ def run_id_of(version: RegisteredVersion) -> str:
     return version.run_id
 
 
-def remote_manifest(client: MlflowClient, version: RegisteredVersion) -> ExportManifest | None:
-    """The version's ``model.json`` of this export revision, or None when it has none."""
-    run_id = run_id_of(version)
-    listed = {artifact.path for artifact in client.list_artifacts(run_id, ARTIFACT_DIR)}
-    if f"{ARTIFACT_DIR}/{MANIFEST}" not in listed:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{MANIFEST}", tmp)
-        manifest = ExportManifest.model_validate_json(Path(path).read_bytes())
+def recorded_manifest_sha256(client: MlflowClient, version: RegisteredVersion) -> str | None:
+    """The SHA-256 of ``model.json`` that the registry records for the version (its tag
+    :data:`~model_server.artifacts.MANIFEST_SHA256_TAG`, read now), or None."""
+    tags = client.get_model_version(version.name, version.version).tags or {}
+    recorded = tags.get(MANIFEST_SHA256_TAG)
+    return str(recorded) if recorded else None
+
+
+def _reexport_hint(version: RegisteredVersion) -> str:
+    return f"re-export it: `fashion-search export --version {version.version}`"
+
+
+def checked_manifest(
+    data: bytes, recorded: str | None, version: RegisteredVersion, what: str = MANIFEST
+) -> ExportManifest:
+    """``model.json`` from ``data`` when their SHA-256 is ``recorded`` (the registry's tag) and
+    it is of this export revision; else :class:`ExportIntegrityError` (``recorded`` None: the
+    version was exported before the registry recorded it, or its tag was removed)."""
+    named = f"version {version.version} of {version.name!r}"
+    if recorded is None:
+        raise ExportIntegrityError(
+            f"{named} has an export in {ARTIFACT_DIR}/, but the registry records no SHA-256 of"
+            f" its {MANIFEST} (tag {MANIFEST_SHA256_TAG}: exported before the registry recorded"
+            f" it, or the tag was removed), so its integrity cannot be checked; not served:"
+            f" {_reexport_hint(version)}"
+        )
+    got = hashlib.sha256(data).hexdigest()
+    if got != recorded:
+        raise ExportIntegrityError(
+            f"integrity check failed: {what} of {named} has SHA-256 {got}, the registry's tag"
+            f" {MANIFEST_SHA256_TAG} records {recorded}; the export was changed after it was"
+            f" made, not served: {_reexport_hint(version)}"
+        )
+    manifest = ExportManifest.model_validate_json(data)
     if manifest.export_revision != EXPORT_REVISION:
         raise ExportIntegrityError(
             f"{ARTIFACT_DIR}/{MANIFEST} of version {version.version} says export revision"
             f" {manifest.export_revision}"
         )
     return manifest
+
+
+def _fetch_manifest(client: MlflowClient, version: RegisteredVersion) -> _FetchedManifest | None:
+    """The version's ``model.json`` of this export revision, checked against the registry's
+    record; None when it has none (and the registry records none)."""
+    run_id = run_id_of(version)
+    recorded = recorded_manifest_sha256(client, version)
+    listed = {artifact.path for artifact in client.list_artifacts(run_id, ARTIFACT_DIR)}
+    if f"{ARTIFACT_DIR}/{MANIFEST}" not in listed:
+        if recorded is not None:
+            raise ExportIntegrityError(
+                f"integrity check failed: the registry records an export of version"
+                f" {version.version} of {version.name!r} (tag {MANIFEST_SHA256_TAG}), but"
+                f" {ARTIFACT_DIR}/{MANIFEST} is gone from its run; not served:"
+                f" {_reexport_hint(version)}"
+            )
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{MANIFEST}", tmp)
+        data = Path(path).read_bytes()
+    manifest = checked_manifest(data, recorded, version)
+    return _FetchedManifest(data, hashlib.sha256(data).hexdigest(), manifest)
+
+
+def remote_manifest(client: MlflowClient, version: RegisteredVersion) -> ExportManifest | None:
+    """The version's ``model.json`` of this export revision, or None when it has none;
+    :class:`ExportIntegrityError` when it is not the one the registry recorded at export."""
+    fetched = _fetch_manifest(client, version)
+    return None if fetched is None else fetched.manifest
 
 
 def cache_folder(settings: Settings, version: RegisteredVersion) -> Path:
@@ -106,21 +190,22 @@ def fetch_version(
     settings: Settings, client: MlflowClient, version: RegisteredVersion
 ) -> ExportedModel:
     """The version's towers of the configured variant (int8 or fp32) and tokenizer, checked
-    against its ``model.json``, from the local cache or its MLflow artifacts; exported first
-    when it has none (:class:`ExportMissingError` where the export extra is missing)."""
-    manifest = remote_manifest(client, version)
-    if manifest is None:
+    against its ``model.json`` (itself checked against the registry's record), from the local
+    cache or its MLflow artifacts; exported first when it has none (:class:`ExportMissingError`
+    where the export extra is missing), :class:`ExportIntegrityError` when a check fails."""
+    fetched = _fetch_manifest(client, version)
+    if fetched is None:
         _export_here(settings, client, version)
-        manifest = remote_manifest(client, version)
-        if manifest is None:
+        fetched = _fetch_manifest(client, version)
+        if fetched is None:
             raise ExportMissingError(f"version {version.version}: exported, yet no {MANIFEST}")
     variant = "int8" if settings.model_server.quantized else "fp32"
     local = cache_folder(settings, version)
     local.mkdir(parents=True, exist_ok=True)
     for name in (*(tower_file(variant, tower) for tower in TOWERS), TOKENIZER):
-        _fetch_checked(client, version, name, manifest, local)
-    _write_atomically(local / MANIFEST, manifest.model_dump_json(indent=2).encode())
-    return ExportedModel.read(local, version, variant)
+        _fetch_checked(client, version, name, fetched.manifest, local)
+    _write_atomically(local / MANIFEST, fetched.data)  # the bytes the registry's record names
+    return ExportedModel.read(local, version, variant, fetched.sha256)
 
 
 def _export_here(settings: Settings, client: MlflowClient, version: RegisteredVersion) -> None:

@@ -8,6 +8,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -15,6 +16,11 @@ from PIL import Image
 from fashion_search.model.preprocess import decode_image, resize_square
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.process import ManagedProcess
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+    from fashion_search.search.service import SearchService
 
 
 def free_port() -> int:
@@ -74,3 +80,26 @@ def start_model_server(settings: Settings, run_dir: Path) -> ManagedProcess:
         return start_process(
             "model-server", ["-m", "model_server"], settings, run_dir, client.healthy
         )
+
+
+def api_client(service: SearchService, search: str = "open", **access: object) -> TestClient:
+    """The whole API in process on ``service``'s catalog, with its keys; search ``open`` or
+    ``key``, rate limits out of the way unless ``access`` sets them."""
+    from fastapi.testclient import TestClient
+
+    from fashion_search.search.products import ProductService
+    from functions.api.access import AccessControl, get_access
+    from functions.api.app import create_app
+    from functions.api.dependencies import get_products, get_service
+
+    app = create_app()
+    settings = service.settings.access.model_copy(
+        update={"search": search, "rate_limit_per_address": "100000/minute",
+                "rate_limit_per_key": "100000/minute", **access}
+    )  # fmt: skip
+    control = AccessControl.of(settings, lambda: service.catalog.api_keys)
+    products = ProductService(service.catalog, service.image_url)
+    app.dependency_overrides[get_service] = lambda: service
+    app.dependency_overrides[get_products] = lambda: products
+    app.dependency_overrides[get_access] = lambda: control
+    return TestClient(app, raise_server_exceptions=False)

@@ -25,9 +25,13 @@ from functions.api.graphql_cost import QueryCostLimiter
 from functions.api.routes.graphql import build_schema
 
 GB = 1024**3
-FANOUT = "{ %s }" % " ".join(
-    f"a{i}: products(first: 100) {{ edges {{ node {{ similar(k: 100) {{ score }} }} }} }}"
-    for i in range(3)
+FANOUT = (
+    "{ "
+    + " ".join(
+        f"a{i}: products(first: 100) {{ edges {{ node {{ similar(k: 100) {{ score }} }} }} }}"
+        for i in range(3)
+    )
+    + " }"
 )
 
 
@@ -60,7 +64,10 @@ class FakeKeys:
 def client_with(**access: Any) -> tuple[TestClient, FakeKeys]:
     keys = FakeKeys()
     app = create_app()
-    control = AccessControl.of(get_settings().access.model_copy(update=access), keys)  # type: ignore[arg-type]
+    control = AccessControl.of(
+        get_settings().access.model_copy(update=access),
+        lambda: keys,  # type: ignore[arg-type,return-value]
+    )
     app.dependency_overrides[get_service] = Unreachable
     app.dependency_overrides[get_products] = Unreachable
     app.dependency_overrides[get_access] = lambda: control

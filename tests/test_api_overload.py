@@ -22,6 +22,7 @@ import fashion_search.catalog.db as db
 from fashion_search.embedding_client import ModelServerOverloadedError
 from fashion_search.errors import ProductNotFoundError
 from fashion_search.settings import Settings, get_settings
+from functions.api.access import AccessControl, get_access
 from functions.api.admission import AdmissionLimit
 from functions.api.app import create_app
 from functions.api.dependencies import get_products, get_service
@@ -45,6 +46,8 @@ def app_failing_with(error: Exception) -> FastAPI:
     app = create_app()
     app.dependency_overrides[get_service] = lambda: Failing(error)
     app.dependency_overrides[get_products] = lambda: Failing(error)
+    access = AccessControl.of(get_settings().access, lambda: Failing(error))  # type: ignore[arg-type,return-value]
+    app.dependency_overrides[get_access] = lambda: access  # no key is sent: none is looked up
     return app
 
 
@@ -183,9 +186,7 @@ def test_the_admission_limit_follows_the_pool_unless_set(monkeypatch: pytest.Mon
     assert Settings().search.api_max_in_flight == 8
     monkeypatch.setenv("FS_API_MAX_IN_FLIGHT", "5")
     assert Settings().search.api_max_in_flight == 5
-    [middleware] = create_app().user_middleware
-    cls: object = middleware.cls
-    assert cls is AdmissionLimit
+    [middleware] = [m for m in create_app().user_middleware if m.cls is AdmissionLimit]
     assert middleware.kwargs == {"limit": get_settings().search.api_max_in_flight}
     with pytest.raises(ValueError, match="at least 1"):
         AdmissionLimit(create_app(), limit=-1)

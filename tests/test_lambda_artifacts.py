@@ -181,7 +181,8 @@ def test_template_roles_are_the_search_and_bucket_event_artifacts() -> None:
     handlers = role_handlers()
     assert set(handlers) == {"api", "ingest"}
     assert handlers["ingest"] == ["functions.handlers.bucket_event.handler"]
-    assert len(handlers["api"]) == 4
+    assert len(handlers["api"]) == 5  # the search API's four and its key authorizer
+    assert "functions.handlers.authorizer.handler" in handlers["api"]
 
 
 def test_artifacts_fit_lambdas_unzipped_limit(artifacts: dict[str, Built]) -> None:

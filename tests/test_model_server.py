@@ -4,10 +4,12 @@ alias moves and the server follows; a candidate is served beside the champion, c
 request, re-labelled when the aliases swap, unloaded when its alias goes, and a request never
 mixes versions; bad input gets clear gRPC errors and the server keeps serving. Serving a
 version from its export imports no torch; one without an export is refused where torch is
-missing and exported where it is there; fetched files are checked."""
+missing and exported where it is there; fetched files are checked, and a version whose export
+was tampered with in the models bucket is refused while the previous one serves on."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -20,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import grpc
 import numpy as np
@@ -39,12 +42,14 @@ from fashion_search.model.pipeline import TrainingOutcome, train_and_register
 from fashion_search.model.registry import configure_mlflow, load_version, register_clip
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import REPO_ROOT, Settings
+from fashion_search.storage import ObjectStore
 from model_server import export, loader
 from model_server.artifacts import (
     ARTIFACT_DIR,
     EXPORT_FILES,
     EXPORT_REVISION,
     MANIFEST,
+    MANIFEST_SHA256_TAG,
     TOKENIZER,
     VARIANTS,
     ModelFacts,
@@ -435,6 +440,99 @@ def test_removing_the_candidate_alias_unloads_it(
     )
     assert f"version {one} is named by no alias: unloaded" in _log_since(server, offset)
     assert client.embed_texts(TITLES).model_version == two
+
+
+def _artifact_key(settings: Settings, run_id: str, path: str) -> str:
+    """The models bucket's key of a run artifact (the MLflow server keeps them under
+    ``mlflow/``: ``--artifacts-destination``)."""
+    uri = urlsplit(configure_mlflow(settings).get_run(run_id).info.artifact_uri)
+    assert uri.scheme == "mlflow-artifacts", uri
+    return f"mlflow/{uri.path.strip('/')}/{path}"
+
+
+def test_a_tampered_export_is_refused_and_the_previous_version_serves_on(
+    client: EmbeddingClient,
+    server: ManagedProcess,
+    model_settings: Settings,
+    stack_settings: Settings,
+    second: TrainingOutcome,
+    images: list[bytes],
+    references: dict[str, _Reference],
+    tmp_path: Path,
+) -> None:
+    """Whoever can write the models bucket (not the registry) replaces a new version's
+    ``fp32/image.onnx`` and its ``model.json``, consistent with each other: the champion alias
+    moves to it, the server refuses it (its model.json is not the one the registry recorded at
+    export) and serves the previous version on."""
+    registry = model_settings.registry
+    two = second.version.version
+    _set_aliases(model_settings, {registry.model_alias: two})
+    if registry.candidate_alias in _registered_aliases(model_settings):
+        _set_aliases(model_settings, {registry.candidate_alias: None})
+    _wait_until(lambda: client.info().versions == {two: 64}, "not serving version 2 alone")
+
+    mlflow_client = configure_mlflow(model_settings)
+    run = mlflow_client.create_run(mlflow_client.get_experiment_by_name("Default").experiment_id)
+    run_id = run.info.run_id
+    version = register_clip(
+        mlflow_client, create_clip(ModelSpec("fashion-tiny")), run_id, registry.model_name,
+        "split", {"title_mrr": 0.0},
+    )  # fmt: skip
+    mlflow_client.set_terminated(run_id)
+    export.export_version(model_settings, mlflow_client, version)
+    recorded = loader.recorded_manifest_sha256(mlflow_client, version)
+    assert recorded is not None
+    try:
+        # The attacker's tower (a valid one: version 2's) and a model.json that names it.
+        tower = Path(
+            mlflow_client.download_artifacts(
+                second.version.run_id, f"{ARTIFACT_DIR}/fp32/image.onnx", str(tmp_path)
+            )
+        ).read_bytes()
+        original = Path(
+            mlflow_client.download_artifacts(run_id, f"{ARTIFACT_DIR}/{MANIFEST}", str(tmp_path))
+        ).read_bytes()
+        assert hashlib.sha256(original).hexdigest() == recorded
+        manifest = json.loads(original)
+        manifest["sha256"]["fp32/image.onnx"] = hashlib.sha256(tower).hexdigest()
+        forged = json.dumps(manifest, indent=2).encode()
+        s3 = ObjectStore(stack_settings).client
+        bucket = stack_settings.storage.models_bucket
+        for name, data in (("fp32/image.onnx", tower), (MANIFEST, forged)):
+            key = _artifact_key(model_settings, run_id, f"{ARTIFACT_DIR}/{name}")
+            s3.head_object(Bucket=bucket, Key=key)  # the export's object: overwritten
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+        with pytest.raises(loader.ExportIntegrityError, match="integrity check failed"):
+            loader.fetch_version(
+                model_settings.replace(top={"cache_dir": tmp_path / "cache"}), mlflow_client,
+                version,
+            )  # fmt: skip
+
+        offset = server.log_file.stat().st_size
+        _set_aliases(model_settings, {registry.model_alias: version.version})
+        _wait_until(
+            lambda: f"loading version {version.version} failed" in _log_since(server, offset),
+            "the server never tried the tampered version",
+        )
+        time.sleep(3 * model_settings.model_server.reload_interval_s)  # more polls: still so
+        log = _log_since(server, offset)
+        assert "ExportIntegrityError" in log and "integrity check failed" in log, log[-3000:]
+        assert MANIFEST_SHA256_TAG in log
+        info = client.info()
+        assert (info.registry_version, info.versions) == (two, {two: 64})
+        served = client.embed_images(images)
+        assert served.model_version == two
+        assert min_cosine(served.vectors, references[two].images) >= 0.9999
+        texts = client.embed_texts(TITLES)
+        assert texts.model_version == two
+        assert min_cosine(texts.vectors, references[two].texts) >= 0.9999
+    finally:
+        _set_aliases(model_settings, {registry.model_alias: two})
+
+
+def _registered_aliases(settings: Settings) -> set[str]:
+    found = configure_mlflow(settings).get_registered_model(settings.registry.model_name)
+    return set(found.aliases)
 
 
 def test_a_registered_version_has_its_export_in_its_run(

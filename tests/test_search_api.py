@@ -20,12 +20,10 @@ from fashion_search.catalog.models import METADATA_FIELDS
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.search.fusion import reciprocal_rank_fusion
-from fashion_search.search.products import ProductService
 from fashion_search.search.service import HYBRID_CANDIDATES, SearchService
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore, product_image_key
-from functions.api.app import create_app
-from functions.api.dependencies import get_products, get_service
+from tests.helpers import api_client
 
 FIELDS = ("id", "productDisplayName", "gender", "masterCategory", "subCategory", "articleType",
           "baseColour", "season", "year", "usage", "score", "imageUrl")  # fmt: skip
@@ -49,11 +47,8 @@ def service(search_settings: Settings, pool: ConnectionPool) -> Iterator[SearchS
 
 @pytest.fixture(scope="module")
 def api(service: SearchService) -> Iterator[TestClient]:
-    app = create_app()
-    products = ProductService(service.catalog, service.image_url)
-    app.dependency_overrides[get_service] = lambda: service
-    app.dependency_overrides[get_products] = lambda: products
-    with TestClient(app) as client:
+    with api_client(service) as client:
+        client.raise_server_exceptions = True  # a 500 fails with its traceback
         yield client
 
 

@@ -81,8 +81,8 @@ def test_every_function_handler_exists() -> None:
 
     template = load_template(REPO_ROOT / "template.yaml")
     names = [n for n, r in template["Resources"].items() if r["Type"] == FUNCTION_TYPE]
-    assert {"HealthFunction", "TextSearchFunction", "ImageSearchFunction",
-            "MetadataFunction", "BucketEventFunction"} <= set(names)  # fmt: skip
+    assert {"HealthFunction", "TextSearchFunction", "ImageSearchFunction", "MetadataFunction",
+            "BucketEventFunction", "AuthorizerFunction"} <= set(names)  # fmt: skip
     for name in names:
         spec = function_spec(REPO_ROOT / "template.yaml", name)
         assert callable(load_handler(spec)), name
@@ -123,3 +123,102 @@ def test_the_bucket_functions_retry_budget_fits_inside_its_timeout() -> None:
     events = function["Events"]
     [sqs] = [e["Properties"] for e in events.values() if e["Type"] == "SQS"]
     assert sqs["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+AUTHORIZER = "ApiKeyAuthorizer"
+
+
+def _http_routes(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``"METHOD /path"`` -> its HttpApi event's properties, over every function."""
+    routes = {}
+    for resource in resources.values():
+        for event in resource.get("Properties", {}).get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                props = event["Properties"]
+                routes[f"{props['Method']} {props['Path']}"] = props
+    return routes
+
+
+def test_every_route_but_health_needs_an_api_key() -> None:
+    """A Lambda REQUEST authorizer (payload 2.0, simple responses, the X-API-Key header as
+    identity source, answers cached a few minutes) is the API's default; /health opts out."""
+    from functions.local_invoke import load_template
+
+    template = load_template(REPO_ROOT / "template.yaml")
+    resources, parameters = template["Resources"], template["Parameters"]
+    auth = resources["SearchApi"]["Properties"]["Auth"]
+    assert auth["DefaultAuthorizer"] == AUTHORIZER
+    authorizer = auth["Authorizers"][AUTHORIZER]
+    assert authorizer["FunctionArn"] == {"Fn::GetAtt": ["AuthorizerFunction", "Arn"]}
+    assert authorizer["AuthorizerPayloadFormatVersion"] == "2.0"
+    assert authorizer["EnableSimpleResponses"] is True
+    assert authorizer["Identity"]["Headers"] == ["X-API-Key"]
+    ttl = parameters[authorizer["Identity"]["ReauthorizeEvery"]["Ref"]]
+    assert 60 <= ttl["Default"] <= 900 and ttl["MaxValue"] <= 3600  # a few minutes
+    routes = _http_routes(resources)
+    assert {"GET /health", "GET /search/text", "POST /search/text", "POST /search/image",
+            "GET /graphql", "POST /graphql", "GET /products/{id}",
+            "GET /products/{id}/similar", "GET /facets"} <= set(routes)  # fmt: skip
+    for route, props in routes.items():
+        if route == "GET /health":
+            assert props["Auth"] == {"Authorizer": "NONE"}
+        else:  # the default authorizer: no route may opt out or pick another
+            assert props.get("Auth", {}).get("Authorizer", AUTHORIZER) == AUTHORIZER, route
+    # API Gateway may invoke the authorizer (SAM adds no permission for an HTTP API's).
+    [permission] = [
+        r["Properties"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Permission"
+        and r["Properties"]["FunctionName"] == {"Ref": "AuthorizerFunction"}
+    ]
+    assert permission["Principal"] == "apigateway.amazonaws.com"
+    assert "/authorizers/" in permission["SourceArn"]["Fn::Sub"]
+    # The functions refuse keyless searches too (behind the authorizer, and when run elsewhere).
+    assert template["Globals"]["Function"]["Environment"]["Variables"]["FS_API_SEARCH_ACCESS"] == (
+        "key"
+    )
+
+
+def test_routes_are_throttled_image_search_the_most() -> None:
+    from functions.local_invoke import load_template
+
+    template = load_template(REPO_ROOT / "template.yaml")
+    api, parameters = template["Resources"]["SearchApi"]["Properties"], template["Parameters"]
+
+    def limits(settings: dict[str, Any]) -> tuple[float, float]:
+        burst, rate = settings["ThrottlingBurstLimit"], settings["ThrottlingRateLimit"]
+        assert set(burst) == set(rate) == {"Ref"}  # from the template's parameters
+        return parameters[burst["Ref"]]["Default"], parameters[rate["Ref"]]["Default"]
+
+    default = limits(api["DefaultRouteSettings"])
+    assert all(value > 0 for value in default)
+    image = limits(api["RouteSettings"]["POST /search/image"])
+    assert all(0 < i < d for i, d in zip(image, default, strict=True))
+    assert set(api["RouteSettings"]) <= set(_http_routes(template["Resources"]))
+
+
+def test_the_authorizer_handler_answers_with_the_keys_scope(
+    monkeypatch: Any,
+) -> None:
+    """Its Handler resolves to a module with ``handler``; a valid key is let through with its
+    scope, an unknown or missing one is refused (the key lookup stubbed: no catalog here)."""
+    from functions.local_invoke import function_spec, load_handler
+
+    spec = function_spec(REPO_ROOT / "template.yaml", "AuthorizerFunction")
+    assert spec.handler == "functions.handlers.authorizer.handler"
+    handler = load_handler(spec)
+    import functions.api.access as access
+
+    keys = {"fsk_valid": "search", "fsk_admin": "admin"}
+    monkeypatch.setattr(access, "scope_of_key", keys.get)
+
+    def event(headers: dict[str, str]) -> dict[str, Any]:
+        return {"version": "2.0", "type": "REQUEST", "routeKey": "GET /facets",
+                "identitySource": list(headers.values()), "headers": headers}  # fmt: skip
+
+    assert handler(event({"x-api-key": "fsk_valid"}), None) == {
+        "isAuthorized": True, "context": {"scope": "search"}
+    }  # fmt: skip
+    assert handler(event({"X-API-Key": "fsk_admin"}), None)["context"] == {"scope": "admin"}
+    assert handler(event({"x-api-key": "fsk_unknown"}), None)["isAuthorized"] is False
+    assert handler(event({}), None)["isAuthorized"] is False

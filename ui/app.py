@@ -18,7 +18,8 @@ COLUMNS = 5
 @st.cache_resource
 def api() -> SearchApi:
     """One API client per server process."""
-    return SearchApi(get_settings().search.api_url)
+    settings = get_settings()
+    return SearchApi(settings.search.api_url, settings.access.api_key)
 
 
 @st.cache_data(ttl=300)

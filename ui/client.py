@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from fashion_search.errors import FashionSearchError
+from fashion_search.settings import API_KEY_HEADER
 
 
 class ApiError(FashionSearchError):
@@ -20,10 +21,12 @@ class ApiError(FashionSearchError):
 
 
 class SearchApi:
-    """Calls of the REST API (one pooled connection per UI session)."""
+    """Calls of the REST API (one pooled connection per UI session), with the UI's own key
+    (``FS_API_KEY``) when it has one."""
 
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout_s)
+    def __init__(self, base_url: str, api_key: str = "", timeout_s: float = 30.0) -> None:
+        headers = {API_KEY_HEADER: api_key} if api_key else {}
+        self._http = httpx.Client(base_url=base_url, timeout=timeout_s, headers=headers)
 
     def _json(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:

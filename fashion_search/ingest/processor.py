@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from PIL import Image
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.models import Neighbor, Product, UploadedProduct
@@ -93,7 +94,13 @@ class UploadProcessor:
 
     def remove(self, event: ObjectRemoved) -> UploadProcessed:
         """The product of a deleted upload leaves the catalog (and search), unless the key holds
-        an object again (uploaded anew after the delete: its own event made or makes it)."""
+        an object again (uploaded anew after the delete: its own event made or makes it).
+        Another bucket's removal leaves nothing (no product is made from it, and the ingest
+        user may not even look into that bucket)."""
+        if event.bucket != self.settings.storage.uploads_bucket:
+            return UploadProcessed(
+                bucket=event.bucket, key=event.key, e_tag="", status="removed", results=[]
+            )
         removed = self.catalog.uploads.remove_upload(
             event.bucket, event.key, lambda: self.store.etag(event.bucket, event.key) is None
         )
@@ -188,7 +195,7 @@ class UploadProcessor:
                 event.etag or None,
                 self.settings.model_server.max_image_bytes,
             )
-            decode_image(obj.data, self.settings.model_server.max_image_pixels)
+            image = decode_image(obj.data, self.settings.model_server.max_image_pixels)
         except ObjectNotFoundError as error:
             return Failure("object-not-found", str(error))
         except ObjectChangedError:
@@ -197,7 +204,9 @@ class UploadProcessor:
             return Failure("too-large", str(error))
         except InvalidImageError as error:
             return Failure("not-an-image", f"s3://{event.bucket}/{event.key}: {error}")
-        return obj
+        # The copy in the images bucket is served to browsers: its type is the decoded image's,
+        # never the one the uploader claimed.
+        return replace(obj, content_type=Image.MIME.get(image.format or "", ""))
 
     def _embed(self, images: dict[int, bytes], version: str) -> dict[int, Array | Failure]:
         """Embed with ``version`` in one call; when the server refuses the batch, one by one to
@@ -248,7 +257,7 @@ class UploadProcessor:
         try:
             self.store.copy(
                 event.bucket, event.key, self.settings.storage.images_bucket, image_key,
-                if_match=event.etag,
+                if_match=event.etag, content_type=obj.content_type or "application/octet-stream",
             )  # fmt: skip
         except (ObjectChangedError, ObjectNotFoundError):
             return _superseded(event)  # a newer version (or a delete) came since the read

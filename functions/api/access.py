@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from threading import Lock
@@ -32,10 +33,9 @@ from fashion_search.errors import (
     MissingApiKeyError,
     RateLimitedError,
 )
-from fashion_search.settings import AccessSettings, get_settings
+from fashion_search.settings import API_KEY_HEADER, AccessSettings, get_settings
 from functions.api.dependencies import build_service
 
-API_KEY_HEADER = "X-API-Key"
 _api_key = APIKeyHeader(
     name=API_KEY_HEADER,
     auto_error=False,
@@ -44,9 +44,11 @@ _api_key = APIKeyHeader(
 
 
 class KeyLookup:
-    """Keys looked up in the catalog, each answer trusted for ``ttl_s`` (found or not)."""
+    """Keys looked up in the catalog, each answer trusted for ``ttl_s`` (found or not);
+    ``keys`` gives the catalog's keys when a first key is looked up (requests without one never
+    touch the catalog)."""
 
-    def __init__(self, keys: ApiKeyRepository, ttl_s: float) -> None:
+    def __init__(self, keys: Callable[[], ApiKeyRepository], ttl_s: float) -> None:
         self.keys = keys
         self.ttl_s = ttl_s
         self._cache: dict[bytes, tuple[float, ApiKey | None]] = {}
@@ -59,7 +61,7 @@ class KeyLookup:
             cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        found = self.keys.find(key)
+        found = self.keys().find(key)
         with self._lock:
             if len(self._cache) > 10_000:  # a flood of made-up keys stays bounded
                 self._cache.clear()
@@ -94,8 +96,8 @@ class AccessControl:
     limits: RateLimits
 
     @classmethod
-    def of(cls, settings: AccessSettings, keys: ApiKeyRepository) -> AccessControl:
-        """From the access settings, over a catalog's keys."""
+    def of(cls, settings: AccessSettings, keys: Callable[[], ApiKeyRepository]) -> AccessControl:
+        """From the access settings, over a catalog's keys (see :class:`KeyLookup`)."""
         return cls(
             settings,
             KeyLookup(keys, settings.key_cache_s),
@@ -105,12 +107,12 @@ class AccessControl:
 
 @lru_cache(maxsize=1)
 def _build_access() -> AccessControl:
-    return AccessControl.of(get_settings().access, build_service().catalog.api_keys)
+    return AccessControl.of(get_settings().access, lambda: build_service().catalog.api_keys)
 
 
 async def get_access() -> AccessControl:
-    """The process-wide access control (``async``: see :func:`~functions.api.dependencies.
-    get_service`)."""
+    """The process-wide access control (``async``: see
+    :func:`~functions.api.dependencies.get_service`)."""
     return _build_access()
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from fashion_search.settings import get_settings
-from functions.api.access import API_KEY_HEADER
+from fashion_search.settings import API_KEY_HEADER, get_settings
 from functions.api.admission import AdmissionLimit
 from functions.api.body_limit import BodyLimit
 from functions.api.errors import install_error_handlers
