@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from fashion_search.search.search_service import SearchService
+from fashion_search.search.service import SearchService
 
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.settings import REPO_ROOT, Settings

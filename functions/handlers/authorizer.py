@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fashion_search.settings import API_KEY_HEADER
+
 #: The header holding the key (HTTP API payload 2.0 lower-cases header names).
-HEADER = "x-api-key"
+HEADER = API_KEY_HEADER.lower()
 
 
 def _key(event: dict[str, Any]) -> str:

@@ -335,3 +335,4 @@ def build_router(access: AccessSettings) -> GraphQLRouter[dict[str, Any], None]:
 
 
 router = build_router(get_settings().access)
+schema = router.schema
