@@ -29,6 +29,7 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.ingest.publisher import kafka_config
 from fashion_search.model.data import in_test_split
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
@@ -43,13 +44,15 @@ class OutputWatcher:
         self.dead: list[str] = []
         self._stop = threading.Event()
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "auto.offset.reset": "latest",
-                "fetch.wait.max.ms": 10,
-                "log_level": 4,
-            }
+            kafka_config(
+                settings,
+                {
+                    "group.id": f"bench-{uuid.uuid4().hex}",
+                    "auto.offset.reset": "latest",
+                    "fetch.wait.max.ms": 10,
+                    "log_level": 4,
+                },
+            )
         )
         self._consumer.subscribe([settings.kafka.output_topic, settings.kafka.dead_letter_topic])
         while not self._consumer.assignment():

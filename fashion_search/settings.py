@@ -3,20 +3,48 @@
 Settings are grouped by part (``settings.database.url``, ``settings.model_server.max_batch``,
 ...); each field names its environment variable. Endpoints left empty point at the native local
 stack on 127.0.0.1; the docker-compose stack and real deployments set them (``FS_DATABASE_URL``,
-``FS_S3_ENDPOINT_URL``, ...).
+``FS_S3_ENDPOINT_URL``, ...). Credentials left empty are the local stack's owner credentials
+(PostgreSQL superuser, MinIO root user, Kafka admin user) from its generated secrets file
+(``{FS_STATE_DIR}/secrets.env``, written by ``python -m stack up``) when that file exists; else
+they stay empty (S3: boto3's credential chain, Kafka: PLAINTEXT).
 """
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOST = "127.0.0.1"
+#: The local stack's generated secrets (stack/secrets.py writes them), in its state directory.
+SECRETS_FILE = "secrets.env"
+#: The local stack's owners: PostgreSQL superuser, MinIO root user, Kafka admin user...
+PG_SUPERUSER = "postgres"
+S3_ROOT_USER = "fashion-root"
+KAFKA_ADMIN_USER = "fashion-admin"
+#: ...and the variables of the secrets file with their passwords.
+OWNER_SECRETS = {
+    PG_SUPERUSER: "FS_SECRET_PG_OWNER",
+    S3_ROOT_USER: "FS_SECRET_S3_ROOT",
+    KAFKA_ADMIN_USER: "FS_SECRET_KAFKA_ADMIN",
+}
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of an env file (blank lines and ``#`` comments skipped); empty
+    when the file is missing or unreadable."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.strip().startswith("#")}
 
 
 class _Group(BaseSettings):
@@ -40,12 +68,31 @@ class StackSettings(_Group):
     restart_delay_s: float = Field(1.0, validation_alias="FS_RESTART_DELAY_S")
     restart_max_delay_s: float = Field(30.0, validation_alias="FS_RESTART_MAX_DELAY_S")
     restart_reset_after_s: float = Field(60.0, validation_alias="FS_RESTART_RESET_AFTER_S")
+    # Whether credentials left empty are the owner's from the secrets file (false for the apps
+    # the stack starts: each gets its own role's credentials and nothing else).
+    owner_credentials: bool = Field(True, validation_alias="FS_OWNER_CREDENTIALS")
+
+    @property
+    def secrets_file(self) -> Path:
+        """The generated secrets of the local stack (mode 0600, KEY=VALUE lines)."""
+        return self.state_dir / SECRETS_FILE
+
+    def kafka_is_plaintext(self) -> bool:
+        """Whether the local stack's broker is the pip-only fallback (Tansu: no SASL)."""
+        if self.profile == "pip":
+            return True
+        try:
+            choices = json.loads((self.state_dir / "stack.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(choices, dict) and choices.get("kafka") == "Tansu"
 
 
 class DatabaseSettings(_Group):
     """PostgreSQL + pgvector."""
 
-    url: str = Field("", validation_alias="FS_DATABASE_URL")  # default: the local stack's
+    # Default: the local stack's, as its superuser with the generated password.
+    url: str = Field("", validation_alias="FS_DATABASE_URL")
     name: str = Field("fashion", validation_alias="FS_DATABASE")  # of the local stack's
     pool_max_size: int = Field(8, validation_alias="FS_POOL_MAX_SIZE")
     # Longest wait for a pooled connection before PoolTimeout (the API's 503): a saturated or
@@ -64,8 +111,10 @@ class StorageSettings(_Group):
     endpoint_url: str = Field("", validation_alias="FS_S3_ENDPOINT_URL")
     # The host browsers use for presigned URLs (default: the above).
     public_endpoint_url: str = Field("", validation_alias="FS_S3_PUBLIC_ENDPOINT_URL")
-    access_key: str = Field("fashion", validation_alias="FS_S3_ACCESS_KEY")
-    secret_key: str = Field("fashion-secret", validation_alias="FS_S3_SECRET_KEY")
+    # Both empty: the local stack's root user (its endpoint left empty too and its secrets file
+    # there), else boto3's credential chain.
+    access_key: str = Field("", validation_alias="FS_S3_ACCESS_KEY")
+    secret_key: str = Field("", validation_alias="FS_S3_SECRET_KEY")
     region: str = Field("us-east-1", validation_alias="FS_S3_REGION")
     images_bucket: str = Field("fashion-images", validation_alias="FS_IMAGES_BUCKET")
     datasets_bucket: str = Field("fashion-datasets", validation_alias="FS_DATASETS_BUCKET")
@@ -82,6 +131,11 @@ class KafkaSettings(_Group):
     """Kafka (Apache Kafka natively, Tansu as the pip-only fallback) and its topics."""
 
     bootstrap: str = Field("", validation_alias="FS_KAFKA_BOOTSTRAP")
+    # SASL_PLAINTEXT with SCRAM-SHA-256 when set, PLAINTEXT when empty. Both empty with the
+    # bootstrap empty too: the local stack's admin user (from its secrets file, unless its broker
+    # is the fallback, which has no SASL).
+    username: str = Field("", validation_alias="FS_KAFKA_USERNAME")
+    password: str = Field("", validation_alias="FS_KAFKA_PASSWORD")
     partitions: int = Field(3, validation_alias="FS_KAFKA_PARTITIONS")
     uploads_topic: str = Field("fashion.uploads", validation_alias="FS_UPLOADS_TOPIC")
     output_topic: str = Field("fashion.products", validation_alias="FS_OUTPUT_TOPIC")
@@ -172,13 +226,17 @@ class SearchSettings(_Group):
     api_max_in_flight: int = Field(0, validation_alias="FS_API_MAX_IN_FLIGHT")
 
 
+#: The request header that carries an API key (the API reads it, clients send it).
+API_KEY_HEADER = "X-API-Key"
+
+
 class AccessSettings(_Group):
     """Who may call the search API, how often, and how much one request may send."""
 
     # "open": search routes answer without a key (the local demo); "key": they need a key of
     # scope search or admin. Administrative routes and anything revealing uploads always do.
     search: Literal["open", "key"] = Field("open", validation_alias="FS_API_SEARCH_ACCESS")
-    # The key this process sends to the API (the UI's), in the X-API-Key header.
+    # The key this process sends to the API (the UI's), in the API_KEY_HEADER.
     api_key: str = Field("", validation_alias="FS_API_KEY")
     # How long the API trusts a looked-up key before asking the catalog again (a revoked key is
     # refused at most this much later by a process that saw it before).
@@ -235,13 +293,27 @@ class Settings(_Group):
 
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:
-        """Endpoints left empty point at the native local stack on 127.0.0.1; limits left 0 follow
+        """Endpoints left empty point at the native local stack on 127.0.0.1, credentials left
+        empty are its owner's (from its secrets file, when there is one); limits left 0 follow
         the ones they depend on."""
         host, stack = LOCAL_HOST, self.stack
+        owner = read_env_file(stack.secrets_file) if stack.owner_credentials else {}
         db = self.database
-        db.url = db.url or f"postgresql://postgres@{host}:{stack.pg_port}/{db.name}"
-        self.storage.endpoint_url = self.storage.endpoint_url or f"http://{host}:{stack.s3_port}"
-        self.kafka.bootstrap = self.kafka.bootstrap or f"{host}:{stack.kafka_port}"
+        if not db.url:
+            password = owner.get(OWNER_SECRETS[PG_SUPERUSER], "")
+            login = f"{PG_SUPERUSER}:{quote(password, safe='')}" if password else PG_SUPERUSER
+            db.url = f"postgresql://{login}@{host}:{stack.pg_port}/{db.name}"
+        storage = self.storage
+        root = owner.get(OWNER_SECRETS[S3_ROOT_USER], "")
+        if root and not (storage.endpoint_url or storage.access_key or storage.secret_key):
+            storage.access_key, storage.secret_key = S3_ROOT_USER, root
+        storage.endpoint_url = storage.endpoint_url or f"http://{host}:{stack.s3_port}"
+        kafka = self.kafka
+        admin = owner.get(OWNER_SECRETS[KAFKA_ADMIN_USER], "")
+        unset = not (kafka.bootstrap or kafka.username or kafka.password)
+        if admin and unset and not stack.kafka_is_plaintext():  # the fallback has no SASL
+            kafka.username, kafka.password = KAFKA_ADMIN_USER, admin
+        kafka.bootstrap = kafka.bootstrap or f"{host}:{stack.kafka_port}"
         registry = self.registry
         registry.tracking_uri = registry.tracking_uri or f"http://{host}:{stack.mlflow_port}"
         server = self.model_server

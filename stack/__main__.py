@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from fashion_search.settings import Settings, get_settings
 from stack.orchestrator import ROLES, down, service, setup, status, up
+from stack.secrets import ensure as ensure_secrets
 from stack.service import StackError
 
 
@@ -37,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = get_settings()
     if getattr(args, "profile", None):
-        settings = settings.replace(stack={"profile": args.profile})
+        os.environ["FS_PROFILE"] = args.profile  # before the settings read the secrets file
+    settings = get_settings()
+    if args.command == "up" and ensure_secrets(settings.stack.secrets_file):
+        get_settings.cache_clear()  # the owner's credentials are in the new file
+        settings = get_settings()
     roles = tuple(getattr(args, "services", None) or ROLES)
     try:
         if args.command == "up":
@@ -70,6 +75,7 @@ def _print_status(settings: Settings) -> int:
         if row.fallback:
             print(f"WARNING: {row.role} is a FALLBACK ({row.implementation})", file=sys.stderr)
     print(f"logs: {settings.stack.state_dir / 'logs'}")
+    print(f"secrets: {settings.stack.secrets_file} (mode 0600; owner and per-component users)")
     return 0 if all(r.pid for r in rows) else 3
 
 

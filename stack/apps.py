@@ -4,7 +4,8 @@
 yet (about 21 minutes on 2 cores), starts the model server, embeds the catalog products that
 lack an embedding from the served version, then starts the API, the UI and the bucket-event
 dispatcher (uploads -> Kafka -> function) and prints their URLs. Each runs under
-:mod:`stack.supervisor`, which restarts it when it dies (``FS_RESTART_*`` backoff).
+:mod:`stack.supervisor`, which restarts it when it dies (``FS_RESTART_*`` backoff), with only its
+own role's credentials (:func:`app_environment`); training and embedding run as the owner.
 ``python -m stack.apps down`` stops them for good; ``python -m stack.apps check NAME`` exits
 0 when that app is ready (compose's healthchecks run it). Pid files and logs sit with the stack's.
 """
@@ -12,14 +13,28 @@ dispatcher (uploads -> Kafka -> function) and prints their URLs. Each runs under
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from psycopg.conninfo import make_conninfo
+
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from stack.process import ManagedProcess
+from stack.secrets import (
+    KAFKA_INGEST_USER,
+    PG_API_ROLE,
+    PG_INGEST_ROLE,
+    S3_API_USER,
+    S3_INGEST_USER,
+    S3_MODEL_SERVER_USER,
+    UI_API_KEY,
+    Secrets,
+    load_for,
+)
 from stack.service import http_ok
 from stack.supervisor import Backoff
 from stack.topics import group_has_member
@@ -27,11 +42,17 @@ from stack.topics import group_has_member
 
 @dataclass(frozen=True)
 class App:
-    """A program, how to start it, and how to tell it is ready."""
+    """A program, how to start it, how to tell it is ready, and its own credentials: its
+    PostgreSQL role, MinIO user and Kafka user (None: it uses none of that part), and whether
+    it sends the UI's API key."""
 
     name: str
     argv: list[str]
     ready: Callable[[Settings], bool]
+    pg_role: str | None = None
+    s3_user: str | None = None
+    kafka_user: str | None = None
+    api_key: bool = False
 
 
 def _model_server_ready(settings: Settings) -> bool:
@@ -45,19 +66,49 @@ def apps(settings: Settings) -> dict[str, App]:
           "--server.address", settings.search.api_host, "--server.headless", "true",
           "--browser.gatherUsageStats", "false"]  # fmt: skip
     return {
-        "model-server": App("model-server", ["-m", "model_server"], _model_server_ready),
-        "api": App("api", ["-m", "functions"], lambda s: http_ok(f"{s.search.api_url}/health")),
+        "model-server": App(
+            "model-server", ["-m", "model_server"], _model_server_ready,
+            s3_user=S3_MODEL_SERVER_USER,
+        ),
+        "api": App(
+            "api", ["-m", "functions"], lambda s: http_ok(f"{s.search.api_url}/health"),
+            pg_role=PG_API_ROLE, s3_user=S3_API_USER,
+        ),
         "ui": App(
-            "ui",
-            ui,
+            "ui", ui,
             lambda s: http_ok(f"http://{s.search.api_host}:{s.search.ui_port}/_stcore/health"),
+            api_key=True,
         ),
         "dispatcher": App(
-            "dispatcher",
-            ["-m", "functions.events", "kafka"],
-            lambda s: group_has_member(s.kafka.bootstrap, s.ingest.group_id),
+            "dispatcher", ["-m", "functions.events", "kafka"],
+            lambda s: group_has_member(s, s.ingest.group_id),
+            pg_role=PG_INGEST_ROLE, s3_user=S3_INGEST_USER, kafka_user=KAFKA_INGEST_USER,
         ),
+    }  # fmt: skip
+
+
+def app_environment(settings: Settings, app: App) -> dict[str, str]:
+    """The ``FS_*`` variables that give ``app`` its own credentials and no others: the
+    owner's are not read from the secrets file (``FS_OWNER_CREDENTIALS=false``), so the parts
+    it has no user of are left without credentials."""
+    pg_role, s3_user, kafka_user = app.pg_role, app.s3_user, app.kafka_user
+    if settings.stack.kafka_is_plaintext():  # the fallback broker: no SASL, no users
+        kafka_user = None
+    needs = (pg_role, s3_user, kafka_user, app.api_key)
+    secrets = load_for(settings) if any(needs) else Secrets({})
+    env = {
+        "FS_API_KEY": secrets.values[UI_API_KEY] if app.api_key else "",
+        "FS_OWNER_CREDENTIALS": "false",
+        "FS_S3_ACCESS_KEY": s3_user or "",
+        "FS_S3_SECRET_KEY": secrets.s3_users[s3_user] if s3_user else "",
+        "FS_KAFKA_USERNAME": kafka_user or "",
+        "FS_KAFKA_PASSWORD": secrets.kafka_users[kafka_user] if kafka_user else "",
     }
+    if pg_role:
+        env["FS_DATABASE_URL"] = make_conninfo(
+            settings.database.url, user=pg_role, password=secrets.pg_passwords[pg_role]
+        )
+    return env
 
 
 def _process(settings: Settings, name: str) -> ManagedProcess:
@@ -74,14 +125,22 @@ def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
     """Start ``app`` (supervised) unless it runs; wait until it is ready."""
     process = _process(settings, app.name)
     if process.pid() is None:
-        process.start([sys.executable, *app.argv], cwd=REPO_ROOT, supervise=backoff(settings))
+        process.start(
+            [sys.executable, *app.argv],
+            app_environment(settings, app),
+            cwd=REPO_ROOT,
+            supervise=backoff(settings),
+        )
     if not process.wait_ready(lambda: app.ready(settings), timeout_s):
         raise SystemExit(f"{app.name} did not start:\n{process.log_tail()}")
     print(f"{app.name}: running (pid {process.pid()}, log {process.log_file})")
 
 
-def _cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "fashion_search.cli", *args], check=True, cwd=REPO_ROOT)
+def _cli(*args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "fashion_search.cli", *args],
+        check=True, cwd=REPO_ROOT, env={**os.environ, **(env or {})},
+    )  # fmt: skip
 
 
 def _has_champion(settings: Settings) -> bool:
@@ -103,6 +162,9 @@ def up(settings: Settings) -> None:
         _cli("train")
     start(settings, programs["model-server"])
     _cli("embed")
+    # The UI's own key (search scope), registered once from the secrets file.
+    ui_key = {UI_API_KEY: load_for(settings).values[UI_API_KEY]}
+    _cli("api-keys", "create", "--name", "ui", "--key-from-env", UI_API_KEY, env=ui_key)
     start(settings, programs["api"])
     start(settings, programs["ui"])
     start(settings, programs["dispatcher"])

@@ -1,9 +1,11 @@
-"""MLflow tracking server and model registry (sqlite backend, artifacts in the object store)."""
+"""MLflow tracking server and model registry (sqlite backend, artifacts in the object store,
+written as the ``fashion-mlflow`` user: its prefix ``mlflow/`` of the models bucket only)."""
 
 from __future__ import annotations
 
 import sys
 
+from stack.secrets import S3_MLFLOW_USER, load_for
 from stack.service import Service, http_get
 
 
@@ -37,8 +39,8 @@ class MLflowServer(Service):
         s = self.settings
         return {
             "MLFLOW_S3_ENDPOINT_URL": s.storage.endpoint_url,
-            "AWS_ACCESS_KEY_ID": s.storage.access_key,
-            "AWS_SECRET_ACCESS_KEY": s.storage.secret_key,
+            "AWS_ACCESS_KEY_ID": S3_MLFLOW_USER,
+            "AWS_SECRET_ACCESS_KEY": load_for(s).s3_users[S3_MLFLOW_USER],
             "AWS_DEFAULT_REGION": s.storage.region,
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         }

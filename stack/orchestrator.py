@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashion_search.settings import Settings
+from stack import access, secrets
 from stack.kafka import Kafka, Tansu
 from stack.localstack import LocalStack
 from stack.mlflow_server import MLflowServer
@@ -87,11 +88,17 @@ class ServiceStatus:
 
 
 def up(settings: Settings, roles: tuple[str, ...] = ROLES) -> list[str]:
-    """Install (concurrently, cached) and start ``roles`` in order; returns the roles started."""
+    """Install (concurrently, cached) and start ``roles`` in order, each then given its users and
+    passwords (:mod:`stack.access`); returns the roles started.
+
+    The secrets file is created first if missing: build ``settings`` after it exists
+    (:func:`stack.secrets.ensure`), as their owner credentials come from it."""
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise StackError(f"unknown services {sorted(unknown)}; known: {', '.join(ROLES)}")
     settings.stack.state_dir.mkdir(parents=True, exist_ok=True)
+    if secrets.ensure(settings.stack.secrets_file):
+        log.info("generated the stack's secrets in %s", settings.stack.secrets_file)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     ordered = [r for r in ROLES if r in roles]
     started = time.perf_counter()
@@ -113,6 +120,8 @@ def up(settings: Settings, roles: tuple[str, ...] = ROLES) -> list[str]:
             )
         else:
             log.info("%s: already running at %s", role, service.endpoint)
+        if role in access.PARTS and not service.is_fallback:  # the fallbacks have no users
+            access.PARTS[role](service.settings, secrets.load_for(settings))
     log.info("stack up in %.1f s", time.perf_counter() - started)
     return newly_started
 

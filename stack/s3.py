@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fashion_search.settings import S3_ROOT_USER
 from fashion_search.storage import ObjectStore
+from stack.secrets import KAFKA_MINIO_USER, load_for
 from stack.service import Service, http_get, python_venv, require_tool, run_checked
 
 #: MinIO's last source-only publication resolvable through the Go module proxy (a commit of
@@ -59,8 +61,8 @@ class MinIO(S3Server):
     def environment(self) -> dict[str, str]:
         s = self.settings
         return {
-            "MINIO_ROOT_USER": s.storage.access_key,
-            "MINIO_ROOT_PASSWORD": s.storage.secret_key,
+            "MINIO_ROOT_USER": S3_ROOT_USER,
+            "MINIO_ROOT_PASSWORD": load_for(s).owner(S3_ROOT_USER),
             "MINIO_REGION": s.storage.region,
             "MINIO_UPDATE": "off",
             # The background scanner (usage totals, healing, lifecycle rules: none of which this
@@ -71,6 +73,20 @@ class MinIO(S3Server):
             "MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY": s.kafka.uploads_topic,
             # Events are kept on disk until Kafka has them: none is lost while it is away.
             "MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY": str(self.events_dir),
+            **self._kafka_login(),
+        }
+
+    def _kafka_login(self) -> dict[str, str]:
+        """The notification target's SCRAM login (none for the fallback broker, no SASL)."""
+        if self.settings.stack.kafka_is_plaintext():
+            return {}
+        return {
+            "MINIO_NOTIFY_KAFKA_SASL_PRIMARY": "on",
+            "MINIO_NOTIFY_KAFKA_SASL_MECHANISM_PRIMARY": "sha256",
+            "MINIO_NOTIFY_KAFKA_SASL_USERNAME_PRIMARY": KAFKA_MINIO_USER,
+            "MINIO_NOTIFY_KAFKA_SASL_PASSWORD_PRIMARY": load_for(self.settings).kafka_users[
+                KAFKA_MINIO_USER
+            ],
         }
 
     @property

@@ -5,22 +5,23 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from fashion_search.ingest.publisher import kafka_config
 from fashion_search.settings import Settings
 from stack.process import port_in_use
 
 
-def kafka_ready(bootstrap: str) -> bool:
-    """Whether the broker answers a metadata request."""
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+def kafka_ready(settings: Settings) -> bool:
+    """Whether the broker answers a metadata request (with the settings' credentials)."""
+    host, _, port = settings.kafka.bootstrap.split(",")[0].rpartition(":")
     if not port_in_use(int(port), host):
         return False  # checked first: librdkafka logs every refused connection
-    metadata = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4}).list_topics(timeout=2)
+    metadata = AdminClient(kafka_config(settings, {"log_level": 4})).list_topics(timeout=2)
     return bool(metadata.brokers)
 
 
 def ensure_topics(settings: Settings, topics: tuple[str, ...] | None = None) -> None:
     """Create the system's topics that do not exist yet."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 4})
+    admin = AdminClient(kafka_config(settings, {"log_level": 4}))
     existing = set(admin.list_topics(timeout=10).topics)
     wanted = [
         NewTopic(name, num_partitions=settings.kafka.partitions, replication_factor=1)
@@ -47,12 +48,12 @@ _COORDINATOR_NOT_READY = {
 }
 
 
-def group_has_member(bootstrap: str, group: str, timeout_s: float = 3.0) -> bool:
+def group_has_member(settings: Settings, group: str, timeout_s: float = 3.0) -> bool:
     """Whether a member of consumer group ``group`` has partitions assigned; False (not yet)
     while the broker's group coordinator is being elected or loaded, or the answer is a
     retriable error or no answer within ``timeout_s``."""
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "log_level": 4, "socket.timeout.ms": int(timeout_s * 1000)}
+        kafka_config(settings, {"log_level": 4, "socket.timeout.ms": int(timeout_s * 1000)})
     )
     try:
         described = admin.describe_consumer_groups([group])[group].result()

@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
@@ -22,8 +23,12 @@ from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, up
 from stack.postgres import create_database
 from stack.process import ManagedProcess
+from stack.secrets import ensure as ensure_secrets
 from stack.service import http_ok
 from tests.helpers import database, start_process
+
+if TYPE_CHECKING:
+    from fashion_search.search.service import SearchService
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable from the test machines
 
@@ -38,7 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def stack_settings() -> Iterator[Settings]:
-    """Settings of the running stack; starts what is not running and stops only that after."""
+    """Settings of the running stack (as its owner); starts what is not running and stops only
+    that after."""
+    ensure_secrets(Settings().stack.secrets_file)  # the owner's credentials are read from it
     settings = Settings()
     started = up(settings)
     yield settings
@@ -191,3 +198,17 @@ def api_server(
     )  # fmt: skip
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def search_service(search_settings: Settings) -> Iterator[SearchService]:
+    """The search service on the search tests' catalog and model server (its own pool)."""
+    from fashion_search.embedding_client import EmbeddingClient
+
+    with (
+        create_pool(search_settings) as pool,
+        EmbeddingClient(search_settings.model_server.address) as embedder,
+    ):
+        yield SearchService(
+            search_settings, Catalog.of(pool), ObjectStore(search_settings), embedder
+        )

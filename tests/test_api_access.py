@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 import pytest
-from fashion_search.search.service import SearchService
 
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.search.service import SearchService
 from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import product_image_key
 from tests.helpers import api_client

@@ -16,7 +16,9 @@ import pytest
 import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings, read_env_file
-from stack.compose_cli import COMPOSE_SECRETS, compose_command, main, write_compose_env
+from stack.compose_cli import compose_command
+from stack.secrets import VARIABLES as COMPOSE_SECRETS
+from stack.secrets import ensure as write_compose_env
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
@@ -33,7 +35,7 @@ def _compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A secrets file as ``python -m stack.compose_cli env`` writes it."""
+    """A secrets file as ``python -m stack.secrets`` writes it."""
     path = tmp_path_factory.mktemp("compose") / "compose.env"
     assert write_compose_env(path)
     return path
@@ -128,7 +130,7 @@ def test_the_healthchecks_name_apps_the_local_stack_knows() -> None:
 
 def test_the_secrets_file_is_written_once_with_random_distinct_values(tmp_path: Path) -> None:
     path = tmp_path / "state" / "compose.env"
-    assert main(["env", "--path", str(path)]) == 0
+    assert write_compose_env(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     first = path.read_text()
     values = read_env_file(path)
@@ -139,7 +141,6 @@ def test_the_secrets_file_is_written_once_with_random_distinct_values(tmp_path: 
     assert values["FS_SECRET_UI_API_KEY"].startswith("fsk_")  # an API key, as the CLI makes
     # Never overwritten: the volumes' data holds these passwords.
     assert not write_compose_env(path)
-    assert main(["env", "--path", str(path)]) == 0
     assert path.read_text() == first
     other = tmp_path / "other.env"
     assert write_compose_env(other)
@@ -152,7 +153,7 @@ def test_compose_fails_clearly_without_the_secrets_file(tmp_path: Path) -> None:
     result = _compose(empty, "config", "--quiet")
     assert result.returncode != 0
     assert "FS_SECRET_" in result.stderr
-    assert "python -m stack.compose_cli env" in result.stderr, result.stderr
+    assert "python -m stack.secrets" in result.stderr, result.stderr
 
 
 def _references(value: Any) -> Iterator[str]:
@@ -174,7 +175,7 @@ def test_no_password_is_written_in_the_compose_file() -> None:
     referenced = set(re.findall(r"\$\{(FS_SECRET_\w+)", text))
     assert referenced == set(COMPOSE_SECRETS)  # each generated one is used, none is missing
     for name in referenced:  # every reference requires it, with the way to make the file
-        assert not re.search(rf"\$\{{{name}(?!:\?python -m stack\.compose_cli env)", text), name
+        assert not re.search(rf"\$\{{{name}(?!:\?python -m stack\.secrets)", text), name
     for old in ("fashion-secret", "postgres:postgres", "POSTGRES_PASSWORD: postgres"):
         assert old not in text
     secret_name = re.compile(r"PASSWORD|SECRET|JAAS|^FS_API_KEY$")

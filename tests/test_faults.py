@@ -82,7 +82,7 @@ def items(search_settings: Settings) -> list[DatasetItem]:
 def _start_dispatcher(settings: Settings, run_dir: Path, name: str) -> ManagedProcess:
     return start_process(
         name, ["-m", "functions.events", "kafka"], settings, run_dir,
-        lambda: group_has_member(settings.kafka.bootstrap, settings.ingest.group_id),
+        lambda: group_has_member(settings, settings.ingest.group_id),
         timeout_s=60,
     )  # fmt: skip
 

@@ -28,7 +28,7 @@ from fashion_search.dataset import DatasetItem, iter_dataset
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.errors import ProductNotFoundError
 from fashion_search.ingest.processor import UploadProcessor
-from fashion_search.ingest.publisher import KafkaPublisher
+from fashion_search.ingest.publisher import KafkaPublisher, kafka_config
 from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
 from functions.events.bucket_event import BucketEventFunction
@@ -86,7 +86,7 @@ def ingest_settings(search_settings: Settings) -> Settings:
 
 def _start_group_at_end(settings: Settings) -> None:
     """Commit the new group's offsets at the topic's end, so it sees only this run's uploads."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "probe"})
+    consumer = Consumer(kafka_config(settings, {"group.id": "probe"}))
     partitions = (
         consumer.list_topics(settings.kafka.uploads_topic, timeout=10)
         .topics[settings.kafka.uploads_topic]
@@ -98,7 +98,7 @@ def _start_group_at_end(settings: Settings) -> None:
         for p in partitions
     ]  # fmt: skip
     consumer.close()
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    admin = AdminClient(kafka_config(settings))
     request = ConsumerGroupTopicPartitions(settings.ingest.group_id, ends)
     for future in admin.alter_consumer_group_offsets([request]).values():
         future.result()
@@ -130,7 +130,7 @@ def model_server(
 def _start_dispatcher(settings: Settings, run_dir: Path) -> ManagedProcess:
     return start_process(
         "dispatcher", ["-m", "functions.events", "kafka"], settings, run_dir,
-        lambda: group_has_member(settings.kafka.bootstrap, settings.ingest.group_id),
+        lambda: group_has_member(settings, settings.ingest.group_id),
         timeout_s=60,
     )  # fmt: skip
 
@@ -154,12 +154,14 @@ class Outputs:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex}",
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": False,
-            }
+            kafka_config(
+                settings,
+                {
+                    "group.id": f"reader-{uuid.uuid4().hex}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                },
+            )
         )
         self.consumer.subscribe([settings.kafka.output_topic, settings.kafka.dead_letter_topic])
         self.processed: list[dict[str, Any]] = []
@@ -309,6 +311,24 @@ def test_the_same_object_twice_makes_one_product_and_a_new_version_updates_it(
     ids = {m["results"][0]["id"] for m in outputs.for_prefix(prefix)[0]}
     rows = _rows(ingest_pool, bucket, prefix)
     assert len(ids) == 1 and len(rows) == 1 and rows[0][2] == second
+
+
+def test_the_image_copy_has_the_decoded_type_not_the_uploaders(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    """A JPEG uploaded as text/html (a browser opening its presigned URL would render it) is
+    served from the images bucket as image/jpeg."""
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.storage.uploads_bucket
+    prefix = f"typed/{uuid.uuid4().hex[:6]}/"
+    store.put(bucket, f"{prefix}page.html", held_out[52].image, content_type="text/html")
+    outputs.wait(lambda o: len(o.for_prefix(prefix)[0]) >= 1)
+    [message] = outputs.for_prefix(prefix)[0]
+    assert message["status"] == "created"
+    [row] = _rows(ingest_pool, bucket, prefix)
+    copy = store.read(ingest_settings.storage.images_bucket, row[8])
+    assert copy.content_type == "image/jpeg" and copy.data == held_out[52].image
 
 
 def test_a_deleted_upload_leaves_the_catalog_at_its_removal_event(
@@ -655,7 +675,7 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
         ingest={"group_id": f"poison-{run}", "invoke_attempts": 2, "retry_base_s": 0.01},
     )
     ensure_topics(settings, (settings.kafka.uploads_topic,))
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+    producer = Producer(kafka_config(settings))
     for value in (b"ok-1", b"poison", b"ok-2"):
         producer.produce(settings.kafka.uploads_topic, value, key=b"same-partition")
     producer.flush(10)
@@ -686,9 +706,7 @@ def test_a_poison_message_is_dead_lettered_and_does_not_block_its_partition(
     ]
     assert letter["reason"] == "function-error" and letter["originalEvent"] == "poison"
     assert "cannot handle this one" in letter["error"]
-    committed = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": settings.ingest.group_id}
-    )
+    committed = Consumer(kafka_config(settings, {"group.id": settings.ingest.group_id}))
     offsets = committed.committed(
         [TopicPartition(settings.kafka.uploads_topic, p) for p in range(settings.kafka.partitions)],
         timeout=10,
@@ -709,7 +727,7 @@ def test_a_dispatcher_whose_group_stalls_exits_for_its_supervisor(
         kafka={"uploads_topic": f"test-{run}.stalled"}, ingest={"group_id": f"stalled-{run}"}
     )
     ensure_topics(settings, (settings.kafka.uploads_topic,))
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap})
+    producer = Producer(kafka_config(settings))
     producer.produce(settings.kafka.uploads_topic, b"waiting", key=b"k")
     producer.flush(10)
     dispatcher = KafkaDispatcher(settings, lambda event: None, KafkaPublisher(settings))

@@ -46,7 +46,7 @@ def test_an_existing_catalog_moves_over_without_re_embedding(scratch_database: s
             " VALUES (5, 'not embedded', 'products/5.jpg', 't')"
         )
         conn.commit()
-    assert migrate(scratch_database, 64) == ["0005_embeddings_per_model_version"]
+    assert migrate(scratch_database, 64, upto=5) == ["0005_embeddings_per_model_version"]
     with psycopg.connect(scratch_database) as conn:
         register_vector(conn)
         record = conn.execute(
@@ -66,6 +66,15 @@ def test_an_existing_catalog_moves_over_without_re_embedding(scratch_database: s
             conn.execute(
                 "INSERT INTO product_embeddings VALUES ('v1', 5, %s)", (np.ones(32, np.float32),)
             )
+    # The roles' grants (0007) reach the partition that existed before them.
+    assert "0007_roles" in migrate(scratch_database, 64)
+    with psycopg.connect(scratch_database) as conn:
+        granted = conn.execute(
+            "SELECT has_table_privilege('fashion_ingest', 'product_embeddings_v1', 'INSERT'),"
+            " has_table_privilege('fashion_api', 'product_embeddings_v1', 'SELECT'),"
+            " has_table_privilege('fashion_api', 'product_embeddings_v1', 'INSERT')"
+        ).fetchone()
+        assert granted == (True, True, False)
 
 
 def test_new_titles_skip_the_gin_pending_list(scratch_database: str) -> None:

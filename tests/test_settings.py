@@ -10,9 +10,12 @@ from pydantic import ValidationError
 from fashion_search.settings import Settings
 
 
-def test_defaults_point_at_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_defaults_point_at_the_native_stack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for name in ("FS_DATABASE_URL", "FS_S3_ENDPOINT_URL", "FS_KAFKA_BOOTSTRAP", "FS_PG_PORT"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FS_STATE_DIR", str(tmp_path))  # a stack without a secrets file
     settings = Settings()
     assert settings.database.url == "postgresql://postgres@127.0.0.1:15432/fashion"
     assert settings.storage.endpoint_url == "http://127.0.0.1:19000"
@@ -20,7 +23,8 @@ def test_defaults_point_at_the_native_stack(monkeypatch: pytest.MonkeyPatch) -> 
     assert settings.database.embedding_dim == 512
 
 
-def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FS_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("FS_PG_PORT", "6543")
     monkeypatch.setenv("FS_S3_ENDPOINT_URL", "http://minio:9000")
     monkeypatch.setenv("FS_PROFILE", "pip")
@@ -55,3 +59,50 @@ def test_the_dataset_is_the_hub_id_unless_set(monkeypatch: pytest.MonkeyPatch) -
     assert Settings().dataset_source == "ashraq/fashion-product-images-small"
     monkeypatch.setenv("FS_DATASET_SOURCE", "/data/products.parquet")
     assert Settings().dataset_source == "/data/products.parquet"
+
+
+def test_empty_credentials_are_the_local_stack_owners(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With the stack's secrets file, credentials left empty are its owners' (not the
+    defaults of a file: there are none), for the local endpoints only."""
+    from fashion_search.ingest.publisher import kafka_config
+    from stack.secrets import ensure, load
+
+    for name in ("FS_DATABASE_URL", "FS_S3_ENDPOINT_URL", "FS_S3_ACCESS_KEY", "FS_S3_SECRET_KEY",
+                 "FS_KAFKA_BOOTSTRAP", "FS_KAFKA_USERNAME", "FS_KAFKA_PASSWORD"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FS_STATE_DIR", str(tmp_path))
+    none = Settings()
+    assert (none.storage.access_key, none.storage.secret_key) == ("", "")
+    assert (none.kafka.username, kafka_config(none)) == (
+        "",
+        {"bootstrap.servers": "127.0.0.1:19092"},
+    )
+
+    assert ensure(tmp_path / "secrets.env") and not ensure(tmp_path / "secrets.env")
+    assert (tmp_path / "secrets.env").stat().st_mode & 0o777 == 0o600
+    secrets = load(tmp_path / "secrets.env", environ={})
+    owner = Settings()
+    assert owner.database.url == (
+        f"postgresql://postgres:{secrets.owner('postgres')}@127.0.0.1:15432/fashion"
+    )
+    assert owner.storage.access_key == "fashion-root"
+    assert owner.storage.secret_key == secrets.owner("fashion-root")
+    assert kafka_config(owner)["sasl.username"] == "fashion-admin"
+    assert kafka_config(owner)["sasl.password"] == secrets.owner("fashion-admin")
+    assert kafka_config(owner)["security.protocol"] == "SASL_PLAINTEXT"
+
+    monkeypatch.setenv("FS_S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("FS_KAFKA_BOOTSTRAP", "kafka:9092")
+    elsewhere = Settings()
+    assert (elsewhere.storage.access_key, elsewhere.kafka.username) == ("", "")
+    monkeypatch.delenv("FS_S3_ENDPOINT_URL")
+    monkeypatch.delenv("FS_KAFKA_BOOTSTRAP")
+
+    (tmp_path / "stack.json").write_text('{"kafka": "Tansu"}')
+    assert Settings().kafka.username == "", "the fallback broker has no SASL"
+    monkeypatch.setenv("FS_OWNER_CREDENTIALS", "false")
+    app = Settings()
+    assert app.database.url == "postgresql://postgres@127.0.0.1:15432/fashion"
+    assert app.storage.access_key == ""

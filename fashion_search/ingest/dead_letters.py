@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError
 
+from fashion_search.ingest.publisher import kafka_config
 from fashion_search.settings import Settings
 
 
@@ -45,14 +46,16 @@ def read_dead_letters(
     """Every record of the dead-letter topic (with ``reason``, given up on at or after
     ``since``), oldest first per partition; reads to the end without committing anything."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"dead-letters-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log_level": 4,
-        }
+        kafka_config(
+            settings,
+            {
+                "group.id": f"dead-letters-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "log_level": 4,
+            },
+        )
     )
     consumer.subscribe([settings.kafka.dead_letter_topic])
     found: list[StoredDeadLetter] = []

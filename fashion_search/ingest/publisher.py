@@ -1,12 +1,37 @@
-"""Kafka producer of the ingestion path's output and dead-letter messages."""
+"""Kafka producer of the ingestion path's output and dead-letter messages, and the client
+configuration every Kafka client of the project is made with (:func:`kafka_config`)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
 from fashion_search.errors import DependencyUnavailableError
 from fashion_search.ingest.messages import DeadLetter, UploadProcessed
 from fashion_search.settings import Settings
+
+#: The SASL mechanism of brokers with credentials (the local stack's: SCRAM users).
+SASL_MECHANISM = "SCRAM-SHA-256"
+
+
+def kafka_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Configuration of a confluent-kafka client (Producer, Consumer, AdminClient) for the
+    settings' broker, with the librdkafka properties of ``extra``: SASL_PLAINTEXT with
+    SCRAM-SHA-256 as ``FS_KAFKA_USERNAME`` when that is set, PLAINTEXT when not."""
+    kafka = settings.kafka
+    config: dict[str, Any] = {"bootstrap.servers": kafka.bootstrap}
+    if kafka.username:
+        config.update(
+            {
+                "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": SASL_MECHANISM,
+                "sasl.username": kafka.username,
+                "sasl.password": kafka.password,
+            }
+        )
+    return {**config, **(extra or {})}
 
 
 class PublishError(DependencyUnavailableError):
@@ -19,12 +44,7 @@ class KafkaPublisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                "log_level": 4,
-            }
+            kafka_config(settings, {"enable.idempotence": True, "linger.ms": 2, "log_level": 4})
         )
         self._errors: list[str] = []
 

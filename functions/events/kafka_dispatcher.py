@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from fashion_search.faults import backoff, is_transient
 from fashion_search.ingest.messages import DeadLetter
-from fashion_search.ingest.publisher import KafkaPublisher
+from fashion_search.ingest.publisher import KafkaPublisher, kafka_config
 from fashion_search.settings import Settings
 from functions.events.envelopes import kafka_event
 
@@ -54,18 +54,20 @@ class KafkaDispatcher:
         self.publisher = publisher
         self.stall_s = STALL_S
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "group.id": settings.ingest.group_id,
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 50,
-                "session.timeout.ms": 10_000,
-                # A batch may wait out a dependency's outage; past this the consumer leaves
-                # the group and rejoins at its next poll (the batch is then redelivered).
-                "max.poll.interval.ms": 900_000,
-                "log_level": 4,
-            }
+            kafka_config(
+                settings,
+                {
+                    "group.id": settings.ingest.group_id,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "fetch.wait.max.ms": 50,
+                    "session.timeout.ms": 10_000,
+                    # A batch may wait out a dependency's outage; past this the consumer leaves
+                    # the group and rejoins at its next poll (the batch is then redelivered).
+                    "max.poll.interval.ms": 900_000,
+                    "log_level": 4,
+                },
+            )
         )
 
     def run(self, stop: threading.Event) -> None:

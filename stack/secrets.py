@@ -1,0 +1,170 @@
+"""The local stack's generated secrets: one random password per role and user, written once.
+
+``python -m stack up`` (or ``python -m stack.secrets [PATH]``) creates
+``{FS_STATE_DIR}/secrets.env`` if it is missing: ``KEY=VALUE`` lines (docker compose reads such
+a file with ``--env-file``/``env_file``), mode 0600, each value from
+:func:`secrets.token_urlsafe` (32 characters of ``[A-Za-z0-9_-]``: safe in a URL, a JAAS or
+``--add-scram`` option and JSON, within MinIO's 8-40). Nothing is ever regenerated: the
+servers' data holds these passwords (``down --purge`` deletes both). Variables of the
+environment with the same names win over the file (a compose setup container gets them so).
+
+The settings (:mod:`fashion_search.settings`) read the owner's credentials from this file
+themselves; :mod:`stack.access` gives every other role and user its password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from fashion_search.settings import (
+    KAFKA_ADMIN_USER,
+    OWNER_SECRETS,
+    PG_SUPERUSER,
+    S3_ROOT_USER,
+    Settings,
+    read_env_file,
+)
+
+# PostgreSQL roles (besides the superuser PG_SUPERUSER, the owner of every catalog table).
+PG_API_ROLE = "fashion_api"
+PG_INGEST_ROLE = "fashion_ingest"
+# MinIO users (access key = user name), besides the root user S3_ROOT_USER (the owner).
+S3_API_USER = "fashion-api"
+S3_INGEST_USER = "fashion-ingest"
+S3_MODEL_SERVER_USER = "fashion-model-server"
+S3_MLFLOW_USER = "fashion-mlflow"
+S3_UPLOADER_USER = "fashion-uploader"
+# Kafka SCRAM-SHA-256 users, besides the admin KAFKA_ADMIN_USER (the owner).
+KAFKA_MINIO_USER = "fashion-minio"
+KAFKA_INGEST_USER = "fashion-ingest"
+
+#: Each part's users -> the variable of the secrets file with the user's password (the same
+#: names as docker-compose.yml's secrets file, stack/compose_cli.py).
+PG_PASSWORDS = {
+    PG_SUPERUSER: OWNER_SECRETS[PG_SUPERUSER],
+    PG_API_ROLE: "FS_SECRET_PG_API",
+    PG_INGEST_ROLE: "FS_SECRET_PG_INGEST",
+}
+S3_PASSWORDS = {
+    S3_ROOT_USER: OWNER_SECRETS[S3_ROOT_USER],
+    S3_API_USER: "FS_SECRET_S3_API",
+    S3_INGEST_USER: "FS_SECRET_S3_INGEST",
+    S3_MODEL_SERVER_USER: "FS_SECRET_S3_MODEL_SERVER",
+    S3_MLFLOW_USER: "FS_SECRET_S3_MLFLOW",
+    S3_UPLOADER_USER: "FS_SECRET_S3_UPLOADER",
+}
+KAFKA_PASSWORDS = {
+    KAFKA_ADMIN_USER: OWNER_SECRETS[KAFKA_ADMIN_USER],
+    KAFKA_MINIO_USER: "FS_SECRET_KAFKA_MINIO",
+    KAFKA_INGEST_USER: "FS_SECRET_KAFKA_INGEST",
+}
+#: The Airflow webserver's admin (docker-compose.yml) and the UI's own search API key.
+AIRFLOW_ADMIN_PASSWORD = "FS_SECRET_AIRFLOW_ADMIN"
+UI_API_KEY = "FS_SECRET_UI_API_KEY"
+#: Every variable of the secrets file (the native stack's and docker-compose.yml's).
+VARIABLES = (
+    *PG_PASSWORDS.values(), *S3_PASSWORDS.values(), *KAFKA_PASSWORDS.values(),
+    AIRFLOW_ADMIN_PASSWORD, UI_API_KEY,
+)  # fmt: skip
+
+
+def _fresh(name: str) -> str:
+    """A new value for ``name``: an API key for the UI's, else a random password."""
+    if name == UI_API_KEY:
+        from fashion_search.catalog.api_keys import new_key
+
+        return new_key()
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """The passwords of the secrets file (or of the environment), by part and user."""
+
+    values: Mapping[str, str]
+
+    def _of(self, variables: Mapping[str, str], owner: str) -> dict[str, str]:
+        return {user: self.values[name] for user, name in variables.items() if user != owner}
+
+    @property
+    def pg_passwords(self) -> dict[str, str]:
+        """Login role -> password, besides the superuser's."""
+        return self._of(PG_PASSWORDS, PG_SUPERUSER)
+
+    @property
+    def s3_users(self) -> dict[str, str]:
+        """MinIO user (access key) -> secret key, besides the root user."""
+        return self._of(S3_PASSWORDS, S3_ROOT_USER)
+
+    @property
+    def kafka_users(self) -> dict[str, str]:
+        """Kafka SCRAM user -> password, the admin included."""
+        return self._of(KAFKA_PASSWORDS, "")
+
+    def owner(self, user: str) -> str:
+        """The password of owner ``user`` (PG_SUPERUSER, S3_ROOT_USER or KAFKA_ADMIN_USER)."""
+        return self.values[OWNER_SECRETS[user]]
+
+
+def ensure(path: Path) -> bool:
+    """Create the secrets file at ``path`` unless it exists (mode 0600, in a 0700 directory
+    when this creates it); add the variables it lacks. Returns whether anything was written."""
+    existing = read_env_file(path)
+    missing = [name for name in VARIABLES if not existing.get(name)]
+    if not missing:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lines = (
+        []
+        if existing
+        else ["# Generated once by python -m stack.secrets (or stack up): never commit or edit."]
+    )
+    lines += [f"{name}={_fresh(name)}" for name in missing]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as file:
+        file.write("".join(f"{line}\n" for line in lines))
+    path.chmod(0o600)
+    return True
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Secrets:
+    """The secrets: each variable from the environment when set there, else from the file at
+    ``path``; StackError names those found in neither."""
+    from stack.service import StackError
+
+    environ = os.environ if environ is None else environ
+    found = read_env_file(path)
+    values = {name: environ.get(name) or found.get(name, "") for name in VARIABLES}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise StackError(
+            f"secrets {missing} are in neither the environment nor {path}"
+            " (python -m stack.secrets creates the file)"
+        )
+    return Secrets(values)
+
+
+def load_for(settings: Settings) -> Secrets:
+    """The secrets of the stack ``settings`` describe."""
+    return load(settings.stack.secrets_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m stack.secrets [PATH]``: create the secrets file if missing; print its path."""
+    parser = argparse.ArgumentParser(prog="python -m stack.secrets", description=__doc__)
+    parser.add_argument("path", nargs="?", type=Path, help="default: {FS_STATE_DIR}/secrets.env")
+    args = parser.parse_args(argv)
+    path = args.path or Settings().stack.secrets_file
+    ensure(path)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
