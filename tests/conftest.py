@@ -204,6 +204,7 @@ def api_server(
 def search_service(search_settings: Settings) -> Iterator[SearchService]:
     """The search service on the search tests' catalog and model server (its own pool)."""
     from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.search.service import SearchService
 
     with (
         create_pool(search_settings) as pool,

@@ -152,7 +152,7 @@ def test_keys_are_created_listed_and_revoked_by_the_cli_and_stored_hashed(
         return done.stdout
 
     created = cli("create", "--name", "cli-merchant", "--scope", "admin")
-    key = created.split(": ")[-1].splitlines()[0].strip()
+    key = created.splitlines()[0].split(": ")[-1].strip()
     key_id = int(created.split("created key ")[1].split(" ")[0])
     assert key.startswith("fsk_") and len(key) > 40
     listing = cli("list")

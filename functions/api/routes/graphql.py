@@ -17,11 +17,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import strawberry
+from cross_web import HTTPException
 from fastapi import Depends
 from graphql import GraphQLError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -32,6 +33,7 @@ from strawberry.extensions import (
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionContext, ExecutionResult, Info
+from strawberry.types.unset import UNSET
 
 from fashion_search.catalog import models
 from fashion_search.catalog.filters import Filters
@@ -43,7 +45,7 @@ from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchS
 from fashion_search.settings import AccessSettings, get_settings
 from functions.api.access import requires
 from functions.api.dependencies import get_products, get_service
-from functions.api.errors import RETRY_AFTER_S, detail_of, status_of
+from functions.api.errors import ERROR_RESPONSES, RETRY_AFTER_S, detail_of, status_of
 from functions.api.graphql_cost import QueryCostLimiter
 
 log = logging.getLogger(__name__)
@@ -271,6 +273,14 @@ class _Schema(strawberry.Schema):
 
 
 class _Router(GraphQLRouter[dict[str, Any], None]):
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Strawberry's own refusals (an unsupported content type or method) in JSON, like
+        every other error of the API."""
+        try:
+            return await super().run(request, context=context, root_value=root_value)
+        except HTTPException as error:
+            return JSONResponse({"detail": error.reason}, status_code=error.status_code)
+
     async def process_result(
         self, request: Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
@@ -331,6 +341,7 @@ def build_router(access: AccessSettings) -> GraphQLRouter[dict[str, Any], None]:
         tags=["graphql"],
         graphql_ide="graphiql" if access.graphql_introspection else None,
         dependencies=[requires("search")],
+        responses=ERROR_RESPONSES,
     )
 
 
