@@ -199,7 +199,8 @@ def _api_keys(args: argparse.Namespace) -> None:
             if args.key_from_env and not given:
                 raise FashionSearchError(f"environment variable {args.key_from_env} is empty")
             record, key = keys.create(args.name, args.scope, given)
-            print(f"created key {record.id} ({record.name}, scope {record.scope}): {key}")
+            shown = f"{key[:10]}... (from {args.key_from_env})" if given else key
+            print(f"created key {record.id} ({record.name}, scope {record.scope}): {shown}")
             if not given:
                 print("it is shown only now: keep it (the catalog stores only its hash)")
         elif args.action == "revoke":
