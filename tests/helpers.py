@@ -8,7 +8,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,7 @@ from stack.process import ManagedProcess
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
+    from psycopg_pool import ConnectionPool
 
     from fashion_search.search.service import SearchService
 
@@ -103,3 +104,15 @@ def api_client(service: SearchService, search: str = "open", **access: object) -
     app.dependency_overrides[get_products] = lambda: products
     app.dependency_overrides[get_access] = lambda: control
     return TestClient(app, raise_server_exceptions=False)
+
+
+def catalog_digest(pool: ConnectionPool[Any]) -> str:
+    """A digest of every row of the catalog (products and embeddings)."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT md5(coalesce(string_agg(p::text, '|' ORDER BY id), ''))"
+            " || (SELECT md5(coalesce(string_agg(e::text, '|' ORDER BY model_version,"
+            " product_id), '')) FROM product_embeddings e) FROM products p"
+        ).fetchone()
+    assert row is not None
+    return str(row[0])

@@ -23,7 +23,7 @@ from fashion_search.search.fusion import reciprocal_rank_fusion
 from fashion_search.search.service import HYBRID_CANDIDATES, SearchService
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore, product_image_key
-from tests.helpers import api_client
+from tests.helpers import api_client, catalog_digest
 
 FIELDS = ("id", "productDisplayName", "gender", "masterCategory", "subCategory", "articleType",
           "baseColour", "season", "year", "usage", "score", "imageUrl")  # fmt: skip
@@ -57,17 +57,6 @@ def catalog(service: SearchService) -> list[dict[str, Any]]:
     """Every product of the test catalog, as the API shows it (without score)."""
     rows = service.catalog.products.list_products(limit=1000).items
     return [p.model_dump(by_alias=True) for p in rows]
-
-
-def snapshot(pool: ConnectionPool) -> str:
-    """A digest of every row of the catalog."""
-    with pool.connection() as conn:
-        row = conn.execute(
-            "SELECT md5(string_agg(p::text, '|' ORDER BY id))"
-            " || (SELECT md5(string_agg(e::text, '|' ORDER BY model_version, product_id))"
-            "     FROM product_embeddings e) FROM products p"
-        )
-        return str(row.fetchone()[0])  # type: ignore[index]
 
 
 def cosine_scores(service: SearchService, query: str, ids: list[int]) -> list[float]:
@@ -340,11 +329,11 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
     api: TestClient, pool: ConnectionPool, method: str, path: str,
     kwargs: dict[str, Any], status: int, message: str,
 ) -> None:  # fmt: skip
-    before = snapshot(pool)
+    before = catalog_digest(pool)
     response = api.request(method, path, **kwargs)
     assert response.status_code == status, response.text
     assert message in response.text
-    assert snapshot(pool) == before
+    assert catalog_digest(pool) == before
 
 
 @pytest.mark.parametrize(
@@ -355,7 +344,7 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
 def test_sql_metacharacters_and_unicode_are_just_text(
     api: TestClient, pool: ConnectionPool, text: str
 ) -> None:
-    before = snapshot(pool)
+    before = catalog_digest(pool)
     for mode in ("vector", "hybrid"):
         response = api.get("/search/text", params={"q": text, "k": 3, "mode": mode})
         assert response.status_code == 200, response.text
@@ -365,4 +354,4 @@ def test_sql_metacharacters_and_unicode_are_just_text(
     gql = graphql(api, "query($q: String!) { searchByText(query: $q, k: 2, mode: \"hybrid\")"
                        " { hits { score } } }", q=text)  # fmt: skip
     assert gql.status_code == 200 and len(gql.json()["data"]["searchByText"]["hits"]) == 2
-    assert snapshot(pool) == before
+    assert catalog_digest(pool) == before

@@ -15,6 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fashion_search.errors import RequestTooLargeError
 
 
+def _refusal(limit: int) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"request body is over this route's limit of {limit} bytes"}, status_code=413
+    )
+
+
 class BodyLimit:
     """Pure ASGI middleware: ``limits`` maps a path to its limit, ``default`` for the others."""
 
@@ -30,14 +36,9 @@ class BodyLimit:
         limit = self.limits.get(scope["path"], self.default)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            detail = f"request body is over this route's limit of {limit} bytes"
-            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            await _refusal(limit)(scope, receive, send)
             return
         received, over, answered = 0, False, False
-        refusal = JSONResponse(
-            {"detail": f"request body is over this route's limit of {limit} bytes"},
-            status_code=413,
-        )
 
         async def limited() -> Message:
             nonlocal received, over
@@ -57,10 +58,10 @@ class BodyLimit:
                 await send(message)
             elif not answered:
                 answered = True
-                await refusal(scope, receive, send)
+                await _refusal(limit)(scope, receive, send)
 
         try:
             await self.app(scope, limited, replaced)
         except RequestTooLargeError:
             if not answered:
-                await refusal(scope, receive, send)
+                await _refusal(limit)(scope, receive, send)
