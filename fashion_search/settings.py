@@ -20,6 +20,8 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fashion_search.catalog.limits import MAX_CANDIDATES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOST = "127.0.0.1"
 #: The local stack's generated secrets (stack/secrets.py writes them), in its state directory.
@@ -224,6 +226,20 @@ class SearchSettings(_Group):
     # FS_POOL_MAX_SIZE=8): a request holds a connection for part of its time only, and it stays
     # under the 40 worker threads the handlers run on, so an admitted request never waits for one.
     api_max_in_flight: int = Field(0, validation_alias="FS_API_MAX_IN_FLIGHT")
+    # Hits whose cosine similarity to the query is below this are cut (a search's `minScore`
+    # overrides it). Model-dependent: measure it with `python -m bench.relevance`.
+    min_score: float = Field(-1.0, ge=-1.0, le=1.0, validation_alias="FS_SEARCH_MIN_SCORE")
+    # Ranked candidates that facets, query-understanding boosts and collapse look at.
+    candidates: int = Field(500, ge=1, le=MAX_CANDIDATES, validation_alias="FS_SEARCH_CANDIDATES")
+    # Query understanding: "boost" (soft boosts of products with the attribute values a query
+    # names), "filter" (hard filters), "off" (the default: measured in docs/benchmarks.md).
+    understanding: Literal["off", "boost", "filter"] = Field(
+        "off", validation_alias="FS_SEARCH_UNDERSTANDING"
+    )
+    # A vector search's boost per understood attribute a product has, in cosine similarity.
+    understanding_boost: float = Field(
+        0.1, ge=0.0, validation_alias="FS_SEARCH_UNDERSTANDING_BOOST"
+    )
 
 
 #: The request header that carries an API key (the API reads it, clients send it).

@@ -40,6 +40,9 @@ GRAPHQL_FIELDS = {
     "searchByText": '{ searchByText(query: "shirt", k: 2) { hits { score } } }',
     "searchSimilar": '{ searchSimilar(id: "%(id)s", k: 2) { hits { score } } }',
     "Product.similar": '{ product(id: "%(id)s") { similar(k: 2) { score } } }',
+    "searchByImage": '{ searchByImage(imageBase64: "%(image)s", k: 2) { hits { score } } }',
+    "facetCounts": "{ facetCounts { field values { value count } } }",
+    "suggest": '{ suggest(prefix: "sh") { text kind } }',
 }
 
 
@@ -89,9 +92,11 @@ def requests(search_service: SearchService, search_settings: Settings) -> dict[s
         "GET /products/{id}/similar": row("search", "GET /products/{product_id}/similar",
                                           f"/products/{pid}/similar"),
         "GET /facets": row("search", "GET /facets"),
+        "GET /facets/counts": row("search", "GET /facets/counts"),
+        "GET /suggest": row("search", "GET /suggest", params={"prefix": "sh"}),
     }  # fmt: skip
     for field, query in GRAPHQL_FIELDS.items():
-        document = query % {"id": pid}
+        document = query % {"id": pid, "image": image_b64}
         routes[f"POST /graphql {field}"] = row("search", "POST /graphql", json={"query": document})
         routes[f"GET /graphql {field}"] = row("search", "GET /graphql", params={"query": document})
     return routes

@@ -105,7 +105,7 @@ def test_text_search_hits_are_the_nearest_products(api: TestClient, service: Sea
     assert ids == [n.product.id for n in exact]
     posted = api.post("/search/text", json=query)
     assert [h["id"] for h in posted.json()["hits"]] == ids
-    assert set(body["timingsMs"]) == {"model", "database", "urls"}
+    assert set(body["timingsMs"]) == {"model", "database", "ranking", "urls"}
 
 
 def test_image_urls_are_presigned_and_serve_the_image(

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import DatasetItem, DatasetReport, count_rows, iter_dataset
+from fashion_search.model.fingerprint import fingerprint_bytes
 from fashion_search.storage import ObjectStore, product_image_key
 
 T = TypeVar("T")
@@ -35,7 +36,10 @@ class LoadSummary:
 def _products(items: Iterable[DatasetItem], dataset: str) -> Iterator[tuple[Product, bytes]]:
     for item in items:
         key = product_image_key(item.fields.id)
-        product = Product(**item.fields.model_dump(), image_key=key, dataset=dataset)
+        product = Product(
+            **item.fields.model_dump(), image_key=key, dataset=dataset,
+            image_fingerprint=fingerprint_bytes(item.image),
+        )  # fmt: skip
         yield product, item.image
 
 
@@ -56,7 +60,8 @@ def load_catalog(
 
     Images go first so that a row never points at a missing image; re-running is safe
     (same keys, upsert by id). ``skip_existing`` leaves products already in the catalog as
-    they are, which makes a re-run after an interruption cheap. ``embed`` gives the products
+    they are (but fills in image fingerprints they lack), which makes a re-run after an
+    interruption cheap. The suggestions are refreshed at the end. ``embed`` gives the products
     of a batch their embeddings (from the images in hand) before their rows are written.
     """
     report = DatasetReport()
@@ -76,10 +81,14 @@ def load_catalog(
                 existing = catalog.products.existing_ids([p.id for p, _ in batch])
                 todo = [(p, image) for p, image in batch if p.id not in existing]
                 skipped += len(existing)
+                catalog.products.fill_fingerprints(
+                    {p.id: p.image_fingerprint for p, _ in batch if p.id in existing}  # type: ignore[misc]
+                )
             if todo:
                 store.put_many(bucket, ((p.image_key, image) for p, image in todo))
                 loaded += catalog.products.upsert_many(
                     embed(todo) if embed else [p for p, _ in todo]
                 )
             bar.update(len(batch))
+    catalog.suggestions.refresh()
     return LoadSummary(loaded=loaded, skipped=skipped, report=report)

@@ -95,6 +95,8 @@ class Product(ProductFields):
 
     image_key: str
     dataset: Annotated[str, FILTERABLE] = "catalog"
+    # Its image shrunk to 8 x 8 RGB (fashion_search.model.fingerprint): what collapse compares.
+    image_fingerprint: bytes | None = Field(default=None, exclude=True, repr=False)
     # The version of ``embedding``, or of the embeddings a search compared (not a column: each
     # version's embeddings are in a partition of their own, catalog/versions.py).
     model_version: str | None = None
@@ -123,10 +125,12 @@ class Product(ProductFields):
 
 
 class Neighbor(BaseModel):
-    """A nearest-neighbour hit: the product and its cosine similarity to the query."""
+    """A nearest-neighbour hit: the product, its ranking score, and its cosine similarity to
+    the query (the score itself unless the ranking fused others)."""
 
     product: Product
     score: float
+    similarity: float | None = None
 
 
 #: Every field that filters take (snake_case) -> its value type.
@@ -159,6 +163,7 @@ class UploadedProduct(BaseModel):
     confidence: dict[str, float]  # camelCase label -> confidence
     product_display_name: Annotated[str, Field(min_length=1, max_length=1000)]
     image_key: str
+    image_fingerprint: bytes | None = Field(default=None, repr=False)
     model_version: str
     embeddings: dict[str, np.ndarray[Any, np.dtype[np.float32]]] = Field(repr=False)
 

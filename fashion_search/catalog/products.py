@@ -1,4 +1,5 @@
-"""Product reads and writes: upsert, get, list (keyset pages), count, facets, delete.
+"""Product reads and writes: upsert, get, list (keyset pages), count, facets and value counts,
+fingerprint backfill, delete.
 
 Every method validates its whole input before it writes, and writes in one transaction: a
 refused call (typed error from :mod:`fashion_search.errors`) leaves the catalog unchanged.
@@ -20,6 +21,9 @@ from fashion_search.catalog.models import FILTER_FIELDS, METADATA_FIELDS, Page, 
 from fashion_search.catalog.table import READ_COLUMNS, WRITE_COLUMNS, Table
 from fashion_search.catalog.versions import CatalogVersion, version_record
 from fashion_search.errors import InvalidArgumentError, InvalidProductError, ProductNotFoundError
+
+#: camelCase field name -> (value, how many products have it) pairs.
+ValueCounts = dict[str, list[tuple[str | int, int]]]
 
 
 class ProductRepository(Table):
@@ -137,6 +141,39 @@ class ProductRepository(Table):
             )
             for field, values in rows
         }
+
+    def value_counts(
+        self, filters: Filters | None = None
+    ) -> dict[str, list[tuple[str | int, int]]]:
+        """How many of the products matching the filters have each value of every metadata
+        field (camelCase names; missing values not counted)."""
+        where, params = where_clause(filters)
+        selects = sql.SQL(" UNION ALL ").join(
+            sql.SQL(
+                "SELECT {name}, {col}::text, count(*) FROM products"
+                " WHERE {where} AND {col} IS NOT NULL GROUP BY {col}"
+            ).format(name=sql.Literal(field), col=sql.Identifier(field), where=where)
+            for field in METADATA_FIELDS
+        )
+        counts: ValueCounts = {to_camel(f): [] for f in METADATA_FIELDS}
+        with self.pool.connection() as conn:
+            for field, value, count in conn.execute(selects, params).fetchall():
+                counts[to_camel(field)].append((FILTER_FIELDS[field](value), int(count)))
+        return counts
+
+    def fill_fingerprints(self, fingerprints: dict[int, bytes]) -> int:
+        """Store the image fingerprints of the products that have none yet (products loaded
+        before fingerprints existed); returns how many were filled."""
+        if not fingerprints:
+            return 0
+        with self.pool.connection() as conn, conn.transaction():
+            cursor = conn.execute(
+                "UPDATE products p SET image_fingerprint = f.print"
+                " FROM unnest(%s::bigint[], %s::bytea[]) AS f(id, print)"
+                " WHERE p.id = f.id AND p.image_fingerprint IS NULL",
+                (list(fingerprints), list(fingerprints.values())),
+            )
+            return int(cursor.rowcount)
 
     def list_products(
         self, filters: Filters | None = None, limit: int = 50, after: int | None = None

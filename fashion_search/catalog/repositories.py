@@ -10,6 +10,7 @@ from psycopg_pool import ConnectionPool
 from fashion_search.catalog.api_keys import ApiKeyRepository
 from fashion_search.catalog.embeddings import EmbeddingRepository
 from fashion_search.catalog.products import ProductRepository
+from fashion_search.catalog.suggestions import SuggestionRepository
 from fashion_search.catalog.uploads import UploadRepository
 from fashion_search.catalog.vectors import VectorSearch
 from fashion_search.catalog.versions import CatalogVersions
@@ -18,7 +19,7 @@ from fashion_search.catalog.versions import CatalogVersions
 @dataclass(frozen=True)
 class Catalog:
     """Products (reads, listing, writes), vector search, uploads, embedding upkeep, the model
-    versions the catalog holds embeddings of, and the API's keys."""
+    versions the catalog holds embeddings of, the API's keys, and completions."""
 
     products: ProductRepository
     vectors: VectorSearch
@@ -26,6 +27,7 @@ class Catalog:
     embeddings: EmbeddingRepository
     versions: CatalogVersions
     api_keys: ApiKeyRepository
+    suggestions: SuggestionRepository
 
     @classmethod
     def of(cls, pool: ConnectionPool[Any]) -> Catalog:
@@ -33,6 +35,7 @@ class Catalog:
         return cls(
             ProductRepository(pool), VectorSearch(pool), UploadRepository(pool),
             EmbeddingRepository(pool), CatalogVersions(pool), ApiKeyRepository(pool),
+            SuggestionRepository(pool),
         )  # fmt: skip
 
     @property

@@ -13,7 +13,8 @@ from fashion_search.catalog.models import Product, ProductFields, value_type
 
 _SQL_TYPES = {int: "integer", str: "text"}
 #: Columns an upsert writes, in COPY order, with their PostgreSQL types: the product's fields,
-#: then where its image is and its dataset (embeddings go to their version's partition).
+#: then where its image is, its dataset and its image's fingerprint (embeddings go to their
+#: version's partition).
 WRITE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("id", "bigint"),
     *(
@@ -23,6 +24,7 @@ WRITE_COLUMNS: tuple[tuple[str, str], ...] = (
     ),
     ("image_key", "text"),
     ("dataset", "text"),
+    ("image_fingerprint", "bytea"),
 )
 #: What a product read returns: every column of a :class:`Product` the products table has
 #: (its embedding and the version that made it are in a version's partition).

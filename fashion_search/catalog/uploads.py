@@ -67,13 +67,13 @@ class UploadRepository(Table):
         :class:`ServingVersionChangedError` says to embed again.
         """
         columns = [
-            *upload.labels, "product_display_name", "image_key", "dataset", "source_bucket",
-            "source_key", "source_etag", "label_confidence",
+            *upload.labels, "product_display_name", "image_key", "image_fingerprint", "dataset",
+            "source_bucket", "source_key", "source_etag", "label_confidence",
         ]  # fmt: skip
         values = [
             *upload.labels.values(), upload.product_display_name, upload.image_key,
-            UPLOADS_DATASET, upload.source_bucket, upload.source_key, upload.source_etag,
-            Jsonb(upload.confidence),
+            upload.image_fingerprint, UPLOADS_DATASET, upload.source_bucket, upload.source_key,
+            upload.source_etag, Jsonb(upload.confidence),
         ]  # fmt: skip
         updates = sql.SQL(", ").join(
             sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))

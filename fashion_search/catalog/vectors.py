@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.filters import Filters, where_clause
-from fashion_search.catalog.limits import check_k
+from fashion_search.catalog.limits import check_candidates, check_k
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.table import READ_COLUMNS, Table
 from fashion_search.catalog.versions import CatalogVersion
@@ -67,9 +67,10 @@ class VectorSearch(Table):
         rows = self._search(query, params, exact=exact)
         if len(rows) < k and not exact:
             rows = self._search(query, params, exact=True)
+        similarities = [1.0 - float(row["distance"]) for row in rows]
         return [
-            Neighbor(product=Product.model_validate(row), score=1.0 - float(row["distance"]))
-            for row in rows
+            Neighbor(product=Product.model_validate(row), score=s, similarity=s)
+            for row, s in zip(rows, similarities, strict=True)
         ]
 
     def nearest_fused(
@@ -85,8 +86,8 @@ class VectorSearch(Table):
     ) -> list[Neighbor]:
         """The ``k`` best products by reciprocal rank fusion (constant ``rrf_k``) of the
         ``depth`` nearest to ``vector`` (as :meth:`nearest`) and ``ranked_ids`` (another
-        ranking, best first, e.g. :meth:`title_match_ids`), with their fused scores; ties keep
-        the vector ranking's order.
+        ranking, best first, e.g. :meth:`title_match_ids`), with their fused scores and their
+        cosine similarities to ``vector``; ties keep the vector ranking's order.
 
         One round trip: the candidates, their fusion and the winners' rows in one statement.
         The same numbers as :func:`~fashion_search.search.fusion.reciprocal_rank_fusion`.
@@ -107,15 +108,24 @@ class VectorSearch(Table):
             "  THEN rank - %(k)s ELSE rank END)) AS score, min(rank) AS first_seen"
             " FROM ranked GROUP BY id ORDER BY score DESC, first_seen LIMIT %(top)s)"
             " SELECT {columns}, %(version)s AS model_version, fused.score,"
-            " (SELECT count(*) FROM vector) AS candidates"
-            " FROM fused JOIN products p USING (id) ORDER BY fused.score DESC, fused.first_seen"
-        ).format(candidates=candidates, columns=READ_COLUMNS)
+            " {distance} AS distance, (SELECT count(*) FROM vector) AS candidates"
+            " FROM fused JOIN products p USING (id) JOIN {table} e ON e.product_id = p.id"
+            " ORDER BY fused.score DESC, fused.first_seen"
+        ).format(
+            candidates=candidates, columns=READ_COLUMNS, distance=version.distance,
+            table=version.table,
+        )  # fmt: skip
         params.update(ids=list(ranked_ids), rrf_k=rrf_k, top=k, version=version.model_version)
         rows = self._search(query, params, exact=False)
         if not rows or rows[0]["candidates"] < depth:  # the index scan ended short: exactly
             rows = self._search(query, params, exact=True)
         return [
-            Neighbor(product=Product.model_validate(row), score=float(row["score"])) for row in rows
+            Neighbor(
+                product=Product.model_validate(row),
+                score=float(row["score"]),
+                similarity=1.0 - float(row["distance"]),
+            )
+            for row in rows
         ]
 
     def _candidates(
@@ -131,7 +141,7 @@ class VectorSearch(Table):
         """The common table expression ``name``: ``columns`` and ``distance`` of the ``k``
         products nearest to ``vector`` among the embeddings of ``version`` that pass
         ``filters``; and its parameters."""
-        check_k(k)
+        check_candidates(k)
         query_vector = version.check_vector(vector)
         where, params = where_clause(filters)
         params.update(v=query_vector, k=k)
@@ -168,15 +178,25 @@ class VectorSearch(Table):
             return rows
 
     def title_match_ids(
-        self, text: str, k: int = 10, filters: Filters | None = None
+        self,
+        text: str,
+        k: int = 10,
+        filters: Filters | None = None,
+        excluded: Sequence[str] = (),
     ) -> list[tuple[int, float]]:
-        """Full-text matches of ``text`` on product titles (every word must match), best first,
-        as ``(id, rank)`` pairs.
+        """Full-text matches of ``text`` on product titles (every word must match) that match
+        none of the ``excluded`` texts, best first, as ``(id, rank)`` pairs.
 
         The rank is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
         """
-        check_k(k)
+        check_candidates(k)
         where, params = where_clause(filters)
+        if excluded:
+            where = sql.SQL(
+                "{} AND NOT EXISTS (SELECT FROM unnest(%(excluded)s::text[]) AS x(t)"
+                " WHERE title_search @@ plainto_tsquery('english', x.t))"
+            ).format(where)
+            params["excluded"] = list(excluded)
         query = sql.SQL(
             "SELECT id, ts_rank_cd(title_search, q) AS rank"
             " FROM products p, plainto_tsquery('english', %(t)s) AS q"

@@ -45,6 +45,7 @@ from fashion_search.errors import (
 from fashion_search.ingest.classify import PREDICTED_LABELS, vote
 from fashion_search.ingest.events import ObjectCreated, ObjectRemoved
 from fashion_search.ingest.messages import ClassifiedProduct, Status, UploadProcessed
+from fashion_search.model.fingerprint import fingerprint_bytes
 from fashion_search.model.preprocess import decode_image
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore, StoredObject
@@ -269,6 +270,9 @@ class UploadProcessor:
             confidence=confidence,
             product_display_name=_title(obj, labels),
             image_key=image_key,
+            image_fingerprint=fingerprint_bytes(
+                obj.data, self.settings.model_server.max_image_pixels
+            ),
             model_version=model_version,
             embeddings=embeddings,
         )

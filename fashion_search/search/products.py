@@ -1,11 +1,13 @@
-"""The product service behind the catalog routes: one product, pages of products, counts and
-facets, each product with a presigned image URL."""
+"""The product service behind the catalog routes: one product, pages of products, counts,
+facets and facet counts, suggestions; each product with a presigned image URL."""
 
 from __future__ import annotations
 
 from fashion_search.catalog.filters import Filters, check_filters
 from fashion_search.catalog.models import Page, Product
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.suggestions import Suggestion
+from fashion_search.search.facets import FacetCounts, sort_counts
 from fashion_search.search.image_urls import ImageUrls
 
 
@@ -38,3 +40,13 @@ class ProductService:
     def facets(self) -> dict[str, list[str | int]]:
         """Distinct values of every metadata field (camelCase names), sorted."""
         return self.catalog.products.facets()
+
+    def facet_counts(self, filters: Filters | None = None) -> FacetCounts:
+        """How many of the products matching the filters have each value of every field."""
+        check_filters(filters)
+        counts = self.catalog.products.value_counts(filters)
+        return {name: sort_counts(pairs) for name, pairs in counts.items()}
+
+    def suggest(self, prefix: str, limit: int = 8) -> list[Suggestion]:
+        """Completions of what a shopper is typing (attribute values, then titles)."""
+        return self.catalog.suggestions.suggest(prefix, limit)

@@ -15,13 +15,16 @@ import base64
 import binascii
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, get_args
+
+import numpy as np
+from pydantic.alias_generators import to_snake
 
 from fashion_search.catalog.filters import Filters, check_filters
-from fashion_search.catalog.limits import check_k, check_text
+from fashion_search.catalog.limits import check_candidates, check_k, check_text
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import CatalogVersion
@@ -37,33 +40,69 @@ from fashion_search.errors import (
     ProductNotEmbeddedError,
     ServingVersionUnavailableError,
 )
+from fashion_search.search.collapse import collapse
+from fashion_search.search.facets import FacetCounts, count_facets
 from fashion_search.search.fusion import RRF_K
 from fashion_search.search.image_urls import ImageUrls
+from fashion_search.search.terms import (
+    Term,
+    check_terms,
+    combine,
+    parse_query,
+    positive_text,
+)
+from fashion_search.search.understanding import Vocabulary
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
 SearchMode = Literal["vector", "hybrid"]
+Collapse = Literal["image"]
+Understanding = Literal["off", "boost", "filter"]
 #: How many candidates each side of a hybrid search contributes before fusion.
 HYBRID_CANDIDATES = 50
+#: The weight of a composed query's text modifier next to its image (weight 1).
+MODIFIER_WEIGHT = 1.0
+#: How long the query-understanding vocabulary (the catalog's values) is reused.
+VOCABULARY_TTL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Refinements:
+    """What a search does with its ranked candidates besides keeping the first k; None takes
+    the setting (``settings.search``)."""
+
+    min_score: float | None = None
+    collapse: Collapse | None = None
+    facets: bool = False
+    candidates: int | None = None
+    understand: Understanding | None = None
 
 
 @dataclass(frozen=True)
 class Hit:
-    """A search result: the product, its score, and a presigned URL of its image."""
+    """A search result: the product, its ranking score, its cosine similarity to the query,
+    a presigned URL of its image, and how many candidates it stands for (collapse)."""
 
     product: Product
     score: float
     image_url: str
+    similarity: float | None = None
+    collapsed: int = 1
 
 
 @dataclass
 class SearchResult:
-    """Hits, best first, with the serving model version and where the time went."""
+    """Hits, best first, with the serving model version and where the time went; what the
+    query was understood to name, how many candidates the cutoff dropped, and facet counts
+    over the kept candidates (when asked)."""
 
     hits: list[Hit]
     mode: str
     model_version: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    understood: dict[str, str] = field(default_factory=dict)
+    cut: int = 0
+    facets: FacetCounts | None = None
 
 
 @contextmanager
@@ -84,8 +123,21 @@ def decode_base64_image(data: str) -> bytes:
         raise InvalidImageError("image is not valid base64") from error
 
 
+@dataclass
+class _Candidate:
+    product: Product
+    score: float
+    similarity: float
+
+
 class SearchService:
-    """Text, image and similar-product search over one catalog, model server and store."""
+    """Text, image, composed and similar-product search over one catalog, model server and
+    store.
+
+    Every search ranks candidates the same way (:meth:`_rank`): the nearest products (fused
+    with title matches in hybrid mode), soft boosts for the attribute values the query names,
+    the relevance cutoff, facet counts, collapse of identical images, then the first k.
+    """
 
     def __init__(
         self,
@@ -101,100 +153,144 @@ class SearchService:
         self.embedder = embedder
         self.image_url = image_url or ImageUrls(settings, store)
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
+        self._vocabulary: tuple[float, Vocabulary] | None = None
 
     def _embed(
-        self, embed: Callable[..., Embeddings], inputs: Sequence[str] | Sequence[bytes]
-    ) -> tuple[Embeddings, CatalogVersion]:
-        """``inputs`` embedded by the version the catalog serves, and that version."""
+        self, calls: Sequence[tuple[Callable[..., Embeddings], Sequence[str] | Sequence[bytes]]]
+    ) -> tuple[list[Embeddings], CatalogVersion]:
+        """Each call's inputs embedded by the version the catalog serves, and that version."""
         problem = ""
         for _ in range(2):  # the record may have switched since it was read: once more
             version = self.catalog.versions.serving()
             try:
-                embedding = embed(inputs, version=version.model_version)
+                embeddings = [
+                    embed(inputs, version=version.model_version) for embed, inputs in calls
+                ]
             except ModelVersionNotLoadedError as error:
                 problem = str(error)
                 continue
-            if embedding.model_version == version.model_version:
-                return embedding, version
-            problem = f"the model server answered with version {embedding.model_version}"
+            answered = {e.model_version for e in embeddings}
+            if answered == {version.model_version}:
+                return embeddings, version
+            problem = f"the model server answered with version {', '.join(sorted(answered))}"
         raise ServingVersionUnavailableError(
             f"the catalog serves model version {version.model_version}, which the model server"
             f" could not embed with ({problem}); try again shortly"
         )
 
-    def _hits(self, neighbors: list[Neighbor]) -> list[Hit]:
-        return [Hit(n.product, n.score, self.image_url(n.product)) for n in neighbors]
+    def vocabulary(self) -> Vocabulary:
+        """The catalog's attribute values for query understanding (re-read every minute)."""
+        now = time.monotonic()
+        if self._vocabulary is None or now - self._vocabulary[0] > VOCABULARY_TTL_S:
+            self._vocabulary = (now, Vocabulary.of(self.catalog.products.facets()))
+        return self._vocabulary[1]
+
+    def _check(self, k: int, filters: Filters | None, refine: Refinements | None) -> Refinements:
+        """``refine`` with the settings' defaults; typed errors for a bad k, filter or value."""
+        check_k(k)
+        check_filters(filters)
+        refine = refine or Refinements()
+        search = self.settings.search
+        min_score = search.min_score if refine.min_score is None else refine.min_score
+        if not -1.0 <= min_score <= 1.0:
+            raise InvalidArgumentError(f"minScore must be from -1 to 1, got {min_score}")
+        candidates = search.candidates if refine.candidates is None else refine.candidates
+        check_candidates(candidates)
+        understand = refine.understand or search.understanding
+        if understand not in get_args(Understanding):
+            raise InvalidArgumentError(f"understand must be one of {get_args(Understanding)}")
+        if refine.collapse not in (None, *get_args(Collapse)):
+            raise InvalidArgumentError(f"collapse must be one of {get_args(Collapse)}")
+        return Refinements(min_score, refine.collapse, refine.facets, candidates, understand)
+
+    def _text(self, text: str, what: str) -> str:
+        text = check_text(text, what).strip()
+        if not text:
+            raise InvalidArgumentError(f"{what} is empty")
+        limit = self.settings.model_server.max_text_chars
+        if len(text) > limit:
+            raise InvalidArgumentError(f"{what} has {len(text)} characters; at most {limit}")
+        return text
+
+    def _understood(
+        self, text: str, refine: Refinements, filters: Filters | None
+    ) -> tuple[dict[str, str], Filters | None]:
+        """What ``text`` names, and the filters (with it, when understanding filters)."""
+        if refine.understand == "off":
+            return {}, filters
+        understood = self.vocabulary().understand(text)
+        if refine.understand == "filter" and understood:
+            return understood, {**understood, **(filters or {})}
+        return understood, filters
 
     def text(
         self,
-        query: str,
+        query: str | Sequence[Term],
         k: int = 10,
         filters: Filters | None = None,
         mode: SearchMode | None = None,
+        refine: Refinements | None = None,
     ) -> SearchResult:
-        """Products matching a text query: by embedding, or fused with full-text title search."""
-        query = check_text(query, "query").strip()
-        if not query:
-            raise InvalidArgumentError("query is empty")
-        limit = self.settings.model_server.max_text_chars
-        if len(query) > limit:
-            raise InvalidArgumentError(f"query has {len(query)} characters; at most {limit}")
-        check_k(k)
-        check_filters(filters)
+        """Products for a text query (``-word`` terms push away from a word; or weighted
+        terms): by embedding, or fused with full-text title search."""
+        max_chars = self.settings.model_server.max_text_chars
+        parsed = parse_query(self._text(query, "query")) if isinstance(query, str) else query
+        terms = check_terms(parsed, max_chars)
+        refine = self._check(k, filters, refine)
         mode = mode or self.settings.search.mode
-        if mode == "vector":
-            timings: dict[str, float] = {}
-            with _timed(timings, "model"):
-                embedding, version = self._embed(self.embedder.embed_texts, [query])
-            with _timed(timings, "database"):
-                neighbors = self.catalog.vectors.nearest(version, embedding.vectors[0], k, filters)
-        else:
-            embedding, neighbors, timings = self._hybrid(query, k, filters)
-        with _timed(timings, "urls"):
-            hits = self._hits(neighbors)
-        return SearchResult(hits, mode, embedding.model_version, timings)
-
-    def _hybrid(
-        self, query: str, k: int, filters: Filters | None
-    ) -> tuple[Embeddings, list[Neighbor], dict[str, float]]:
-        """Vector and title rankings fused by reciprocal rank (in the database, one round trip
-        after the model)."""
-        depth = max(k, HYBRID_CANDIDATES)
-        # The title search needs no embedding: it runs while the model server works.
-        title_future = self._lexical.submit(
-            self.catalog.vectors.title_match_ids, query, depth, filters
-        )
+        understood, filters = self._understood(positive_text(terms), refine, filters)
+        title_ids: Future[list[tuple[int, float]]] | None = None
+        if mode == "hybrid":  # the title search needs no embedding: it runs meanwhile
+            negatives = [t.text for t in terms if t.weight < 0]
+            title_ids = self._lexical.submit(
+                self.catalog.vectors.title_match_ids,
+                positive_text(terms), self._depth(k, refine, understood), filters, negatives,
+            )  # fmt: skip
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
-            embedding, version = self._embed(self.embedder.embed_texts, [query])
-        with _timed(timings, "database"):
-            title_ids = [i for i, _ in title_future.result()]
-            neighbors = self.catalog.vectors.nearest_fused(
-                version, embedding.vectors[0], title_ids, k, depth, filters, rrf_k=RRF_K
+            (embedding,), version = self._embed(
+                [(self.embedder.embed_texts, [t.text for t in terms])]
             )
-        return embedding, neighbors, timings
+        vector = combine(embedding.vectors, [t.weight for t in terms])
+        return self._rank(
+            version, vector, k, filters, refine, understood, timings, mode, title_ids=title_ids
+        )
 
-    def image(self, image: bytes, k: int = 10, filters: Filters | None = None) -> SearchResult:
-        """Products whose images look like ``image`` (encoded bytes)."""
+    def image(
+        self,
+        image: bytes,
+        k: int = 10,
+        filters: Filters | None = None,
+        refine: Refinements | None = None,
+        modifier: str | None = None,
+    ) -> SearchResult:
+        """Products whose images look like ``image`` (encoded bytes), or, with a text
+        ``modifier`` ("in red"), like it changed so."""
         if not image:
             raise InvalidImageError("image is empty")
         if len(image) > self.settings.search.max_upload_bytes:
             raise ImageTooLargeError(
                 f"image has {len(image)} bytes; at most {self.settings.search.max_upload_bytes}"
             )
-        check_k(k)
-        check_filters(filters)
+        refine = self._check(k, filters, refine)
+        calls: list[tuple[Callable[..., Embeddings], Sequence[str] | Sequence[bytes]]]
+        calls = [(self.embedder.embed_images, [image])]
+        if modifier is not None:
+            calls.append((self.embedder.embed_texts, [self._text(modifier, "modifier")]))
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
-            embedding, version = self._embed(self.embedder.embed_images, [image])
-        with _timed(timings, "database"):
-            neighbors = self.catalog.vectors.nearest(version, embedding.vectors[0], k, filters)
-        with _timed(timings, "urls"):
-            hits = self._hits(neighbors)
-        return SearchResult(hits, "image", embedding.model_version, timings)
+            embeddings, version = self._embed(calls)
+        vectors = [e.vectors[0] for e in embeddings]
+        return self._composed(version, vectors, modifier, k, filters, refine, timings, "image")
 
     def image_by_key(
-        self, key: str, bucket: str | None = None, k: int = 10, filters: Filters | None = None
+        self,
+        key: str,
+        bucket: str | None = None,
+        k: int = 10,
+        filters: Filters | None = None,
+        refine: Refinements | None = None,
+        modifier: str | None = None,
     ) -> SearchResult:
         """Image search with an image already in the store (images or uploads bucket)."""
         bucket = bucket or self.settings.storage.images_bucket
@@ -202,22 +298,136 @@ class SearchService:
         if bucket not in allowed:
             raise InvalidArgumentError(f"bucket must be one of {', '.join(allowed)}")
         limit = self.settings.search.max_upload_bytes
-        return self.image(self.store.read(bucket, key, max_bytes=limit).data, k, filters)
+        data = self.store.read(bucket, key, max_bytes=limit).data
+        return self.image(data, k, filters, refine, modifier)
 
-    def similar(self, product_id: int, k: int = 10, filters: Filters | None = None) -> SearchResult:
+    def similar(
+        self,
+        product_id: int,
+        k: int = 10,
+        filters: Filters | None = None,
+        refine: Refinements | None = None,
+        modifier: str | None = None,
+    ) -> SearchResult:
         """Products closest to a catalog product's embedding of the serving version (the
-        product left out)."""
-        check_k(k)
-        check_filters(filters)
+        product left out), or, with a text ``modifier``, to it changed so."""
+        refine = self._check(k, filters, refine)
         timings: dict[str, float] = {}
-        with _timed(timings, "database"):
+        vectors: list[np.ndarray[Any, Any]] = []
+        if modifier is not None:
+            with _timed(timings, "model"):
+                (embedding,), version = self._embed(
+                    [(self.embedder.embed_texts, [self._text(modifier, "modifier")])]
+                )
+            vectors.append(embedding.vectors[0])
+        else:
             version = self.catalog.versions.serving()
+        with _timed(timings, "database"):
             product = self.catalog.products.get(product_id, version)
-            if product.embedding is None:
-                raise ProductNotEmbeddedError(product_id)
-            neighbors = self.catalog.vectors.nearest(
-                version, product.embedding, k, filters, exclude_id=product_id
-            )
+        if product.embedding is None:
+            raise ProductNotEmbeddedError(product_id)
+        return self._composed(
+            version, [product.embedding, *vectors], modifier, k, filters, refine, timings,
+            "similar", exclude_id=product_id,
+        )  # fmt: skip
+
+    def _composed(
+        self,
+        version: CatalogVersion,
+        vectors: Sequence[np.ndarray[Any, Any]],
+        modifier: str | None,
+        k: int,
+        filters: Filters | None,
+        refine: Refinements,
+        timings: dict[str, float],
+        mode: str,
+        exclude_id: int | None = None,
+    ) -> SearchResult:
+        """An image's vector (the first), with the modifier's (the second) when there is one,
+        ranked; the modifier's attribute values are understood."""
+        understood: dict[str, str] = {}
+        if modifier is not None:
+            understood, filters = self._understood(modifier, refine, filters)
+        vector = combine(np.stack(vectors), [1.0, MODIFIER_WEIGHT][: len(vectors)])
+        return self._rank(
+            version, vector, k, filters, refine, understood, timings, mode, exclude_id=exclude_id
+        )
+
+    def _depth(self, k: int, refine: Refinements, understood: dict[str, str]) -> int:
+        """How many ranked candidates a search looks at: k, or the refinements' candidates."""
+        boosted = bool(understood) and refine.understand == "boost"
+        looks_further = refine.facets or refine.collapse is not None or boosted
+        return max(k, refine.candidates or k) if looks_further else k
+
+    def _rank(
+        self,
+        version: CatalogVersion,
+        vector: np.ndarray[Any, Any],
+        k: int,
+        filters: Filters | None,
+        refine: Refinements,
+        understood: dict[str, str],
+        timings: dict[str, float],
+        mode: str,
+        title_ids: Future[list[tuple[int, float]]] | None = None,
+        exclude_id: int | None = None,
+    ) -> SearchResult:
+        depth = self._depth(k, refine, understood)
+        with _timed(timings, "database"):
+            if title_ids is not None:
+                ranked = [i for i, _ in title_ids.result()]
+                neighbors = self.catalog.vectors.nearest_fused(
+                    version, vector, ranked, depth, max(depth, HYBRID_CANDIDATES), filters,
+                    rrf_k=RRF_K,
+                )  # fmt: skip
+            else:
+                neighbors = self.catalog.vectors.nearest(
+                    version, vector, depth, filters, exclude_id=exclude_id
+                )
+        with _timed(timings, "ranking"):
+            pool = [_candidate(n) for n in neighbors]
+            if refine.understand == "boost" and understood:
+                pool = self._boosted(pool, understood, fused=title_ids is not None)
+            min_score = refine.min_score if refine.min_score is not None else -1.0
+            kept = [c for c in pool if c.similarity >= min_score]
+            facets = count_facets(c.product for c in kept) if refine.facets else None
+            groups = _collapsed(kept) if refine.collapse == "image" else [(c, 1) for c in kept]
         with _timed(timings, "urls"):
-            hits = self._hits(neighbors)
-        return SearchResult(hits, "similar", version.model_version, timings)
+            hits = [
+                Hit(c.product, c.score, self.image_url(c.product), c.similarity, n)
+                for c, n in groups[:k]
+            ]
+        return SearchResult(
+            hits, mode, version.model_version, timings, understood, len(pool) - len(kept), facets
+        )
+
+    def _boosted(
+        self, pool: list[_Candidate], understood: dict[str, str], fused: bool
+    ) -> list[_Candidate]:
+        """Candidates re-ranked with soft boosts for the understood values they have: in
+        cosine similarity per value (vector), or as one more ranking fused by reciprocal rank
+        (hybrid: those with the most values first)."""
+        fields = {to_snake(name): value for name, value in understood.items()}
+
+        def matched(c: _Candidate) -> int:
+            return sum(getattr(c.product, f) == v for f, v in fields.items())
+
+        if fused:
+            order = sorted((c for c in pool if matched(c)), key=lambda c: -matched(c))
+            for rank, c in enumerate(order, start=1):
+                c.score += 1.0 / (RRF_K + rank)
+        else:
+            boost = self.settings.search.understanding_boost
+            for c in pool:
+                c.score += boost * matched(c)
+        return sorted(pool, key=lambda c: -c.score)
+
+
+def _candidate(neighbor: Neighbor) -> _Candidate:
+    similarity = neighbor.score if neighbor.similarity is None else neighbor.similarity
+    return _Candidate(neighbor.product, neighbor.score, similarity)
+
+
+def _collapsed(pool: list[_Candidate]) -> list[tuple[_Candidate, int]]:
+    """The best candidate of each group of near-identical images, with the group's size."""
+    return collapse(pool, lambda c: c.product.image_fingerprint)

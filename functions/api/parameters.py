@@ -1,4 +1,5 @@
-"""Query-string parameters shared by the routes: metadata filters, and no unknown names.
+"""Query-string parameters shared by the routes: metadata filters, search refinements, and no
+unknown names.
 
 Both are ``async`` (they only parse), so FastAPI runs them on the event loop rather than in its
 thread pool (see :func:`functions.api.dependencies.get_service`)."""
@@ -14,8 +15,10 @@ from fastapi.routing import APIRoute
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters, FilterValue
+from fashion_search.catalog.limits import MAX_CANDIDATES
 from fashion_search.catalog.models import METADATA_FIELDS, values_annotation
 from fashion_search.errors import InvalidArgumentError
+from fashion_search.search.service import Collapse, Refinements, Understanding
 
 
 async def metadata_filters(**given: FilterValue | None) -> Filters:
@@ -56,3 +59,24 @@ async def reject_unknown_parameters(request: Request) -> None:
         raise InvalidArgumentError(
             f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
+
+
+async def search_refinements(
+    min_score: Annotated[
+        float | None,
+        Query(alias="minScore", ge=-1.0, le=1.0, description="cut hits below this similarity"),
+    ] = None,
+    collapse: Annotated[
+        Collapse | None, Query(description="image: one hit per near-identical image")
+    ] = None,
+    facets: Annotated[bool, Query(description="facet counts over the candidates")] = False,
+    candidates: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_CANDIDATES, description="ranked candidates facets and collapse see"),
+    ] = None,
+    understand: Annotated[
+        Understanding | None, Query(description="query understanding: off, boost or filter")
+    ] = None,
+) -> Refinements:
+    """What a search does with its ranked candidates, from the query string."""
+    return Refinements(min_score, collapse, facets, candidates, understand)

@@ -1,4 +1,5 @@
-"""Lambda function: product metadata (``/graphql``, ``/products/{id}[/similar]``, ``/facets``)."""
+"""Lambda function: product metadata (``/graphql``, ``/products/{id}[/similar]``,
+``/facets[/counts]``, ``/suggest``)."""
 
 from __future__ import annotations
 

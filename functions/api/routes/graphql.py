@@ -37,11 +37,20 @@ from strawberry.types.unset import UNSET
 
 from fashion_search.catalog import models
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_K, MAX_PAGE_SIZE, MAX_PRODUCT_ID
+from fashion_search.catalog.limits import MAX_K, MAX_PAGE_SIZE, MAX_PRODUCT_ID, MAX_SUGGESTIONS
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
 from fashion_search.errors import InvalidArgumentError
+from fashion_search.search.facets import FacetCounts
 from fashion_search.search.products import ProductService
-from fashion_search.search.service import Hit, SearchMode, SearchResult, SearchService
+from fashion_search.search.service import (
+    Hit,
+    Refinements,
+    SearchMode,
+    SearchResult,
+    SearchService,
+    decode_base64_image,
+)
+from fashion_search.search.terms import Term
 from fashion_search.settings import AccessSettings, get_settings
 from functions.api.access import requires
 from functions.api.dependencies import get_products, get_service
@@ -100,15 +109,52 @@ class Product:
         )
 
 
-@strawberry.type(description="A search hit: cosine similarity (or fused rank score) and product.")
+@strawberry.type(description="A search hit: ranking score, cosine similarity and product.")
 class SearchHit:
     score: float
+    similarity: float | None
+    collapsed: int = strawberry.field(description="near-identical images it stands for")
     product: Product
 
     @classmethod
     def of(cls, hit: Hit) -> SearchHit:
         """From a service hit."""
-        return cls(score=hit.score, product=Product.of(hit.product, hit.image_url))
+        return cls(
+            score=hit.score, similarity=hit.similarity, collapsed=hit.collapsed,
+            product=Product.of(hit.product, hit.image_url),
+        )  # fmt: skip
+
+
+@strawberry.type(description="A metadata field and a value of it.")
+class FieldValue:
+    field: str
+    value: str
+
+
+@strawberry.type(description="A value of a field and how many products have it.")
+class FacetValue:
+    value: str
+    count: int
+
+
+@strawberry.type(description="The values of a metadata field, most frequent first.")
+class Facet:
+    field: str
+    values: list[FacetValue]
+
+    @staticmethod
+    def all_of(counts: FacetCounts) -> list[Facet]:
+        """From service facet counts."""
+        return [
+            Facet(field=name, values=[FacetValue(value=str(c.value), count=c.count) for c in cs])
+            for name, cs in counts.items()
+        ]
+
+
+@strawberry.type(description="A completion: an attribute value (its field) or a title.")
+class Suggestion:
+    text: str
+    kind: str
 
 
 @strawberry.type(description="Search hits, best first, and the model version that produced them.")
@@ -116,6 +162,9 @@ class SearchResults:
     mode: str
     model_version: str | None
     hits: list[SearchHit]
+    understood: list[FieldValue] = strawberry.field(description="attribute values the query names")
+    cut: int = strawberry.field(description="candidates below the relevance cutoff")
+    facets: list[Facet] | None = strawberry.field(description="counts over the candidates")
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResults:
@@ -124,7 +173,43 @@ class SearchResults:
             mode=result.mode,
             model_version=result.model_version,
             hits=[SearchHit.of(h) for h in result.hits],
+            understood=[FieldValue(field=f, value=v) for f, v in result.understood.items()],
+            cut=result.cut,
+            facets=None if result.facets is None else Facet.all_of(result.facets),
         )
+
+
+@strawberry.input(description="What a search does with its ranked candidates.")
+class Refine:
+    min_score: float | None = strawberry.field(
+        default=None, description="hits below this cosine similarity (-1..1) are cut"
+    )
+    collapse: str | None = strawberry.field(
+        default=None, description="image: one hit per near-identical image"
+    )
+    facets: bool = strawberry.field(default=False, description="facet counts over candidates")
+    candidates: int | None = strawberry.field(
+        default=None, description="ranked candidates facets and collapse look at"
+    )
+    understand: str | None = strawberry.field(
+        default=None, description="query understanding: off, boost or filter"
+    )
+
+    @staticmethod
+    def of(refine: Refine | None) -> Refinements | None:
+        """As the service's refinements (it checks the values)."""
+        if refine is None:
+            return None
+        return Refinements(
+            refine.min_score, refine.collapse, refine.facets,  # type: ignore[arg-type]
+            refine.candidates, refine.understand,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+
+@strawberry.input(description="A weighted query term (a negative weight pushes away from it).")
+class TermInput:
+    text: str
+    weight: float = 1.0
 
 
 @strawberry.input(description="Metadata filters; each field takes one or more allowed values.")
@@ -219,40 +304,96 @@ class Query:
         found = await run_in_threadpool(products.find, _product_id(id))
         return Product.of(found, products.image_url(found)) if found else None
 
-    @strawberry.field(description="Products for a text query (vector or hybrid).")
+    @strawberry.field(
+        description="Products for a text query (`-word` negates) or weighted terms (one of"
+        " them), vector or hybrid."
+    )
     async def search_by_text(
         self,
         info: Info[dict[str, Any], None],
-        query: str,
+        query: str | None = None,
+        terms: list[TermInput] | None = None,
         k: int = 10,
         filter: ProductFilter | None = None,
         mode: str | None = None,
+        refine: Refine | None = None,
     ) -> SearchResults:
         service: SearchService = info.context["service"]
         if mode not in (None, "vector", "hybrid"):
             raise InvalidArgumentError("mode must be vector or hybrid")
+        if (query is None) == (terms is None):
+            raise InvalidArgumentError("give exactly one of query or terms")
         chosen: SearchMode | None = mode  # type: ignore[assignment]
-        result = await run_in_threadpool(service.text, query, k, _filters(filter), chosen)
+        asked: str | list[Term] = (
+            query if query is not None else [Term(t.text, t.weight) for t in terms or []]
+        )
+        result = await run_in_threadpool(
+            service.text, asked, k, _filters(filter), chosen, Refine.of(refine)
+        )
         return SearchResults.of(result)
 
-    @strawberry.field(description="Products that look like the product `id`.")
+    @strawberry.field(
+        description="Products that look like the product `id`, or like it changed by a text"
+        ' `modifier` ("in red").'
+    )
     async def search_similar(
         self,
         info: Info[dict[str, Any], None],
         id: strawberry.ID,
         k: int = 10,
         filter: ProductFilter | None = None,
+        refine: Refine | None = None,
+        modifier: str | None = None,
     ) -> SearchResults:
         service: SearchService = info.context["service"]
-        result = await run_in_threadpool(service.similar, _product_id(id), k, _filters(filter))
+        result = await run_in_threadpool(
+            service.similar, _product_id(id), k, _filters(filter), Refine.of(refine), modifier
+        )
         return SearchResults.of(result)
+
+    @strawberry.field(
+        description="Products that look like a base64 image, or like it changed by a text"
+        " `modifier`."
+    )
+    async def search_by_image(
+        self,
+        info: Info[dict[str, Any], None],
+        image_base64: str,
+        k: int = 10,
+        filter: ProductFilter | None = None,
+        refine: Refine | None = None,
+        modifier: str | None = None,
+    ) -> SearchResults:
+        service: SearchService = info.context["service"]
+        image = decode_base64_image(image_base64)
+        result = await run_in_threadpool(
+            service.image, image, k, _filters(filter), Refine.of(refine), modifier
+        )
+        return SearchResults.of(result)
+
+    @strawberry.field(description="How many products matching the filter have each value.")
+    async def facet_counts(
+        self, info: Info[dict[str, Any], None], filter: ProductFilter | None = None
+    ) -> list[Facet]:
+        products: ProductService = info.context["products"]
+        return Facet.all_of(await run_in_threadpool(products.facet_counts, _filters(filter)))
+
+    @strawberry.field(description="Completions of a prefix: attribute values, then titles.")
+    async def suggest(
+        self, info: Info[dict[str, Any], None], prefix: str, limit: int = 8
+    ) -> list[Suggestion]:
+        products: ProductService = info.context["products"]
+        found = await run_in_threadpool(products.suggest, prefix, limit)
+        return [Suggestion(text=s.text, kind=s.kind) for s in found]
 
 
 def _status(error: GraphQLError) -> int:
-    """400 for document errors (syntax, validation, limits), else the error's HTTP status (a
-    typed error's own, 503 for a dependency's transient fault, 500)."""
+    """400 for document errors (syntax, validation, limits, variables of the wrong type), else
+    the error's HTTP status (a typed error's own, 503 for a dependency's transient fault, 500)."""
     original = error.original_error
-    return 400 if original is None else status_of(original)
+    if original is None or isinstance(original, GraphQLError):
+        return 400
+    return status_of(original)
 
 
 class _Schema(strawberry.Schema):
@@ -317,7 +458,9 @@ def build_schema(access: AccessSettings) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        lambda: QueryCostLimiter(access.graphql_max_cost, {"first": MAX_FIRST, "k": MAX_K}),
+        lambda: QueryCostLimiter(
+            access.graphql_max_cost, {"first": MAX_FIRST, "k": MAX_K, "limit": MAX_SUGGESTIONS}
+        ),
     ]
     if not access.graphql_introspection:
         extensions.append(DisableIntrospection)

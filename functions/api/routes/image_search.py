@@ -40,21 +40,37 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
+#: The multipart form's text fields (besides the file ``image``): ImageSearchIn's refinements.
+_FORM_FIELDS = (
+    "k", "filters", "modifier", "minScore", "collapse", "facets", "candidates", "understand",
+)  # fmt: skip
+
+
 async def _from_form(request: Request, service: SearchService) -> SearchOut:
     limit = service.settings.search.max_upload_bytes
-    async with request.form(max_files=1, max_fields=4, max_part_size=limit + 1) as form:
+    async with request.form(
+        max_files=1, max_fields=len(_FORM_FIELDS) + 1, max_part_size=limit + 1
+    ) as form:
         upload = form.get("image")
         if not isinstance(upload, UploadFile):
             raise InvalidArgumentError("multipart form needs a file field named 'image'")
         data = await _read_upload(upload, limit)
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    unknown = sorted(set(fields) - set(_FORM_FIELDS))
+    if unknown:
+        raise InvalidArgumentError(
+            f"unknown form field(s) {', '.join(unknown)}; known: image, {', '.join(_FORM_FIELDS)}"
+        )
     try:
         body = ImageSearchIn.model_validate(
-            {"k": fields.get("k", 10), "filters": json.loads(fields.get("filters") or "{}")}
+            {**fields, "filters": json.loads(fields.get("filters") or "{}")}
         )
     except ValueError as error:  # pydantic's ValidationError and JSON's errors are ValueErrors
-        raise InvalidArgumentError(f"form fields k and filters are not valid: {error}") from error
-    return SearchOut.of(await run_in_threadpool(service.image, data, body.k, body.filters))
+        raise InvalidArgumentError(f"form fields are not valid: {error}") from error
+    result = await run_in_threadpool(
+        service.image, data, body.k, body.filters, body.refinements(), body.modifier
+    )
+    return SearchOut.of(result)
 
 
 @router.post(
@@ -70,8 +86,14 @@ async def _from_form(request: Request, service: SearchService) -> SearchOut:
                         "required": ["image"],
                         "properties": {
                             "image": {"type": "string", "format": "binary"},
-                            "k": {"type": "integer", "default": 10},
                             "filters": {"type": "string", "description": "JSON object"},
+                            **{
+                                name: ImageSearchIn.model_json_schema(by_alias=True)["properties"][
+                                    name
+                                ]
+                                for name in _FORM_FIELDS
+                                if name != "filters"
+                            },
                         },
                     }
                 },
@@ -83,8 +105,9 @@ async def _from_form(request: Request, service: SearchService) -> SearchOut:
 async def search_image(
     request: Request, service: Service, caller: Annotated[ApiKey | None, requires("search")]
 ) -> SearchOut:
-    """A multipart upload (field ``image``), or JSON with ``imageBase64`` or ``key`` (of an
-    image in the images bucket; in the uploads bucket with an admin key only)."""
+    """A multipart upload (field ``image``), or JSON with ``imageBase64``, ``key`` (of an
+    image in the images bucket; in the uploads bucket with an admin key only) or ``productId``
+    (a catalog product's image); ``modifier`` changes it by text ("in red")."""
     if request.headers.get("content-type", "").startswith(_MULTIPART):
         return await _from_form(request, service)
     raw = await request.body()  # at most the route's limit (functions/api/body_limit.py)
@@ -92,15 +115,17 @@ async def search_image(
         body = ImageSearchIn.model_validate_json(raw)
     except ValueError as error:
         raise InvalidArgumentError(f"body is not a valid image search request: {error}") from error
-    if (body.image_base64 is None) == (body.key is None):
-        raise InvalidArgumentError("give exactly one of imageBase64 or key")
-    if body.key is not None:
+    sources = [body.image_base64, body.key, body.product_id]
+    if sum(source is not None for source in sources) != 1:
+        raise InvalidArgumentError("give exactly one of imageBase64, key or productId")
+    args = (body.k, body.filters, body.refinements(), body.modifier)
+    if body.product_id is not None:
+        result = await run_in_threadpool(service.similar, body.product_id, *args)
+    elif body.key is not None:
         if body.bucket == service.settings.storage.uploads_bucket:
             require_scope(caller, "admin")
-        result = await run_in_threadpool(
-            service.image_by_key, body.key, body.bucket, body.k, body.filters
-        )
+        result = await run_in_threadpool(service.image_by_key, body.key, body.bucket, *args)
     else:
         image = decode_base64_image(body.image_base64 or "")
-        result = await run_in_threadpool(service.image, image, body.k, body.filters)
+        result = await run_in_threadpool(service.image, image, *args)
     return SearchOut.of(result)

@@ -1,4 +1,5 @@
-"""``GET /products/{id}`` and ``GET /products/{id}/similar``."""
+"""``GET /products/{id}``, ``GET /products/{id}/similar``, ``GET /facets[/counts]`` and
+``GET /suggest``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,29 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_K, MAX_PRODUCT_ID
+from fashion_search.catalog.limits import (
+    MAX_K,
+    MAX_PREFIX_CHARS,
+    MAX_PRODUCT_ID,
+    MAX_SUGGESTIONS,
+    NO_NUL_PATTERN,
+)
+from fashion_search.search.service import Refinements
 from functions.api.access import requires
 from functions.api.dependencies import Products, Service
 from functions.api.errors import ERROR_RESPONSES
-from functions.api.parameters import metadata_filters, reject_unknown_parameters
-from functions.api.schemas import ProductOut, SearchOut
+from functions.api.parameters import (
+    metadata_filters,
+    reject_unknown_parameters,
+    search_refinements,
+)
+from functions.api.schemas import (
+    FacetCountsOut,
+    ProductOut,
+    SearchOut,
+    SuggestionOut,
+    facet_counts_out,
+)
 
 router = APIRouter(
     tags=["products"],
@@ -28,6 +46,29 @@ def facets(products: Products) -> dict[str, list[str | int]]:
     return products.facets()
 
 
+@router.get("/facets/counts", summary="How many matching products have each value of each field")
+def facet_counts(
+    products: Products, filters: Annotated[Filters, Depends(metadata_filters)]
+) -> FacetCountsOut:
+    """``{"articleType": [{"value": "Tshirts", "count": 7067}, ...], ...}`` over every product
+    matching the filters, most frequent first."""
+    return facet_counts_out(products.facet_counts(filters))
+
+
+@router.get("/suggest", summary="Completions of a prefix (titles and attribute values)")
+def suggest(
+    products: Products,
+    prefix: Annotated[
+        str,
+        Query(min_length=1, max_length=MAX_PREFIX_CHARS, pattern=NO_NUL_PATTERN),
+    ],
+    limit: Annotated[int, Query(ge=1, le=MAX_SUGGESTIONS)] = 8,
+) -> list[SuggestionOut]:
+    """Attribute values, then product titles, starting with ``prefix`` (case-insensitive),
+    most common first; near misses one typo away fill the rest."""
+    return [SuggestionOut(text=s.text, kind=s.kind) for s in products.suggest(prefix, limit)]
+
+
 @router.get("/products/{product_id}", summary="One product")
 def get_product(products: Products, product_id: ProductId) -> ProductOut:
     """A product's metadata and image URL; 404 when there is none with that id."""
@@ -40,7 +81,12 @@ def similar_products(
     service: Service,
     product_id: ProductId,
     filters: Annotated[Filters, Depends(metadata_filters)],
+    refine: Annotated[Refinements, Depends(search_refinements)],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    modifier: Annotated[
+        str | None, Query(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN)
+    ] = None,
 ) -> SearchOut:
-    """The k products nearest to this product's embedding, itself left out."""
-    return SearchOut.of(service.similar(product_id, k, filters))
+    """The k products nearest to this product's embedding, itself left out; with a text
+    ``modifier``, to it changed so ("in red")."""
+    return SearchOut.of(service.similar(product_id, k, filters, refine, modifier))

@@ -1,0 +1,44 @@
+"""Collapse: one hit per group of identical or near-identical images.
+
+Two images are near-identical when their fingerprints (:mod:`fashion_search.model.fingerprint`)
+differ by at most :data:`NEAR_IDENTICAL_MAX_DIFF` levels (of 255) at every pixel and channel:
+byte-identical images differ by 0, a JPEG re-encoding or a rescale of a catalog photo by up to
+~13, and most colour variants of one photo by more (docs/decisions/0036 has the measurement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+NEAR_IDENTICAL_MAX_DIFF = 12
+#: A fingerprint is an image shrunk to SIDE x SIDE RGB pixels: FINGERPRINT_BYTES bytes.
+SIDE = 8
+FINGERPRINT_BYTES = SIDE * SIDE * 3
+
+
+def collapse(items: Sequence[T], fingerprint: Callable[[T], bytes | None]) -> list[tuple[T, int]]:
+    """The first item of each group of near-identical fingerprints, with the group's size, in
+    the order given (an item without a fingerprint, or with one of another size, is a group of
+    its own)."""
+    kept: list[list[Any]] = []  # [item, group size]
+    prints = np.empty((len(items), FINGERPRINT_BYTES), dtype=np.int16)
+    owners: list[int] = []  # the index in kept of each row of prints filled so far
+    for item in items:
+        raw = fingerprint(item)
+        if raw is None or len(raw) != FINGERPRINT_BYTES:
+            kept.append([item, 1])
+            continue
+        pixels = np.frombuffer(raw, dtype=np.uint8)
+        near = np.abs(prints[: len(owners)] - pixels).max(axis=1) <= NEAR_IDENTICAL_MAX_DIFF
+        if near.any():
+            kept[owners[int(near.argmax())]][1] += 1
+        else:
+            prints[len(owners)] = pixels
+            owners.append(len(kept))
+            kept.append([item, 1])
+    return [(item, size) for item, size in kept]
