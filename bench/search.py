@@ -5,9 +5,10 @@ embedded, model server, API):
 
 Text and image search latency p50/p95 and requests/s at concurrency 1, 8 and 32, with the
 server's own breakdown (model, database, presigning, rest = HTTP + JSON), next to the same
-search called in-process (no HTTP) as the baseline; and HNSW recall@10 against exact search
-on the same queries. Before and after, the served text tower alone (see
-:func:`text_tower_timer`) reads how fast the machine runs at the time.
+search called in-process (no HTTP) as the baseline; suggestions (``/suggest``) for prefixes of
+titles and attribute values, as typed and with one typo; and HNSW recall@10 against exact
+search on the same queries (``--runs`` picks some). Before and after, the served text tower
+alone (see :func:`text_tower_timer`) reads how fast the machine runs at the time.
 """
 
 from __future__ import annotations
@@ -145,6 +146,52 @@ def text_tower_timer(settings: Settings, query: str) -> Callable[[], float]:
     return median_ms
 
 
+def _suggest_table(http: HttpClient, catalog: Catalog, typed: list[str], typos: list[str]) -> Table:
+    """``/suggest`` at concurrency 1 over HTTP, next to the catalog's lookup in process."""
+    table = Table(
+        f"suggestions: {len(typed)} prefixes of queries (2-8 characters), {len(typos)} with a typo",
+        ["run", "p50 ms", "p95 ms", "req/s", "p50/base"],
+    )
+    for name, prefixes in (("as typed", typed), ("one typo", typos)):
+
+        def local(i: int, prefixes: list[str] = prefixes) -> dict[str, Any]:
+            catalog.suggestions.suggest(prefixes[i % len(prefixes)])
+            return {}
+
+        def remote(i: int, prefixes: list[str] = prefixes) -> dict[str, Any]:
+            http.request("GET", "/suggest?" + urlencode({"prefix": prefixes[i % len(prefixes)]}))
+            return {}
+
+        baseline = timed_run(local, len(prefixes), 1)
+        for run, r in (("in-process, c=1 (base)", baseline),
+                       ("HTTP, c=1", timed_run(remote, len(prefixes), 1))):  # fmt: skip
+            table.rows.append(
+                [
+                    f"{name}: {run}",
+                    r["p50"],
+                    r["p95"],
+                    round(r["rps"], 1),
+                    r["p50"] / baseline["p50"],
+                ]
+            )
+    return table
+
+
+def _recall(catalog: Catalog, client: EmbeddingClient, queries: list[str]) -> str:
+    """HNSW recall@10 against exact search."""
+    serving = catalog.versions.serving()
+    vectors = client.embed_texts(queries, serving.model_version).vectors
+    recalls = []
+    for vector in vectors:
+        approx = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10)}
+        exact = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10, exact=True)}
+        recalls.append(len(approx & exact) / 10)
+    return (
+        f"HNSW recall@10 vs exact search on {len(recalls)} text queries:"
+        f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})"
+    )
+
+
 def _table(
     title: str, rows: list[tuple[str, dict[str, float]]], baseline: dict[str, float]
 ) -> Table:
@@ -156,12 +203,29 @@ def _table(
     ])  # fmt: skip
 
 
+RUNS = ["text", "image", "suggest", "recall"]
+
+
+def suggest_prefixes(queries: list[str], n: int) -> tuple[list[str], list[str]]:
+    """Prefixes (2 to 8 characters of a query, cut at random) and the same with one typo
+    (a character dropped, from prefixes of 4 characters or more)."""
+    rng = random.Random(1)
+    typed = [q[: rng.randint(2, 8)] for q in queries[:n]]
+    typos = []
+    for prefix in typed:
+        if len(prefix) >= 4:
+            drop = rng.randrange(1, len(prefix))
+            typos.append(prefix[:drop] + prefix[drop + 1 :])
+    return typed, typos
+
+
 def main() -> None:
     """Run the benchmark and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=200, help="requests per run")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--runs", nargs="+", default=RUNS, choices=RUNS, help="what to measure")
     add_markdown_option(parser)
     args = parser.parse_args()
     report = Report("bench.search")
@@ -216,6 +280,8 @@ def main() -> None:
 
         for name, http_call, local in (("text", text, in_process_text),
                                        ("image", image, in_process_image)):  # fmt: skip
+            if name not in args.runs:
+                continue
             baseline = timed_run(local, args.requests, 1)
             rows = [("in-process, c=1 (base)", baseline)]
             rows += [
@@ -224,15 +290,10 @@ def main() -> None:
             title = f"{name} search, k={args.k}, {args.requests} requests per run"
             report.add(_table(title, rows, baseline))
 
-        serving = catalog.versions.serving()
-        vectors = client.embed_texts(queries[:200], serving.model_version).vectors
-        recalls = []
-        for vector in vectors:
-            approx = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10)}
-            exact = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10, exact=True)}
-            recalls.append(len(approx & exact) / 10)
-        report.add(f"HNSW recall@10 vs exact search on {len(recalls)} text queries:"
-                   f" {statistics.mean(recalls):.4f} (min {min(recalls):.2f})")  # fmt: skip
+        if "suggest" in args.runs:
+            report.add(_suggest_table(http, catalog, *suggest_prefixes(queries, args.requests)))
+        if "recall" in args.runs:
+            report.add(_recall(catalog, client, queries[:200]))
         after = text_tower_ms()
     report.add(
         f"text tower alone (1 thread, machine speed): {before:.2f} ms before, {after:.2f} after"

@@ -227,18 +227,19 @@ class SearchSettings(_Group):
     # under the 40 worker threads the handlers run on, so an admitted request never waits for one.
     api_max_in_flight: int = Field(0, validation_alias="FS_API_MAX_IN_FLIGHT")
     # Hits whose cosine similarity to the query is below this are cut (a search's `minScore`
-    # overrides it). Model-dependent: measure it with `python -m bench.relevance`.
-    min_score: float = Field(-1.0, ge=-1.0, le=1.0, validation_alias="FS_SEARCH_MIN_SCORE")
+    # overrides it; -1 cuts nothing). Model-dependent: 0.72 keeps 95% of the relevant hits of
+    # the offline default model (fashion-compact); `python -m bench.relevance` measures another.
+    min_score: float = Field(0.72, ge=-1.0, le=1.0, validation_alias="FS_SEARCH_MIN_SCORE")
     # Ranked candidates that facets, query-understanding boosts and collapse look at.
     candidates: int = Field(500, ge=1, le=MAX_CANDIDATES, validation_alias="FS_SEARCH_CANDIDATES")
     # Query understanding: "boost" (soft boosts of products with the attribute values a query
-    # names), "filter" (hard filters), "off" (the default: measured in docs/benchmarks.md).
+    # names), "filter" (hard filters), "off". Measured: docs/benchmarks.md#benchrelevance.
     understanding: Literal["off", "boost", "filter"] = Field(
-        "off", validation_alias="FS_SEARCH_UNDERSTANDING"
+        "boost", validation_alias="FS_SEARCH_UNDERSTANDING"
     )
     # A vector search's boost per understood attribute a product has, in cosine similarity.
     understanding_boost: float = Field(
-        0.1, ge=0.0, validation_alias="FS_SEARCH_UNDERSTANDING_BOOST"
+        0.2, ge=0.0, validation_alias="FS_SEARCH_UNDERSTANDING_BOOST"
     )
 
 

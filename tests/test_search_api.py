@@ -82,7 +82,7 @@ def test_openapi_docs_are_served(api: TestClient) -> None:
 
 
 def test_text_search_hits_are_the_nearest_products(api: TestClient, service: SearchService) -> None:
-    query = {"q": "navy blue casual shirt for men", "k": 7, "mode": "vector"}
+    query = {"q": "navy blue casual shirt for men", "k": 7, "mode": "vector", "understand": "off"}
     response = api.get("/search/text", params=query)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -183,7 +183,8 @@ def test_hybrid_search_fuses_vector_and_title_rankings(
         [i for i, _ in service.catalog.vectors.title_match_ids(query, HYBRID_CANDIDATES, filters)],
     ]
     expected = reciprocal_rank_fusion(rankings)[:5]
-    body = api.get("/search/text", params={"q": query, "k": 5, "mode": "hybrid", **filters}).json()
+    params = {"q": query, "k": 5, "mode": "hybrid", "understand": "off", **filters}
+    body = api.get("/search/text", params=params).json()
     assert body["mode"] == "hybrid"
     assert [h["id"] for h in body["hits"]] == [i for i, _ in expected]
     assert [h["score"] for h in body["hits"]] == pytest.approx([s for _, s in expected])

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
+from fashion_search.ingest.classify import vote
 from fashion_search.search.service import MODIFIER_WEIGHT, SearchService
 from fashion_search.search.terms import NEGATIVE_WEIGHT, combine
 from fashion_search.settings import Settings
@@ -116,7 +117,7 @@ def test_facet_counts_of_a_listing_count_every_matching_product(
 
 
 def test_min_score_cuts_weak_hits_and_says_how_many(api: TestClient) -> None:
-    base = {"q": "red dress", "mode": "vector", "k": 50, "candidates": 50}
+    base = {"q": "red dress", "mode": "vector", "k": 50, "candidates": 50, "understand": "off"}
     scores = [h["similarity"] for h in api.get("/search/text", params=base).json()["hits"]]
     cutoff = float(np.median(scores))
     body = api.get("/search/text", params={**base, "minScore": cutoff}).json()
@@ -126,7 +127,7 @@ def test_min_score_cuts_weak_hits_and_says_how_many(api: TestClient) -> None:
     data = graphql(
         api,
         """query($m: Float!) { searchByText(query: "red dress", k: 50,
-        mode: "vector", refine: {minScore: $m}) { cut hits { similarity } } }""",
+        mode: "vector", refine: {minScore: $m, understand: "off"}) { cut hits { similarity } } }""",
         m=cutoff,
     )
     assert data["searchByText"]["cut"] == body["cut"]
@@ -141,15 +142,16 @@ def test_negative_terms_push_the_query_away_in_embedding_space(
 ) -> None:
     vectors = text_vector(service, "casual shirt", "blue")
     expected = nearest_ids(service, combine(vectors, [1.0, NEGATIVE_WEIGHT]), 10)
-    got = ids(api.get("/search/text", params={"q": "casual shirt -blue", "mode": "vector"}).json())
+    off = {"mode": "vector", "understand": "off"}
+    got = ids(api.get("/search/text", params={"q": "casual shirt -blue", **off}).json())
     assert got == expected
     assert got != nearest_ids(service, vectors[0], 10)
     weighted = [{"text": "casual shirt", "weight": 1}, {"text": "blue", "weight": NEGATIVE_WEIGHT}]
-    posted = api.post("/search/text", json={"q": weighted, "mode": "vector"})
+    posted = api.post("/search/text", json={"q": weighted, **off})
     assert posted.status_code == 200, posted.text
     assert ids(posted.json()) == expected
-    data = graphql(api, """query($t: [TermInput!]!) { searchByText(terms: $t, mode: "vector")
-        { hits { product { id } } } }""", t=weighted)  # fmt: skip
+    data = graphql(api, """query($t: [TermInput!]!) { searchByText(terms: $t, mode: "vector",
+        refine: {understand: "off"}) { hits { product { id } } } }""", t=weighted)  # fmt: skip
     assert ids(data["searchByText"]) == expected
 
 
@@ -217,11 +219,40 @@ def test_a_product_and_a_modifier_compose_in_embedding_space(
                                           "understand": "off"})  # fmt: skip
     assert got.status_code == 200, got.text
     assert ids(got.json()) == expected
-    similar = api.get(f"/products/{product_id}/similar", params={"modifier": "in red"}).json()
+    similar = api.get(f"/products/{product_id}/similar",
+                      params={"modifier": "in red", "understand": "off"}).json()  # fmt: skip
     assert ids(similar) == expected
-    data = graphql(api, """query($id: ID!) { searchSimilar(id: $id, modifier: "in red")
-        { hits { product { id } } } }""", id=str(product_id))  # fmt: skip
+    data = graphql(api, """query($id: ID!) { searchSimilar(id: $id, modifier: "in red",
+        refine: {understand: "off"}) { hits { product { id } } } }""",
+        id=str(product_id))  # fmt: skip
     assert ids(data["searchSimilar"]) == expected
+
+
+def test_a_composed_query_keeps_what_the_image_shows_unless_the_modifier_says_otherwise(
+    api: TestClient, service: SearchService, search_settings: Settings
+) -> None:
+    product = service.catalog.products.list_products(limit=1).items[0]
+    colour = "Red" if product.base_colour != "Red" else "Blue"
+    asked = {"modifier": f"in {colour.lower()}", "understand": "boost"}
+    body = api.get(f"/products/{product.id}/similar", params=asked).json()
+    assert body["understood"] == {"gender": product.gender, "articleType": product.article_type,
+                                  "baseColour": colour}  # fmt: skip
+    boost = search_settings.search.understanding_boost
+    for hit in body["hits"]:
+        named = sum(hit[f] == v for f, v in body["understood"].items())
+        assert hit["score"] == pytest.approx(hit["similarity"] + boost * named, abs=1e-4)
+
+    image = ObjectStore(search_settings).get(
+        search_settings.storage.images_bucket, product_image_key(product.id)
+    )
+    serving = service.catalog.versions.serving()
+    vector = service.embedder.embed_images([image]).vectors[0]
+    (near,) = service.catalog.vectors.labelled_neighbours(serving, [vector], 10)
+    voted = vote([n.product for n in near], [n.score for n in near], ("gender", "article_type"))
+    form = api.post("/search/image", files={"image": ("p.jpg", image, "image/jpeg")},
+                    data={"modifier": "for kids", "understand": "boost"}).json()  # fmt: skip
+    assert form["understood"]["articleType"] == voted["article_type"].value
+    assert form["understood"]["gender"] == voted["gender"].value
 
 
 def test_an_uploaded_image_and_a_modifier_compose(
@@ -234,15 +265,16 @@ def test_an_uploaded_image_and_a_modifier_compose(
     vectors = np.stack([service.embedder.embed_images([image]).vectors[0],
                         text_vector(service, "in blue")[0]])  # fmt: skip
     expected = nearest_ids(service, combine(vectors, [1.0, MODIFIER_WEIGHT]), 10)
+    off = {"understand": "off"}
     form = api.post("/search/image", files={"image": ("p.jpg", image, "image/jpeg")},
-                    data={"modifier": "in blue"})  # fmt: skip
+                    data={"modifier": "in blue", **off})  # fmt: skip
     assert form.status_code == 200, form.text
     assert ids(form.json()) == expected
     encoded = base64.b64encode(image).decode()
-    posted = api.post("/search/image", json={"imageBase64": encoded, "modifier": "in blue"})
+    posted = api.post("/search/image", json={"imageBase64": encoded, "modifier": "in blue", **off})
     assert ids(posted.json()) == expected
-    data = graphql(api, """query($i: String!) { searchByImage(imageBase64: $i, modifier: "in blue")
-        { hits { product { id } } } }""", i=encoded)  # fmt: skip
+    data = graphql(api, """query($i: String!) { searchByImage(imageBase64: $i, modifier: "in blue",
+        refine: {understand: "off"}) { hits { product { id } } } }""", i=encoded)  # fmt: skip
     assert ids(data["searchByImage"]) == expected
     plain = api.post("/search/image", files={"image": ("p.jpg", image, "image/jpeg")}).json()
     assert ids(plain) != expected

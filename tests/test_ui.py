@@ -5,8 +5,10 @@ screenshot saved to test-artifacts/."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -38,12 +40,25 @@ def result_ids(at: AppTest, prefix: str) -> list[int]:
     return [int(b.key.split("-")[1]) for b in at.button if b.key and b.key.startswith(prefix)]
 
 
+def search(at: AppTest, query: str) -> AppTest:
+    """A query as the search box submits it (AppTest cannot type into the component)."""
+    at.session_state["query"] = query
+    return at.run()
+
+
+def api_search(settings: Settings, **body: object) -> dict[str, Any]:
+    """What the API answers for the UI's defaults (20 results, hybrid, collapse) and ``body``."""
+    defaults = {"k": 20, "mode": "hybrid", "collapse": "image", "facets": True}
+    response = httpx.post(f"{settings.search.api_url}/search/text", json={**defaults, **body})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
 def test_text_search_shows_the_api_results(app: AppTest, search_settings: Settings) -> None:
     assert not app.exception
-    app.text_input(key="query").input("silver watch").run()
+    search(app, "silver watch")
     assert not app.exception and not app.error
-    expected = httpx.post(f"{search_settings.search.api_url}/search/text",
-                          json={"q": "silver watch", "k": 20}).json()["hits"]  # fmt: skip
+    expected = api_search(search_settings, q="silver watch")["hits"]
     assert result_ids(app, "text-") == [h["id"] for h in expected]
     assert any("score" in c.value for c in app.caption)
 
@@ -52,31 +67,74 @@ def test_filters_and_hybrid_mode_reach_the_api(app: AppTest, search_settings: Se
     app.sidebar.multiselect(key="f-gender").select("Women").run()
     app.sidebar.toggle(key="hybrid").set_value(True).run()
     app.sidebar.slider(key="k").set_value(8).run()
-    app.text_input(key="query").input("watch").run()
-    expected = httpx.post(
-        f"{search_settings.search.api_url}/search/text",
-        json={"q": "watch", "k": 8, "mode": "hybrid", "filters": {"gender": ["Women"]}},
-    ).json()["hits"]
-    assert result_ids(app, "text-") == [h["id"] for h in expected]
+    search(app, "watch")
+    expected = api_search(search_settings, q="watch", k=8, filters={"gender": ["Women"]})
+    assert result_ids(app, "text-") == [h["id"] for h in expected["hits"]]
     assert any("hybrid" in c.value for c in app.caption)
+    assert app.sidebar.multiselect(key="f-gender").value == ["Women"]  # kept across searches
 
 
-def test_product_page_with_similar_products(app: AppTest) -> None:
-    app.text_input(key="query").input("shirt").run()
+def test_filter_menus_count_the_results_or_the_catalog(
+    app: AppTest, search_settings: Settings
+) -> None:
+    listing = httpx.get(f"{search_settings.search.api_url}/facets/counts").json()
+    men = next(c["count"] for c in listing["gender"] if c["value"] == "Men")
+    assert f"Men ({men})" in app.sidebar.multiselect(key="f-gender").options
+    search(app, "black shoes")
+    facets = api_search(search_settings, q="black shoes")["facets"]
+    menu = app.sidebar.multiselect(key="f-articleType").options
+    for count in facets["articleType"]:
+        assert f"{count['value']} ({count['count']})" in menu
+    catalog = httpx.get(f"{search_settings.search.api_url}/health").json()["catalog"]["products"]
+    candidates = min(search_settings.search.candidates, catalog)
+    assert sum(c["count"] for c in facets["articleType"]) == candidates
+
+
+def test_ranking_controls_reach_the_api(app: AppTest, search_settings: Settings) -> None:
+    app.sidebar.toggle(key="collapse").set_value(False).run()
+    app.sidebar.selectbox(key="und").set_value("boost matching products").run()
+    search(app, "black watch")
+    expected = api_search(search_settings, q="black watch", collapse=None, understand="boost")
+    assert result_ids(app, "text-") == [h["id"] for h in expected["hits"]]
+    assert any("understood: base colour Black" in c.value for c in app.caption)
+
+    app.sidebar.selectbox(key="und").set_value("as the server decides").run()
+    app.sidebar.toggle(key="hybrid").set_value(False).run()
+    vector = api_search(search_settings, q="black watch", collapse=None, mode="vector")["hits"]
+    cutoff = round(vector[9]["similarity"], 2)  # about half of the 20 most similar
+    app.sidebar.toggle(key="cutoff").set_value(True).run()
+    app.sidebar.slider(key="min-score").set_value(cutoff).run()
+    cut = api_search(search_settings, q="black watch", collapse=None, mode="vector",
+                     minScore=cutoff)  # fmt: skip
+    assert result_ids(app, "text-") == [h["id"] for h in cut["hits"]]
+    assert 0 < len(cut["hits"]) < 20 and cut["cut"] > 0
+    assert any(f"{cut['cut']} weak matches hidden" in c.value for c in app.caption)
+
+
+def test_product_page_with_similar_products(app: AppTest, search_settings: Settings) -> None:
+    search(app, "shirt")
     first = next(b for b in app.button if b.key and b.key.startswith("text-"))
     first.click().run()
     assert not app.exception
     assert app.subheader[0].value  # the product name
     similar = result_ids(app, "similar-")
-    assert len(similar) == 20 and int(first.key.split("-")[1]) not in similar
+    product_id = int(first.key.split("-")[1])
+    assert len(similar) == 20 and product_id not in similar
+    app.text_input(key="similar-modifier").input("in red").run()
+    expected = httpx.get(
+        f"{search_settings.search.api_url}/products/{product_id}/similar",
+        params={"k": 20, "modifier": "in red", "collapse": "image"},
+    ).json()["hits"]
+    assert result_ids(app, "similar-") == [h["id"] for h in expected] != similar
     app.button[0].click().run()  # back to the results
     assert result_ids(app, "text-")
 
 
 def test_api_errors_are_shown_not_raised(app: AppTest) -> None:
-    app.text_input(key="query").input("x" * 5000).run()
+    search(app, "x" * 5000)
     assert not app.exception
     assert app.error and "2000" in app.error[0].value
+    assert app.sidebar.multiselect(key="f-gender")  # the menus stay
 
 
 def test_real_search_in_headless_chromium(
@@ -115,9 +173,32 @@ def test_real_search_in_headless_chromium(
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "ui-search.png"), full_page=True)
             text = page.inner_text("body")
+
+            box = page.frame_locator('iframe[title="streamlit_searchbox.searchbox"]')
+            box.locator("input").fill("")  # the box shows the query of the URL
+            box.locator("input").press_sequentially("shrt", delay=150)  # a typo: one edit
+            suggestion = box.get_by_text("Shirts", exact=True)
+            suggestion.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "ui-suggest.png"))
+            before = page.evaluate("[...document.images].map(i => i.src).join()")
+            suggestion.click()
+            page.wait_for_function(  # new results, their images loaded
+                "before => { const srcs = [...document.images].map(i => i.src);"
+                " return srcs.join() != before && srcs.length >= 20"
+                " && [...document.images].every(i => i.complete) }", arg=before, timeout=60_000,
+            )  # fmt: skip
+            titles = page.locator("strong").all_inner_texts()
+            page.locator('[data-testid="stMultiSelect"]').nth(3).click()  # article type
+            menu = page.get_by_role("listbox")
+            menu.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "ui-facets.png"))
+            counted = menu.inner_text()
             browser.close()
     finally:
         ui.stop()
     assert loaded >= 20, "product images did not load from their presigned URLs"
     assert "results" in text and "Jeans" in text
-    assert (ARTIFACTS / "ui-search.png").stat().st_size > 10_000
+    assert sum("shirt" in t.lower() for t in titles) >= 10, titles
+    assert re.search(r"\w \([1-9]\d*\)", counted), counted  # the menu counts the results
+    for name in ("ui-search.png", "ui-suggest.png", "ui-facets.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000

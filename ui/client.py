@@ -42,23 +42,54 @@ class SearchApi:
         result: dict[str, list[str | int]] = self._json(self._http.get("/facets"))
         return result
 
+    def facet_counts(self, filters: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
+        """``GET /facets/counts``: how many products matching ``filters`` have each value."""
+        params: list[tuple[str, str | int | float | bool | None]] = [
+            (field, value) for field, values in filters.items() for value in values
+        ]
+        result: dict[str, list[dict[str, Any]]] = self._json(
+            self._http.get("/facets/counts", params=params)
+        )
+        return result
+
+    def suggest(self, prefix: str, limit: int = 8) -> list[dict[str, str]]:
+        """``GET /suggest``: completions of a prefix."""
+        result: list[dict[str, str]] = self._json(
+            self._http.get("/suggest", params={"prefix": prefix, "limit": limit})
+        )
+        return result
+
     def search_text(
-        self, query: str, k: int, filters: dict[str, list[str]], mode: str
+        self,
+        query: str,
+        k: int,
+        filters: dict[str, list[str]],
+        mode: str,
+        refine: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """``POST /search/text``."""
-        body = {"q": query, "k": k, "filters": filters, "mode": mode}
+        """``POST /search/text`` (``refine``: minScore, collapse, facets, understand...)."""
+        body = {"q": query, "k": k, "filters": filters, "mode": mode, **(refine or {})}
         result: dict[str, Any] = self._json(self._http.post("/search/text", json=body))
         return result
 
     def search_image(
-        self, image: bytes, filename: str, k: int, filters: dict[str, list[str]]
+        self,
+        image: bytes,
+        filename: str,
+        k: int,
+        filters: dict[str, list[str]],
+        refine: dict[str, Any] | None = None,
+        modifier: str = "",
     ) -> dict[str, Any]:
-        """``POST /search/image`` with a multipart upload."""
+        """``POST /search/image`` with a multipart upload, changed by ``modifier`` if any."""
+        fields = {"k": k, "filters": json.dumps(filters), **(refine or {})}
+        if modifier.strip():
+            fields["modifier"] = modifier
         result: dict[str, Any] = self._json(
             self._http.post(
                 "/search/image",
                 files={"image": (filename, image)},
-                data={"k": str(k), "filters": json.dumps(filters)},
+                data={name: _form_value(value) for name, value in fields.items()},
             )
         )
         return result
@@ -68,9 +99,22 @@ class SearchApi:
         result: dict[str, Any] = self._json(self._http.get(f"/products/{product_id}"))
         return result
 
-    def similar(self, product_id: int, k: int) -> dict[str, Any]:
-        """``GET /products/{id}/similar``."""
+    def similar(
+        self, product_id: int, k: int, refine: dict[str, Any] | None = None, modifier: str = ""
+    ) -> dict[str, Any]:
+        """``GET /products/{id}/similar``, changed by ``modifier`` if any."""
+        params = {"k": k, **(refine or {})}
+        if modifier.strip():
+            params["modifier"] = modifier
         result: dict[str, Any] = self._json(
-            self._http.get(f"/products/{product_id}/similar", params={"k": k})
+            self._http.get(
+                f"/products/{product_id}/similar",
+                params={name: _form_value(value) for name, value in params.items()},
+            )
         )
         return result
+
+
+def _form_value(value: object) -> str:
+    """A value as a form field or query parameter (booleans as ``true``/``false``)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

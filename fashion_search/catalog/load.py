@@ -81,9 +81,10 @@ def load_catalog(
                 existing = catalog.products.existing_ids([p.id for p, _ in batch])
                 todo = [(p, image) for p, image in batch if p.id not in existing]
                 skipped += len(existing)
-                catalog.products.fill_fingerprints(
-                    {p.id: p.image_fingerprint for p, _ in batch if p.id in existing}  # type: ignore[misc]
-                )
+                catalog.products.fill_fingerprints({
+                    p.id: p.image_fingerprint for p, _ in batch
+                    if p.id in existing and p.image_fingerprint is not None
+                })  # fmt: skip
             if todo:
                 store.put_many(bucket, ((p.image_key, image) for p, image in todo))
                 loaded += catalog.products.upsert_many(

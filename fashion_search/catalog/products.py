@@ -142,9 +142,7 @@ class ProductRepository(Table):
             for field, values in rows
         }
 
-    def value_counts(
-        self, filters: Filters | None = None
-    ) -> dict[str, list[tuple[str | int, int]]]:
+    def value_counts(self, filters: Filters | None = None) -> ValueCounts:
         """How many of the products matching the filters have each value of every metadata
         field (camelCase names; missing values not counted)."""
         where, params = where_clause(filters)

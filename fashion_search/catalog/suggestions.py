@@ -1,9 +1,11 @@
 """Completions of what a shopper is typing: attribute values and product titles that start
-with the prefix, else (one typo) those whose start is one edit away from it.
+with the prefix, then (one typo) attribute values whose start is one edit away from it.
 
 They come from the ``suggestions`` materialized view (migration 0008): prefix matches through
-a ``text_pattern_ops`` index, near misses through a trigram index then ``levenshtein``.
-:meth:`SuggestionRepository.refresh` rebuilds it after a catalog load.
+a ``text_pattern_ops`` index, near misses by ``levenshtein`` over the few hundred attribute
+values (titles are left out of it: a common word such as "women" is in half of them, and
+checking each took 150 ms; docs/decisions/0036). :meth:`SuggestionRepository.refresh`
+rebuilds the view after a catalog load.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from fashion_search.catalog.table import Table
 
 #: Shortest prefix the typo-tolerant lookup runs for (shorter ones have too many near misses).
 MIN_FUZZY_CHARS = 3
-#: pg_trgm's word similarity a near miss needs before ``levenshtein`` looks at it.
-_WORD_SIMILARITY = 0.3
 
 _PREFIX = """
 SELECT phrase, kind FROM suggestions WHERE folded LIKE %(pattern)s
@@ -26,11 +26,11 @@ ORDER BY kind = 'title', weight DESC, phrase LIMIT %(limit)s
 # the prefix (an insertion, deletion or substitution) is allowed.
 _NEAR = """
 SELECT phrase, kind FROM suggestions
-WHERE folded %%> %(folded)s AND NOT folded LIKE %(pattern)s
+WHERE kind <> 'title' AND NOT folded LIKE %(pattern)s
   AND least(levenshtein(%(folded)s, left(folded, %(n)s - 1)),
             levenshtein(%(folded)s, left(folded, %(n)s)),
             levenshtein(%(folded)s, left(folded, %(n)s + 1))) <= 1
-ORDER BY kind = 'title', weight DESC, phrase LIMIT %(limit)s
+ORDER BY weight DESC, phrase LIMIT %(limit)s
 """
 
 
@@ -52,8 +52,9 @@ class SuggestionRepository(Table):
 
     def suggest(self, prefix: str, limit: int = 8) -> list[Suggestion]:
         """Up to ``limit`` completions of ``prefix`` (case-insensitive): attribute values
-        first, then titles, each by how many products have them; near misses (one edit) fill
-        the rest. InvalidArgumentError for an empty or too long prefix or a bad limit."""
+        first, then titles, each by how many products have them; attribute values one edit
+        away fill the rest; each text once. InvalidArgumentError for an empty or too long
+        prefix or a bad limit."""
         check_prefix(prefix)
         check_suggestion_limit(limit)
         folded = " ".join(prefix.lower().split())
@@ -61,15 +62,12 @@ class SuggestionRepository(Table):
         with self.pool.connection() as conn:
             rows = conn.execute(_PREFIX, params).fetchall()
             if len(rows) < limit and len(folded) >= MIN_FUZZY_CHARS:
-                with conn.transaction():
-                    conn.execute(
-                        "SELECT set_config('pg_trgm.word_similarity_threshold', %s, true)",
-                        (str(_WORD_SIMILARITY),),
-                    )
-                    rows += conn.execute(
-                        _NEAR, {**params, "n": len(folded), "limit": limit - len(rows)}
-                    ).fetchall()
-        return [Suggestion(text, kind) for text, kind in rows]
+                near = {**params, "n": len(folded), "limit": limit - len(rows)}
+                rows += conn.execute(_NEAR, near).fetchall()
+        unique: dict[str, Suggestion] = {}  # Watches is an article type and a sub-category
+        for text, kind in rows:
+            unique.setdefault(text.lower(), Suggestion(text, kind))
+        return list(unique.values())
 
     def refresh(self) -> None:
         """Rebuild the completions from the products now stored (the catalog owner only)."""

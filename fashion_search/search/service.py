@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic.alias_generators import to_snake
+from pydantic.alias_generators import to_camel, to_snake
 
 from fashion_search.catalog.filters import Filters, check_filters
 from fashion_search.catalog.limits import check_candidates, check_k, check_text
@@ -40,6 +40,7 @@ from fashion_search.errors import (
     ProductNotEmbeddedError,
     ServingVersionUnavailableError,
 )
+from fashion_search.ingest.classify import vote
 from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCounts, count_facets
 from fashion_search.search.fusion import RRF_K
@@ -61,9 +62,12 @@ Understanding = Literal["off", "boost", "filter"]
 #: How many candidates each side of a hybrid search contributes before fusion.
 HYBRID_CANDIDATES = 50
 #: The weight of a composed query's text modifier next to its image (weight 1).
-MODIFIER_WEIGHT = 1.0
+MODIFIER_WEIGHT = 1.5
 #: How long the query-understanding vocabulary (the catalog's values) is reused.
 VOCABULARY_TTL_S = 60.0
+#: What a composed query keeps of its image ("this, but in red": its gender and article type)
+#: unless the modifier names another value; understood like the modifier's words.
+IMAGE_ATTRIBUTES = ("gender", "article_type", "base_colour")
 
 
 @dataclass(frozen=True)
@@ -213,12 +217,17 @@ class SearchService:
         return text
 
     def _understood(
-        self, text: str, refine: Refinements, filters: Filters | None
+        self,
+        text: str,
+        refine: Refinements,
+        filters: Filters | None,
+        known: Callable[[], dict[str, str]] | None = None,
     ) -> tuple[dict[str, str], Filters | None]:
-        """What ``text`` names, and the filters (with it, when understanding filters)."""
+        """What ``text`` names (over what ``known`` gives), and the filters (with it, when
+        understanding filters)."""
         if refine.understand == "off":
             return {}, filters
-        understood = self.vocabulary().understand(text)
+        understood = {**(known() if known else {}), **self.vocabulary().understand(text)}
         if refine.understand == "filter" and understood:
             return understood, {**understood, **(filters or {})}
         return understood, filters
@@ -328,7 +337,7 @@ class SearchService:
             raise ProductNotEmbeddedError(product_id)
         return self._composed(
             version, [product.embedding, *vectors], modifier, k, filters, refine, timings,
-            "similar", exclude_id=product_id,
+            "similar", image_of=product,
         )  # fmt: skip
 
     def _composed(
@@ -341,17 +350,35 @@ class SearchService:
         refine: Refinements,
         timings: dict[str, float],
         mode: str,
-        exclude_id: int | None = None,
+        image_of: Product | None = None,
     ) -> SearchResult:
-        """An image's vector (the first), with the modifier's (the second) when there is one,
-        ranked; the modifier's attribute values are understood."""
+        """An image's vector (the first; of the catalog product ``image_of``, which is left
+        out), with the modifier's (the second) when there is one, ranked; the modifier's
+        attribute values are understood, over the image's own (:data:`IMAGE_ATTRIBUTES`)."""
         understood: dict[str, str] = {}
         if modifier is not None:
-            understood, filters = self._understood(modifier, refine, filters)
+            understood, filters = self._understood(
+                modifier, refine, filters,
+                lambda: self._attributes_of_image(version, vectors[0], image_of),
+            )  # fmt: skip
         vector = combine(np.stack(vectors), [1.0, MODIFIER_WEIGHT][: len(vectors)])
+        exclude_id = image_of.id if image_of else None
         return self._rank(
             version, vector, k, filters, refine, understood, timings, mode, exclude_id=exclude_id
         )
+
+    def _attributes_of_image(
+        self, version: CatalogVersion, vector: np.ndarray[Any, Any], product: Product | None
+    ) -> dict[str, str]:
+        """camelCase field -> value of :data:`IMAGE_ATTRIBUTES`: the catalog product's own, or
+        what the image's 10 nearest labelled products vote for."""
+        if product is None:
+            (near,) = self.catalog.vectors.labelled_neighbours(version, [vector], 10)
+            voted = vote([n.product for n in near], [n.score for n in near], IMAGE_ATTRIBUTES)
+            values = {name: p.value for name, p in voted.items()}
+        else:
+            values = {name: getattr(product, name) for name in IMAGE_ATTRIBUTES}
+        return {to_camel(name): value for name, value in values.items() if value}
 
     def _depth(self, k: int, refine: Refinements, understood: dict[str, str]) -> int:
         """How many ranked candidates a search looks at: k, or the refinements' candidates."""

@@ -21,7 +21,7 @@ from fashion_search.catalog.limits import check_text
 from fashion_search.errors import InvalidArgumentError
 
 #: The weight of a ``-word`` of the query string.
-NEGATIVE_WEIGHT = -0.5
+NEGATIVE_WEIGHT = -0.25
 #: Limits of a query's terms.
 MAX_TERMS = 10
 MAX_WEIGHT = 10.0

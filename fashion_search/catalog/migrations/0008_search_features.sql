@@ -4,8 +4,7 @@
 -- a load (`load --skip-existing` backfills it) or an upload computes it.
 ALTER TABLE products ADD COLUMN image_fingerprint bytea;
 
-CREATE EXTENSION IF NOT EXISTS pg_trgm;
-CREATE EXTENSION IF NOT EXISTS fuzzystrmatch;
+CREATE EXTENSION IF NOT EXISTS fuzzystrmatch;  -- levenshtein, for one typo
 
 -- Completions: every attribute value (weighted by how many products have it) and every product
 -- title, lower-cased for matching. Refreshed after each catalog load (catalog/suggestions.py).
@@ -26,6 +25,6 @@ CREATE MATERIALIZED VIEW suggestions AS
 
 CREATE UNIQUE INDEX suggestions_phrase ON suggestions (kind, phrase);
 CREATE INDEX suggestions_prefix ON suggestions (folded text_pattern_ops);
-CREATE INDEX suggestions_trigrams ON suggestions USING gin (folded gin_trgm_ops);
+CREATE INDEX suggestions_values ON suggestions (weight) WHERE kind <> 'title';
 
 GRANT SELECT ON suggestions TO fashion_api;
