@@ -20,7 +20,7 @@ from urllib.parse import quote
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fashion_search.catalog.limits import MAX_CANDIDATES
+from fashion_search.catalog.limits import MAX_CANDIDATES, MAX_SIMILARITY, MIN_SIMILARITY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOST = "127.0.0.1"
@@ -229,7 +229,9 @@ class SearchSettings(_Group):
     # Hits whose cosine similarity to the query is below this are cut (a search's `minScore`
     # overrides it; -1 cuts nothing). Model-dependent: 0.72 keeps 95% of the relevant hits of
     # the offline default model (fashion-compact); `python -m bench.relevance` measures another.
-    min_score: float = Field(0.72, ge=-1.0, le=1.0, validation_alias="FS_SEARCH_MIN_SCORE")
+    min_score: float = Field(
+        0.72, ge=MIN_SIMILARITY, le=MAX_SIMILARITY, validation_alias="FS_SEARCH_MIN_SCORE"
+    )
     # Ranked candidates that facets, query-understanding boosts and collapse look at.
     candidates: int = Field(500, ge=1, le=MAX_CANDIDATES, validation_alias="FS_SEARCH_CANDIDATES")
     # Query understanding: "boost" (soft boosts of products with the attribute values a query

@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
+from fashion_search.storage import ObjectStore, product_image_key
 from stack.process import ManagedProcess
 from stack.service import http_ok
 from tests.helpers import start_process
@@ -34,6 +35,12 @@ def app(
     at = AppTest.from_file(str(REPO_ROOT / "ui" / "app.py"), default_timeout=60)
     yield at.run()
     get_settings.cache_clear()
+
+
+def first_product(settings: Settings) -> int:
+    """The id of a product of the test catalog."""
+    found = httpx.get(f"{settings.search.api_url}/search/text", params={"q": "watch", "k": 1})
+    return int(found.json()["hits"][0]["id"])
 
 
 def result_ids(at: AppTest, prefix: str) -> list[int]:
@@ -147,6 +154,12 @@ def test_real_search_in_headless_chromium(
         if os.environ.get("CI"):
             pytest.fail("chromium is missing: scripts/bootstrap.sh installs Debian's package")
         pytest.skip("chromium is not installed (scripts/bootstrap.sh installs it as root)")
+    photo = tmp_path_factory.mktemp("photo") / "photo.jpg"
+    photo.write_bytes(
+        ObjectStore(search_settings).get(
+            search_settings.storage.images_bucket, product_image_key(first_product(search_settings))
+        )
+    )
     port = search_settings.search.ui_port
     url = f"http://127.0.0.1:{port}"
     ui = start_process(
@@ -193,6 +206,19 @@ def test_real_search_in_headless_chromium(
             menu.wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "ui-facets.png"))
             counted = menu.inner_text()
+            page.keyboard.press("Escape")
+
+            page.get_by_text("Hide weak matches").click()  # the tiny model scores below 0.2
+            page.get_by_text("weak matches hidden", exact=False).first.wait_for(timeout=60_000)
+            cut = page.inner_text("body")
+            page.get_by_text("Hide weak matches").click()
+            page.get_by_role("tab", name="Search by image").click()
+            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(photo)
+            modifier = page.get_by_label("…but").first
+            modifier.fill("in red")
+            modifier.press("Enter")
+            page.get_by_text("by image, in red", exact=False).first.wait_for(timeout=60_000)
+            page.screenshot(path=str(ARTIFACTS / "ui-composed.png"), full_page=True)
             browser.close()
     finally:
         ui.stop()
@@ -200,5 +226,6 @@ def test_real_search_in_headless_chromium(
     assert "results" in text and "Jeans" in text
     assert sum("shirt" in t.lower() for t in titles) >= 10, titles
     assert re.search(r"\w \([1-9]\d*\)", counted), counted  # the menu counts the results
-    for name in ("ui-search.png", "ui-suggest.png", "ui-facets.png"):
+    assert "No products match" in cut
+    for name in ("ui-search.png", "ui-suggest.png", "ui-facets.png", "ui-composed.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000

@@ -8,6 +8,8 @@ from fashion_search.errors import InvalidArgumentError
 MAX_K = 100
 #: Most ranked candidates one search looks at (for facets, re-ranking and collapse).
 MAX_CANDIDATES = 1000
+#: A cosine similarity's range: what a relevance cutoff (minScore) may be.
+MIN_SIMILARITY, MAX_SIMILARITY = -1.0, 1.0
 #: Most products one listing page returns.
 MAX_PAGE_SIZE = 1000
 

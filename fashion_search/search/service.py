@@ -24,7 +24,13 @@ import numpy as np
 from pydantic.alias_generators import to_camel, to_snake
 
 from fashion_search.catalog.filters import Filters, check_filters
-from fashion_search.catalog.limits import check_candidates, check_k, check_text
+from fashion_search.catalog.limits import (
+    MAX_SIMILARITY,
+    MIN_SIMILARITY,
+    check_candidates,
+    check_k,
+    check_text,
+)
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import CatalogVersion
@@ -196,8 +202,10 @@ class SearchService:
         refine = refine or Refinements()
         search = self.settings.search
         min_score = search.min_score if refine.min_score is None else refine.min_score
-        if not -1.0 <= min_score <= 1.0:
-            raise InvalidArgumentError(f"minScore must be from -1 to 1, got {min_score}")
+        if not MIN_SIMILARITY <= min_score <= MAX_SIMILARITY:
+            raise InvalidArgumentError(
+                f"minScore must be from {MIN_SIMILARITY:g} to {MAX_SIMILARITY:g}, got {min_score}"
+            )
         candidates = search.candidates if refine.candidates is None else refine.candidates
         check_candidates(candidates)
         understand = refine.understand or search.understanding

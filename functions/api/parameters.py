@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters, FilterValue
-from fashion_search.catalog.limits import MAX_CANDIDATES
+from fashion_search.catalog.limits import MAX_CANDIDATES, MAX_SIMILARITY, MIN_SIMILARITY
 from fashion_search.catalog.models import METADATA_FIELDS, values_annotation
 from fashion_search.errors import InvalidArgumentError
 from fashion_search.search.service import Collapse, Refinements, Understanding
@@ -64,7 +64,12 @@ async def reject_unknown_parameters(request: Request) -> None:
 async def search_refinements(
     min_score: Annotated[
         float | None,
-        Query(alias="minScore", ge=-1.0, le=1.0, description="cut hits below this similarity"),
+        Query(
+            alias="minScore",
+            ge=MIN_SIMILARITY,
+            le=MAX_SIMILARITY,
+            description="hits below this similarity are cut",
+        ),
     ] = None,
     collapse: Annotated[
         Collapse | None, Query(description="image: one hit per near-identical image")

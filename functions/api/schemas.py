@@ -8,7 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import FilterValue, check_filters
-from fashion_search.catalog.limits import MAX_CANDIDATES, MAX_K, MAX_PRODUCT_ID, NO_NUL_PATTERN
+from fashion_search.catalog.limits import (
+    MAX_CANDIDATES,
+    MAX_K,
+    MAX_PRODUCT_ID,
+    MAX_SIMILARITY,
+    MIN_SIMILARITY,
+    NO_NUL_PATTERN,
+)
 from fashion_search.catalog.models import Product, ProductFields
 from fashion_search.errors import InvalidFilterError
 from fashion_search.search.facets import FacetCount
@@ -134,7 +141,7 @@ class _Filtered(_Body):
 
 MinScore = Annotated[
     float | None,
-    Field(ge=-1.0, le=1.0, description="hits below this cosine similarity are cut"),
+    Field(ge=MIN_SIMILARITY, le=MAX_SIMILARITY, description="hits below this similarity are cut"),
 ]
 Candidates = Annotated[
     int | None,
