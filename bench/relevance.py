@@ -12,7 +12,8 @@ embedded by the served model), through the search service in process:
   gender and article type), P@10 of image-only, text-only and composed queries, per modifier
   weight;
 - query understanding: P@10 of attribute queries off / boost / filter, vector and hybrid, in
-  the catalog's words and in a shopper's (lower case, singular, "men's");
+  the catalog's words and in a shopper's (lower case, singular, "men's"); P@10 and latency by
+  how many candidates the boosts re-rank;
 - collapse: groups of byte-identical and near-identical images, how many top 10s they crowd,
   and the threshold: re-encoded photos merged vs visually nearest other photos kept apart.
 
@@ -26,6 +27,7 @@ import hashlib
 import io
 import random
 import statistics
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -263,6 +265,31 @@ def threshold_table(
     return table
 
 
+def depth_table(service: SearchService, queries: list[tuple[Key, str]]) -> Table:
+    """P@10 and in-process latency of boosted searches by how many candidates they re-rank,
+    next to understanding off (the baseline, same run)."""
+    table = Table(
+        f"query understanding by candidates re-ranked: {len(queries)} attribute queries in"
+        " shoppers' words, in process",
+        ["mode", "candidates", "P@10", "p50 ms", "p50/off"],
+    )
+    modes: tuple[SearchMode, ...] = ("hybrid", "vector")
+    for mode in modes:
+        rows: list[list[Any]] = []
+        for name, refine in [("off", Refinements(understand="off"))] + [
+            (str(n), Refinements(understand="boost", candidates=n)) for n in (50, 100, 200, 500)
+        ]:
+            p10, took = [], []
+            for key, text in queries:
+                started = time.perf_counter()
+                hits = service.text(text, 10, mode=mode, refine=refine).hits
+                took.append((time.perf_counter() - started) * 1000)
+                p10.append(sum(key_of(h.product) == key for h in hits) / 10)
+            rows.append([mode, name, statistics.mean(p10), statistics.median(took)])
+        table.rows += [[*row, row[3] / rows[0][3]] for row in rows]
+    return table
+
+
 def collapse_table(
     service: SearchService, identical: int, identical_products: int, queries: list[str]
 ) -> Table:
@@ -364,6 +391,7 @@ def main() -> None:
             settings, service, {"catalog words": catalog_words, "shopper words": shopper},
             (0.05, 0.1, 0.2),
         ))  # fmt: skip
+        report.add(depth_table(service, shopper))
         report.add(collapse_table(service, len(identical), sum(identical),
                                   [t for _, t in catalog_words]))  # fmt: skip
         report.add(threshold_table(service, samples, sha_of))

@@ -123,7 +123,7 @@ class SearchLoop:
             except Exception as error:
                 self.errors.append(repr(error))
                 continue
-            hits = [(h.product.id, h.score) for h in result.hits]
+            hits = [(h.product.id, h.similarity or 0.0) for h in result.hits]
             self.answers.append(Answer(query, result.model_version, hits))
 
     def __enter__(self) -> SearchLoop:
@@ -140,7 +140,7 @@ class SearchLoop:
 
 
 def _check_answers(loop: SearchLoop, catalog: Catalog, client: EmbeddingClient) -> set[str]:
-    """No errors, no empty answer; each answer's scores are the cosine similarities of the
+    """No errors, no empty answer; each hit's similarity is the cosine similarity of the
     query embedded by the answer's version with that version's stored vectors."""
     assert not loop.errors, loop.errors[:5]
     assert loop.answers and all(len(a.hits) == 5 for a in loop.answers)

@@ -321,7 +321,7 @@ def test_the_response_says_what_the_query_names(api: TestClient) -> None:
 def test_understanding_boosts_softly_and_filters_when_asked(
     api: TestClient, service: SearchService
 ) -> None:
-    query = {"q": "black shirts", "mode": "vector", "k": 10}
+    query = {"q": "black shirts", "mode": "vector", "k": 10, "candidates": 300}  # all of them
     plain = api.get("/search/text", params={**query, "understand": "off"}).json()["hits"]
     boosted = api.get("/search/text", params={**query, "understand": "boost"}).json()["hits"]
     filtered = api.get("/search/text", params={**query, "understand": "filter"}).json()["hits"]

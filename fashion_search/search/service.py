@@ -206,7 +206,9 @@ class SearchService:
             raise InvalidArgumentError(
                 f"minScore must be from {MIN_SIMILARITY:g} to {MAX_SIMILARITY:g}, got {min_score}"
             )
-        candidates = search.candidates if refine.candidates is None else refine.candidates
+        candidates = refine.candidates
+        if candidates is None:  # facets count 500; the ranking alone re-ranks fewer
+            candidates = search.candidates if refine.facets else search.rerank_candidates
         check_candidates(candidates)
         understand = refine.understand or search.understanding
         if understand not in get_args(Understanding):
