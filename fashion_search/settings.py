@@ -234,7 +234,7 @@ class SearchSettings(_Group):
     )
     # Ranked candidates that facets count (and the ranking then re-ranks); without facets,
     # query-understanding boosts and collapse re-rank the first rerank_candidates (re-ranking
-    # 500 took 4.8x the p50 of a search without, 100 1.7x: docs/decisions/0036).
+    # 500 took 4.8x the p50 of a search without, 100 1.9x: docs/decisions/0036).
     candidates: int = Field(500, ge=1, le=MAX_CANDIDATES, validation_alias="FS_SEARCH_CANDIDATES")
     rerank_candidates: int = Field(
         100, ge=1, le=MAX_CANDIDATES, validation_alias="FS_SEARCH_RERANK_CANDIDATES"

@@ -168,10 +168,14 @@ def test_title_matches_rank_the_exact_title_first(service: SearchService) -> Non
     assert service.catalog.vectors.title_match_ids("the of and", 10) == []  # stop words only
 
 
+@pytest.mark.parametrize(
+    ("query", "filters"),
+    [("Titan Women Silver Watch", {"gender": "Women"}), ("Men", {})],  # Men: many title matches
+)
 def test_hybrid_search_fuses_vector_and_title_rankings(
-    api: TestClient, service: SearchService
+    api: TestClient, service: SearchService, query: str, filters: dict[str, str]
 ) -> None:
-    query, filters = "Titan Women Silver Watch", {"gender": "Women"}
+    """Each side contributes HYBRID_CANDIDATES to the fusion, however few hits are asked for."""
     vector = service.embedder.embed_texts([query]).vectors[0]
     rankings = [
         [

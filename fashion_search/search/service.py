@@ -261,9 +261,10 @@ class SearchService:
         title_ids: Future[list[tuple[int, float]]] | None = None
         if mode == "hybrid":  # the title search needs no embedding: it runs meanwhile
             negatives = [t.text for t in terms if t.weight < 0]
+            depth = max(self._depth(k, refine, understood), HYBRID_CANDIDATES)
             title_ids = self._lexical.submit(
-                self.catalog.vectors.title_match_ids,
-                positive_text(terms), self._depth(k, refine, understood), filters, negatives,
+                self.catalog.vectors.title_match_ids, positive_text(terms), depth, filters,
+                negatives,
             )  # fmt: skip
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
