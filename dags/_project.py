@@ -9,6 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk import Asset
+
 PROJECT_PYTHON = os.environ.get(
     "FS_PROJECT_PYTHON", str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python")
 )
@@ -24,3 +26,7 @@ DAG_DEFAULTS: dict[str, Any] = {
     },
     "render_template_as_native_obj": True,
 }
+
+#: The catalog's products, updated by what adds to them (recreate_prod_database's load,
+#: reconcile_uploads every 15 minutes for the uploads since); retrain_on_new_data runs on it.
+CATALOG_ASSET = Asset("fashion_search_catalog")

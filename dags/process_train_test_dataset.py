@@ -7,10 +7,9 @@ Run conf: ``source``, ``limit``, ``test_percent`` (default 20), ``seed`` (defaul
 
 from __future__ import annotations
 
-from typing import Any
-
-from _project import DAG_DEFAULTS, PROJECT_PYTHON
-from airflow.sdk import Param, dag, task
+from _project import DAG_DEFAULTS
+from _tasks import split_dataset
+from airflow.sdk import Param, dag
 
 
 @dag(
@@ -26,22 +25,6 @@ from airflow.sdk import Param, dag, task
 )
 def process_train_test_dataset() -> None:
     """One task: split, store, log."""
-
-    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-    def split_dataset(
-        source: str | None, limit: int | None, test_percent: int, seed: int
-    ) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        from fashion_search.settings import get_settings
-        from fashion_search.workflows.splits import make_split
-
-        settings = get_settings()
-        manifest = make_split(
-            settings, source or settings.dataset_source, limit, int(test_percent), int(seed)
-        )
-        return asdict(manifest)
-
     split_dataset(
         source="{{ params.source }}",
         limit="{{ params.limit }}",

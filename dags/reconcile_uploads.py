@@ -1,6 +1,7 @@
 """reconcile_uploads: every FS_RECONCILE_INTERVAL_S (15 minutes by default), compare the
 uploads bucket with the catalog: process the objects whose events were lost, remove the
 products of objects deleted without a removal event (``fashion-search reconcile`` by hand).
+Each run updates the catalog asset, so ``retrain_on_new_data`` checks the uploads since.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from _project import DAG_DEFAULTS, PROJECT_PYTHON
+from _project import CATALOG_ASSET, DAG_DEFAULTS, PROJECT_PYTHON
 from airflow.sdk import dag, task
 
 
@@ -25,7 +26,7 @@ from airflow.sdk import dag, task
 def reconcile_uploads() -> None:
     """One task: reconcile."""
 
-    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, outlets=[CATALOG_ASSET])
     def reconcile() -> dict[str, Any]:
         from fashion_search.settings import get_settings
         from fashion_search.workflows.uploads import reconcile_uploads

@@ -4,13 +4,14 @@ embeddings), then embed what is left (say, after the model server was unreachabl
 
 Run conf: ``source`` (parquet path or hub id; default FS_DATASET_SOURCE), ``limit`` (rows;
 default all), ``reset`` (drop the catalog first; default false). Idempotent and resumable.
+The load updates the catalog asset (what ``retrain_on_new_data`` is scheduled on).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from _project import DAG_DEFAULTS, PROJECT_PYTHON
+from _project import CATALOG_ASSET, DAG_DEFAULTS, PROJECT_PYTHON
 from airflow.sdk import Param, dag, task
 
 
@@ -34,7 +35,7 @@ def recreate_prod_database() -> None:
 
         return create_schema(get_settings(), reset=bool(reset))
 
-    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, outlets=[CATALOG_ASSET])
     def load_products(source: str | None, limit: int | None) -> dict[str, Any]:
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import load_products

@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from fashion_search.catalog.api_keys import SCOPES
 from fashion_search.catalog.db import create_pool
@@ -13,8 +16,11 @@ from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import FashionSearchError
-from fashion_search.settings import get_settings
+from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from fashion_search.search.service import SearchService
 
 
 def _migrate(args: argparse.Namespace) -> None:
@@ -62,15 +68,26 @@ def _embed(args: argparse.Namespace) -> None:
         print(f"  product {product_id}: {reason}")
 
 
+@contextmanager
+def _search_service(settings: Settings) -> Iterator[SearchService]:
+    """The search service in this process, on the configured catalog and model server."""
+    from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.search.service import SearchService
+
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server.address) as client,
+    ):
+        yield SearchService(settings, Catalog.of(pool), ObjectStore(settings), client)
+
+
 def _eval_search(args: argparse.Namespace) -> None:
     import random
 
     from fashion_search.catalog.models import ProductFields
     from fashion_search.dataset import iter_dataset
-    from fashion_search.embedding_client import EmbeddingClient
     from fashion_search.model.data import in_test_split
     from fashion_search.model.evaluate import evaluate_ranker
-    from fashion_search.search.service import SearchService
 
     settings = get_settings()
     source = args.source or settings.dataset_source
@@ -80,16 +97,7 @@ def _eval_search(args: argparse.Namespace) -> None:
     queries_from = [f for f in held_out if f.product_display_name in chosen]
     print(f"{len(chosen)} title queries sampled from {len(titles)} held-out titles")
     results: dict[str, dict[str, float]] = {}
-    with (
-        create_pool(settings) as pool,
-        EmbeddingClient(settings.model_server.address) as client,
-    ):
-        service = SearchService(
-            settings,
-            Catalog.of(pool),
-            ObjectStore(settings),
-            client,
-        )
+    with _search_service(settings) as service:
         for mode in ("vector", "hybrid"):
 
             def rank(text: str, mode: str = mode) -> list[ProductFields]:
@@ -104,12 +112,33 @@ def _eval_search(args: argparse.Namespace) -> None:
         print(f"{name:<18} {v:>8.4f} {h:>8.4f} {h / v if v else float('nan'):>7.2f}")
 
 
+def _eval(args: argparse.Namespace) -> None:
+    from fashion_search.learning.judgements import Judgements, evaluate_judgements
+
+    settings = get_settings()
+    with _search_service(settings) as service:
+        records = service.catalog.feedback.records()
+        judgements = Judgements.of(records)
+        print(
+            f"{len(records)} feedback records: {len(judgements.queries)} queries with a"
+            f" relevant product; searching in {args.mode or settings.search.mode} mode"
+        )
+
+        def rank(query: str) -> list[int]:
+            return [h.product.id for h in service.text(query, args.depth, mode=args.mode).hits]
+
+        metrics = evaluate_judgements(rank, judgements)
+    for name, value in metrics.items():
+        print(f"{name:<12} {value:>8.4f}")
+
+
 def _eval_ingest(args: argparse.Namespace) -> None:
     import random
 
     from fashion_search.dataset import iter_dataset
     from fashion_search.embedding_client import EmbeddingClient
-    from fashion_search.ingest.evaluate import CONFIDENT, classification_accuracy
+    from fashion_search.ingest.classify import CONFIDENT
+    from fashion_search.ingest.evaluate import classification_accuracy
     from fashion_search.model.data import in_test_split
 
     settings = get_settings()
@@ -433,6 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=1000, help="title queries to sample")
     p.add_argument("--depth", type=int, default=100, help="results per query (MRR cut-off)")
     p.set_defaults(run=_eval_search)
+
+    p = commands.add_parser(
+        "eval", help="P@10 and MRR of the served search against logged judgements"
+    )
+    p.add_argument(
+        "--judgements", choices=["feedback"], default="feedback",
+        help="feedback: shoppers' clicks, add-to-carts and not-relevant marks",
+    )  # fmt: skip
+    p.add_argument("--mode", choices=["vector", "hybrid"], help="search mode (FS_SEARCH_MODE)")
+    p.add_argument("--depth", type=int, default=100, help="results per query (MRR cut-off)")
+    p.set_defaults(run=_eval)
 
     p = commands.add_parser(
         "eval-ingest", help="accuracy of upload classification on held-out products"

@@ -1,4 +1,5 @@
-"""Product dataset reader: a local parquet file/folder or a Hugging Face dataset id.
+"""Product dataset reader: a local parquet file/folder, a Hugging Face dataset id, or
+``catalog``: the catalog's trusted products (:mod:`fashion_search.catalog.snapshot`).
 
 Rows come in the layout of ``ashraq/fashion-product-images-small`` (id, gender, masterCategory,
 ..., productDisplayName, image{bytes, path}). Each valid row becomes a :class:`DatasetItem`;
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 #: The dataset's columns: a product's fields by their wire names, then its image.
 FIELD_COLUMNS = {field.alias or name: field for name, field in ProductFields.model_fields.items()}
 DATASET_COLUMNS = [*FIELD_COLUMNS, "image"]
+#: The source that names the catalog itself (what retraining on new products reads).
+CATALOG_SOURCE = "catalog"
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,8 @@ def iter_dataset(
     report: DatasetReport | None = None,
     batch_rows: int = 2048,
 ) -> Iterator[DatasetItem]:
-    """Yield valid products of ``source`` (local path or hub id), rows ``offset..offset+limit``.
+    """Yield valid products of ``source`` (local path, hub id or ``catalog``), rows
+    ``offset..offset+limit``.
 
     Invalid rows (missing id or title, duplicate id, image missing or not decodable) are
     skipped, recorded in ``report`` and logged as warnings.
@@ -139,7 +143,13 @@ def iter_dataset(
         raise DatasetError("offset and limit must not be negative")
     report = report if report is not None else DatasetReport()
     path = Path(source).expanduser()
-    rows = _rows_from_parquet(path, batch_rows) if path.exists() else _rows_from_hub(source)
+    if source == CATALOG_SOURCE:
+        from fashion_search.catalog.snapshot import catalog_rows  # needs the catalog's settings
+        from fashion_search.settings import get_settings
+
+        rows = catalog_rows(get_settings())
+    else:
+        rows = _rows_from_parquet(path, batch_rows) if path.exists() else _rows_from_hub(source)
     end = None if limit is None else offset + limit
     seen: set[int] = set()
     for index, row in enumerate(islice(rows, offset, end), start=offset):

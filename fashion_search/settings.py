@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fashion_search.catalog.limits import MAX_CANDIDATES, MAX_SIMILARITY, MIN_SIMILARITY
+
+if TYPE_CHECKING:
+    from fashion_search.ingest.classify import LabelRule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_HOST = "127.0.0.1"
@@ -65,6 +68,7 @@ class StackSettings(_Group):
     kafka_controller_port: int = Field(19093, validation_alias="FS_KAFKA_CONTROLLER_PORT")
     mlflow_port: int = Field(15000, validation_alias="FS_MLFLOW_PORT")
     localstack_port: int = Field(14566, validation_alias="FS_LOCALSTACK_PORT")
+    airflow_port: int = Field(18080, validation_alias="FS_AIRFLOW_PORT")  # its API server and UI
     # The apps' supervisor (stack/supervisor.py): a program that dies is restarted after this
     # delay, doubling up to the maximum; back to the first after a run of restart_reset_after_s.
     restart_delay_s: float = Field(1.0, validation_alias="FS_RESTART_DELAY_S")
@@ -142,11 +146,13 @@ class KafkaSettings(_Group):
     uploads_topic: str = Field("fashion.uploads", validation_alias="FS_UPLOADS_TOPIC")
     output_topic: str = Field("fashion.products", validation_alias="FS_OUTPUT_TOPIC")
     dead_letter_topic: str = Field("fashion.dead-letter", validation_alias="FS_DEAD_LETTER_TOPIC")
+    # Shoppers' feedback, relayed from the catalog by the dispatcher.
+    feedback_topic: str = Field("fashion.feedback", validation_alias="FS_FEEDBACK_TOPIC")
 
     @property
     def topics(self) -> tuple[str, ...]:
         """Every Kafka topic the system uses."""
-        return (self.uploads_topic, self.output_topic, self.dead_letter_topic)
+        return (self.uploads_topic, self.output_topic, self.dead_letter_topic, self.feedback_topic)
 
 
 class RegistrySettings(_Group):
@@ -193,6 +199,11 @@ class IngestSettings(_Group):
     # How long a started batch waits to fill.
     batch_window_ms: float = Field(20.0, validation_alias="FS_INGEST_BATCH_WINDOW_MS")
     neighbours: int = Field(10, validation_alias="FS_INGEST_NEIGHBOURS")  # vote on each label
+    # An upload at least this similar (cosine) to a labelled product is a duplicate of it and
+    # takes its labels; the others' vote weights neighbours by a softmax of their similarity at
+    # this temperature (0: by the similarity itself). Both chosen by bench.labels.
+    duplicate_similarity: float = Field(0.98, validation_alias="FS_INGEST_DUPLICATE_SIMILARITY")
+    vote_temperature: float = Field(0.0, ge=0.0, validation_alias="FS_INGEST_VOTE_TEMPERATURE")
     # While a dependency is down: how long one invocation tries a batch again (it must fit in
     # the function's timeout, 60 s in template.yaml), the first backoff (doubled each try) and
     # the longest; past the budget the event source delivers the batch again.
@@ -207,8 +218,24 @@ class IngestSettings(_Group):
     # before it stops waiting for its own event.
     reconcile_min_age_s: float = Field(60.0, validation_alias="FS_RECONCILE_MIN_AGE_S")
     uploads_queue: str = Field("fashion-uploads-events", validation_alias="FS_UPLOADS_QUEUE")
+
+    @property
+    def label_rule(self) -> LabelRule:
+        """How an upload's labels are chosen from its neighbours."""
+        from fashion_search.ingest.classify import LabelRule
+
+        return LabelRule(self.duplicate_similarity, self.vote_temperature)
+
     # SQS (LocalStack in the local stack).
     sqs_endpoint_url: str = Field("", validation_alias="FS_LOCALSTACK_ENDPOINT_URL")
+
+
+class RetrainSettings(_Group):
+    """When the retrain_on_new_data DAG retrains (fashion_search.learning.retraining)."""
+
+    min_new_products: int = Field(1000, ge=1, validation_alias="FS_RETRAIN_MIN_NEW_PRODUCTS")
+    drift_uploads: int = Field(200, ge=1, validation_alias="FS_RETRAIN_DRIFT_UPLOADS")
+    drift_threshold: float = Field(0.1, gt=0, validation_alias="FS_RETRAIN_DRIFT_THRESHOLD")
 
 
 class SearchSettings(_Group):
@@ -314,6 +341,7 @@ class Settings(_Group):
     search: SearchSettings = Field(default_factory=SearchSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
 
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:

@@ -157,8 +157,8 @@ def apply_kafka(settings: Settings, secrets: Secrets) -> None:
 
 def kafka_acls(settings: Settings) -> list[Any]:
     """What each Kafka user other than the admin (the broker's super user) may do: MinIO
-    produces bucket events; the ingest path consumes them in its group and produces results
-    and dead letters (READ and WRITE imply DESCRIBE)."""
+    produces bucket events; the ingest path consumes them in its group and produces results,
+    dead letters and relayed feedback (READ and WRITE imply DESCRIBE)."""
     from confluent_kafka.admin import (  # type: ignore[attr-defined]
         AclBinding,
         AclOperation,
@@ -174,6 +174,7 @@ def kafka_acls(settings: Settings) -> list[Any]:
         (KAFKA_INGEST_USER, ResourceType.GROUP, settings.ingest.group_id, AclOperation.READ),
         (KAFKA_INGEST_USER, ResourceType.TOPIC, k.output_topic, AclOperation.WRITE),
         (KAFKA_INGEST_USER, ResourceType.TOPIC, k.dead_letter_topic, AclOperation.WRITE),
+        (KAFKA_INGEST_USER, ResourceType.TOPIC, k.feedback_topic, AclOperation.WRITE),
     ]
     return [
         AclBinding(kind, name, ResourcePatternType.LITERAL, f"User:{user}", "*", operation,

@@ -1,10 +1,13 @@
 """Apache Airflow 3 in its own virtual environment (its pinned dependencies and the project's
-do not fit in one), and ``dag.test()`` runs of the project's DAGs against the local stack:
+do not fit in one): the server ``make up`` runs (scheduler, DAG processor, API server with the
+UI on ``FS_AIRFLOW_PORT``, the simple auth manager's one user ``admin`` with the password of
+the secrets file), and ``dag.test()`` runs of the project's DAGs against the local stack:
 
     python -m stack.airflow test recreate_prod_database --conf '{"limit": 2000}'
 
-Airflow's metadata database is SQLite under ``$FS_STATE_DIR/airflow``; tasks run in the
-project's Python (``@task.external_python``), with the ``FS_*`` settings of this environment.
+Each has its own home and SQLite metadata database under ``$FS_STATE_DIR`` (``airflow-server``,
+``airflow``), so a test run never meets the scheduler. Tasks run in the project's Python
+(``@task.external_python``), with the ``FS_*`` settings of this environment: the owner's.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
-from stack.service import ASSETS, python_venv, run_checked
+from stack.service import ASSETS, http_get, python_venv, run_checked
 
 REQUIREMENTS = ASSETS / "airflow-requirements.txt"  # uv pip compile of apache-airflow==3.3.2
 DAGS = REPO_ROOT / "dags"
@@ -49,6 +52,71 @@ def airflow_environment(home: Path, base: Mapping[str, str] | None = None) -> di
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "FS_PROJECT_PYTHON": sys.executable,
     }
+
+
+#: The server's programs, in start order: ``airflow <command>``.
+SERVER_COMMANDS = ("api-server", "scheduler", "dag-processor")
+ADMIN = "admin"
+
+
+def server_home(settings: Settings) -> Path:
+    """The Airflow server's home (its configuration, SQLite database, logs)."""
+    return settings.stack.state_dir / "airflow-server"
+
+
+def server_url(settings: Settings) -> str:
+    """The API server and UI as this machine reaches it."""
+    return f"http://127.0.0.1:{settings.stack.airflow_port}"
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    """What the server's programs add to the environment: its home, the API server's address
+    (the scheduler's tasks report to its execution API), one user, DAGs that run on their
+    schedules once parsed (reconcile_uploads, retrain_on_new_data), few workers for a small
+    machine."""
+    home, url = server_home(settings), server_url(settings)
+    return {
+        **airflow_environment(home, {}),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    }
+
+
+def prepare_server(settings: Settings, password: str) -> Path:
+    """Install Airflow if missing, migrate the server's database and write the admin's password
+    (mode 0600); returns the ``airflow`` executable."""
+    home = server_home(settings)
+    LocalAirflow(settings, home)  # installs and migrates
+    passwords = home / "passwords.json"
+    passwords.touch(mode=0o600, exist_ok=True)
+    passwords.write_text(json.dumps({ADMIN: password}))
+    return airflow_python(settings).parent / "airflow"
+
+
+def server_argv(settings: Settings, command: str) -> list[str]:
+    """``airflow <command>`` with its options (the API server's host and port)."""
+    if command == "api-server":
+        return ["api-server", "--host", "127.0.0.1", "--port", str(settings.stack.airflow_port)]
+    return [command]
+
+
+def server_health(settings: Settings) -> dict[str, str]:
+    """Component -> status (``healthy``...) from the API server's health endpoint; empty when
+    it does not answer."""
+    try:
+        status, body = http_get(f"{server_url(settings)}/api/v2/monitor/health", 2.0)
+    except OSError:
+        return {}
+    if status != 200:
+        return {}
+    parts: dict[str, dict[str, str]] = json.loads(body)
+    return {name: str(part.get("status")) for name, part in parts.items()}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,14 @@
-"""The project's own programs on top of the stack: model server, search API, UI, dispatcher.
+"""The project's own programs on top of the stack: model server, search API, UI, dispatcher,
+and Airflow.
 
 ``python -m stack.apps up`` trains the offline default model when the registry has no champion
 yet (about 21 minutes on 2 cores), starts the model server, embeds the catalog products that
-lack an embedding from the served version, then starts the API, the UI and the bucket-event
-dispatcher (uploads -> Kafka -> function) and prints their URLs. Each runs under
-:mod:`stack.supervisor`, which restarts it when it dies (``FS_RESTART_*`` backoff), with only its
-own role's credentials (:func:`app_environment`); training and embedding run as the owner.
+lack an embedding from the served version, then starts the API, the UI, the bucket-event
+dispatcher (uploads -> Kafka -> function; it relays feedback too) and Airflow (API server and
+UI, scheduler, DAG processor: :mod:`stack.airflow`), and prints their URLs and Airflow's admin
+password. Each runs under :mod:`stack.supervisor`, which restarts it when it dies
+(``FS_RESTART_*`` backoff), with only its own role's credentials (:func:`app_environment`);
+training, embedding and Airflow's tasks (admin jobs) run as the owner.
 ``python -m stack.apps down`` stops them for good; ``python -m stack.apps check NAME`` exits
 0 when that app is ready (compose's healthchecks run it). Pid files and logs sit with the stack's.
 """
@@ -23,8 +26,10 @@ from psycopg.conninfo import make_conninfo
 
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
+from stack import airflow
 from stack.process import ManagedProcess
 from stack.secrets import (
+    AIRFLOW_ADMIN_PASSWORD,
     KAFKA_INGEST_USER,
     PG_API_ROLE,
     PG_INGEST_ROLE,
@@ -53,11 +58,30 @@ class App:
     s3_user: str | None = None
     kafka_user: str | None = None
     api_key: bool = False
+    # Airflow's programs: run by its own environment's executable, as the owner, with more
+    # environment.
+    executable: Callable[[Settings], str] | None = None
+    owner: bool = False
+    environment: Callable[[Settings], dict[str, str]] | None = None
 
 
 def _model_server_ready(settings: Settings) -> bool:
     with EmbeddingClient(settings.model_server.address, timeout_s=2) as client:
         return client.healthy()
+
+
+def _airflow_app(settings: Settings, command: str) -> App:
+    component = command.replace("-", "_")  # as the health endpoint names it
+
+    def ready(settings: Settings) -> bool:
+        health = airflow.server_health(settings)
+        return bool(health) and (command == "api-server" or health.get(component) == "healthy")
+
+    return App(
+        f"airflow-{command}", airflow.server_argv(settings, command), ready,
+        executable=lambda s: str(airflow.airflow_python(s).parent / "airflow"),
+        owner=True, environment=airflow.server_environment,
+    )  # fmt: skip
 
 
 def apps(settings: Settings) -> dict[str, App]:
@@ -84,13 +108,18 @@ def apps(settings: Settings) -> dict[str, App]:
             lambda s: group_has_member(s, s.ingest.group_id),
             pg_role=PG_INGEST_ROLE, s3_user=S3_INGEST_USER, kafka_user=KAFKA_INGEST_USER,
         ),
+        **{f"airflow-{c}": _airflow_app(settings, c) for c in airflow.SERVER_COMMANDS},
     }  # fmt: skip
 
 
 def app_environment(settings: Settings, app: App) -> dict[str, str]:
     """The ``FS_*`` variables that give ``app`` its own credentials and no others: the
     owner's are not read from the secrets file (``FS_OWNER_CREDENTIALS=false``), so the parts
-    it has no user of are left without credentials."""
+    it has no user of are left without credentials. An ``owner`` app gets the owner's (and
+    its own ``environment``)."""
+    extra = app.environment(settings) if app.environment else {}
+    if app.owner:
+        return extra
     pg_role, s3_user, kafka_user = app.pg_role, app.s3_user, app.kafka_user
     if settings.stack.kafka_is_plaintext():  # the fallback broker: no SASL, no users
         kafka_user = None
@@ -108,7 +137,7 @@ def app_environment(settings: Settings, app: App) -> dict[str, str]:
         env["FS_DATABASE_URL"] = make_conninfo(
             settings.database.url, user=pg_role, password=secrets.pg_passwords[pg_role]
         )
-    return env
+    return {**env, **extra}
 
 
 def _process(settings: Settings, name: str) -> ManagedProcess:
@@ -126,7 +155,7 @@ def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
     process = _process(settings, app.name)
     if process.pid() is None:
         process.start(
-            [sys.executable, *app.argv],
+            [app.executable(settings) if app.executable else sys.executable, *app.argv],
             app_environment(settings, app),
             cwd=REPO_ROOT,
             supervise=backoff(settings),
@@ -168,6 +197,8 @@ def up(settings: Settings) -> None:
     start(settings, programs["api"])
     start(settings, programs["ui"])
     start(settings, programs["dispatcher"])
+    password = load_for(settings).values[AIRFLOW_ADMIN_PASSWORD]
+    start_airflow(settings, password)
     api = settings.search.api_url
     print(
         f"\nsearch API  {api}/docs   GraphQL {api}/graphql\n"
@@ -175,8 +206,17 @@ def up(settings: Settings) -> None:
         f"try:        curl '{api}/search/text?q=navy+blue+casual+shirt+for+men&k=5'\n"
         f"            curl '{api}/search/text?q=silver+watch&articleType=Watches&gender=Women'\n"
         f"            curl -F image=@photo.jpg {api}/search/image\n"
-        f"            http://{settings.search.api_host}:{settings.search.ui_port}/?q=red+dress"
+        f"            http://{settings.search.api_host}:{settings.search.ui_port}/?q=red+dress\n"
+        f"Airflow     {airflow.server_url(settings)}   user {airflow.ADMIN}, password {password}"
     )
+
+
+def start_airflow(settings: Settings, password: str) -> None:
+    """Airflow's API server (and UI), scheduler and DAG processor, with ``admin``'s password."""
+    airflow.prepare_server(settings, password)
+    programs = apps(settings)
+    for command in airflow.SERVER_COMMANDS:
+        start(settings, programs[f"airflow-{command}"])
 
 
 def down(settings: Settings) -> None:

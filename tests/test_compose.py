@@ -120,7 +120,8 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
 def test_the_healthchecks_name_apps_the_local_stack_knows() -> None:
     from stack.apps import apps
 
-    assert set(apps(Settings())) == APPS
+    # Airflow's three programs run in compose as one service (airflow standalone).
+    assert {name for name in apps(Settings()) if not name.startswith("airflow-")} == APPS
     # Dependants wait for a healthy model server / API, not a merely started one.
     services = _services()
     for name in ("api", "dispatcher"):

@@ -16,13 +16,17 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.learning.feedback import Feedback
 from fashion_search.model.factory import ModelSpec
 from fashion_search.model.pipeline import train_and_register
 from fashion_search.model.registry import champion, configure_mlflow
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
+from fashion_search.workflows.splits import split_ids
 from stack.airflow import DagRunResult, LocalAirflow
 from stack.postgres import create_database
 from stack.topics import ensure_topics
@@ -274,3 +278,167 @@ def test_finetune_resumes_after_its_serving_step_failed_without_a_second_version
     assert _model_server_default(dags_settings, served.version)
     [(version, _)] = _catalog(dags_settings)
     assert version == served.version
+
+
+def _versions(settings: Settings) -> set[str]:
+    client = configure_mlflow(settings)
+    return {v.version for v in client.search_model_versions(
+        f"name='{settings.registry.model_name}'")}  # fmt: skip
+
+
+def _record(settings: Settings, records: list[Feedback]) -> None:
+    with create_pool(settings) as pool:
+        for record in records:
+            Catalog.of(pool).feedback.record(record)
+
+
+def test_finetune_trains_on_logged_feedback_and_says_how_much(
+    airflow: LocalAirflow, dags_settings: Settings, split_version: str
+) -> None:
+    """Clicks on three training products and a "not relevant" mark for one query: three
+    extra pairs, each with the marked product as its hard negative; a click on a test product
+    is not trained on (skipped)."""
+    ids = split_ids(dags_settings, split_version)
+    with psycopg.connect(dags_settings.database.url) as conn:
+        in_catalog = {r[0] for r in conn.execute("SELECT id FROM products").fetchall()}
+    train, test = sorted(ids["train"] & in_catalog), sorted(ids["test"] & in_catalog)
+    query = f"shopper query {uuid.uuid4().hex[:6]}"
+
+    def one(signal: str, product: int) -> Feedback:
+        return Feedback(signal=signal, query=query, product_id=product, position=1,  # type: ignore[arg-type]
+                        session_id="dags")  # fmt: skip
+
+    _record(dags_settings, [*(one("click", p) for p in train[:3]), one("not_relevant", train[3]),
+                            one("click", test[0])])  # fmt: skip
+    conf = {"architecture": "fashion-tiny", "epochs": 1, "batch_size": 64, "lr": 5e-4,
+            "limit": ROWS, "split_version": split_version, "precision": "fp32",
+            "feedback": True}  # fmt: skip
+    before = _versions(dags_settings)
+    rollout = "^(prepare_rollout|build_candidate|switch_serving)$"  # the training is the point
+    result = _dag(airflow, dags_settings, "finetune", conf, mark_success=rollout)
+    assert result.state == "success", result.log[-3000:]
+    used = {"feedback_pairs": 3, "feedback_hard_negatives": 3, "feedback_skipped": 1}
+    assert _report(result, "feedback")["feedback"] == used
+    [version] = _versions(dags_settings) - before
+    client = configure_mlflow(dags_settings)
+    params = client.get_run(
+        client.get_model_version(dags_settings.registry.model_name, version).run_id
+    ).data.params
+    assert {name: int(params[name]) for name in used} == used
+
+
+def _splits(settings: Settings) -> set[str]:
+    listing = ObjectStore(settings).client.list_objects_v2(
+        Bucket=settings.storage.datasets_bucket, Prefix="splits/"
+    )
+    return {obj["Key"].split("/")[1] for obj in listing.get("Contents", [])}
+
+
+def _new_products(settings: Settings) -> int:
+    """Products created since the champion's training run started."""
+    client = configure_mlflow(settings)
+    served = champion(client, settings.registry.model_name, settings.registry.model_alias)
+    assert served is not None and served.run_id
+    started = client.get_run(served.run_id).info.start_time / 1000
+    with psycopg.connect(settings.database.url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM products WHERE created_at > to_timestamp(%s)", (started,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_retrain_on_new_data_does_nothing_below_its_thresholds(
+    airflow: LocalAirflow, dags_settings: Settings
+) -> None:
+    new = _new_products(dags_settings)
+    before, splits = _versions(dags_settings), _splits(dags_settings)
+    result = _dag(airflow, dags_settings, "retrain_on_new_data", {"epochs": 1},
+                  FS_RETRAIN_MIN_NEW_PRODUCTS=str(new + 1))  # fmt: skip
+    assert result.state == "success", result.log[-3000:]
+    check = _report(result, "retrain")
+    assert (check["retrain"], check["new_products"]) == (False, new)
+    assert (_versions(dags_settings), _splits(dags_settings)) == (before, splits)  # nothing ran
+
+
+def test_retrain_on_new_data_retrains_on_the_catalog_above_them(
+    airflow: LocalAirflow, dags_settings: Settings
+) -> None:
+    """As many new products as the threshold: one retraining, on a split of the catalog,
+    from the champion's weights, registered (and rolled out only if better)."""
+    new = _new_products(dags_settings)
+    assert new > 0  # the catalog was loaded after the first champion was trained
+    client = configure_mlflow(dags_settings)
+    served = champion(client, dags_settings.registry.model_name, dags_settings.registry.model_alias)
+    assert served is not None
+    before = _versions(dags_settings)
+    result = _dag(airflow, dags_settings, "retrain_on_new_data",
+                  {"epochs": 1, "batch_size": 16, "feedback": False},
+                  FS_RETRAIN_MIN_NEW_PRODUCTS=str(new))  # fmt: skip
+    assert result.state == "success", result.log[-3000:]
+    assert _report(result, "retrain")["retrain"] is True
+    [version] = _versions(dags_settings) - before
+    run = client.get_run(client.get_model_version(
+        dags_settings.registry.model_name, version).run_id)  # fmt: skip
+    assert run.data.params["pretrained"] == f"{served.name} v{served.version}"
+    manifest = _report(result, "article_types")
+    assert manifest["source"] == "catalog" and run.data.params["split_id"] == manifest["version"]
+    with psycopg.connect(dags_settings.database.url) as conn:
+        row = conn.execute("SELECT count(*) FROM products").fetchone()
+    assert row is not None and sum(manifest["counts"].values()) == row[0]
+    assert any(name.startswith("champion_") for name in run.data.metrics)  # "only if better"
+    now = champion(client, dags_settings.registry.model_name, dags_settings.registry.model_alias)
+    assert now is not None
+    assert (now.version == version) == (run.data.tags["better"] == "true")
+
+
+def test_retraining_is_due_when_upload_labels_drift(dags_settings: Settings) -> None:
+    """Uploads made and labelled by the upload path; the drift is the champion's baseline
+    less their mean articleType confidence, and decides at its threshold."""
+    from fashion_search.dataset import iter_dataset
+    from fashion_search.learning.retraining import check_retraining
+    from fashion_search.model.evaluate import DRIFT_BASELINE
+    from fashion_search.workflows.uploads import reconcile_uploads
+
+    run = uuid.uuid4().hex[:6]
+    settings = dags_settings.replace(
+        storage={"uploads_bucket": f"test-drift-{run}-uploads"},
+        ingest={"reconcile_min_age_s": 0.0},
+        retrain={"min_new_products": 10**6, "drift_uploads": 3},
+    )
+    store = ObjectStore(settings)
+    store.ensure_buckets([settings.storage.uploads_bucket])
+    try:
+        for item in iter_dataset(settings.dataset_source, offset=ROWS, limit=3):
+            store.put(settings.storage.uploads_bucket, f"drift/{item.fields.id}.jpg", item.image)
+        assert reconcile_uploads(settings)["outcomes"] == {"created": 3}
+        with psycopg.connect(settings.database.url) as conn:
+            rows = conn.execute(
+                "SELECT (label_confidence->>'articleType')::float FROM products"
+                " WHERE source_bucket = %s",
+                (settings.storage.uploads_bucket,),
+            ).fetchall()
+        confidences = [r[0] for r in rows]
+        client = configure_mlflow(settings)
+        served = champion(client, settings.registry.model_name, settings.registry.model_alias)
+        assert served is not None and served.run_id
+        baseline = client.get_run(served.run_id).data.metrics[DRIFT_BASELINE]
+        check = check_retraining(settings)
+        assert check.recent_uploads == 3
+        assert check.recent_confidence == pytest.approx(sum(confidences) / 3)
+        assert check.drift == pytest.approx(baseline - sum(confidences) / 3)
+        drift = check.drift
+        assert drift is not None
+        above = check_retraining(settings.replace(retrain={"drift_threshold": abs(drift) + 0.01}))
+        assert not above.retrain and "drift" in above.reason
+        if drift > 0:
+            at = check_retraining(settings.replace(retrain={"drift_threshold": drift}))
+            assert at.retrain and "drift" in at.reason
+        fewer = check_retraining(settings.replace(retrain={"drift_uploads": 4}))
+        assert fewer.drift is None and "not measured" in fewer.reason
+    finally:
+        for key in [o["Key"] for o in store.client.list_objects_v2(
+                Bucket=settings.storage.uploads_bucket).get("Contents", [])]:  # fmt: skip
+            store.client.delete_object(Bucket=settings.storage.uploads_bucket, Key=key)
+        reconcile_uploads(settings)  # their products leave the catalog
+        store.delete_bucket(settings.storage.uploads_bucket)

@@ -21,6 +21,7 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from psycopg_pool import ConnectionPool
+from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
@@ -289,6 +290,61 @@ def test_fifty_uploads_become_classified_searchable_products(
         for m in processed
     )
     print(f"masterCategory accuracy of the 1-epoch test model on 50 uploads: {correct / 50:.2f}")
+
+
+def test_uploads_of_catalog_photos_take_their_products_labels(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    """A catalog photo uploaded again (byte for byte) is a duplicate of its product: it takes
+    that product's labels at confidence 1. A re-encoded copy and a photo the catalog lacks
+    are labelled by the rule (a duplicate's labels when the nearest labelled product is at
+    least FS_INGEST_DUPLICATE_SIMILARITY similar, else the vote), whatever the labels are."""
+    import io
+
+    from PIL import Image
+
+    from fashion_search.ingest.classify import PREDICTED_LABELS, predict_labels
+
+    catalog_items = list(iter_dataset(ingest_settings.dataset_source, limit=SEARCH_ROWS))
+    counts: dict[bytes, int] = {}
+    for item in catalog_items:
+        counts[item.image] = counts.get(item.image, 0) + 1
+    unique = [i for i in catalog_items if counts[i.image] == 1][:: SEARCH_ROWS // 20][:4]
+
+    def reencoded(data: bytes) -> bytes:
+        out = io.BytesIO()
+        Image.open(io.BytesIO(data)).convert("RGB").save(out, "JPEG", quality=60)
+        return out.getvalue()
+
+    prefix = f"labels/{uuid.uuid4().hex[:6]}/"
+    objects = {f"{prefix}exact-{i.fields.id}.jpg": (i, i.image) for i in unique}
+    objects |= {f"{prefix}jpeg-{i.fields.id}.jpg": (i, reencoded(i.image)) for i in unique}
+    objects |= {f"{prefix}new-{i.fields.id}.jpg": (i, i.image) for i in held_out[-4:]}
+    store = ObjectStore(ingest_settings)
+    store.put_many(ingest_settings.storage.uploads_bucket,
+                   [(key, data) for key, (_, data) in objects.items()])  # fmt: skip
+    outputs.wait(_keys_done(prefix, set(objects)))
+    processed, _ = outputs.for_prefix(prefix)
+    catalog = Catalog.of(ingest_pool)
+    serving = catalog.versions.serving()
+    rule = ingest_settings.ingest.label_rule
+    for message in processed:
+        [result] = message["results"]
+        item, _ = objects[message["key"]]
+        labels = {name: result[to_camel(name)] for name in PREDICTED_LABELS}
+        if "/exact-" in message["key"]:
+            assert labels == {name: getattr(item.fields, name) for name in PREDICTED_LABELS}
+            assert set(result["confidence"].values()) == {1.0}
+            continue
+        product = catalog.products.get(result["id"], serving)
+        near = catalog.vectors.labelled_neighbours(
+            serving, [product.embedding], ingest_settings.ingest.neighbours
+        )[0]
+        expected = predict_labels(near, rule)
+        assert labels == {name: p.value for name, p in expected.items()}
+        duplicate = near[0].score >= rule.duplicate_similarity
+        assert (set(result["confidence"].values()) == {1.0}) >= duplicate
 
 
 def test_the_same_object_twice_makes_one_product_and_a_new_version_updates_it(

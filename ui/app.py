@@ -1,9 +1,12 @@
 """fashion-search UI: search by text (with suggestions while typing) or image (changed by text:
 "in red"), filter with facet counts, browse results, open a product and its look-alikes.
-``?q=...`` in the URL runs a text search; ``?product=ID`` opens a product."""
+``?q=...`` in the URL runs a text search; ``?product=ID`` opens a product. Opening a text
+search's result, adding it to the cart or marking it "not relevant" is sent as feedback."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
@@ -104,8 +107,20 @@ def counts_of(facet_counts: dict[str, list[dict[str, Any]]] | None) -> Counts:
             for field, values in (facet_counts or {}).items()}  # fmt: skip
 
 
-def open_product(product_id: int) -> None:
-    """Show a product's detail page on the next run."""
+def send_feedback(signal: str, hit: dict[str, Any], position: int, shown: Shown) -> None:
+    """Record the shopper's ``signal`` on the hit at ``position`` of a text search."""
+    session = st.session_state.setdefault("session-id", uuid.uuid4().hex)
+    api().feedback(signal, shown.query, hit["id"], position, session, shown.model_version)
+    if signal == "add_to_cart":
+        st.toast(f"Added {hit['productDisplayName']} to the cart")
+    elif signal == "not_relevant":
+        st.toast("Thanks: marked as not relevant")
+
+
+def open_product(product_id: int, feedback: tuple[Any, ...] = ()) -> None:
+    """Show a product's detail page on the next run (a click, when ``feedback`` says which)."""
+    if feedback:
+        send_feedback("click", *feedback)
     st.session_state["product"] = product_id
     st.query_params["product"] = str(product_id)
 
@@ -127,21 +142,38 @@ def summary(result: dict[str, Any], what: str) -> None:
     st.caption(" · ".join(parts))
 
 
-def grid(hits: list[dict[str, Any]], key: str) -> None:
-    """Results as image cards with name, score and a button to the product."""
+@dataclass(frozen=True)
+class Shown:
+    """What a text search's results were shown for: the query and the model version."""
+
+    query: str
+    model_version: str | None
+
+
+def grid(hits: list[dict[str, Any]], key: str, shown: Shown | None = None) -> None:
+    """Results as image cards with name, score and a button to the product; for a text search
+    (``shown``) also "add to cart" and "not relevant", each sent as feedback."""
     if not hits:
         st.info("No products match.")
         return
     for start in range(0, len(hits), COLUMNS):
-        for column, hit in zip(st.columns(COLUMNS), hits[start : start + COLUMNS], strict=False):
+        row = enumerate(hits[start : start + COLUMNS], start + 1)
+        for column, (position, hit) in zip(st.columns(COLUMNS), row, strict=False):
             with column.container(border=True):
                 st.image(hit["imageUrl"], width="stretch")
                 st.markdown(f"**{hit['productDisplayName']}**")
                 same = f" · {hit['collapsed']} listings" if hit.get("collapsed", 1) > 1 else ""
                 st.caption(f"{hit['articleType']} · {hit['baseColour']} · score"
                            f" {hit['score']:.3f}{same}")  # fmt: skip
+                feedback = (hit, position, shown) if shown else ()
                 st.button("Details", key=f"{key}-{hit['id']}", on_click=open_product,
-                          args=(hit["id"],))  # fmt: skip
+                          args=(hit["id"], feedback))  # fmt: skip
+                if shown:
+                    cart, wrong = st.columns(2)
+                    cart.button("🛒 Add", key=f"{key}-cart-{hit['id']}", on_click=send_feedback,
+                                args=("add_to_cart", *feedback))  # fmt: skip
+                    wrong.button("✕ Not it", key=f"{key}-nr-{hit['id']}", on_click=send_feedback,
+                                 args=("not_relevant", *feedback))  # fmt: skip
 
 
 def product_page(product_id: int, k: int, refine: dict[str, Any]) -> Counts:
@@ -190,7 +222,7 @@ def search_page(k: int, mode: str, refine: dict[str, Any]) -> Counts:
         if query.strip():
             result = api().search_text(query, k, filters, mode, refine)
             summary(result, mode)
-            grid(result["hits"], "text")
+            grid(result["hits"], "text", Shown(query, result["modelVersion"]))
             counts = counts_of(result["facets"])
     with image_tab:
         upload = st.file_uploader("A product photo", type=["jpg", "jpeg", "png", "webp"])

@@ -114,6 +114,13 @@ class SearchApi:
         )
         return result
 
+    def feedback(self, signal: str, query: str, product_id: int, position: int,
+                 session_id: str, model_version: str | None) -> None:  # fmt: skip
+        """``POST /feedback``: a shopper's signal on the result at ``position``."""
+        body = {"signal": signal, "query": query, "productId": product_id, "position": position,
+                "sessionId": session_id, "modelVersion": model_version}  # fmt: skip
+        self._json(self._http.post("/feedback", json=body))
+
 
 def _form_value(value: object) -> str:
     """A value as a form field or query parameter (booleans as ``true``/``false``)."""

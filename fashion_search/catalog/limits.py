@@ -12,6 +12,8 @@ MAX_CANDIDATES = 1000
 MIN_SIMILARITY, MAX_SIMILARITY = -1.0, 1.0
 #: Most products one listing page returns.
 MAX_PAGE_SIZE = 1000
+#: Longest search query (or query term) in characters.
+MAX_QUERY_CHARS = 2000
 
 
 def check_k(k: int) -> None:

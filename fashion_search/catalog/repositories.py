@@ -9,6 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.api_keys import ApiKeyRepository
 from fashion_search.catalog.embeddings import EmbeddingRepository
+from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.catalog.products import ProductRepository
 from fashion_search.catalog.suggestions import SuggestionRepository
 from fashion_search.catalog.uploads import UploadRepository
@@ -19,7 +20,8 @@ from fashion_search.catalog.versions import CatalogVersions
 @dataclass(frozen=True)
 class Catalog:
     """Products (reads, listing, writes), vector search, uploads, embedding upkeep, the model
-    versions the catalog holds embeddings of, the API's keys, and completions."""
+    versions the catalog holds embeddings of, the API's keys, completions, and shoppers'
+    feedback."""
 
     products: ProductRepository
     vectors: VectorSearch
@@ -28,6 +30,7 @@ class Catalog:
     versions: CatalogVersions
     api_keys: ApiKeyRepository
     suggestions: SuggestionRepository
+    feedback: FeedbackRepository
 
     @classmethod
     def of(cls, pool: ConnectionPool[Any]) -> Catalog:
@@ -35,7 +38,7 @@ class Catalog:
         return cls(
             ProductRepository(pool), VectorSearch(pool), UploadRepository(pool),
             EmbeddingRepository(pool), CatalogVersions(pool), ApiKeyRepository(pool),
-            SuggestionRepository(pool),
+            SuggestionRepository(pool), FeedbackRepository(pool),
         )  # fmt: skip
 
     @property

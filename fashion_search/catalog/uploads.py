@@ -4,6 +4,7 @@ and object version (ETag)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -41,6 +42,21 @@ class UploadRepository(Table):
             r["source_key"]: (Product.model_validate(r), r["source_etag"], r["label_confidence"])
             for r in rows
         }
+
+    def arrivals(self, since: datetime, label: str, last: int) -> tuple[int, list[float]]:
+        """How many products were created after ``since``, and the confidence of ``label``
+        (camelCase) of the newest ``last`` uploads among them."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM products WHERE created_at > %s", (since,)
+            ).fetchone()
+            confidences = conn.execute(
+                "SELECT (label_confidence ->> %s)::float FROM products WHERE created_at > %s"
+                " AND source_key IS NOT NULL AND label_confidence ? %s"
+                " ORDER BY created_at DESC LIMIT %s",
+                (label, since, label, last),
+            ).fetchall()
+        return (int(row[0]) if row else 0), [float(c) for (c,) in confidences]
 
     def uploaded_etags(self, bucket: str) -> dict[str, str]:
         """Every key of ``bucket`` the catalog holds a product of, with its ETag."""

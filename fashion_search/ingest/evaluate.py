@@ -11,10 +11,7 @@ from pydantic.alias_generators import to_camel
 from fashion_search.catalog.models import ProductFields
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
-from fashion_search.ingest.classify import PREDICTED_LABELS, vote
-
-#: Confidence above which a prediction would be published without review.
-CONFIDENT = 0.8
+from fashion_search.ingest.classify import CONFIDENT, PREDICTED_LABELS, vote
 
 
 def classification_accuracy(

@@ -2,8 +2,9 @@
 
 Per batch: skip versions already processed, read and check every object, embed the images in
 one model-server call with the catalog's serving model version and in one call with each other
-live version (a rollout's candidate, or the version a rollback would return to), let each
-image's nearest labelled catalog products of the serving version vote on its labels, copy the
+live version (a rollout's candidate, or the version a rollback would return to), label each
+image from its nearest labelled catalog products of the serving version (a duplicate's labels,
+else their vote: :mod:`fashion_search.ingest.classify`), copy the
 image into the images bucket and store the product idempotently on (bucket, key, ETag) with its
 embeddings, only while that ETag is still the object's (so the newest version always wins). A
 switch of the serving version in the meantime makes the events it touched run once more.
@@ -42,7 +43,7 @@ from fashion_search.errors import (
     ObjectNotFoundError,
     ServingVersionChangedError,
 )
-from fashion_search.ingest.classify import PREDICTED_LABELS, vote
+from fashion_search.ingest.classify import PREDICTED_LABELS, predict_labels
 from fashion_search.ingest.events import ObjectCreated, ObjectRemoved
 from fashion_search.ingest.messages import ClassifiedProduct, Status, UploadProcessed
 from fashion_search.model.fingerprint import fingerprint_bytes
@@ -251,7 +252,7 @@ class UploadProcessor:
         embeddings: dict[str, Array],
         neighbours: list[Neighbor],
     ) -> UploadProcessed | _Switched:
-        predicted = vote([n.product for n in neighbours], [n.score for n in neighbours])
+        predicted = predict_labels(neighbours, self.settings.ingest.label_rule)
         labels = {label: p.value for label, p in predicted.items()}
         confidence = {to_camel(label): round(p.confidence, 4) for label, p in predicted.items()}
         image_key = upload_image_key(event)

@@ -1,4 +1,5 @@
-"""Kafka producer of the ingestion path's output and dead-letter messages, and the client
+"""Kafka producer of the ingestion path's output and dead-letter messages and of relayed
+feedback, and the client
 configuration every Kafka client of the project is made with (:func:`kafka_config`)."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from fashion_search.errors import DependencyUnavailableError
 from fashion_search.ingest.messages import DeadLetter, UploadProcessed
+from fashion_search.learning.feedback import FeedbackRecord
 from fashion_search.settings import Settings
 
 #: The SASL mechanism of brokers with credentials (the local stack's: SCRAM users).
@@ -39,7 +41,8 @@ class PublishError(DependencyUnavailableError):
 
 
 class KafkaPublisher:
-    """Produces to the output and dead-letter topics; :meth:`flush` confirms delivery."""
+    """Produces to the output, dead-letter and feedback topics; :meth:`flush` confirms
+    delivery."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,6 +69,10 @@ class KafkaPublisher:
         """Queue a dead-letter record (keyed by bucket/key when known)."""
         key = f"{letter.bucket}/{letter.key}" if letter.key else letter.reason
         self._produce(self.settings.kafka.dead_letter_topic, key, letter.to_json())
+
+    def feedback(self, record: FeedbackRecord) -> None:
+        """Queue a feedback record (keyed by session, so a session's signals stay in order)."""
+        self._produce(self.settings.kafka.feedback_topic, record.session_id, record.to_json())
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; PublishError if any is not."""

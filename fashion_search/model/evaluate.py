@@ -8,7 +8,9 @@ the DAGs and the benchmarks).
   three attributes match; one query per combination with at least 10 matching test products
   (so a perfect ranking scores 1).
 - kNN-10 classification of masterCategory, articleType and baseColour from the train split's
-  image embeddings (similarity-weighted vote).
+  image embeddings (similarity-weighted vote), and the mean confidence of the articleType vote
+  (``knn_article_type_confidence``: the baseline retraining's drift check compares uploads
+  with).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ TextEmbedder = Callable[[list[str]], Array]
 SEEN_PHRASING = TRAINING_PHRASING
 UNSEEN_PHRASING = "{c} {a} for {g}"
 KNN_LABELS = ("master_category", "article_type", "base_colour")
+#: The metric retraining's drift check compares the confidence of recent uploads with.
+DRIFT_BASELINE = "knn_article_type_confidence"
 
 
 def _top_k(queries: Array, keys: Array, k: int) -> np.ndarray[Any, Any]:
@@ -95,10 +99,12 @@ def knn_accuracy(
     train_fields: Sequence[ProductFields],
     k: int = 10,
 ) -> dict[str, float]:
-    """Accuracy of a similarity-weighted kNN vote for each label in KNN_LABELS."""
+    """Accuracy of a similarity-weighted kNN vote for each label in KNN_LABELS, and the mean
+    confidence of the articleType vote."""
     top = _top_k(test_images, train_images, k)
     scores = np.take_along_axis(test_images @ train_images.T, top, axis=1) if len(top) else top
     correct: Counter[str] = Counter()
+    confidence = 0.0
     for row, neighbours in enumerate(top):
         predicted = vote([train_fields[j] for j in neighbours], scores[row].tolist(), KNN_LABELS)
         correct.update(
@@ -106,7 +112,12 @@ def knn_accuracy(
             for label, prediction in predicted.items()
             if prediction.value == getattr(test_fields[row], label)
         )
-    return {f"knn_{label}": correct[label] / max(len(top), 1) for label in KNN_LABELS}
+        confidence += predicted["article_type"].confidence
+    n = max(len(top), 1)
+    return {
+        **{f"knn_{label}": correct[label] / n for label in KNN_LABELS},
+        DRIFT_BASELINE: confidence / n,
+    }
 
 
 def evaluate_embeddings(

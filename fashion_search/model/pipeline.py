@@ -1,5 +1,6 @@
 """Train, evaluate against the champion, register and export a CLIP: what the training CLI and
-the finetune DAG run. Every run logs its parameters, per-epoch loss and metrics to MLflow."""
+the finetune DAG run. Every run logs its parameters (how many feedback pairs it used among
+them), per-epoch loss and metrics to MLflow."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import mlflow
 
+from fashion_search.errors import FashionSearchError
+from fashion_search.learning.judgements import Judgements, training_pairs
 from fashion_search.model.data import TEST_PERCENT, load_split
 from fashion_search.model.evaluate import evaluate
 from fashion_search.model.factory import ModelSpec, create_clip
@@ -27,6 +30,8 @@ from fashion_search.settings import Settings
 from model_server.export import export_version
 
 log = logging.getLogger(__name__)
+#: ``pretrained`` that starts from the champion's weights (what retraining does).
+START_FROM_CHAMPION = "champion"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class TrainingOutcome:
     better: bool  # beats the champion (or there is none): roll it out
     promoted: bool  # became the champion at once: the first version, with nothing to roll out from
     train_minutes: float
+    feedback: dict[str, int]  # feedback pairs used, those with a hard negative, those skipped
 
 
 def train_and_register(
@@ -52,6 +58,7 @@ def train_and_register(
     experiment: str = "fashion-clip",
     progress: bool = True,
     split: tuple[str, set[int], set[int]] | None = None,
+    feedback: Judgements | None = None,
 ) -> TrainingOutcome:
     """Train ``spec`` on the train split of ``source``, evaluate it and the current champion on
     the same test split, register it and export its ONNX towers (:mod:`model_server.export`):
@@ -59,11 +66,21 @@ def train_and_register(
     champion alias moves only by a rollout (:mod:`fashion_search.workflows.rollout`), except
     for the first version (``promoted``), which has no catalog to keep searchable.
 
+    ``spec.pretrained`` :data:`START_FROM_CHAMPION` trains on from the champion's weights.
     ``split`` is a stored split (version, train ids, test ids); without it the split is by
-    image content hash (:func:`~fashion_search.model.data.in_test_split`).
+    image content hash (:func:`~fashion_search.model.data.in_test_split`). ``feedback``
+    judgements add (query, relevant product) pairs with hard negatives, for the products of
+    the train split only (:func:`~fashion_search.learning.judgements.training_pairs`).
     """
     client = configure_mlflow(settings)
-    clip = create_clip(spec, device)
+    if spec.pretrained == START_FROM_CHAMPION:  # retraining: the champion's weights, trained on
+        current = champion(client, settings.registry.model_name, settings.registry.model_alias)
+        if current is None:
+            raise FashionSearchError("no champion to start from")
+        clip = load_version(current, device)
+        spec = ModelSpec(clip.spec.architecture, f"{current.name} v{current.version}")
+    else:
+        clip = create_clip(spec, device)
     if split is None:
         split_id = f"{Path(source).name}:rows={limit or 'all'}:test={TEST_PERCENT}%:sha1-image"
         train_ids = test_ids = None
@@ -72,6 +89,13 @@ def train_and_register(
     train_data = load_split(source, clip.image_size, "train", limit, ids=train_ids)
     test_data = load_split(source, clip.image_size, "test", limit, ids=test_ids)
     log.info("split %s: %d train, %d test products", split_id, len(train_data), len(test_data))
+    pairs = training_pairs(feedback, [f.id for f in train_data.fields]) if feedback else None
+    used = {
+        "feedback_pairs": len(pairs) if pairs else 0,
+        "feedback_hard_negatives": pairs.hard_negatives if pairs else 0,
+        "feedback_skipped": pairs.skipped if pairs else 0,
+    }
+    log.info("feedback: %s", used)
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:
         mlflow.log_params(
@@ -83,6 +107,7 @@ def train_and_register(
                 "split_id": split_id,
                 "train_products": len(train_data),
                 "test_products": len(test_data),
+                **used,
             }
         )
         started = time.perf_counter()
@@ -92,6 +117,7 @@ def train_and_register(
             config,
             on_epoch=lambda epoch, loss: mlflow.log_metric("train_loss", loss, step=epoch),
             progress=progress,
+            pairs=pairs,
         )
         train_minutes = (time.perf_counter() - started) / 60
         metrics = evaluate(clip, test_data, train_data)
@@ -117,5 +143,5 @@ def train_and_register(
             )
         mlflow.set_tag("better", str(better).lower())
     return TrainingOutcome(
-        run.info.run_id, version, metrics, champion_metrics, better, promoted, train_minutes
+        run.info.run_id, version, metrics, champion_metrics, better, promoted, train_minutes, used
     )

@@ -1,7 +1,10 @@
 """Contrastive fine-tuning / training of a CLIP on product images and captions.
 
 Symmetric InfoNCE (open_clip's ClipLoss), AdamW, linear warm-up then cosine decay, gradient
-clipping, optional horizontal flips, bf16 autocast; deterministic for a given seed.
+clipping, optional horizontal flips, bf16 autocast; deterministic for a given seed. Extra
+(query, product) pairs from shoppers' feedback are trained beside the products' own captions,
+each pair with a hard negative (a product judged not relevant for the query) adding a
+pairwise logistic term that ranks the relevant image above it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from open_clip import ClipLoss
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
+from fashion_search.learning.judgements import TrainingPairs
 from fashion_search.model.data import ProductImages
 from fashion_search.model.embed import normalize_pixels
 from fashion_search.model.factory import Clip
@@ -78,14 +82,24 @@ def lr_at(step: int, total: int, config: TrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def hard_negative_loss(
+    text: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Mean ``-log softmax([t·p, t·n])[0]``: each text's relevant image above its negative."""
+    margin = scale * ((text * negative).sum(-1) - (text * positive).sum(-1))
+    return torch.nn.functional.softplus(margin).mean()
+
+
 def train(
     clip: Clip,
     data: ProductImages,
     config: TrainConfig,
     on_epoch: Callable[[int, float], None] | None = None,
     progress: bool = True,
+    pairs: TrainingPairs | None = None,
 ) -> list[float]:
-    """Train ``clip`` in place; returns the mean loss of each epoch (none for 0 epochs)."""
+    """Train ``clip`` in place, on ``data`` and the feedback ``pairs`` (rows of ``data`` with a
+    query as caption); returns the mean loss of each epoch (none for 0 epochs)."""
     if config.epochs == 0:
         return []
     if len(data) < 2:
@@ -109,35 +123,50 @@ def train(
     )
     loss_fn = ClipLoss()
     text_tower = TextTower(clip)  # runs only up to the batch's last end-of-text token
-    batch_size = min(config.batch_size, len(data))
-    steps_per_epoch = len(data) // batch_size
+    n_products, extra = len(data), pairs or TrainingPairs([], [], [], 0)
+    rows = n_products + len(extra)  # a row past the products is a feedback pair
+    batch_size = min(config.batch_size, rows)
+    steps_per_epoch = rows // batch_size
     total = steps_per_epoch * config.epochs
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     images = torch.from_numpy(data.images)
     losses, step = [], 0
     for epoch in range(config.epochs):
-        order = torch.randperm(
-            len(data), generator=torch.Generator().manual_seed(config.seed + epoch)
-        )
+        order = torch.randperm(rows, generator=torch.Generator().manual_seed(config.seed + epoch))
         running = 0.0
         bar = tqdm(
             range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress
         )
         for batch_index in bar:
-            idx = order[batch_index * batch_size : (batch_index + 1) * batch_size]
-            batch = images[idx]
+            idx = order[batch_index * batch_size : (batch_index + 1) * batch_size].tolist()
+            batch = images[[i if i < n_products else extra.positives[i - n_products] for i in idx]]
             if config.flip:
                 flip = torch.rand(len(idx), generator=torch.Generator().manual_seed(step)) < 0.5
                 batch[flip] = batch[flip].flip(2)
             pixels = normalize_pixels(batch.to(device), clip)
-            captions = [data.caption(int(i), rng, config.title_share) for i in idx]
+            captions = [
+                data.caption(i, rng, config.title_share)
+                if i < n_products
+                else extra.queries[i - n_products]
+                for i in idx
+            ]
+            hard = [(row, extra.negatives[i - n_products]) for row, i in enumerate(idx)
+                    if i >= n_products and extra.negatives[i - n_products] >= 0]  # fmt: skip
             tokens = cut_tokens_torch(clip.tokenize(captions)).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total, config)
             with autocast, attention_kernel(device):
                 image_features = model.encode_image(pixels, normalize=True)
                 text_features = text_tower(tokens)
-                loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+                scale = model.logit_scale.exp()
+                loss = loss_fn(image_features, text_features, scale)
+                if hard:
+                    at = [row for row, _ in hard]
+                    negative = normalize_pixels(images[[n for _, n in hard]].to(device), clip)
+                    loss = loss + hard_negative_loss(
+                        text_features[at], image_features[at],
+                        model.encode_image(negative, normalize=True), scale,
+                    )  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

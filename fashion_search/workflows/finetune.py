@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import FashionSearchError
+from fashion_search.learning.judgements import Judgements
 from fashion_search.model.factory import ModelSpec
 from fashion_search.model.pipeline import train_and_register
 from fashion_search.model.registry import configure_mlflow
@@ -22,6 +25,7 @@ def train_model(
     pretrained: str | None = None,
     split_version: str | None = None,
     limit: int | None = None,
+    feedback: bool = False,
     **train_options: Any,
 ) -> dict[str, Any]:
     """Train, register and export; returns the version, whether it beats the champion (is to
@@ -29,16 +33,19 @@ def train_model(
     metrics.
 
     ``split_version`` names a split made by ``process_train_test_dataset``; without one the
-    content-hash split is used. ``train_options`` are TrainConfig fields (epochs, lr, ...).
+    content-hash split is used. ``feedback``: shoppers' logged judgements (the catalog's
+    feedback) add (query, clicked product) pairs and "not relevant" hard negatives; the report
+    says how many were used. ``train_options`` are TrainConfig fields (epochs, lr, ...).
     """
     config = TrainConfig(**{k: v for k, v in train_options.items() if v is not None})
     split = None
     if split_version:
         ids = split_ids(settings, split_version)
         split = (split_version, ids["train"], ids["test"])
+    judgements = _logged_judgements(settings) if feedback else None
     outcome = train_and_register(
         settings, ModelSpec(architecture, pretrained), config, source, limit=limit,
-        split=split, progress=False,
+        split=split, progress=False, feedback=judgements,
     )  # fmt: skip
     return {
         "version": outcome.version.version,
@@ -47,7 +54,13 @@ def train_model(
         "metrics": outcome.metrics,
         "champion_metrics": outcome.champion_metrics,
         "train_minutes": round(outcome.train_minutes, 2),
+        "feedback": outcome.feedback,
     }
+
+
+def _logged_judgements(settings: Settings) -> Judgements:
+    with create_pool(settings) as pool:
+        return Judgements.of(Catalog.of(pool).feedback.records())
 
 
 def latest_training(settings: Settings) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from fashion_search.settings import API_KEY_HEADER, get_settings
 from functions.api.admission import AdmissionLimit
 from functions.api.body_limit import BodyLimit
 from functions.api.errors import install_error_handlers
-from functions.api.routes import graphql, health, image_search, products, text_search
+from functions.api.routes import feedback, graphql, health, image_search, products, text_search
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -17,6 +17,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     image_search.router,
     products.router,
     graphql.router,
+    feedback.router,
 )
 
 

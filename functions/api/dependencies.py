@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends
 
 from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.search.products import ProductService
@@ -49,3 +50,11 @@ async def get_products() -> ProductService:
 
 Service = Annotated[SearchService, Depends(get_service)]
 Products = Annotated[ProductService, Depends(get_products)]
+
+
+async def get_feedback(service: Service) -> FeedbackRepository:
+    """Where feedback is recorded: the search service's catalog (``async``: see above)."""
+    return service.catalog.feedback
+
+
+FeedbackStore = Annotated[FeedbackRepository, Depends(get_feedback)]

@@ -12,6 +12,7 @@ from fashion_search.catalog.limits import (
     MAX_CANDIDATES,
     MAX_K,
     MAX_PRODUCT_ID,
+    MAX_QUERY_CHARS,
     MAX_SIMILARITY,
     MIN_SIMILARITY,
     NO_NUL_PATTERN,
@@ -150,7 +151,7 @@ Candidates = Annotated[
 Modifier = Annotated[
     str | None,
     Field(
-        min_length=1, max_length=2000, pattern=NO_NUL_PATTERN,
+        min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN,
         description='text that changes the image query ("in red")',
     ),
 ]  # fmt: skip
@@ -176,7 +177,7 @@ class _Refined(_Filtered):
 class TermIn(_Body):
     """A weighted query term (a negative weight pushes away from it)."""
 
-    text: Annotated[str, Field(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN)]
+    text: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN)]
     weight: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)]
 
 
@@ -184,7 +185,7 @@ class TextSearchIn(_Refined):
     """``POST /search/text``: a query string (``-word`` negates), or weighted terms."""
 
     q: Annotated[
-        Annotated[str, Field(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN)]
+        Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN)]
         | Annotated[list[TermIn], Field(min_length=1, max_length=MAX_TERMS)],
         Field(union_mode="left_to_right", description="the query, or weighted terms"),
     ]

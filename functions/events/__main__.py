@@ -1,5 +1,6 @@
 """``python -m functions.events kafka|sqs``: run an event source that invokes the bucket-event
-function in this process, until SIGTERM or SIGINT (the batch in hand is finished first)."""
+function in this process, until SIGTERM or SIGINT (the batch in hand is finished first). The
+Kafka dispatcher also relays shoppers' feedback to its topic (:mod:`.feedback_relay`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.ingest.publisher import KafkaPublisher
 from fashion_search.settings import get_settings
+from functions.events.feedback_relay import FeedbackRelay
 from functions.events.kafka_dispatcher import KafkaDispatcher
 from functions.events.sqs_poller import SqsPoller
 from functions.handlers.bucket_event import handler
@@ -32,7 +36,16 @@ def main(argv: list[str] | None = None) -> None:
         return handler(dict(event), None)
 
     if args.source == "kafka":
-        KafkaDispatcher(settings, invoke, KafkaPublisher(settings)).run(stop)
+        relay = FeedbackRelay(
+            FeedbackRepository(create_pool(settings, wait=False)), KafkaPublisher(settings)
+        )
+        relaying = threading.Thread(target=relay.run, args=(stop,), name="feedback-relay")
+        relaying.start()
+        try:
+            KafkaDispatcher(settings, invoke, KafkaPublisher(settings)).run(stop)
+        finally:
+            stop.set()
+            relaying.join()
     else:
         SqsPoller(settings, invoke).run(stop)
 

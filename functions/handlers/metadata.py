@@ -1,9 +1,9 @@
 """Lambda function: product metadata (``/graphql``, ``/products/{id}[/similar]``,
-``/facets[/counts]``, ``/suggest``)."""
+``/facets[/counts]``, ``/suggest``) and ``POST /feedback``."""
 
 from __future__ import annotations
 
 from functions.api.lambda_adapter import lambda_handler
-from functions.api.routes import graphql, products
+from functions.api.routes import feedback, graphql, products
 
-handler = lambda_handler(graphql.router, products.router)
+handler = lambda_handler(graphql.router, products.router, feedback.router)

@@ -3,9 +3,9 @@
 ``products`` is a Relay-style connection with opaque cursors; depth, token, alias and cost
 limits (:mod:`functions.api.graphql_cost`) refuse expensive documents before they run, and
 introspection and the GraphiQL page are off unless ``FS_GRAPHQL_INTROSPECTION`` turns them on.
-A request that fails as a whole (syntax, validation, limits, bad arguments) is answered with a
-4xx status and the GraphQL errors, each with its status in ``extensions``; field errors in an
-otherwise answered query keep GraphQL's 200.
+``recordFeedback`` is the one mutation. A request that fails as a whole (syntax, validation,
+limits, bad arguments) is answered with a 4xx status and the GraphQL errors, each with its
+status in ``extensions``; field errors in an otherwise answered query keep GraphQL's 200.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import base64
 import dataclasses
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import strawberry
 from cross_web import HTTPException
 from fastapi import Depends
 from graphql import GraphQLError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -40,6 +42,7 @@ from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import MAX_K, MAX_PAGE_SIZE, MAX_PRODUCT_ID, MAX_SUGGESTIONS
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
 from fashion_search.errors import InvalidArgumentError
+from fashion_search.learning.feedback import Feedback
 from fashion_search.search.facets import FacetCounts
 from fashion_search.search.products import ProductService
 from fashion_search.search.service import (
@@ -387,6 +390,42 @@ class Query:
         return [Suggestion(text=s.text, kind=s.kind) for s in found]
 
 
+@strawberry.type(description="A recorded feedback: its id and when it was recorded.")
+class FeedbackReceipt:
+    id: strawberry.ID
+    created_at: datetime
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(
+        description="Record what a shopper did with a result: `click`, `add_to_cart` or"
+        " `not_relevant`, on the product shown at `position` (1 = top) for `query`."
+    )
+    async def record_feedback(
+        self,
+        info: Info[dict[str, Any], None],
+        signal: str,
+        query: str,
+        product_id: strawberry.ID,
+        position: int,
+        session_id: str,
+        model_version: str | None = None,
+    ) -> FeedbackReceipt:
+        service: SearchService = info.context["service"]
+        try:
+            feedback = Feedback(
+                signal=signal, query=query, product_id=_product_id(product_id),
+                position=position, session_id=session_id, model_version=model_version,
+            )  # fmt: skip
+        except ValidationError as error:
+            raise InvalidArgumentError(
+                "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            ) from error
+        stored = await run_in_threadpool(service.catalog.feedback.record, feedback)
+        return FeedbackReceipt(id=strawberry.ID(str(stored.id)), created_at=stored.created_at)
+
+
 def _status(error: GraphQLError) -> int:
     """400 for document errors (syntax, validation, limits, variables of the wrong type), else
     the error's HTTP status (a typed error's own, 503 for a dependency's transient fault, 500)."""
@@ -464,7 +503,7 @@ def build_schema(access: AccessSettings) -> strawberry.Schema:
     ]
     if not access.graphql_introspection:
         extensions.append(DisableIntrospection)
-    return _Schema(query=Query, extensions=extensions)
+    return _Schema(query=Query, mutation=Mutation, extensions=extensions)
 
 
 async def _context(

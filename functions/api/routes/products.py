@@ -12,6 +12,7 @@ from fashion_search.catalog.limits import (
     MAX_K,
     MAX_PREFIX_CHARS,
     MAX_PRODUCT_ID,
+    MAX_QUERY_CHARS,
     MAX_SUGGESTIONS,
     NO_NUL_PATTERN,
 )
@@ -84,7 +85,7 @@ def similar_products(
     refine: Annotated[Refinements, Depends(search_refinements)],
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     modifier: Annotated[
-        str | None, Query(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN)
+        str | None, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN)
     ] = None,
 ) -> SearchOut:
     """The k products nearest to this product's embedding, itself left out; with a text

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_K, NO_NUL_PATTERN
+from fashion_search.catalog.limits import MAX_K, MAX_QUERY_CHARS, NO_NUL_PATTERN
 from fashion_search.search.service import Refinements, SearchMode
 from functions.api.access import requires
 from functions.api.dependencies import Service
@@ -32,7 +32,12 @@ async def search_text(
     service: Service,
     q: Annotated[
         str,
-        Query(min_length=1, max_length=2000, pattern=NO_NUL_PATTERN, description="the query"),
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_CHARS,
+            pattern=NO_NUL_PATTERN,
+            description="the query",
+        ),
     ],
     filters: Annotated[Filters, Depends(metadata_filters)],
     refine: Annotated[Refinements, Depends(search_refinements)],

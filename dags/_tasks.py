@@ -1,0 +1,83 @@
+"""The tasks the DAGs share, each a thin wrapper over a step of ``fashion_search/workflows/``
+run in the project's Python: the split of ``process_train_test_dataset``, the train ->
+rollout chain of ``finetune``, both also run by ``retrain_on_new_data``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from _project import PROJECT_PYTHON
+from airflow.sdk import task
+
+
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+def split_dataset(
+    source: str | None, limit: int | None, test_percent: int, seed: int
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from fashion_search.settings import get_settings
+    from fashion_search.workflows.splits import make_split
+
+    settings = get_settings()
+    manifest = make_split(
+        settings, source or settings.dataset_source, limit, int(test_percent), int(seed)
+    )
+    return asdict(manifest)
+
+
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+def train_model(
+    architecture: str, pretrained: str | None, split_version: str | None,
+    source: str | None, limit: int | None, epochs: int | None, batch_size: int | None,
+    lr: float | None, seed: int | None, precision: str | None, feedback: bool,
+) -> dict[str, Any]:  # fmt: skip
+    from fashion_search.settings import get_settings
+    from fashion_search.workflows.finetune import train_model
+
+    settings = get_settings()
+    return train_model(
+        settings, source or settings.dataset_source, architecture, pretrained,
+        split_version, limit, bool(feedback), epochs=epochs, batch_size=batch_size, lr=lr,
+        seed=seed, precision=precision,
+    )  # fmt: skip
+
+
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+def prepare_rollout(trained: dict[str, Any] | None) -> dict[str, Any]:
+    from fashion_search.settings import get_settings
+    from fashion_search.workflows.finetune import latest_training
+    from fashion_search.workflows.rollout import prepare, retire_expired
+
+    settings = get_settings()
+    trained = trained or latest_training(settings)  # None: train_model marked done
+    retired = retire_expired(settings)["retired"]  # versions whose rollback window ended
+    if not trained["better"]:
+        return {"skipped": f"version {trained['version']} does not beat the champion",
+                "retired": retired}  # fmt: skip
+    return prepare(settings, trained["version"])
+
+
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+def build_candidate(prepared: dict[str, Any]) -> dict[str, Any]:
+    from fashion_search.settings import get_settings
+    from fashion_search.workflows.rollout import build
+
+    if "skipped" in prepared or prepared["state"] == "serving":
+        return {**prepared, "skipped": prepared.get("skipped", "already serving")}
+    return build(get_settings(), prepared["version"])
+
+
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+def switch_serving(built: dict[str, Any]) -> dict[str, Any]:
+    from fashion_search.settings import get_settings
+    from fashion_search.workflows.rollout import switch
+
+    if "skipped" in built:
+        return built
+    return switch(get_settings(), built["version"])
+
+
+def roll_out(trained: Any) -> Any:
+    """prepare_rollout -> build_candidate -> switch_serving after ``trained``."""
+    return switch_serving(build_candidate(prepare_rollout(trained)))

@@ -1,0 +1,1 @@
+"""The learning loop: shoppers' feedback, judgements made of it, and when to retrain."""
