@@ -364,10 +364,13 @@ def test_retrain_on_new_data_does_nothing_below_its_thresholds(
 def test_retrain_on_new_data_retrains_on_the_catalog_above_them(
     airflow: LocalAirflow, dags_settings: Settings
 ) -> None:
-    """As many new products as the threshold: one retraining, on a split of the catalog,
-    from the champion's weights, registered (and rolled out only if better)."""
+    """Ten products more, and as many new products as the threshold: one retraining, on a
+    split of the catalog, from the champion's weights, registered (and rolled out only if
+    better)."""
+    loaded = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 70})
+    assert loaded.state == "success", loaded.log[-3000:]
     new = _new_products(dags_settings)
-    assert new > 0  # the catalog was loaded after the first champion was trained
+    assert new >= 10
     client = configure_mlflow(dags_settings)
     served = champion(client, dags_settings.registry.model_name, dags_settings.registry.model_alias)
     assert served is not None

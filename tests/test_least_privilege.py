@@ -90,6 +90,23 @@ def test_the_api_role_reads_and_writes_nothing(catalog_db: str, secrets: Secrets
                 conn.execute(statement)
 
 
+def test_feedback_is_inserted_by_the_api_and_marked_relayed_by_the_ingest_path(
+    catalog_db: str, secrets: Secrets
+) -> None:
+    insert = ("INSERT INTO feedback (signal, query, product_id, position, session_id)"
+              " VALUES ('click', 'navy shirt', 1, 1, 's')")  # fmt: skip
+    with _as(catalog_db, PG_API_ROLE, secrets) as conn:
+        conn.execute(insert)
+        for statement in ("UPDATE feedback SET query = 'x'", "DELETE FROM feedback"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+    with _as(catalog_db, PG_INGEST_ROLE, secrets) as conn:
+        assert conn.execute("UPDATE feedback SET published_at = now()").rowcount == 1
+        for statement in (insert, "UPDATE feedback SET query = 'x'", "DELETE FROM feedback"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
 def test_the_ingest_role_writes_uploads_and_embeddings(catalog_db: str, secrets: Secrets) -> None:
     with _as(catalog_db, PG_INGEST_ROLE, secrets) as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('uploads/a.jpg', 0))")

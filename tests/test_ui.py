@@ -138,6 +138,31 @@ def test_product_page_with_similar_products(app: AppTest, search_settings: Setti
     assert result_ids(app, "text-")
 
 
+def test_a_text_searchs_results_send_feedback(app: AppTest, search_settings: Settings) -> None:
+    import psycopg
+
+    def rows() -> list[tuple[Any, ...]]:
+        with psycopg.connect(search_settings.database.url) as conn:
+            return conn.execute(
+                "SELECT signal, product_id, position, query, session_id, model_version"
+                " FROM feedback ORDER BY id"
+            ).fetchall()
+
+    before = len(rows())
+    search(app, "shirt")
+    shown = result_ids(app, "text-")
+    app.button(key=f"cart-text-{shown[1]}").click().run()
+    app.button(key=f"notit-text-{shown[2]}").click().run()
+    app.button(key=f"text-{shown[0]}").click().run()  # opening a result is a click
+    assert not app.exception
+    sent = rows()[before:]
+    assert [r[:4] for r in sent] == [("add_to_cart", shown[1], 2, "shirt"),
+                                     ("not_relevant", shown[2], 3, "shirt"),
+                                     ("click", shown[0], 1, "shirt")]  # fmt: skip
+    assert len({r[4] for r in sent}) == 1  # one session
+    assert {r[5] for r in sent} == {api_search(search_settings, q="shirt")["modelVersion"]}
+
+
 def test_api_errors_are_shown_not_raised(app: AppTest) -> None:
     search(app, "x" * 5000)
     assert not app.exception

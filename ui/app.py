@@ -170,9 +170,9 @@ def grid(hits: list[dict[str, Any]], key: str, shown: Shown | None = None) -> No
                           args=(hit["id"], feedback))  # fmt: skip
                 if shown:
                     cart, wrong = st.columns(2)
-                    cart.button("🛒 Add", key=f"{key}-cart-{hit['id']}", on_click=send_feedback,
+                    cart.button("🛒 Add", key=f"cart-{key}-{hit['id']}", on_click=send_feedback,
                                 args=("add_to_cart", *feedback))  # fmt: skip
-                    wrong.button("✕ Not it", key=f"{key}-nr-{hit['id']}", on_click=send_feedback,
+                    wrong.button("✕ Not it", key=f"notit-{key}-{hit['id']}", on_click=send_feedback,
                                  args=("not_relevant", *feedback))  # fmt: skip
 
 
