@@ -236,6 +236,7 @@ def test_real_search_in_headless_chromium(
 
             page.get_by_text("Hide weak matches").click()  # the tiny model scores below 0.2
             page.get_by_text("weak matches hidden", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("No products match").first.wait_for(timeout=60_000)  # rerun done
             cut = page.inner_text("body")
             page.get_by_text("Hide weak matches").click()
             page.get_by_role("tab", name="Search by image").click()
