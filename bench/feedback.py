@@ -26,7 +26,7 @@ import numpy as np
 
 from bench.relevance import shopper_words
 from bench.report import Report, Table, add_markdown_option
-from fashion_search.learning.feedback import Feedback
+from fashion_search.learning.feedback import Feedback, normalize_query
 from fashion_search.learning.judgements import (
     Judgements,
     TrainingPairs,
@@ -82,9 +82,7 @@ def judged_set(data: ProductImages, keys: list[Key]) -> Judgements:
     judged = Judgements()
     for key in keys:
         for query in phrasings(key):
-            judged.relevant[" ".join(query.casefold().split())] = {
-                data.fields[i].id for i in wanted[key]
-            }
+            judged.relevant[normalize_query(query)] = {data.fields[i].id for i in wanted[key]}
     return judged
 
 

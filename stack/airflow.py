@@ -88,15 +88,19 @@ def server_environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def prepare_server(settings: Settings, password: str) -> Path:
+def airflow_executable(settings: Settings) -> Path:
+    """The ``airflow`` command of Airflow's environment."""
+    return airflow_python(settings).parent / "airflow"
+
+
+def prepare_server(settings: Settings, password: str) -> None:
     """Install Airflow if missing, migrate the server's database and write the admin's password
-    (mode 0600); returns the ``airflow`` executable."""
+    (mode 0600)."""
     home = server_home(settings)
     LocalAirflow(settings, home)  # installs and migrates
     passwords = home / "passwords.json"
     passwords.touch(mode=0o600, exist_ok=True)
     passwords.write_text(json.dumps({ADMIN: password}))
-    return airflow_python(settings).parent / "airflow"
 
 
 def server_argv(settings: Settings, command: str) -> list[str]:
@@ -135,7 +139,7 @@ class LocalAirflow:
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         run_checked(
-            [str(self.python.parent / "airflow"), "db", "migrate"],
+            [str(airflow_executable(settings)), "db", "migrate"],
             "airflow db migrate",
             env=airflow_environment(home),
         )

@@ -79,7 +79,7 @@ def _airflow_app(settings: Settings, command: str) -> App:
 
     return App(
         f"airflow-{command}", airflow.server_argv(settings, command), ready,
-        executable=lambda s: str(airflow.airflow_python(s).parent / "airflow"),
+        executable=lambda s: str(airflow.airflow_executable(s)),
         owner=True, environment=airflow.server_environment,
     )  # fmt: skip
 

@@ -5,7 +5,7 @@ feedback topic."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
@@ -20,7 +20,6 @@ from fashion_search.catalog.limits import (
 #: ``click``: the shopper opened the product; ``add_to_cart``: put it in the cart;
 #: ``not_relevant``: marked it as not what the query asked for.
 Signal = Literal["click", "add_to_cart", "not_relevant"]
-SIGNALS: tuple[str, ...] = get_args(Signal)
 POSITIVE_SIGNALS = frozenset({"click", "add_to_cart"})
 #: Longest session id a client may send.
 MAX_SESSION_ID_CHARS = 128

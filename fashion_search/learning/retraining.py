@@ -63,10 +63,9 @@ def check_retraining(settings: Settings) -> RetrainingCheck:
             trained_at, "articleType", rules.drift_uploads
         )
     recent = sum(confidences) / len(confidences) if confidences else None
-    measured = (
-        baseline is not None and recent is not None and len(confidences) >= rules.drift_uploads
-    )
-    drift = baseline - recent if measured and baseline is not None and recent is not None else None
+    drift = None
+    if baseline is not None and recent is not None and len(confidences) >= rules.drift_uploads:
+        drift = baseline - recent
     reasons = []
     if new >= rules.min_new_products:
         reasons.append(f"{new} new products >= {rules.min_new_products}")
