@@ -1,7 +1,15 @@
-"""Typed client of the model server (used by the functions, the DAGs and the benchmarks)."""
+"""Typed client of the model server (used by the functions, the DAGs and the benchmarks).
+
+The address may name several replicas: ``10.0.0.5:50051,10.0.0.6:50051`` (IP addresses), or
+``dns:///model-server:50051`` for a name that resolves to several. gRPC balances the calls over
+the ready ones (``round_robin``) and tries a call a replica could not take (UNAVAILABLE: it died
+or is restarting) again on another, with backoff, up to four times.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,16 +80,55 @@ class Embeddings:
     model_version: str
 
 
+#: Round robin over the resolved addresses; UNAVAILABLE calls retried (gRPC service config).
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": pb.DESCRIPTOR.services_by_name["EmbeddingService"].full_name}],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target of an address: one ``host:port`` or ``scheme:...`` as it is, several
+    comma-separated IP ``host:port`` as a static list (``ipv4:``/``ipv6:``)."""
+    replicas = [part.strip() for part in address.split(",") if part.strip()]
+    if len(replicas) < 2:
+        return address.strip()
+    hosts = [replica.rsplit(":", 1)[0].strip("[]") for replica in replicas]
+    try:
+        versions = {ipaddress.ip_address(host).version for host in hosts}
+    except ValueError as error:
+        raise ValueError(
+            f"several model servers are given by IP address ({address!r}); for names, one that"
+            " resolves to all of them: dns:///name:port"
+        ) from error
+    if len(versions) > 1:
+        raise ValueError(f"model server addresses mix IPv4 and IPv6: {address!r}")
+    return f"ipv{versions.pop()}:{','.join(replicas)}"
+
+
 class EmbeddingClient:
-    """Blocking gRPC client; one channel, reused."""
+    """Blocking gRPC client; one channel (to one or several replicas), reused."""
 
     def __init__(self, address: str, timeout_s: float = 30.0) -> None:
         self.timeout_s = timeout_s
         self._channel = grpc.insecure_channel(
-            address,
+            channel_target(address),
             options=[
                 ("grpc.max_send_message_length", _MAX_MESSAGE),
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
+                ("grpc.enable_retries", 1),
+                ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
             ],
         )
         self._stub = pb_grpc.EmbeddingServiceStub(self._channel)

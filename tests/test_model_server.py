@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -33,7 +34,9 @@ from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import (
     EmbeddingClient,
     EmbeddingRequestError,
+    ModelServerUnavailableError,
     ModelVersionNotLoadedError,
+    channel_target,
 )
 from fashion_search.model.data import load_split
 from fashion_search.model.embed import embed_images, embed_texts
@@ -191,6 +194,68 @@ def test_concurrent_requests_are_batched(client: EmbeddingClient, server: Manage
     assert min_cosine(np.stack(results), together) >= 0.9999
     merged = [line for line in server.log_tail(400).splitlines() if "text batch:" in line]
     assert any(int(line.split("from ")[1].split()[0]) > 1 for line in merged), merged[-5:]
+
+
+def test_calls_balance_over_replicas_and_none_fails_when_one_is_killed(
+    model_settings: Settings, first: TrainingOutcome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two model servers behind one client address: both take calls (round robin); one killed
+    (SIGKILL) under load at concurrency 4, the calls go on on the other without a failure."""
+    replicas = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            mine = model_settings.replace(
+                model_server={"port": port, "address": f"127.0.0.1:{port}"}
+            )
+            run_dir = tmp_path_factory.mktemp(f"replica-{name}")
+            replicas.append((mine.model_server.address, start_model_server(mine, run_dir)))
+        address = ",".join(a for a, _ in replicas)
+        done: list[int] = []
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def load() -> None:
+            with EmbeddingClient(address, timeout_s=10) as client:
+                while not stop.is_set():
+                    try:
+                        client.embed_texts([f"navy shirt {len(done)}"])
+                        done.append(1)
+                    except Exception as error:  # every failure counts
+                        failures.append(error)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(3)
+        logs = [server.log_tail(2000) for _, server in replicas]
+        assert all("text batch:" in log for log in logs)  # both took calls
+        before = len(done)
+        replicas[0][1].stop(signal.SIGKILL)
+        time.sleep(4)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures[:3]
+        assert len(done) - before >= 20  # the calls went on
+        with (  # the killed one alone answers nothing: the balancing kept the calls going
+            EmbeddingClient(replicas[0][0], timeout_s=2) as alone,
+            pytest.raises(ModelServerUnavailableError),
+        ):
+            alone.embed_texts(["navy shirt"])
+    finally:
+        for _, server in replicas:
+            server.stop()
+
+
+def test_several_addresses_are_one_grpc_target() -> None:
+    assert channel_target("127.0.0.1:50051") == "127.0.0.1:50051"
+    assert channel_target("dns:///model-server:50051") == "dns:///model-server:50051"
+    assert channel_target("10.0.0.5:1, 10.0.0.6:2") == "ipv4:10.0.0.5:1,10.0.0.6:2"
+    assert channel_target("[::1]:1,[::2]:2") == "ipv6:[::1]:1,[::2]:2"
+    for bad in ("model-a:1,model-b:1", "10.0.0.5:1,[::1]:2"):
+        with pytest.raises(ValueError, match="model server"):
+            channel_target(bad)
 
 
 def test_alias_move_is_followed_without_failing_requests(
