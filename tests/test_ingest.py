@@ -649,8 +649,10 @@ def test_a_model_server_down_past_the_retry_budget_fails_the_batch_and_dead_lett
     # A bucket of its own, which announces nothing: no dispatcher of this module processes the
     # object behind the test's back.
     bucket = f"test-quiet-{uuid.uuid4().hex[:6]}"
+    # Each call fails after the client's own retries (about 0.4 s; the waits below are not
+    # slept): a budget of 5 s leaves room for the first two backoffs.
     settings = ingest_settings.replace(
-        storage={"uploads_bucket": bucket}, ingest={"retry_budget_s": 1.0}
+        storage={"uploads_bucket": bucket}, ingest={"retry_budget_s": 5.0}
     )
     waits: list[float] = []
     processor = UploadProcessor(
