@@ -43,41 +43,52 @@ def train_model(
     )  # fmt: skip
 
 
-@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False, multiple_outputs=True)
 def prepare_rollout(trained: dict[str, Any] | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from fashion_search.catalog.shards import Shard
     from fashion_search.settings import get_settings
     from fashion_search.workflows.finetune import latest_training
     from fashion_search.workflows.rollout import prepare, retire_expired
 
     settings = get_settings()
+    # The parts build_candidate's mapped tasks embed (each on any worker, any replica).
+    shards = [asdict(s) for s in Shard.of(settings.database.shards)]
     trained = trained or latest_training(settings)  # None: train_model marked done
     retired = retire_expired(settings)["retired"]  # versions whose rollback window ended
     if not trained["better"]:
         return {"skipped": f"version {trained['version']} does not beat the champion",
-                "retired": retired}  # fmt: skip
-    return prepare(settings, trained["version"])
+                "retired": retired, "shards": shards}  # fmt: skip
+    return {**prepare(settings, trained["version"]), "shards": shards}
 
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-def build_candidate(prepared: dict[str, Any]) -> dict[str, Any]:
+def build_candidate(prepared: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+    from fashion_search.catalog.shards import Shard
     from fashion_search.settings import get_settings
     from fashion_search.workflows.rollout import build
 
     if "skipped" in prepared or prepared["state"] == "serving":
-        return {**prepared, "skipped": prepared.get("skipped", "already serving")}
-    return build(get_settings(), prepared["version"])
+        return {"skipped": prepared.get("skipped", "already serving")}
+    return build(get_settings(), prepared["version"], shard=Shard.from_dict(shard))
 
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-def switch_serving(built: dict[str, Any]) -> dict[str, Any]:
+def switch_serving(prepared: dict[str, Any]) -> dict[str, Any]:
     from fashion_search.settings import get_settings
     from fashion_search.workflows.rollout import switch
 
-    if "skipped" in built:
-        return built
-    return switch(get_settings(), built["version"])
+    if "skipped" in prepared or prepared["state"] == "serving":
+        return {**prepared, "skipped": prepared.get("skipped", "already serving")}
+    return switch(get_settings(), prepared["version"])
 
 
 def roll_out(trained: Any) -> Any:
-    """prepare_rollout -> build_candidate -> switch_serving after ``trained``."""
-    return switch_serving(build_candidate(prepare_rollout(trained)))
+    """prepare_rollout -> build_candidate (one mapped task per catalog shard) ->
+    switch_serving after ``trained``."""
+    prepared = prepare_rollout(trained)
+    built = build_candidate.partial(prepared=prepared).expand(shard=prepared["shards"])
+    switched = switch_serving(prepared)
+    built >> switched
+    return switched

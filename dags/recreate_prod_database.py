@@ -2,6 +2,11 @@
 store, each batch embedded through the model server, rows bulk-inserted with their
 embeddings), then embed what is left (say, after the model server was unreachable).
 
+The load and the embedding run as mapped tasks (``FS_CATALOG_SHARDS`` of each): the load by
+ranges of dataset rows, the embedding by shards of product ids; each can run on any worker
+against any model-server replica. Into an empty catalog the rows go without the HNSW index,
+which the teardown task builds once at the end, whatever happened before.
+
 Run conf: ``source`` (parquet path or hub id; default FS_DATASET_SOURCE), ``limit`` (rows;
 default all), ``reset`` (drop the catalog first; default false). Idempotent and resumable.
 The load updates the catalog asset (what ``retrain_on_new_data`` is scheduled on).
@@ -26,7 +31,7 @@ from airflow.sdk import Param, dag, task
     **DAG_DEFAULTS,
 )
 def recreate_prod_database() -> None:
-    """Schema -> load (and embed) -> embed what is left."""
+    """Schema -> plan -> load parts (and embed) -> embed shards of what is left -> index."""
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def create_schema(reset: bool) -> dict[str, Any]:
@@ -35,24 +40,44 @@ def recreate_prod_database() -> None:
 
         return create_schema(get_settings(), reset=bool(reset))
 
-    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, outlets=[CATALOG_ASSET])
-    def load_products(source: str | None, limit: int | None) -> dict[str, Any]:
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, multiple_outputs=True)
+    def plan_load(source: str | None, limit: int | None) -> dict[str, Any]:
         from fashion_search.settings import get_settings
-        from fashion_search.workflows.catalog import load_products
+        from fashion_search.workflows.catalog import plan_load
 
         settings = get_settings()
-        return load_products(settings, source or settings.dataset_source, limit)
+        return plan_load(
+            settings, source or settings.dataset_source, limit, settings.database.shards
+        )
+
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, outlets=[CATALOG_ASSET])
+    def load_part(source: str | None, offset: int, limit: int | None) -> dict[str, Any]:
+        from fashion_search.settings import get_settings
+        from fashion_search.workflows.catalog import load_part
+
+        settings = get_settings()
+        return load_part(settings, source or settings.dataset_source, offset, limit)
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
-    def embed_products() -> dict[str, Any]:
+    def embed_shard(shard: dict[str, int]) -> dict[str, Any]:
+        from fashion_search.catalog.shards import Shard
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import embed_products
 
-        return embed_products(get_settings())
+        return embed_products(get_settings(), shard=Shard.from_dict(shard))
+
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+    def finish_load() -> dict[str, Any]:
+        from fashion_search.settings import get_settings
+        from fashion_search.workflows.catalog import finish_load
+
+        return finish_load(get_settings())
 
     schema = create_schema(reset="{{ params.reset }}")
-    loaded = load_products(source="{{ params.source }}", limit="{{ params.limit }}")
-    schema >> loaded >> embed_products()
+    plan = plan_load(source="{{ params.source }}", limit="{{ params.limit }}")
+    loaded = load_part.partial(source="{{ params.source }}").expand_kwargs(plan["parts"])
+    embedded = embed_shard.expand(shard=plan["shards"])
+    schema >> plan >> loaded >> embedded >> finish_load().as_teardown(setups=plan)
 
 
 dag = recreate_prod_database()

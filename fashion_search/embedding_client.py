@@ -62,10 +62,11 @@ class ModelInfo:
     quantized: bool
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> registry version
     versions: dict[str, int] = field(default_factory=dict)  # registry version -> dimension
+    precision: str = ""  # the towers' variant: fp32, int8 or fp16 (empty from older servers)
 
     def describe(self) -> str:
         """One line for logs and benchmark tables."""
-        precision = "int8" if self.quantized else "fp32"
+        precision = self.precision or ("int8" if self.quantized else "fp32")
         return (
             f"model {self.registry_name} v{self.registry_version} ({self.dimension}-d),"
             f" {precision}, {', '.join(self.execution_providers)}"
@@ -183,6 +184,7 @@ class EmbeddingClient:
             list(r.execution_providers), r.quantized,
             aliases={v.alias: v.registry_version for v in r.versions if v.alias},
             versions={v.registry_version: v.dimension for v in r.versions},
+            precision=r.precision,
         )  # fmt: skip
 
     def healthy(self) -> bool:

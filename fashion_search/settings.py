@@ -69,6 +69,8 @@ class StackSettings(_Group):
     mlflow_port: int = Field(15000, validation_alias="FS_MLFLOW_PORT")
     localstack_port: int = Field(14566, validation_alias="FS_LOCALSTACK_PORT")
     airflow_port: int = Field(18080, validation_alias="FS_AIRFLOW_PORT")  # its API server and UI
+    # The apps' Prometheus endpoints: model server, API, dispatcher on this port and the next.
+    metrics_ports_from: int = Field(19460, validation_alias="FS_METRICS_PORTS_FROM")
     # The apps' supervisor (stack/supervisor.py): a program that dies is restarted after this
     # delay, doubling up to the maximum; back to the first after a run of restart_reset_after_s.
     restart_delay_s: float = Field(1.0, validation_alias="FS_RESTART_DELAY_S")
@@ -106,6 +108,9 @@ class DatabaseSettings(_Group):
     pool_timeout_s: float = Field(5.0, validation_alias="FS_DATABASE_POOL_TIMEOUT_S")
     embedding_dim: int = Field(512, validation_alias="FS_EMBEDDING_DIM")
     hnsw_ef_search: int = Field(100, validation_alias="FS_HNSW_EF_SEARCH")
+    # Parallel tasks a bulk load or a rollout's catalog embedding splits into (Airflow mapped
+    # tasks: any worker, against any model-server replica).
+    shards: int = Field(2, ge=1, le=64, validation_alias="FS_CATALOG_SHARDS")
     # Longest statement (or lock wait) of a pooled session before PostgreSQL cancels it: a
     # stuck query fails fast instead of holding a connection; 0 = no limit.
     statement_timeout_ms: int = Field(30_000, validation_alias="FS_DATABASE_STATEMENT_TIMEOUT_MS")
@@ -175,8 +180,10 @@ class ModelServerSettings(_Group):
     port: int = Field(50051, validation_alias="FS_MODEL_SERVER_PORT")
     bind: str = Field(LOCAL_HOST, validation_alias="FS_MODEL_SERVER_BIND")
     quantized: bool = Field(False, validation_alias="FS_MODEL_QUANTIZED")
-    max_batch: int = Field(32, validation_alias="FS_MODEL_MAX_BATCH")
-    max_wait_ms: float = Field(0.0, validation_alias="FS_MODEL_MAX_WAIT_MS")  # part-full batch
+    # Largest batch, and wait for a part-full one; 0 and -1: 32 and none on a CPU, 256 and
+    # 2 ms on a GPU (model_server/runtime.py, batch_limits).
+    max_batch: int = Field(0, ge=0, validation_alias="FS_MODEL_MAX_BATCH")
+    max_wait_ms: float = Field(-1.0, validation_alias="FS_MODEL_MAX_WAIT_MS")
     reload_interval_s: float = Field(10.0, validation_alias="FS_MODEL_RELOAD_INTERVAL_S")
     max_image_bytes: int = Field(20 * 1024 * 1024, validation_alias="FS_MODEL_MAX_IMAGE_BYTES")
     max_image_pixels: int = Field(40_000_000, validation_alias="FS_MODEL_MAX_IMAGE_PIXELS")
@@ -189,6 +196,11 @@ class ModelServerSettings(_Group):
     # The sessions' thread pools sleep when a run ends instead of spinning on (model_server/
     # runtime.py; docs/decisions/0011).
     force_spinning_stop: bool = Field(True, validation_alias="FS_MODEL_FORCE_SPINNING_STOP")
+    # Image decoding on threads or worker processes; auto: processes when the model runs on a
+    # GPU (model_server/decoding.py).
+    decode_pool: Literal["auto", "threads", "processes"] = Field(
+        "auto", validation_alias="FS_MODEL_DECODE_POOL"
+    )
 
 
 class IngestSettings(_Group):
@@ -320,6 +332,17 @@ class RolloutSettings(_Group):
     switch_attempts: int = Field(5, validation_alias="FS_ROLLOUT_SWITCH_ATTEMPTS")
 
 
+class TelemetrySettings(_Group):
+    """What every role reports: metrics, traces, logs (fashion_search/telemetry)."""
+
+    # The role's Prometheus endpoint (/metrics on a port of its own); 0 = none.
+    metrics_port: int = Field(0, validation_alias="FS_METRICS_PORT")
+    metrics_bind: str = Field(LOCAL_HOST, validation_alias="FS_METRICS_BIND")
+    # OTLP/HTTP collector (e.g. http://otel-collector:4318); empty = no traces.
+    otlp_endpoint: str = Field("", validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    log_format: Literal["json", "text"] = Field("json", validation_alias="FS_LOG_FORMAT")
+
+
 class Settings(_Group):
     """Configuration from the environment, grouped by part."""
 
@@ -342,6 +365,7 @@ class Settings(_Group):
     access: AccessSettings = Field(default_factory=AccessSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @model_validator(mode="after")
     def _default_endpoints(self) -> Settings:

@@ -2,7 +2,8 @@
 ``model.json`` says (no torch: the exporter writes this layout, the loader reads it).
 
 ``onnx/r{EXPORT_REVISION}/`` holds ``fp32/{image,text}.onnx``, ``int8/{image,text}.onnx``,
-``tokenizer.json`` and ``model.json``: the model's facts and the SHA-256 of every other file.
+``fp16/{image,text}.onnx``, ``tokenizer.json`` and ``model.json``: the model's facts and the
+SHA-256 of every other file.
 ``model.json`` is uploaded last, so a version whose folder has it has every file.
 
 ``model.json`` lies in the models bucket beside the files it names, so whoever can write the
@@ -23,14 +24,14 @@ if TYPE_CHECKING:
     from fashion_search.model.factory import Clip
 
 #: Exports of another revision are not reused: bump it when the export writes other files.
-EXPORT_REVISION = 4
+EXPORT_REVISION = 5
 ARTIFACT_DIR = f"onnx/r{EXPORT_REVISION}"
 MANIFEST = "model.json"
 #: The registered version's tag with the hex SHA-256 of its ``model.json`` of this revision.
 MANIFEST_SHA256_TAG = f"onnx_r{EXPORT_REVISION}_manifest_sha256"
 TOKENIZER = "tokenizer.json"
 TOWERS = ("image", "text")
-VARIANTS = ("fp32", "int8")
+VARIANTS = ("fp32", "int8", "fp16")  # fp16: for CUDA
 
 
 def tower_file(variant: str, tower: str) -> str:

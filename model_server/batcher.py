@@ -24,6 +24,12 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from fashion_search.telemetry.metrics import (
+    MODEL_BATCH_SIZE,
+    MODEL_INFERENCE_SECONDS,
+    MODEL_QUEUE_DEPTH,
+)
+
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
 Array = np.ndarray[Any, np.dtype[np.float32]]
@@ -58,6 +64,9 @@ class MicroBatcher(Generic[Item]):
         self._arrived = threading.Condition()  # guards the queue; notified when a request queues
         self._queue: deque[_Pending[Item]] = deque()
         self._running = False  # a thread is leading: running batches until its own is done
+        self._queue_depth = MODEL_QUEUE_DEPTH.labels(name)
+        self._batch_size = MODEL_BATCH_SIZE.labels(name)
+        self._inference = MODEL_INFERENCE_SECONDS.labels(name)
 
     def submit(self, items: Sequence[Item]) -> Result:
         """Embeddings of ``items`` (and the tag), computed with other requests' items; the
@@ -65,6 +74,7 @@ class MicroBatcher(Generic[Item]):
         pending = _Pending(items)
         with self._arrived:
             self._queue.append(pending)
+            self._queue_depth.inc()
             self._arrived.notify()  # a leader waiting for company
             leads, self._running = not self._running, True
         if not leads:
@@ -99,6 +109,7 @@ class MicroBatcher(Generic[Item]):
         while True:
             while self._queue and (not batch or size + len(self._queue[0].items) <= self.max_batch):
                 batch.append(self._queue.popleft())
+                self._queue_depth.dec()
                 size += len(batch[-1].items)
             timeout = deadline - time.monotonic()
             if size >= self.max_batch or timeout <= 0:
@@ -124,8 +135,11 @@ class MicroBatcher(Generic[Item]):
         finally:
             for pending in batch:
                 pending.wake.set()
+        seconds = time.perf_counter() - started
+        self._batch_size.observe(len(items))
+        self._inference.observe(seconds)
         log.info(
             "%s batch: %d items from %d requests, model %.1f ms, oldest waited %.1f ms",
-            self.name, len(items), len(batch), (time.perf_counter() - started) * 1000,
+            self.name, len(items), len(batch), seconds * 1000,
             (started - batch[0].queued_at) * 1000,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Export a registered version once: its ONNX towers (fp32 and int8), a torch-free tokenizer and
+"""Export a registered version once: its ONNX towers (fp32, int8, fp16), a torch-free tokenizer and
 ``model.json``, logged as artifacts of the version's MLflow run (:mod:`model_server.artifacts`).
 
 Needs the ``export`` extra (torch, open_clip, onnx). ``finetune`` runs it right after
@@ -17,7 +17,12 @@ from mlflow import MlflowClient
 from open_clip.tokenizer import SimpleTokenizer
 
 from fashion_search.model.factory import Clip
-from fashion_search.model.onnx_export import export_image_tower, export_text_tower, quantize_int8
+from fashion_search.model.onnx_export import (
+    convert_fp16,
+    export_image_tower,
+    export_text_tower,
+    quantize_int8,
+)
 from fashion_search.model.registry import RegisteredVersion, load_version
 from fashion_search.settings import Settings
 from model_server.artifacts import (
@@ -53,6 +58,7 @@ def export_clip(clip: Clip, directory: Path) -> ExportManifest:
     for tower, export in (("image", export_image_tower), ("text", export_text_tower)):
         fp32 = export(clip, directory / tower_file("fp32", tower))
         quantize_int8(fp32, directory / tower_file("int8", tower))
+        convert_fp16(fp32, directory / tower_file("fp16", tower))
     manifest = ExportManifest(
         **ModelFacts.of(clip).model_dump(),
         export_revision=EXPORT_REVISION,

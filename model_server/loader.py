@@ -187,9 +187,9 @@ def cache_folder(settings: Settings, version: RegisteredVersion) -> Path:
 
 
 def fetch_version(
-    settings: Settings, client: MlflowClient, version: RegisteredVersion
+    settings: Settings, client: MlflowClient, version: RegisteredVersion, variant: str = "fp32"
 ) -> ExportedModel:
-    """The version's towers of the configured variant (int8 or fp32) and tokenizer, checked
+    """The version's towers of ``variant`` (fp32, int8 or fp16) and tokenizer, checked
     against its ``model.json`` (itself checked against the registry's record), from the local
     cache or its MLflow artifacts; exported first when it has none (:class:`ExportMissingError`
     where the export extra is missing), :class:`ExportIntegrityError` when a check fails."""
@@ -199,7 +199,6 @@ def fetch_version(
         fetched = _fetch_manifest(client, version)
         if fetched is None:
             raise ExportMissingError(f"version {version.version}: exported, yet no {MANIFEST}")
-    variant = "int8" if settings.model_server.quantized else "fp32"
     local = cache_folder(settings, version)
     local.mkdir(parents=True, exist_ok=True)
     for name in (*(tower_file(variant, tower) for tower in TOWERS), TOKENIZER):

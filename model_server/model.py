@@ -3,6 +3,8 @@ torch: the tokeniser is the export's ``tokenizer.json``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -57,7 +59,14 @@ class ServedModel:
 
     def preprocess(self, data: bytes, max_pixels: int) -> Array:
         """Decoded, padded, resized, normalised ``[3, S, S]`` pixels of one image."""
-        return preprocess_image(data, self.image_size, self.mean, self.std, max_pixels)
+        return self.preprocessor(max_pixels)(data)
+
+    def preprocessor(self, max_pixels: int) -> Callable[[bytes], Array]:
+        """:meth:`preprocess` as a picklable function (for a pool of processes)."""
+        return partial(
+            preprocess_image, size=self.image_size, mean=self.mean, std=self.std,
+            max_pixels=max_pixels,
+        )  # fmt: skip
 
     def embed_pixels(self, pixels: list[Array]) -> Array:
         """Run the image tower on preprocessed images."""

@@ -20,7 +20,6 @@ model call took 0.3-0.6 ms longer (README, Search).
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -33,15 +32,17 @@ import grpc
 import numpy as np
 from mlflow import MlflowClient
 
-from fashion_search.background import background_pool
 from fashion_search.errors import ImageTooLargeError, InvalidImageError
 from fashion_search.model.registry import RegisteredVersion, champion, configure_mlflow
 from fashion_search.rpc import embedding_pb2 as pb
 from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
 from fashion_search.settings import Settings
+from fashion_search.telemetry.metrics import MODEL_SERVING
 from model_server.batcher import MicroBatcher
+from model_server.decoding import decode_pool
 from model_server.loader import fetch_version, resolve
 from model_server.model import ServedModel
+from model_server.runtime import CUDA, batch_limits, preferred_variant
 
 log = logging.getLogger(__name__)
 Array = np.ndarray[Any, np.dtype[np.float32]]
@@ -52,8 +53,22 @@ SERVER_THREADS = 64
 def load_model(settings: Settings) -> ServedModel:
     """The model the alias points to now, fetched (or from the cache) and in sessions."""
     client = configure_mlflow(settings)
-    exported = fetch_version(settings, client, resolve(settings, client))
-    return ServedModel.configured(exported, settings)
+    return serve_version(settings, client, resolve(settings, client))
+
+
+def serve_version(
+    settings: Settings, client: MlflowClient, version: RegisteredVersion
+) -> ServedModel:
+    """``version`` in sessions: its fp16 towers where this ONNX Runtime offers CUDA, unless
+    the sessions then do not really run on it (``get_providers()`` decides): fp32 then; int8
+    with ``FS_MODEL_QUANTIZED``."""
+    variant = preferred_variant(settings.model_server.quantized)
+    model = ServedModel.configured(fetch_version(settings, client, version, variant), settings)
+    if variant == "fp16" and CUDA not in model.providers:
+        log.warning("CUDA is offered but the sessions run on %s: serving fp32", model.providers)
+        exported = fetch_version(settings, client, version, "fp32")
+        model = ServedModel.configured(exported, settings)
+    return model
 
 
 def _in_chunks(embed: Callable[[list[Any]], Array], items: list[Any], size: int) -> Array:
@@ -75,7 +90,8 @@ class Slot:
     @classmethod
     def of(cls, model: ServedModel, settings: Settings) -> Slot:
         """``model`` with batchers of the configured batch size and wait."""
-        size, wait = settings.model_server.max_batch, settings.model_server.max_wait_ms / 1000
+        server = settings.model_server
+        size, wait = batch_limits(server.max_batch, server.max_wait_ms, model.image.on_gpu)
         version = model.version.version
 
         def texts(items: list[str]) -> tuple[Array, str]:
@@ -102,6 +118,14 @@ class Loaded:
     def slot(self, version: str) -> Slot | None:
         """The slot of ``version`` (the champion's when empty); None when it is not loaded."""
         return self.slots.get(version or self.champion)
+
+    def report(self) -> None:
+        """Set the ``fashion_search_model_serving`` gauge to these versions and aliases."""
+        MODEL_SERVING.clear()
+        for alias, version in self.aliases.items():
+            MODEL_SERVING.labels(alias, version).set(1)
+        for version in set(self.slots) - set(self.aliases.values()):
+            MODEL_SERVING.labels("", version).set(1)
 
     def describe(self) -> str:
         """E.g. ``3 as champion, 5 as candidate``."""
@@ -143,9 +167,10 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         self.loaded = Loaded(
             {version: Slot.of(model, settings)}, {settings.registry.model_alias: version}, version
         )
+        self.loaded.report()
         self._unnamed: set[str] = set()  # loaded versions no alias named at the last poll
         # Decoding and resizing run in parallel, at a lower priority than the model runs.
-        self._preprocessing = background_pool(os.cpu_count() or 1, "preprocess")
+        self._preprocessing = decode_pool(settings.model_server.decode_pool, model.image.on_gpu)
         self._stopped = threading.Event()
 
     def _slot(self, context: grpc.ServicerContext, version: str) -> Slot:
@@ -202,9 +227,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         slot = self._slot(context, request.model_version)
         try:
             pixels = list(
-                self._preprocessing.map(
-                    lambda data: slot.model.preprocess(data, limits.max_image_pixels), images
-                )
+                self._preprocessing.map(slot.model.preprocessor(limits.max_image_pixels), images)
             )
         except InvalidImageError as error:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -229,6 +252,7 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             dimension=m.dimension,
             execution_providers=m.providers,
             quantized=m.variant == "int8",
+            precision=m.variant,
             versions=[
                 pb.ServedVersion(
                     registry_version=v, dimension=loaded.slots[v].model.dimension, alias=alias
@@ -298,14 +322,14 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
         new = Loaded(slots, aliases, aliases[registry.model_alias])
         if new != current:
             self.loaded = new  # one assignment: a request sees the old state or the new one
+            new.report()
             log.info("now serving %s", new.describe())
 
     def _load(self, client: MlflowClient, alias: str, target: RegisteredVersion) -> Slot | None:
         """The version's slot; None (logged) when it fails to load."""
         log.info("alias %s moved to version %s: loading", alias, target.version)
         try:
-            exported = fetch_version(self.settings, client, target)
-            return Slot.of(ServedModel.configured(exported, self.settings), self.settings)
+            return Slot.of(serve_version(self.settings, client, target), self.settings)
         except Exception:
             log.exception("loading version %s failed; still serving the others", target.version)
             return None

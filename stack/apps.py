@@ -65,6 +65,16 @@ class App:
     environment: Callable[[Settings], dict[str, str]] | None = None
 
 
+#: The apps that serve Prometheus metrics, in the order of their ports (``FS_METRICS_PORTS_FROM``).
+METRICS_APPS = ("model-server", "api", "dispatcher")
+
+
+def metrics_url(settings: Settings, name: str) -> str:
+    """Where app ``name`` of the local stack serves its metrics."""
+    port = settings.stack.metrics_ports_from + METRICS_APPS.index(name)
+    return f"http://{settings.telemetry.metrics_bind}:{port}/metrics"
+
+
 def _model_server_ready(settings: Settings) -> bool:
     with EmbeddingClient(settings.model_server.address, timeout_s=2) as client:
         return client.healthy()
@@ -133,6 +143,10 @@ def app_environment(settings: Settings, app: App) -> dict[str, str]:
         "FS_KAFKA_USERNAME": kafka_user or "",
         "FS_KAFKA_PASSWORD": secrets.kafka_users[kafka_user] if kafka_user else "",
     }
+    if app.name in METRICS_APPS:
+        env["FS_METRICS_PORT"] = str(
+            settings.stack.metrics_ports_from + METRICS_APPS.index(app.name)
+        )
     if pg_role:
         env["FS_DATABASE_URL"] = make_conninfo(
             settings.database.url, user=pg_role, password=secrets.pg_passwords[pg_role]
@@ -207,7 +221,8 @@ def up(settings: Settings) -> None:
         f"            curl '{api}/search/text?q=silver+watch&articleType=Watches&gender=Women'\n"
         f"            curl -F image=@photo.jpg {api}/search/image\n"
         f"            http://{settings.search.api_host}:{settings.search.ui_port}/?q=red+dress\n"
-        f"Airflow     {airflow.server_url(settings)}   user {airflow.ADMIN}, password {password}"
+        f"Airflow     {airflow.server_url(settings)}   user {airflow.ADMIN}, password {password}\n"
+        f"metrics     {'  '.join(metrics_url(settings, name) for name in METRICS_APPS)}"
     )
 
 

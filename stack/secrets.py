@@ -64,13 +64,15 @@ KAFKA_PASSWORDS = {
     KAFKA_MINIO_USER: "FS_SECRET_KAFKA_MINIO",
     KAFKA_INGEST_USER: "FS_SECRET_KAFKA_INGEST",
 }
-#: The Airflow webserver's admin (docker-compose.yml) and the UI's own search API key.
+#: The Airflow webserver's admin, Grafana's admin (docker-compose.yml) and the UI's own search
+#: API key.
 AIRFLOW_ADMIN_PASSWORD = "FS_SECRET_AIRFLOW_ADMIN"
+GRAFANA_ADMIN_PASSWORD = "FS_SECRET_GRAFANA_ADMIN"
 UI_API_KEY = "FS_SECRET_UI_API_KEY"
 #: Every variable of the secrets file (the native stack's and docker-compose.yml's).
 VARIABLES = (
     *PG_PASSWORDS.values(), *S3_PASSWORDS.values(), *KAFKA_PASSWORDS.values(),
-    AIRFLOW_ADMIN_PASSWORD, UI_API_KEY,
+    AIRFLOW_ADMIN_PASSWORD, GRAFANA_ADMIN_PASSWORD, UI_API_KEY,
 )  # fmt: skip
 
 

@@ -55,6 +55,23 @@ def database(settings: Settings, name: str) -> dict[str, str]:
     return {"name": name, "url": make_conninfo(settings.database.url, dbname=name)}
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The samples of the Prometheus endpoint on ``port``, keyed ``name{label="value",...}``
+    (labels sorted; no braces without labels)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
 def child_env(settings: Settings) -> dict[str, str]:
     """This process's environment plus ``FS_*`` variables for ``settings``."""
     return {**os.environ, **settings.to_env()}

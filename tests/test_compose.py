@@ -84,7 +84,7 @@ def test_compose_rejects_a_broken_file(tmp_path) -> None:  # type: ignore[no-unt
 
 #: Long-running services: restarted when they die. The others run once and exit.
 LONG_RUNNING = {"postgres", "kafka", "minio", "localstack", "mlflow", "model-server", "dispatcher",
-                "api", "ui", "airflow"}  # fmt: skip
+                "api", "ui", "airflow", "prometheus", "grafana"}  # fmt: skip
 ONE_SHOT = {"setup", "catalog", "model-init"}
 #: The project's apps: each checked by the local stack's readiness check of the same name.
 APPS = {"model-server", "dispatcher", "api", "ui"}
@@ -198,7 +198,8 @@ OWN_SECRETS: dict[str, set[str]] = {
     "kafka": {"FS_SECRET_KAFKA_ADMIN", "FS_SECRET_KAFKA_MINIO", "FS_SECRET_KAFKA_INGEST"},
     "minio": {"FS_SECRET_S3_ROOT", "FS_SECRET_KAFKA_MINIO"},
     "localstack": set(),
-    "setup": set(COMPOSE_SECRETS) - {"FS_SECRET_AIRFLOW_ADMIN"},  # gives each its password
+    # gives each its password
+    "setup": set(COMPOSE_SECRETS) - {"FS_SECRET_AIRFLOW_ADMIN", "FS_SECRET_GRAFANA_ADMIN"},
     "mlflow": {"FS_SECRET_S3_MLFLOW"},
     "catalog": {"FS_SECRET_PG_OWNER", "FS_SECRET_S3_ROOT"},  # migrates the schema
     "model-init": {"FS_SECRET_PG_OWNER", "FS_SECRET_S3_ROOT"},
@@ -208,6 +209,8 @@ OWN_SECRETS: dict[str, set[str]] = {
     "ui": {"FS_SECRET_UI_API_KEY"},
     "airflow": {"FS_SECRET_PG_OWNER", "FS_SECRET_S3_ROOT", "FS_SECRET_KAFKA_INGEST",
                 "FS_SECRET_AIRFLOW_ADMIN"},
+    "prometheus": set(),
+    "grafana": {"FS_SECRET_GRAFANA_ADMIN"},
 }  # fmt: skip
 
 
@@ -276,3 +279,51 @@ def test_airflow_needs_its_admin_login() -> None:
     assert "$$FS_AIRFLOW_ADMIN_PASSWORD" in script
     assert "$$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in script
     assert script.rstrip().endswith("exec /opt/airflow-venv/bin/airflow standalone")
+
+
+def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_theirs() -> None:
+    from prometheus_client.registry import REGISTRY
+
+    from fashion_search.telemetry.metrics import CatalogCoverage
+    from functions.api.app import create_app
+    from stack.apps import METRICS_APPS
+
+    services = _services()
+    config = yaml.safe_load((REPO_ROOT / "observability/prometheus.yml").read_text())
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    ports = {str(services[name]["environment"]["FS_METRICS_PORT"]) for name in METRICS_APPS}
+    [port] = ports  # one port in every container
+    assert targets == {f"{name}:{port}" for name in METRICS_APPS}
+    for name in METRICS_APPS:
+        assert services[name]["environment"]["FS_METRICS_BIND"] == "0.0.0.0"
+    mounts = " ".join(services["grafana"]["volumes"])
+    assert "./observability/grafana/provisioning:/etc/grafana/provisioning" in mounts
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${FS_SECRET_GRAFANA_ADMIN:?"
+    )
+
+    from fastapi.testclient import TestClient
+
+    TestClient(create_app()).get("/no-such-route")  # the API's request metrics, made at its start
+    families = [*REGISTRY.collect(), *CatalogCoverage(list).collect()]
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    exported = {
+        family.name + suffix for family in families for suffix in suffixes.get(family.type, ("",))
+    }
+    dashboard = json.loads(
+        (REPO_ROOT / "observability/grafana/dashboards/fashion-search.json").read_text()
+    )
+    read = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(?:fashion_search|http)_\w+", target["expr"])
+    }
+    assert read and read <= exported, read - exported
+    assert any(n.startswith("fashion_search_ingest") for n in read)
+    assert any(n.startswith("fashion_search_model") for n in read)

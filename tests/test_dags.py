@@ -80,13 +80,26 @@ def _dag(
     return airflow.test_dag(dag_id, conf, variables, mark_success)
 
 
-def _report(result: DagRunResult, key: str) -> dict[str, Any]:
-    """What the run's task whose report has ``key`` returned."""
+def _reports(result: DagRunResult, key: str) -> list[dict[str, Any]]:
+    """What the run's tasks whose reports have ``key`` returned (a mapped task's, one each)."""
+    found = []
     for text in re.findall(r"Returned value was: (\{.*\})", result.log):
         report: dict[str, Any] = ast.literal_eval(text)
         if key in report:
-            return report
-    raise AssertionError(f"no task returned a report with {key!r}")
+            found.append(report)
+    return found
+
+
+def _report(result: DagRunResult, key: str) -> dict[str, Any]:
+    """What the run's (first) task whose report has ``key`` returned."""
+    found = _reports(result, key)
+    assert found, f"no task returned a report with {key!r}"
+    return found[0]
+
+
+def _total(result: DagRunResult, report_key: str, field: str) -> int:
+    """``field`` summed over the reports with ``report_key`` (the parts of a mapped task)."""
+    return sum(int(report[field]) for report in _reports(result, report_key))
 
 
 def _model_server_default(settings: Settings, version: str, timeout_s: float = 60) -> bool:
@@ -113,30 +126,43 @@ def _catalog(settings: Settings) -> list[tuple[Any, ...]]:
 def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     airflow: LocalAirflow, dags_settings: Settings
 ) -> None:
+    shards = dags_settings.database.shards
+    assert shards > 1  # the load and the embedding run as mapped tasks, one per part
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 40, "reset": True})
     assert result.state == "success", result.log[-3000:]
     assert _catalog(dags_settings) == [("1", 40)]
-    # the load embedded every batch from the images in hand; the embed task found nothing left
-    loaded = _report(result, "loaded")
-    assert (loaded["bulk"], loaded["embedded"]) == (True, 40)  # empty catalog: index built after
-    assert _report(result, "dimension")["embedded"] == 0
+    # empty catalog: the parts load without the index, which the teardown builds once
+    plan = _report(result, "parts")
+    assert plan["bulk"] is True
+    assert [(p["offset"], p["limit"]) for p in plan["parts"]] == [(0, 20), (20, 20)]
+    parts = _reports(result, "loaded")
+    assert sorted(p["offset"] for p in parts) == [0, 20]
+    # each part embedded its batches from the images in hand; the embed shards found nothing
+    assert (_total(result, "loaded", "loaded"), _total(result, "loaded", "embedded")) == (40, 40)
+    embeds = _reports(result, "dimension")
+    assert sorted(e["shard"] for e in embeds) == list(range(shards))
+    assert _total(result, "dimension", "embedded") == 0
+    assert _report(result, "indexed")["indexed"] == ["1"]
     with psycopg.connect(dags_settings.database.url) as conn:
         indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes").fetchall()}
     assert "product_embeddings_1_hnsw" in indexes
 
-    # The model server is unreachable: the load task grows the catalog without embeddings and
-    # says why, the embed task fails; what is stored stays consistent, and the next run
-    # finishes the job.
+    # The model server is unreachable: the load parts grow the catalog without embeddings and
+    # say why, the embed shards fail; what is stored stays consistent, and the next run
+    # finishes the job, each shard embedding its own products.
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60},
                   FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
     assert result.state == "failed"
-    loaded = _report(result, "loaded")
-    assert (loaded["loaded"], loaded["embedded"], loaded["bulk"]) == (20, 0, False)
-    assert loaded["embed_stopped"]
+    assert _report(result, "parts")["bulk"] is False
+    parts = _reports(result, "loaded")
+    assert (_total(result, "loaded", "loaded"), _total(result, "loaded", "embedded")) == (20, 0)
+    assert all(p["embed_stopped"] for p in parts if p["loaded"])
     assert _catalog(dags_settings) == [("1", 40), (None, 20)]
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60})
     assert result.state == "success", result.log[-3000:]
-    assert _report(result, "dimension")["embedded"] == 20
+    embeds = _reports(result, "dimension")
+    assert sum(e["embedded"] for e in embeds) == 20
+    assert all(e["embedded"] > 0 for e in embeds)  # both shards had products to embed
     assert _catalog(dags_settings) == [("1", 60)]
 
 

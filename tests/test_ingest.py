@@ -41,7 +41,14 @@ from stack.process import ManagedProcess
 from stack.s3 import announce_uploads
 from stack.topics import ensure_topics, group_has_member
 from tests.conftest import SEARCH_ROWS, catalog_database
-from tests.helpers import child_env, database, jpeg, start_model_server, start_process
+from tests.helpers import (
+    child_env,
+    database,
+    jpeg,
+    scrape,
+    start_model_server,
+    start_process,
+)
 
 #: Held-out products (not in the search catalog) uploaded by these tests.
 UPLOADS = 80
@@ -71,6 +78,7 @@ def ingest_settings(search_settings: Settings) -> Settings:
             "dead_letter_topic": f"test-{run}.dead-letter",
         },
         model_server={"port": port, "address": f"127.0.0.1:{port}"},
+        telemetry={"metrics_port": free_port()},  # the dispatcher's
         ingest={
             "group_id": f"test-ingest-{run}",
             "batch_size": 4,  # many batches, so a kill lands mid-stream
@@ -123,7 +131,12 @@ class ModelServer:
 def model_server(
     ingest_settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModelServer]:
-    server = ModelServer(ingest_settings, tmp_path_factory.mktemp("ingest-model-server"))
+    from tests.helpers import free_port
+
+    server = ModelServer(
+        ingest_settings.replace(telemetry={"metrics_port": free_port()}),
+        tmp_path_factory.mktemp("ingest-model-server"),
+    )
     yield server
     server.stop()
 
@@ -421,8 +434,12 @@ def test_a_deleted_upload_leaves_the_catalog_at_its_removal_event(
 
 def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(
     ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
-    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem], model_server: ModelServer,
 ) -> None:  # fmt: skip
+    """... and the dispatcher's and model server's metrics count it."""
+    dispatcher_port = ingest_settings.telemetry.metrics_port
+    model_port = model_server.settings.telemetry.metrics_port
+    before, model_before = scrape(dispatcher_port), scrape(model_port)
     store = ObjectStore(ingest_settings)
     bucket = ingest_settings.storage.uploads_bucket
     prefix = f"corrupt/{uuid.uuid4().hex[:6]}/"
@@ -430,6 +447,24 @@ def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(
     store.put(bucket, f"{prefix}broken.jpg", b"\xff\xd8\xff\xe0 this is not a jpeg")
 
     outputs.wait(_keys_done(prefix, set(good), dead=1))
+    after, model_after = scrape(dispatcher_port), scrape(model_port)
+
+    def moved(before: dict[str, float], after: dict[str, float], key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert moved(before, after, 'fashion_search_ingest_processed_total{status="created"}') == 5
+    reason = 'fashion_search_ingest_dead_letters_total{reason="not-an-image"}'
+    assert moved(before, after, reason) == 1
+    assert 'fashion_search_ingest_consumer_lag{partition="0"}' in after
+    images = moved(model_before, model_after, 'fashion_search_model_batch_size_sum{tower="image"}')
+    assert images >= 5  # the five good photos (and any other test's still arriving)
+    calls = 'fashion_search_model_inference_seconds_count{tower="image"}'
+    assert moved(model_before, model_after, calls) >= 1
+    champion = ingest_settings.registry.model_alias
+    assert any(
+        k.startswith(f'fashion_search_model_serving{{alias="{champion}"') and v == 1
+        for k, v in model_after.items()
+    )
     processed, dead_letters = outputs.for_prefix(prefix)
     assert {m["key"] for m in processed} == set(good)
     [letter] = dead_letters
@@ -437,6 +472,56 @@ def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(
     original = json.loads(letter["originalEvent"])
     assert original["Records"][0]["s3"]["object"]["key"].endswith("broken.jpg")
     assert len(_rows(ingest_pool, bucket, prefix)) == 5
+
+
+def _members_with_partitions(settings: Settings) -> int:
+    admin = AdminClient(kafka_config(settings))
+    described = admin.describe_consumer_groups([settings.ingest.group_id])
+    group = described[settings.ingest.group_id].result()
+    return sum(bool(m.assignment.topic_partitions) for m in group.members)
+
+
+def test_three_dispatchers_in_one_group_share_300_uploads_without_duplicates(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Ingestion scales by the uploads topic's partitions: each dispatcher of the group takes
+    some, and every upload is processed exactly once."""
+    partitions = ingest_settings.kafka.partitions
+    assert partitions >= 3
+    others = ingest_settings.replace(telemetry={"metrics_port": 0})  # the first one's port
+    extra = [_start_dispatcher(others, tmp_path / f"d{i}") for i in (1, 2)]
+    try:
+        deadline = time.monotonic() + 60
+        while _members_with_partitions(ingest_settings) < 3:  # the group settled: 3 members
+            assert time.monotonic() < deadline, "the group did not give each member partitions"
+            time.sleep(0.5)
+        first = scrape(ingest_settings.telemetry.metrics_port)
+        store = ObjectStore(ingest_settings)
+        bucket = ingest_settings.storage.uploads_bucket
+        prefix = f"three/{uuid.uuid4().hex[:6]}/"
+        keys = {f"{prefix}{n}.jpg": held_out[n % len(held_out)].image for n in range(300)}
+        store.put_many(bucket, list(keys.items()))
+
+        outputs.wait(_keys_done(prefix, set(keys)), timeout_s=300)
+        outputs.drain(3)  # a duplicate would arrive now
+        processed, dead_letters = outputs.for_prefix(prefix)
+        assert not dead_letters
+        assert sorted(m["key"] for m in processed) == sorted(keys)  # each once
+        assert {m["status"] for m in processed} == {"created"}
+        rows = _rows(ingest_pool, bucket, prefix)
+        assert len(rows) == 300 and len({r[0] for r in rows}) == 300
+        # every dispatcher did part of the work
+        created = 'fashion_search_ingest_processed_total{status="created"}'
+        assert (
+            0
+            < scrape(ingest_settings.telemetry.metrics_port)[created] - first.get(created, 0)
+            < 300
+        )
+        assert all("processed" in p.log_file.read_text() for p in extra)
+    finally:
+        for process in extra:
+            process.stop()
 
 
 def test_a_killed_dispatcher_restarts_without_losing_or_duplicating_events(

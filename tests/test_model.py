@@ -31,6 +31,7 @@ from fashion_search.model.onnx_export import (
     TEXT_INPUT,
     ExportAttention,
     PatchEmbedding,
+    convert_fp16,
     export_image_tower,
     export_ready,
     export_text_tower,
@@ -140,6 +141,26 @@ def test_int8_variant_runs_and_stays_close(
     fp32 = _session(onnx_files["image"]).run(None, {IMAGE_INPUT: pixels})[0]
     quantized = _session(int8).run(None, {IMAGE_INPUT: pixels})[0]
     assert min_cosine(fp32, quantized) >= 0.95
+
+
+def test_fp16_variant_stays_close_to_fp32_on_both_towers(
+    onnx_files: dict[str, Path], clip: Clip, products: list[Any], tmp_path: Path
+) -> None:
+    """The GPU variant: half the bytes; on the CPU (ONNX Runtime runs what has no fp16 kernel
+    in fp32) the same embeddings within fp16's rounding. bench/gpu.sh measures it on CUDA."""
+    pixels = np.stack(
+        [preprocess_image(p.image, clip.image_size, clip.mean, clip.std) for p in products[:32]]
+    )
+    tokens = cut_tokens(
+        clip.tokenize([p.fields.product_display_name or "" for p in products[:32]]).numpy()
+    )
+    for tower, name, batch in (("image", IMAGE_INPUT, pixels), ("text", TEXT_INPUT, tokens)):
+        half = convert_fp16(onnx_files[tower], tmp_path / f"{tower}.fp16.onnx")
+        assert half.stat().st_size < 0.6 * onnx_files[tower].stat().st_size
+        fp32 = _session(onnx_files[tower]).run(None, {name: batch})[0]
+        fp16 = _session(half).run(None, {name: batch})[0]
+        assert fp16.dtype == np.float32  # the inputs and output stay float32
+        assert min_cosine(fp32, fp16) >= 0.999, tower
 
 
 def test_preprocessing_refuses_bad_images() -> None:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from fashion_search.background import background_pool
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.shards import WHOLE, Shard
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.embedding_client import (
     EmbeddingClient,
@@ -56,9 +57,10 @@ def embed_catalog(
     *,
     batch_size: int = 64,
     progress: bool = True,
+    shard: Shard = WHOLE,
 ) -> EmbedSummary:
-    """Embed, with ``version`` on the model server, the images of products that have no
-    embedding of it.
+    """Embed, with ``version`` on the model server, the images of products (of ``shard``) that
+    have no embedding of it.
 
     Resumable: each batch is committed on its own, and a re-run picks up what is left. Passes
     repeat until one finds nothing new to embed, so products added or re-uploaded meanwhile
@@ -93,11 +95,11 @@ def embed_catalog(
 
         while True:
             coverage = catalog.versions.coverage(version.model_version)
-            total = coverage.products - coverage.embedded - len(summary.failed)
+            total = (coverage.products - coverage.embedded) // shard.count - len(summary.failed)
             after, submitted = 0, 0
             desc = f"embed v{version.model_version}"
             with tqdm(total=max(total, 0), unit="image", desc=desc, disable=not progress) as bar:
-                while ids := catalog.embeddings.ids_to_embed(version, batch_size, after):
+                while ids := catalog.embeddings.ids_to_embed(version, batch_size, after, shard):
                     after = ids[-1]
                     todo = [i for i in ids if i not in summary.failed]
                     if not todo:

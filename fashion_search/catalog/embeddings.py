@@ -10,6 +10,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
+from fashion_search.catalog.shards import WHOLE, Shard
 from fashion_search.catalog.table import Table
 from fashion_search.catalog.versions import CatalogVersion, version_record
 from fashion_search.errors import InvalidArgumentError
@@ -43,15 +44,18 @@ def write_embeddings(
 class EmbeddingRepository(Table):
     """The catalog's embeddings of each model version."""
 
-    def ids_to_embed(self, version: CatalogVersion, limit: int, after: int = 0) -> list[int]:
-        """Ids (after ``after``, in order) of products without an embedding of ``version``."""
+    def ids_to_embed(
+        self, version: CatalogVersion, limit: int, after: int = 0, shard: Shard = WHOLE
+    ) -> list[int]:
+        """Ids (after ``after``, in order, of ``shard``) of products without an embedding of
+        ``version``."""
         with self.pool.connection() as conn:
             rows = conn.execute(
                 sql.SQL(
-                    "SELECT id FROM products p WHERE id > %s AND NOT EXISTS"
+                    "SELECT id FROM products p WHERE id > %s AND id %% %s = %s AND NOT EXISTS"
                     " (SELECT 1 FROM {} e WHERE e.product_id = p.id) ORDER BY id LIMIT %s"
                 ).format(version.table),
-                (after, limit),
+                (after, shard.count, shard.index, limit),
             ).fetchall()
         return [int(row[0]) for row in rows]
 

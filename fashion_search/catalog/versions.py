@@ -204,6 +204,14 @@ class CatalogVersions(Table):
         with self.pool.connection() as conn:
             return _coverage(conn, version_record(conn, model_version))
 
+    def coverage_ratios(self) -> list[tuple[str, VersionState, float]]:
+        """Each live version, its state and the share (0..1) of products embedded by it."""
+        with self.pool.connection() as conn:
+            return [
+                (v.model_version, v.state, _coverage(conn, v).percent / 100)
+                for v in live_versions(conn)
+            ]
+
     def mark_ready(self, model_version: str) -> Coverage:
         """``building`` -> ``ready`` if every product has an embedding of it (else unchanged);
         returns the coverage."""

@@ -13,6 +13,7 @@ from fashion_search.errors import DependencyUnavailableError
 from fashion_search.ingest.messages import DeadLetter, UploadProcessed
 from fashion_search.learning.feedback import FeedbackRecord
 from fashion_search.settings import Settings
+from fashion_search.telemetry.metrics import INGEST_DEAD_LETTERS, INGEST_PROCESSED
 
 #: The SASL mechanism of brokers with credentials (the local stack's: SCRAM users).
 SASL_MECHANISM = "SCRAM-SHA-256"
@@ -60,13 +61,15 @@ class KafkaPublisher:
             self._errors.append(f"{message.topic()}: {error}")
 
     def processed(self, message: UploadProcessed) -> None:
-        """Queue an output-topic message (keyed by bucket/key)."""
+        """Queue an output-topic message (keyed by bucket/key), counted by its status."""
+        INGEST_PROCESSED.labels(message.status).inc()
         self._produce(
             self.settings.kafka.output_topic, f"{message.bucket}/{message.key}", message.to_json()
         )
 
     def dead_letter(self, letter: DeadLetter) -> None:
-        """Queue a dead-letter record (keyed by bucket/key when known)."""
+        """Queue a dead-letter record (keyed by bucket/key when known), counted by reason."""
+        INGEST_DEAD_LETTERS.labels(letter.reason).inc()
         key = f"{letter.bucket}/{letter.key}" if letter.key else letter.reason
         self._produce(self.settings.kafka.dead_letter_topic, key, letter.to_json())
 

@@ -1,6 +1,7 @@
 """Export the CLIP towers to ONNX (dynamic batch; the text tower also dynamic sequence length,
-see :mod:`fashion_search.model.towers`), and their int8 variant. :mod:`model_server.export`
-exports a registered version with these functions (its revision: ``EXPORT_REVISION`` there).
+see :mod:`fashion_search.model.towers`), their int8 (CPU) and fp16 (GPU) variants.
+:mod:`model_server.export` exports a registered version with these functions (its revision:
+``EXPORT_REVISION`` there).
 
 Before export, a copy of the model gets two export-friendly modules with the same weights and
 the same numbers: :class:`ExportAttention` for every ``nn.MultiheadAttention`` (exported as ONNX
@@ -168,4 +169,23 @@ def quantize_int8(source: Path, target: Path) -> Path:
     quantize_dynamic(
         str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"]
     )
+    return target
+
+
+def convert_fp16(source: Path, target: Path) -> Path:
+    """The fp16 variant for GPUs: weights and activations in half precision, inputs and output
+    kept float32 (the server feeds and reads the same arrays as the fp32 variant). Softmax,
+    LayerNormalization and the final normalization stay fp32: ONNX Runtime's fp16 conversion
+    keeps the ops that lose range in half precision out of it."""
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(source)))
+    model.convert_float_to_float16(
+        keep_io_types=True,
+        op_block_list=["Softmax", "LayerNormalization", "ReduceL2", "ReduceSumSquare", "Div"],
+    )
+    model.topological_sort()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save_model_to_file(str(target))
+    onnx.checker.check_model(str(target))
     return target

@@ -1,7 +1,8 @@
 """``recreate_prod_database``: (re)create the catalog schema, load the dataset (images to the
 object store, embedded through the model server from the bytes in hand, rows bulk-inserted
 with their embeddings), then embed whatever is still without an embedding of the serving
-version.
+version. The load and the embedding split into parts that run as parallel tasks: the load by
+ranges of dataset rows (:func:`plan_load`), the embedding by :class:`Shard` of product ids.
 
 Every step can run again after a failure: loading skips products already stored, embedding
 takes only products without an embedding from the served version.
@@ -10,6 +11,7 @@ takes only products without an embedding from the served version.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import psycopg
@@ -20,7 +22,9 @@ from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.models import Product
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.shards import WHOLE, Shard
 from fashion_search.catalog.versions import CatalogVersion
+from fashion_search.dataset import count_rows
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
@@ -57,14 +61,51 @@ def serving_version(catalog: Catalog, client: EmbeddingClient) -> CatalogVersion
     return catalog.versions.bootstrap(info.registry_version, info.dimension)
 
 
-def load_products(settings: Settings, source: str, limit: int | None = None) -> dict[str, Any]:
-    """Load ``source`` (first ``limit`` rows); products already stored are left as they are.
+def plan_load(
+    settings: Settings, source: str, limit: int | None = None, shards: int = 1
+) -> dict[str, Any]:
+    """How a load of ``source`` (first ``limit`` rows) splits into ``shards`` parts of
+    consecutive rows (one part when the source's size is unknown), each for a task of its own,
+    and the embedding of what they leave into as many :class:`Shard` s.
+
+    Into an empty catalog the embeddings go without the HNSW index: it is dropped here and
+    built once by :func:`finish_load`.
+    """
+    rows = count_rows(source)
+    total = limit if rows is None else (rows if limit is None else min(rows, limit))
+    if total is None or shards <= 1:
+        parts = [{"offset": 0, "limit": total}]
+    else:
+        size = -(-total // shards)
+        parts = [{"offset": o, "limit": min(size, total - o)} for o in range(0, total, size)]
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
+    ):
+        catalog = Catalog.of(pool)
+        try:
+            version: str | None = serving_version(catalog, client).model_version
+        except ModelServerUnavailableError:
+            version = None  # the load stores the products; embed_products embeds them later
+        bulk = version is not None and catalog.products.count() == 0
+        if bulk and version:
+            catalog.versions.drop_index(version)
+    return {
+        "bulk": bulk, "model_version": version, "parts": parts,
+        "shards": [asdict(shard) for shard in Shard.of(max(shards, 1))],
+    }  # fmt: skip
+
+
+def load_part(
+    settings: Settings, source: str, offset: int = 0, limit: int | None = None
+) -> dict[str, Any]:
+    """Load ``limit`` rows of ``source`` from ``offset``; products already stored are left as
+    they are.
 
     Each batch is embedded by the serving version from the images in hand before its rows are
     written (one pass: no image is read back from the store, no row written twice). An
     unreachable model server stops the embedding, not the load; :func:`embed_products` embeds
-    what is left either way. Into an empty catalog the embeddings go without the HNSW index,
-    which is built once at the end (also when the load fails).
+    what is left either way.
     """
     store = ObjectStore(settings)
     store.ensure_buckets()
@@ -75,28 +116,43 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
     ):
         catalog = Catalog.of(pool)
         embedder = _LoadEmbedder(catalog, client)
-        bulk = catalog.products.count() == 0 and embedder.version is not None
-        try:
-            if bulk and embedder.version:
-                catalog.versions.drop_index(embedder.version)
-            summary = load_catalog(
-                catalog, store, source,
-                limit=limit, skip_existing=True, progress=False, embed=embedder,
-            )  # fmt: skip
-        finally:
-            if embedder.version:
-                catalog.versions.ensure_index(embedder.version)
+        summary = load_catalog(
+            catalog, store, source, offset=offset,
+            limit=limit, skip_existing=True, progress=False, embed=embedder,
+        )  # fmt: skip
     return {
+        "offset": offset,
         "loaded": summary.loaded,
         "skipped": summary.skipped,
         "rejected": len(summary.report.rejected),
-        "bulk": bulk,
         "model_version": embedder.version,
         "embedded": embedder.summary.embedded,
         "embed_failed": len(embedder.summary.failed),
         "embed_stopped": embedder.stopped,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def finish_load(settings: Settings) -> dict[str, Any]:
+    """After the parts (whether they succeeded or not): each live version's HNSW index built
+    if a bulk load dropped it."""
+    started = time.perf_counter()
+    with create_pool(settings) as pool:
+        versions = Catalog.of(pool).versions
+        live = [v.model_version for v in versions.live()]
+        for version in live:
+            versions.ensure_index(version)
+    return {"indexed": live, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def load_products(settings: Settings, source: str, limit: int | None = None) -> dict[str, Any]:
+    """:func:`plan_load`, :func:`load_part` and :func:`finish_load` in one process."""
+    plan = plan_load(settings, source, limit)
+    try:
+        loaded = load_part(settings, source, **plan["parts"][0])
+    finally:
+        finish_load(settings)
+    return {**loaded, "bulk": plan["bulk"]}
 
 
 class _LoadEmbedder:
@@ -127,10 +183,10 @@ class _LoadEmbedder:
 
 
 def embed_products(
-    settings: Settings, batch_size: int = 64, progress: bool = False
+    settings: Settings, batch_size: int = 64, progress: bool = False, shard: Shard = WHOLE
 ) -> dict[str, Any]:
-    """Embed the products without an embedding of the serving version (in a new catalog the
-    model server's champion becomes it)."""
+    """Embed the products (of ``shard``) without an embedding of the serving version (in a new
+    catalog the model server's champion becomes it)."""
     started = time.perf_counter()
     with (
         create_pool(settings) as pool,
@@ -140,10 +196,11 @@ def embed_products(
         version = serving_version(catalog, client)
         summary = embed_catalog(
             catalog, ObjectStore(settings), client, version,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, shard=shard,
         )  # fmt: skip
     took = time.perf_counter() - started
     return {
+        "shard": shard.index,
         "model_version": summary.model_version,
         "dimension": version.dimension,
         "embedded": summary.embedded,

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.embed import embed_catalog
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.shards import WHOLE, Shard
 from fashion_search.catalog.versions import IncompleteVersionError
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.errors import (
@@ -99,10 +100,12 @@ def prepare(settings: Settings, version: str) -> dict[str, Any]:
 
 
 def build(
-    settings: Settings, version: str, batch_size: int = 64, progress: bool = False
-) -> dict[str, Any]:
-    """Step 2: embed every product into ``version``'s partition (only what is missing), then
-    mark it ``ready``."""
+    settings: Settings, version: str, batch_size: int = 64, progress: bool = False,
+    shard: Shard = WHOLE,
+) -> dict[str, Any]:  # fmt: skip
+    """Step 2: embed every product (of ``shard``) into ``version``'s partition (only what is
+    missing), then mark it ``ready`` if that covered the catalog (the last shard to end
+    does)."""
     started = time.perf_counter()
     with (
         _catalog(settings) as catalog,
@@ -113,11 +116,12 @@ def build(
             raise FashionSearchError(f"version {version} is retired: prepare it again")
         summary = embed_catalog(
             catalog, ObjectStore(settings), client, record,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, shard=shard,
         )  # fmt: skip
         coverage = catalog.versions.mark_ready(version)
     return {
         "version": version,
+        "shard": shard.index,
         "embedded": summary.embedded,
         "failed": len(summary.failed),
         "failures": {str(k): v for k, v in list(summary.failed.items())[:20]},

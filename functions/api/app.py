@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from prometheus_fastapi_instrumentator import Instrumentator
 
 from fashion_search.settings import API_KEY_HEADER, get_settings
+from fashion_search.telemetry.tracing import tracing
 from functions.api.admission import AdmissionLimit
 from functions.api.body_limit import BodyLimit
 from functions.api.errors import install_error_handlers
@@ -24,7 +26,10 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
 def create_app(*routers: APIRouter, max_in_flight: int | None = None) -> FastAPI:
     """An app serving ``routers`` (default: every function), with OpenAPI docs at ``/docs``,
     admitting ``max_in_flight`` requests at once (default: ``FS_API_MAX_IN_FLIGHT``), each body
-    within its route's limit, and CORS for ``FS_API_CORS_ORIGINS`` (the UI's) only."""
+    within its route's limit, and CORS for ``FS_API_CORS_ORIGINS`` (the UI's) only.
+
+    Every answer, refusals included, is counted and timed per route template and status
+    (:mod:`fashion_search.telemetry.metrics`), and traced when the process traces."""
     app = FastAPI(
         title="fashion-search",
         summary="Multimodal product search: text, image, similar products, GraphQL metadata.",
@@ -46,4 +51,9 @@ def create_app(*routers: APIRouter, max_in_flight: int | None = None) -> FastAPI
         allow_headers=["Content-Type", API_KEY_HEADER],
     )
     app.add_middleware(AdmissionLimit, limit=max_in_flight or settings.search.api_max_in_flight)
+    Instrumentator(should_group_status_codes=False).instrument(app)  # outermost: sees all
+    if tracing():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app)
     return app

@@ -1,11 +1,11 @@
 """``python -m functions.events kafka|sqs``: run an event source that invokes the bucket-event
 function in this process, until SIGTERM or SIGINT (the batch in hand is finished first). The
-Kafka dispatcher also relays shoppers' feedback to its topic (:mod:`.feedback_relay`)."""
+Kafka dispatcher also relays shoppers' feedback to its topic (:mod:`.feedback_relay`). Its
+metrics are on ``FS_METRICS_PORT``; traces go out when an OTLP endpoint is set."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 from collections.abc import Mapping
@@ -15,6 +15,9 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.ingest.publisher import KafkaPublisher
 from fashion_search.settings import get_settings
+from fashion_search.telemetry.logs import configure_logging
+from fashion_search.telemetry.metrics import serve_metrics
+from fashion_search.telemetry.tracing import configure_tracing
 from functions.events.feedback_relay import FeedbackRelay
 from functions.events.kafka_dispatcher import KafkaDispatcher
 from functions.events.sqs_poller import SqsPoller
@@ -26,11 +29,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m functions.events", description=__doc__)
     parser.add_argument("source", choices=["kafka", "sqs"])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    configure_logging(settings)
+    configure_tracing("fashion-search-ingest", settings)
+    serve_metrics(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    settings = get_settings()
 
     def invoke(event: Mapping[str, Any]) -> dict[str, Any]:
         return handler(dict(event), None)

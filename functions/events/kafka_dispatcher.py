@@ -30,6 +30,7 @@ from fashion_search.faults import backoff, is_transient
 from fashion_search.ingest.messages import DeadLetter
 from fashion_search.ingest.publisher import KafkaPublisher, kafka_config
 from fashion_search.settings import Settings
+from fashion_search.telemetry.metrics import INGEST_CONSUMER_LAG
 from functions.events.envelopes import kafka_event
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class KafkaDispatcher:
         try:
             while not stop.is_set():
                 batch = self._next_batch()
+                self._report_lag()
                 if batch:
                     try:
                         self._dispatch(batch, stop)
@@ -119,6 +121,22 @@ class KafkaDispatcher:
             for tp in committed
             if max(tp.offset, 0) < ends[tp.partition]
         }
+
+    def _report_lag(self) -> None:
+        """Set ``fashion_search_ingest_consumer_lag`` of each assigned partition: the end of
+        the partition (as last fetched, no broker call) minus this consumer's position."""
+        try:
+            assigned = self.consumer.position(self.consumer.assignment())
+            lags = {
+                tp.partition: self.consumer.get_watermark_offsets(tp, cached=True)[1]
+                - max(tp.offset, 0)
+                for tp in assigned
+            }
+        except KafkaException:
+            return
+        INGEST_CONSUMER_LAG.clear()
+        for partition, lag in lags.items():
+            INGEST_CONSUMER_LAG.labels(str(partition)).set(max(lag, 0))
 
     def _next_batch(self) -> list[Message]:
         first = self.consumer.poll(0.5)

@@ -1,0 +1,81 @@
+"""The Prometheus metrics of every role, defined once, and the endpoint that serves them.
+
+Each long-running role (API, model server, dispatcher) serves its process's metrics on
+``FS_METRICS_PORT`` (0: none) at ``/metrics``, a port of its own rather than a route of the
+public API. The API's per-route latency and status metrics come from
+prometheus-fastapi-instrumentator (``http_request_duration_seconds``, ``http_requests_total``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
+from fashion_search.settings import Settings
+
+log = logging.getLogger(__name__)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+# The model server (label ``tower``: text or image).
+MODEL_BATCH_SIZE = Histogram(
+    "fashion_search_model_batch_size", "Items in one model call", ["tower"], buckets=_BATCH_BUCKETS
+)
+MODEL_QUEUE_DEPTH = Gauge(
+    "fashion_search_model_queue_depth", "Requests waiting for a batch", ["tower"]
+)
+MODEL_INFERENCE_SECONDS = Histogram(
+    "fashion_search_model_inference_seconds", "Duration of one model call", ["tower"]
+)
+MODEL_SERVING = Gauge(
+    "fashion_search_model_serving",
+    "1 for each registered version the model server holds, by the alias naming it",
+    ["alias", "model_version"],
+)
+
+# Ingestion: the bucket-event function (wherever it runs) and the Kafka dispatcher.
+INGEST_PROCESSED = Counter(
+    "fashion_search_ingest_processed_total", "Bucket events processed, by outcome", ["status"]
+)
+INGEST_DEAD_LETTERS = Counter(
+    "fashion_search_ingest_dead_letters_total", "Events dead-lettered, by reason", ["reason"]
+)
+INGEST_CONSUMER_LAG = Gauge(
+    "fashion_search_ingest_consumer_lag",
+    "Messages of the uploads topic not yet consumed by this dispatcher, by partition",
+    ["partition"],
+)
+
+
+class CatalogCoverage(Collector):
+    """``fashion_search_catalog_coverage_ratio``: each live version's share of the catalog with
+    an embedding of it (a rollout's progress), read from the catalog at each scrape."""
+
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str, float]]]) -> None:
+        self.read = read  # (model_version, state, ratio 0..1) of each live version
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "fashion_search_catalog_coverage_ratio",
+            "Share of the catalog's products with an embedding of a version, by state",
+            labels=["model_version", "state"],
+        )
+        try:
+            for version, state, ratio in self.read():
+                family.add_metric([version, state], ratio)
+        except Exception as error:  # the catalog is away: the rest of the scrape still answers
+            log.warning("catalog coverage not read: %s", error)
+        yield family
+
+
+def serve_metrics(settings: Settings) -> int | None:
+    """Serve this process's metrics on ``FS_METRICS_BIND:FS_METRICS_PORT`` (a daemon thread);
+    the port, or None when the port is 0."""
+    telemetry = settings.telemetry
+    if not telemetry.metrics_port:
+        return None
+    server, _ = start_http_server(telemetry.metrics_port, telemetry.metrics_bind, REGISTRY)
+    return int(server.server_port)
