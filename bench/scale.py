@@ -256,9 +256,11 @@ def _server_memory(conninfo: str) -> int:
 
 
 class PgSearch:
-    """k-NN queries of one variant at one ``hnsw.ef_search``, a connection per thread."""
+    """k-NN queries of one variant at one ``hnsw.ef_search``, a connection per thread; with
+    ``ef_search`` None the HNSW index is not used: a filter's rows come from its B-tree (a
+    bitmap scan) and are ranked exactly."""
 
-    def __init__(self, conninfo: str, table: str, variant: Variant, ef_search: int) -> None:
+    def __init__(self, conninfo: str, table: str, variant: Variant, ef_search: int | None) -> None:
         self.conninfo, self.variant, self.ef_search = conninfo, variant, ef_search
         self.table = sql.Identifier(table)
         self._connections: dict[int, psycopg.Connection[Any]] = {}
@@ -271,7 +273,11 @@ class PgSearch:
             conn = psycopg.connect(self.conninfo, autocommit=True)
             register_vector(conn)
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
-            conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(sql.Literal(self.ef_search)))
+            if self.ef_search is None:
+                conn.execute("SET enable_indexscan = off")  # the bitmap scan stays
+            else:
+                ef = sql.Literal(self.ef_search)
+                conn.execute(sql.SQL("SET hnsw.ef_search = {}").format(ef))
             with self._lock:
                 self._connections[key] = conn
         return conn
@@ -388,6 +394,15 @@ def _pg_rows(
             t = timed(pg.search(data, filtered), n, 8)
         rows.append([variant.name, label, chosen, 8, t.p50_ms, t.p95_ms, f"{t.qps:.0f}",
                      recall(t.answers, exact[filtered]), "-"])  # fmt: skip
+    if not variant.rerank:  # a selective filter ranked exactly over its rows instead
+        label = f"article_type={data.rare}, exact over its rows"
+        base = floor.get((True, ef_values[0]))
+        for concurrency in (1, 8):
+            with PgSearch(conninfo, table, variant, None) as pg:
+                t = timed(pg.search(data, True), n, concurrency)
+            ratio = f"{t.p50_ms / base:.1f}x" if base and concurrency == 1 else "-"
+            rows.append([variant.name, label, "- (B-tree)", concurrency, t.p50_ms, t.p95_ms,
+                         f"{t.qps:.0f}", recall(t.answers, exact[True]), ratio])  # fmt: skip
     return rows
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from _project import PROJECT_PYTHON
+from _project import CATALOG_SHARDS, PROJECT_PYTHON
 from airflow.sdk import task
 
 
@@ -43,24 +43,26 @@ def train_model(
     )  # fmt: skip
 
 
-@task.external_python(python=PROJECT_PYTHON, expect_airflow=False, multiple_outputs=True)
-def prepare_rollout(trained: dict[str, Any] | None) -> dict[str, Any]:
-    from dataclasses import asdict
+@task
+def items_of(report: dict[str, Any], key: str) -> list[Any]:
+    """The list ``report[key]``: what a mapped task expands over (Airflow maps over a task's
+    return value only). Runs in Airflow's own Python: nothing of the project's."""
+    return list(report[key])
 
-    from fashion_search.catalog.shards import Shard
+
+@task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
+def prepare_rollout(trained: dict[str, Any] | None) -> dict[str, Any]:
     from fashion_search.settings import get_settings
     from fashion_search.workflows.finetune import latest_training
     from fashion_search.workflows.rollout import prepare, retire_expired
 
     settings = get_settings()
-    # The parts build_candidate's mapped tasks embed (each on any worker, any replica).
-    shards = [asdict(s) for s in Shard.of(settings.database.shards)]
     trained = trained or latest_training(settings)  # None: train_model marked done
     retired = retire_expired(settings)["retired"]  # versions whose rollback window ended
     if not trained["better"]:
         return {"skipped": f"version {trained['version']} does not beat the champion",
-                "retired": retired, "shards": shards}  # fmt: skip
-    return {**prepare(settings, trained["version"]), "shards": shards}
+                "retired": retired}  # fmt: skip
+    return prepare(settings, trained["version"])
 
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
@@ -85,10 +87,10 @@ def switch_serving(prepared: dict[str, Any]) -> dict[str, Any]:
 
 
 def roll_out(trained: Any) -> Any:
-    """prepare_rollout -> build_candidate (one mapped task per catalog shard) ->
+    """prepare_rollout -> build_candidate (a mapped task per catalog shard, CATALOG_SHARDS) ->
     switch_serving after ``trained``."""
     prepared = prepare_rollout(trained)
-    built = build_candidate.partial(prepared=prepared).expand(shard=prepared["shards"])
+    built = build_candidate.partial(prepared=prepared).expand(shard=CATALOG_SHARDS)
     switched = switch_serving(prepared)
     built >> switched
     return switched

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from _project import CATALOG_ASSET, DAG_DEFAULTS, PROJECT_PYTHON
+from _project import CATALOG_ASSET, CATALOG_SHARDS, DAG_DEFAULTS, PROJECT_PYTHON
+from _tasks import items_of
 from airflow.sdk import Param, dag, task
 
 
@@ -40,7 +41,7 @@ def recreate_prod_database() -> None:
 
         return create_schema(get_settings(), reset=bool(reset))
 
-    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, multiple_outputs=True)
+    @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def plan_load(source: str | None, limit: int | None) -> dict[str, Any]:
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import plan_load
@@ -75,8 +76,9 @@ def recreate_prod_database() -> None:
 
     schema = create_schema(reset="{{ params.reset }}")
     plan = plan_load(source="{{ params.source }}", limit="{{ params.limit }}")
-    loaded = load_part.partial(source="{{ params.source }}").expand_kwargs(plan["parts"])
-    embedded = embed_shard.expand(shard=plan["shards"])
+    parts = items_of.override(task_id="load_parts")(plan, "parts")
+    loaded = load_part.partial(source="{{ params.source }}").expand_kwargs(parts)
+    embedded = embed_shard.expand(shard=CATALOG_SHARDS)
     schema >> plan >> loaded >> embedded >> finish_load().as_teardown(setups=plan)
 
 

@@ -24,7 +24,7 @@ from fashion_search.model.factory import ModelSpec
 from fashion_search.model.pipeline import train_and_register
 from fashion_search.model.registry import champion, configure_mlflow
 from fashion_search.model.train import TrainConfig
-from fashion_search.settings import Settings
+from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows.splits import split_ids
 from stack.airflow import DagRunResult, LocalAirflow
@@ -128,6 +128,9 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
 ) -> None:
     shards = dags_settings.database.shards
     assert shards > 1  # the load and the embedding run as mapped tasks, one per part
+    # The DAGs read the number in Airflow's Python, without the settings: the same default.
+    project = (REPO_ROOT / "dags" / "_project.py").read_text()
+    assert f'os.environ.get("FS_CATALOG_SHARDS", "{Settings().database.shards}")' in project
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 40, "reset": True})
     assert result.state == "success", result.log[-3000:]
     assert _catalog(dags_settings) == [("1", 40)]

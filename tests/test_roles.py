@@ -33,6 +33,7 @@ ENTRY_POINTS = {
     "create_app()",
     "ingest": "import functions.events.__main__, functions.handlers.bucket_event",
     "serve": "import model_server.__main__, model_server.service",
+    "serve-gpu": "import model_server.__main__, model_server.service",
     "ui": "from streamlit.testing.v1 import AppTest\n"
     "AppTest.from_file('ui/app.py', default_timeout=60).run()",
     "train": "import fashion_search.cli, fashion_search.model.pipeline\n"
@@ -92,8 +93,19 @@ def test_a_role_installs_only_what_it_declares(role: str) -> None:
     assert not installed & foreign, f"{role} installs {sorted(installed & foreign)}"
 
 
+#: Extras that are parts of roles, not roles: no process of their own.
+PARTS = {"export", "serve-common", "telemetry", "telemetry-sql"}
+
+
 def test_every_role_has_entry_points() -> None:
-    assert set(ENTRY_POINTS) == set(PYPROJECT["project"]["optional-dependencies"]) - {"export"}
+    assert set(ENTRY_POINTS) == set(PYPROJECT["project"]["optional-dependencies"]) - PARTS
+
+
+def test_the_cpu_and_gpu_model_servers_differ_only_in_their_onnx_runtime() -> None:
+    cpu, gpu = distributions("serve"), distributions("serve-gpu")
+    assert cpu ^ gpu == {"onnxruntime", "onnxruntime-gpu"}
+    assert "onnxruntime-gpu" not in locked_distributions("serve")
+    assert "onnxruntime" not in locked_distributions("serve-gpu")
 
 
 @pytest.mark.parametrize("role", sorted(ENTRY_POINTS))

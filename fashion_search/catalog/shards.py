@@ -21,11 +21,6 @@ class Shard:
             raise InvalidArgumentError(f"shard {self.index} of {self.count} does not exist")
 
     @classmethod
-    def of(cls, count: int) -> list[Shard]:
-        """Every shard of a catalog split ``count`` ways."""
-        return [cls(i, count) for i in range(count)]
-
-    @classmethod
     def from_dict(cls, value: dict[str, Any]) -> Shard:
         """The shard of a task argument (``{"index": i, "count": n}``)."""
         return cls(int(value["index"]), int(value["count"]))

@@ -11,7 +11,6 @@ takes only products without an embedding from the served version.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from typing import Any
 
 import psycopg
@@ -65,8 +64,7 @@ def plan_load(
     settings: Settings, source: str, limit: int | None = None, shards: int = 1
 ) -> dict[str, Any]:
     """How a load of ``source`` (first ``limit`` rows) splits into ``shards`` parts of
-    consecutive rows (one part when the source's size is unknown), each for a task of its own,
-    and the embedding of what they leave into as many :class:`Shard` s.
+    consecutive rows (one part when the source's size is unknown), each for a task of its own.
 
     Into an empty catalog the embeddings go without the HNSW index: it is dropped here and
     built once by :func:`finish_load`.
@@ -90,10 +88,7 @@ def plan_load(
         bulk = version is not None and catalog.products.count() == 0
         if bulk and version:
             catalog.versions.drop_index(version)
-    return {
-        "bulk": bulk, "model_version": version, "parts": parts,
-        "shards": [asdict(shard) for shard in Shard.of(max(shards, 1))],
-    }  # fmt: skip
+    return {"bulk": bulk, "model_version": version, "parts": parts}
 
 
 def load_part(
