@@ -1,5 +1,5 @@
-"""Log lines as JSON objects with the trace and span ids of the request they belong to (all
-zeros outside a trace), or as plain text (``FS_LOG_FORMAT=text``)."""
+"""Log lines as JSON objects with the trace and span ids of the request they belong to ("0"
+outside a trace), or as plain text (``FS_LOG_FORMAT=text``)."""
 
 from __future__ import annotations
 

@@ -71,11 +71,9 @@ class CatalogCoverage(Collector):
         yield family
 
 
-def serve_metrics(settings: Settings) -> int | None:
-    """Serve this process's metrics on ``FS_METRICS_BIND:FS_METRICS_PORT`` (a daemon thread);
-    the port, or None when the port is 0."""
+def serve_metrics(settings: Settings) -> None:
+    """Serve this process's metrics on ``FS_METRICS_BIND:FS_METRICS_PORT`` (a daemon thread;
+    nothing when the port is 0)."""
     telemetry = settings.telemetry
-    if not telemetry.metrics_port:
-        return None
-    server, _ = start_http_server(telemetry.metrics_port, telemetry.metrics_bind, REGISTRY)
-    return int(server.server_port)
+    if telemetry.metrics_port:
+        start_http_server(telemetry.metrics_port, telemetry.metrics_bind, REGISTRY)
