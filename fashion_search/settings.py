@@ -62,6 +62,8 @@ class StackSettings(_Group):
     state_dir: Path = Field(REPO_ROOT / ".stack", validation_alias="FS_STATE_DIR")
     profile: Literal["native", "pip"] = Field("native", validation_alias="FS_PROFILE")
     pg_port: int = Field(15432, validation_alias="FS_PG_PORT")
+    # The streaming replica ``python -m stack up pg-replica`` starts (pg_basebackup + standby).
+    pg_replica_port: int = Field(15433, validation_alias="FS_PG_REPLICA_PORT")
     s3_port: int = Field(19000, validation_alias="FS_S3_PORT")
     s3_console_port: int = Field(19001, validation_alias="FS_S3_CONSOLE_PORT")
     kafka_port: int = Field(19092, validation_alias="FS_KAFKA_PORT")
@@ -114,6 +116,26 @@ class DatabaseSettings(_Group):
     # Longest statement (or lock wait) of a pooled session before PostgreSQL cancels it: a
     # stuck query fails fast instead of holding a connection; 0 = no limit.
     statement_timeout_ms: int = Field(30_000, validation_alias="FS_DATABASE_STATEMENT_TIMEOUT_MS")
+    # Streaming replicas the API reads from (comma-separated host:port, each with the
+    # primary's roles and database); writes and read-your-writes lookups go to the primary.
+    replicas: str = Field("", validation_alias="FS_DATABASE_REPLICAS")
+    # A replica further behind than this, or down, is skipped (reads go to the primary) until
+    # a check, at most every replica_check_s, finds it fit again.
+    replica_max_lag_s: float = Field(5.0, gt=0, validation_alias="FS_DATABASE_REPLICA_MAX_LAG_S")
+    replica_check_s: float = Field(2.0, gt=0, validation_alias="FS_DATABASE_REPLICA_CHECK_S")
+    # Longest wait for a replica's pooled connection before the read goes to the primary.
+    replica_timeout_s: float = Field(1.0, gt=0, validation_alias="FS_DATABASE_REPLICA_TIMEOUT_S")
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """The conninfo of each replica: the primary's, at the replica's host and port."""
+        from psycopg.conninfo import make_conninfo
+
+        urls = []
+        for address in filter(None, (a.strip() for a in self.replicas.split(","))):
+            host, _, port = address.rpartition(":")
+            urls.append(make_conninfo(self.url, host=host or port, port=port if host else None))
+        return urls
 
 
 class StorageSettings(_Group):

@@ -8,7 +8,7 @@ import os
 import sys
 
 from fashion_search.settings import Settings, get_settings
-from stack.orchestrator import ROLES, down, service, setup, status, up
+from stack.orchestrator import DEFAULT_ROLES, ROLES, down, service, setup, status, up
 from stack.secrets import ensure as ensure_secrets
 from stack.service import StackError
 
@@ -25,7 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "install what is missing and start"), ("down", "stop")):
         p = commands.add_parser(name, help=text)
-        p.add_argument("services", nargs="*", type=_role, metavar="SERVICE", help="default: all")
+        default = "the default stack (not pg-replica)" if name == "up" else "all"
+        p.add_argument(
+            "services", nargs="*", type=_role, metavar="SERVICE", help=f"default: {default}"
+        )
         if name == "up":
             p.add_argument("--profile", choices=["native", "pip"], help="FS_PROFILE")
         else:
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up" and ensure_secrets(settings.stack.secrets_file):
         get_settings.cache_clear()  # the owner's credentials are in the new file
         settings = get_settings()
-    roles = tuple(getattr(args, "services", None) or ROLES)
+    roles = tuple(
+        getattr(args, "services", None) or (ROLES if args.command == "down" else DEFAULT_ROLES)
+    )
     try:
         if args.command == "up":
             up(settings, roles)

@@ -5,7 +5,8 @@ compose setup container runs it with the owner's ``FS_*`` settings and the secre
 variables in its environment) is idempotent:
 
 - PostgreSQL: roles ``fashion_api`` and ``fashion_ingest`` get LOGIN and their passwords
-  (their grants are per database, in migration 0007_roles);
+  (their grants are per database, in migration 0007_roles), ``fashion_replication`` LOGIN
+  REPLICATION (what a streaming replica connects as);
 - MinIO: users ``fashion-api``, ``fashion-ingest``, ``fashion-model-server``,
   ``fashion-mlflow`` and ``fashion-uploader``, each with its policy (:func:`s3_policies`);
 - Kafka: the SCRAM-SHA-256 users ``fashion-admin`` (super user), ``fashion-minio`` and
@@ -28,6 +29,7 @@ from fashion_search.settings import Settings
 from stack.secrets import (
     KAFKA_INGEST_USER,
     KAFKA_MINIO_USER,
+    PG_REPLICATION_ROLE,
     S3_API_USER,
     S3_INGEST_USER,
     S3_MLFLOW_USER,
@@ -45,15 +47,19 @@ MLFLOW_PREFIX = "mlflow/"
 
 def apply_postgres(settings: Settings, secrets: Secrets) -> None:
     """Create the login roles if missing (NOLOGIN, as migration 0007 would) and give them LOGIN
-    and their passwords (hashed with SCRAM-SHA-256 by the server)."""
+    and their passwords (hashed with SCRAM-SHA-256 by the server); the replication role may
+    stream WAL and nothing else (it is granted no database)."""
     admin = make_conninfo(settings.database.url, dbname="postgres", connect_timeout=5)
     with psycopg.connect(admin, autocommit=True) as conn:
         for role, password in secrets.pg_passwords.items():
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                statement = "ALTER ROLE {} LOGIN PASSWORD {}"
+                statement = "ALTER ROLE {} LOGIN{} PASSWORD {}"
             else:
-                statement = "CREATE ROLE {} LOGIN PASSWORD {}"
-            conn.execute(sql.SQL(statement).format(sql.Identifier(role), sql.Literal(password)))
+                statement = "CREATE ROLE {} LOGIN{} PASSWORD {}"
+            replication = sql.SQL(" REPLICATION" if role == PG_REPLICATION_ROLE else "")
+            conn.execute(
+                sql.SQL(statement).format(sql.Identifier(role), replication, sql.Literal(password))
+            )
     log.info("postgres: roles %s can log in", ", ".join(secrets.pg_passwords))
 
 

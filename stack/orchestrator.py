@@ -15,7 +15,7 @@ from stack import access, secrets
 from stack.kafka import Kafka, Tansu
 from stack.localstack import LocalStack
 from stack.mlflow_server import MLflowServer
-from stack.postgres import Postgres
+from stack.postgres import Postgres, PostgresReplica
 from stack.s3 import MinIO, MotoS3
 from stack.service import InstallUnavailableError, Service, StackError
 
@@ -24,12 +24,16 @@ log = logging.getLogger("stack")
 #: Roles in start order, each with its implementations: native first, pip-only fallback last.
 IMPLEMENTATIONS: dict[str, tuple[type[Service], ...]] = {
     "postgres": (Postgres,),
+    "pg-replica": (PostgresReplica,),
     "kafka": (Kafka, Tansu),
     "s3": (MinIO, MotoS3),
     "mlflow": (MLflowServer,),
     "localstack": (LocalStack,),
 }
 ROLES = tuple(IMPLEMENTATIONS)
+#: Started only when named (``python -m stack up pg-replica``): the rest is the default stack.
+OPTIONAL_ROLES = ("pg-replica",)
+DEFAULT_ROLES = tuple(r for r in ROLES if r not in OPTIONAL_ROLES)
 
 
 def _choices_file(settings: Settings) -> Path:
@@ -87,7 +91,7 @@ class ServiceStatus:
     log: Path
 
 
-def up(settings: Settings, roles: tuple[str, ...] = ROLES) -> list[str]:
+def up(settings: Settings, roles: tuple[str, ...] = DEFAULT_ROLES) -> list[str]:
     """Install (concurrently, cached) and start ``roles`` in order, each then given its users and
     passwords (:mod:`stack.access`); returns the roles started.
 
@@ -126,7 +130,7 @@ def up(settings: Settings, roles: tuple[str, ...] = ROLES) -> list[str]:
     return newly_started
 
 
-def setup(settings: Settings, roles: tuple[str, ...] = ROLES) -> None:
+def setup(settings: Settings, roles: tuple[str, ...] = DEFAULT_ROLES) -> None:
     """Create databases, buckets, notifications and topics on servers run elsewhere
     (docker-compose, a cloud account): wait for each endpoint, then set it up."""
     for service in _services(settings, roles):
@@ -162,8 +166,8 @@ def down(settings: Settings, roles: tuple[str, ...] = ROLES, purge: bool = False
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
-    """What runs now, with which implementation."""
-    return [
+    """What runs now, with which implementation (an optional role only while it runs)."""
+    rows = [
         ServiceStatus(
             role=s.role,
             implementation=s.implementation,
@@ -174,6 +178,7 @@ def status(settings: Settings) -> list[ServiceStatus]:
         )
         for s in _services(settings, ROLES)
     ]
+    return [row for row in rows if row.pid or row.role not in OPTIONAL_ROLES]
 
 
 def service(settings: Settings, role: str) -> Service:

@@ -23,7 +23,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fashion_search.settings import PG_SUPERUSER
-from stack.secrets import load_for
+from stack.secrets import PG_REPLICATION_ROLE, load_for
 from stack.service import Service, run_checked
 
 PG_USER = "postgres"  # the OS user the server runs as (when started as root)
@@ -144,6 +144,73 @@ class Postgres(Service):
         create_database(
             self._admin_conninfo(), conninfo_to_dict(self.settings.database.url)["dbname"]
         )
+
+
+class PostgresReplica(Postgres):
+    """A streaming replica of the catalog database server (hot standby: it answers reads).
+
+    Made once by ``pg_basebackup -R`` from the running primary as the replication role
+    (``standby.signal`` and ``primary_conninfo`` written with it); a copy of another primary
+    (one purged and made again) is made afresh. Roles, passwords and databases are the
+    primary's."""
+
+    role = "pg-replica"
+    implementation = "PostgreSQL 18 streaming replica (pg_basebackup, hot standby)"
+
+    @property
+    def port(self) -> int:
+        return self.settings.stack.pg_replica_port
+
+    @property
+    def endpoint(self) -> str:
+        return super().endpoint.replace(f":{self.settings.stack.pg_port}/", f":{self.port}/")
+
+    @property
+    def data_dir(self) -> Path:
+        return self._root / "data" / self.role
+
+    def prepare(self) -> None:
+        primary = make_conninfo(self.settings.database.url, dbname="postgres", connect_timeout=5)
+        with psycopg.connect(primary) as conn:
+            row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+        if (self.data_dir / "PG_VERSION").exists() and self._system_identifier() == row:
+            return
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if _as_root():
+            shutil.chown(self.data_dir.parent, PG_USER, PG_USER)
+        params = conninfo_to_dict(self.settings.database.url)
+        password = load_for(self.settings).pg_passwords[PG_REPLICATION_ROLE]
+        run_checked(
+            [str(self.bin_dir / "pg_basebackup"), "-D", str(self.data_dir), "-R",
+             "-X", "stream", "-c", "fast", "-h", str(params.get("host", "127.0.0.1")),
+             "-p", str(params.get("port", self.settings.stack.pg_port)),
+             "-U", PG_REPLICATION_ROLE, "--no-password"],
+            "pg_basebackup",
+            user=self.run_as(),
+            env={**os.environ, "PGPASSWORD": password},
+        )  # fmt: skip
+
+    def _system_identifier(self) -> tuple[int] | None:
+        """The cluster id of the copy in data_dir (None when unreadable)."""
+        result = subprocess.run(
+            [str(self.bin_dir / "pg_controldata"), str(self.data_dir)],
+            capture_output=True, text=True, check=False, user=self.run_as(),
+        )  # fmt: skip
+        for line in result.stdout.splitlines():
+            if line.startswith("Database system identifier:"):
+                return (int(line.split(":", 1)[1]),)
+        return None
+
+    def _admin_conninfo(self) -> str:
+        return make_conninfo(super()._admin_conninfo(), port=str(self.port))
+
+    def ready(self) -> bool:
+        with psycopg.connect(self._admin_conninfo()) as conn:
+            return conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+
+    def after_start(self) -> None:
+        """Nothing: a standby takes everything from its primary."""
 
 
 def create_database(admin_conninfo: str, name: object) -> None:

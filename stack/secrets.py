@@ -34,6 +34,7 @@ from fashion_search.settings import (
 # PostgreSQL roles (besides the superuser PG_SUPERUSER, the owner of every catalog table).
 PG_API_ROLE = "fashion_api"
 PG_INGEST_ROLE = "fashion_ingest"
+PG_REPLICATION_ROLE = "fashion_replication"  # streaming replicas connect as it (REPLICATION)
 # MinIO users (access key = user name), besides the root user S3_ROOT_USER (the owner).
 S3_API_USER = "fashion-api"
 S3_INGEST_USER = "fashion-ingest"
@@ -50,6 +51,7 @@ PG_PASSWORDS = {
     PG_SUPERUSER: OWNER_SECRETS[PG_SUPERUSER],
     PG_API_ROLE: "FS_SECRET_PG_API",
     PG_INGEST_ROLE: "FS_SECRET_PG_INGEST",
+    PG_REPLICATION_ROLE: "FS_SECRET_PG_REPLICATION",
 }
 S3_PASSWORDS = {
     S3_ROOT_USER: OWNER_SECRETS[S3_ROOT_USER],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,13 +21,6 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from fashion_search.search.service import SearchService
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def jpeg(width: int, height: int, colour: str = "navy") -> bytes:

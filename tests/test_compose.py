@@ -83,8 +83,9 @@ def test_compose_rejects_a_broken_file(tmp_path) -> None:  # type: ignore[no-unt
 
 
 #: Long-running services: restarted when they die. The others run once and exit.
-LONG_RUNNING = {"postgres", "kafka", "minio", "localstack", "mlflow", "model-server", "dispatcher",
-                "api", "ui", "airflow", "prometheus", "grafana"}  # fmt: skip
+LONG_RUNNING = {"postgres", "postgres-replica", "kafka", "minio", "localstack", "mlflow",
+                "model-server", "dispatcher", "api", "ui", "airflow", "prometheus",
+                "grafana"}  # fmt: skip
 ONE_SHOT = {"setup", "catalog", "model-init"}
 #: The project's apps: each checked by the local stack's readiness check of the same name.
 APPS = {"model-server", "dispatcher", "api", "ui"}
@@ -195,6 +196,7 @@ def test_no_password_is_written_in_the_compose_file() -> None:
 #: The secrets each service may see (every other service's role is not its business).
 OWN_SECRETS: dict[str, set[str]] = {
     "postgres": {"FS_SECRET_PG_OWNER"},
+    "postgres-replica": {"FS_SECRET_PG_REPLICATION"},
     "kafka": {"FS_SECRET_KAFKA_ADMIN", "FS_SECRET_KAFKA_MINIO", "FS_SECRET_KAFKA_INGEST"},
     "minio": {"FS_SECRET_S3_ROOT", "FS_SECRET_KAFKA_MINIO"},
     "localstack": set(),

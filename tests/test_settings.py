@@ -106,3 +106,17 @@ def test_empty_credentials_are_the_local_stack_owners(
     app = Settings()
     assert app.database.url == "postgresql://postgres@127.0.0.1:15432/fashion"
     assert app.storage.access_key == ""
+
+
+def test_replicas_take_the_primarys_login_and_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    monkeypatch.setenv("FS_DATABASE_URL", "postgresql://api:secret@primary:5432/fashion")
+    monkeypatch.setenv("FS_DATABASE_REPLICAS", " replica-a:6432, replica-b ,")
+    urls = [conninfo_to_dict(url) for url in Settings().database.replica_urls]
+    assert [(u["host"], u["port"]) for u in urls] == [("replica-a", "6432"), ("replica-b", "5432")]
+    assert all(
+        (u["user"], u["password"], u["dbname"]) == ("api", "secret", "fashion") for u in urls
+    )
+    monkeypatch.setenv("FS_DATABASE_REPLICAS", "")
+    assert Settings().database.replica_urls == []

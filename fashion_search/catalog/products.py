@@ -18,7 +18,7 @@ from fashion_search.catalog.embeddings import write_embeddings
 from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.limits import MAX_PAGE_SIZE
 from fashion_search.catalog.models import FILTER_FIELDS, METADATA_FIELDS, Page, Product
-from fashion_search.catalog.table import READ_COLUMNS, WRITE_COLUMNS, Table
+from fashion_search.catalog.table import READ_COLUMNS, WRITE_COLUMNS, Connections, Table
 from fashion_search.catalog.versions import CatalogVersion, version_record
 from fashion_search.errors import InvalidArgumentError, InvalidProductError, ProductNotFoundError
 
@@ -27,7 +27,12 @@ ValueCounts = dict[str, list[tuple[str | int, int]]]
 
 
 class ProductRepository(Table):
-    """The catalog's products."""
+    """The catalog's products; on replicas (``primary`` given), a product missing there is
+    looked up on the primary too (read-your-writes: one just uploaded is found at once)."""
+
+    def __init__(self, pool: Connections, primary: ProductRepository | None = None) -> None:
+        super().__init__(pool)
+        self.primary = primary
 
     def upsert_many(self, products: Sequence[Product]) -> int:
         """Insert or update products by id (COPY into a staging table, then one upsert), and
@@ -95,6 +100,8 @@ class ProductRepository(Table):
                 params,
             ).fetchone()
         if row is None:
+            if self.primary is not None:
+                return self.primary.get(product_id, version)
             raise ProductNotFoundError(product_id)
         return Product.model_validate(row)
 
@@ -107,7 +114,11 @@ class ProductRepository(Table):
                 ),
                 (list(ids),),
             ).fetchall()
-        return [Product.model_validate(row) for row in rows]
+        found = [Product.model_validate(row) for row in rows]
+        missing = set(ids) - {p.id for p in found}
+        if missing and self.primary is not None:
+            found = sorted(found + self.primary.get_many(sorted(missing)), key=lambda p: p.id)
+        return found
 
     def existing_ids(self, ids: Sequence[int]) -> set[int]:
         """The subset of ``ids`` that are in the catalog."""

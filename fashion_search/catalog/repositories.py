@@ -11,7 +11,9 @@ from fashion_search.catalog.api_keys import ApiKeyRepository
 from fashion_search.catalog.embeddings import EmbeddingRepository
 from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.catalog.products import ProductRepository
+from fashion_search.catalog.replicas import ReplicatedReads
 from fashion_search.catalog.suggestions import SuggestionRepository
+from fashion_search.catalog.table import Connections
 from fashion_search.catalog.uploads import UploadRepository
 from fashion_search.catalog.vectors import VectorSearch
 from fashion_search.catalog.versions import CatalogVersions
@@ -31,17 +33,25 @@ class Catalog:
     api_keys: ApiKeyRepository
     suggestions: SuggestionRepository
     feedback: FeedbackRepository
+    replicas: ReplicatedReads | None = None  # where the reads go, when there are replicas
 
     @classmethod
-    def of(cls, pool: ConnectionPool[Any]) -> Catalog:
-        """The catalog over a pool of :func:`~fashion_search.catalog.db.create_pool`."""
+    def of(cls, pool: ConnectionPool[Any], reads: ReplicatedReads | None = None) -> Catalog:
+        """The catalog over a pool of :func:`~fashion_search.catalog.db.create_pool`.
+
+        With ``reads`` (the API's), products, vector search, versions and completions read
+        from the replicas (products missing there from ``pool`` too); uploads, embeddings,
+        keys and feedback keep to ``pool``: for a process that writes nothing else (the API)."""
+        read: Connections = pool if reads is None else reads
+        primary = None if reads is None else ProductRepository(pool)
+        products = ProductRepository(read, primary)
         return cls(
-            ProductRepository(pool), VectorSearch(pool), UploadRepository(pool),
-            EmbeddingRepository(pool), CatalogVersions(pool), ApiKeyRepository(pool),
-            SuggestionRepository(pool), FeedbackRepository(pool),
+            products, VectorSearch(read), UploadRepository(pool), EmbeddingRepository(pool),
+            CatalogVersions(read), ApiKeyRepository(pool), SuggestionRepository(read),
+            FeedbackRepository(pool), reads,
         )  # fmt: skip
 
     @property
-    def pool(self) -> ConnectionPool[Any]:
-        """The connection pool the repositories share."""
-        return self.products.pool
+    def pool(self) -> Connections:
+        """The primary's connection pool (writes, and reads without replicas)."""
+        return self.uploads.pool

@@ -4,10 +4,11 @@ repository shares."""
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
+import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.models import Product, ProductFields, value_type
 
@@ -35,9 +36,21 @@ READ_COLUMNS = sql.SQL(", ").join(
 )
 
 
+class Connections(Protocol):
+    """Where a repository gets its connections: a pool of
+    :func:`~fashion_search.catalog.db.create_pool`, or the replicas' reads
+    (:class:`~fashion_search.catalog.replicas.ReplicatedReads`)."""
+
+    def connection(
+        self, timeout: float | None = None
+    ) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection, given back when the block ends."""
+        ...
+
+
 class Table:
     """A repository over the catalog's tables through a pool of
     :func:`~fashion_search.catalog.db.create_pool`."""
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: Connections) -> None:
         self.pool = pool

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 from psycopg import sql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.filters import Filters, where_clause
 from fashion_search.catalog.limits import check_candidates, check_k
 from fashion_search.catalog.models import Neighbor, Product
-from fashion_search.catalog.table import READ_COLUMNS, Table
+from fashion_search.catalog.table import READ_COLUMNS, Connections, Table
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.errors import InvalidArgumentError
 
@@ -32,7 +31,7 @@ HIT_COLUMNS = sql.SQL("{}, e.model_version").format(READ_COLUMNS)
 class VectorSearch(Table):
     """Searches over the catalog's embeddings and titles."""
 
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: Connections) -> None:
         super().__init__(pool)
         self._ef_search: int | None = None
 
@@ -160,7 +159,7 @@ class VectorSearch(Table):
         return cte, params
 
     def _search(
-        self, query: sql.Composable, params: dict[str, Any], exact: bool
+        self, query: sql.Composed, params: dict[str, Any], exact: bool
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]]
         ef_search = self.ef_search  # first read before taking a connection: it takes one

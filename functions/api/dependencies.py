@@ -1,5 +1,5 @@
 """The process-wide services: search and products (built on first use, reused across Lambda
-invocations)."""
+invocations), reading from the catalog's replicas when ``FS_DATABASE_REPLICAS`` names some."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import Depends
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.feedback import FeedbackRepository
+from fashion_search.catalog.replicas import ReplicatedReads
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.search.products import ProductService
@@ -21,7 +22,10 @@ from fashion_search.storage import ObjectStore
 @lru_cache(maxsize=1)
 def build_service() -> SearchService:
     settings = get_settings()
-    catalog = Catalog.of(create_pool(settings, wait=False))  # no stall while the database is down
+    primary = create_pool(settings, wait=False)  # no stall while the database is down
+    replicas = [create_pool(settings, url, wait=False) for url in settings.database.replica_urls]
+    reads = ReplicatedReads(primary, replicas, settings.database) if replicas else None
+    catalog = Catalog.of(primary, reads)
     return SearchService(
         settings, catalog, ObjectStore(settings), EmbeddingClient(settings.model_server.address)
     )

@@ -1,4 +1,5 @@
-"""``GET /health``: the catalog, the object store and the model server answer."""
+"""``GET /health``: the catalog, the object store and the model server answer; the catalog's
+replicas (when it reads from some) with their lag."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def health(service: Service, products: Products) -> JSONResponse:
         }  # fmt: skip
     except Exception as error:  # any failure means "not ready"; the message says which
         checks["catalog"] = {"ok": False, "error": str(error)}
+    if service.catalog.replicas is not None:  # reads fall back to the primary: not in "ok"
+        checks["catalog"]["replicas"] = [r.as_dict() for r in service.catalog.replicas.health()]
     try:
         service.store.exists(service.settings.storage.images_bucket, "health-check")
         checks["objectStore"] = {"ok": True}
