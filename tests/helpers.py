@@ -15,6 +15,7 @@ from PIL import Image
 from fashion_search.model.preprocess import decode_image, resize_square
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.process import ManagedProcess
+from stack.process import free_port as free_port  # the tests take it from here
 
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient

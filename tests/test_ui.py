@@ -199,53 +199,61 @@ def test_real_search_in_headless_chromium(
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.goto(f"{url}/?q=blue+jeans")
-            page.get_by_text("score", exact=False).first.wait_for(timeout=60_000)
-            page.wait_for_function(
-                "[...document.images].filter(i => i.src.includes('Signature')).length >= 20"
-                " && [...document.images].every(i => i.complete)", timeout=60_000,
-            )  # fmt: skip
-            loaded = page.evaluate(
-                "[...document.images].filter(i => i.src.includes('Signature')"
-                " && i.naturalWidth > 0).length"
-            )
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "ui-search.png"), full_page=True)
-            text = page.inner_text("body")
+            try:
+                page.goto(f"{url}/?q=blue+jeans")
+                page.get_by_text("score", exact=False).first.wait_for(timeout=60_000)
+                page.wait_for_function(
+                    "[...document.images].filter(i => i.src.includes('Signature')).length >= 20"
+                    " && [...document.images].every(i => i.complete)", timeout=60_000,
+                )  # fmt: skip
+                loaded = page.evaluate(
+                    "[...document.images].filter(i => i.src.includes('Signature')"
+                    " && i.naturalWidth > 0).length"
+                )
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "ui-search.png"), full_page=True)
+                text = page.inner_text("body")
 
-            box = page.frame_locator('iframe[title="streamlit_searchbox.searchbox"]')
-            box.locator("input").fill("")  # the box shows the query of the URL
-            box.locator("input").press_sequentially("shrt", delay=150)  # a typo: one edit
-            suggestion = box.get_by_text("Shirts", exact=True)
-            suggestion.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "ui-suggest.png"))
-            before = page.evaluate("[...document.images].map(i => i.src).join()")
-            suggestion.click()
-            page.wait_for_function(  # new results, their images loaded
-                "before => { const srcs = [...document.images].map(i => i.src);"
-                " return srcs.join() != before && srcs.length >= 20"
-                " && [...document.images].every(i => i.complete) }", arg=before, timeout=60_000,
-            )  # fmt: skip
-            titles = page.locator("strong").all_inner_texts()
-            page.locator('[data-testid="stMultiSelect"]').nth(3).click()  # article type
-            menu = page.get_by_role("listbox")
-            menu.wait_for(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "ui-facets.png"))
-            counted = menu.inner_text()
-            page.keyboard.press("Escape")
+                box = page.frame_locator('iframe[title="streamlit_searchbox.searchbox"]')
+                box.locator("input").fill("")  # the box shows the query of the URL
+                box.locator("input").press_sequentially("shrt", delay=150)  # a typo: one edit
+                suggestion = box.get_by_text("Shirts", exact=True)
+                suggestion.wait_for(timeout=60_000)
+                page.screenshot(path=str(ARTIFACTS / "ui-suggest.png"))
+                before = page.evaluate("[...document.images].map(i => i.src).join()")
+                suggestion.click()
+                page.wait_for_function(  # new results, their images loaded
+                    "before => { const srcs = [...document.images].map(i => i.src);"
+                    " return srcs.join() != before && srcs.length >= 20"
+                    " && [...document.images].every(i => i.complete) }", arg=before, timeout=60_000,
+                )  # fmt: skip
+                titles = page.locator("strong").all_inner_texts()
+                page.locator('[data-testid="stMultiSelect"]').nth(3).click()  # article type
+                menu = page.get_by_role("listbox")
+                menu.wait_for(timeout=30_000)
+                page.screenshot(path=str(ARTIFACTS / "ui-facets.png"))
+                counted = menu.inner_text()
+                page.keyboard.press("Escape")
 
-            page.get_by_text("Hide weak matches").click()  # the tiny model scores below 0.2
-            page.get_by_text("weak matches hidden", exact=False).first.wait_for(timeout=60_000)
-            page.get_by_text("No products match").first.wait_for(timeout=60_000)  # rerun done
-            cut = page.inner_text("body")
-            page.get_by_text("Hide weak matches").click()
-            page.get_by_role("tab", name="Search by image").click()
-            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(photo)
-            modifier = page.get_by_label("…but").first
-            modifier.fill("in red")
-            modifier.press("Enter")
-            page.get_by_text("by image, in red", exact=False).first.wait_for(timeout=60_000)
-            page.screenshot(path=str(ARTIFACTS / "ui-composed.png"), full_page=True)
+                page.get_by_text("Hide weak matches").click()  # the tiny model scores below 0.2
+                page.get_by_text("weak matches hidden", exact=False).first.wait_for(timeout=60_000)
+                page.get_by_text("No products match").first.wait_for(timeout=60_000)  # rerun done
+                cut = page.inner_text("body")
+                page.get_by_text("Hide weak matches").click()
+                page.get_by_role("tab", name="Search by image").click()
+                page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(photo)
+                modifier = page.get_by_label("…but").first
+                modifier.fill("in red")
+                modifier.press("Enter")
+                page.get_by_text("by image, in red", exact=False).first.wait_for(timeout=60_000)
+                page.screenshot(path=str(ARTIFACTS / "ui-composed.png"), full_page=True)
+            except Exception as error:  # what the page showed, for the next reader of a failure
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "ui-failure.png"), full_page=True)
+                raise AssertionError(
+                    f"{error}\n--- page (test-artifacts/ui-failure.png):\n"
+                    f"{page.inner_text('body')[:3000]}\n--- UI log:\n{ui.log_tail()}"
+                ) from error
             browser.close()
     finally:
         ui.stop()

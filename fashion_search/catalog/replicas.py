@@ -110,11 +110,6 @@ class ReplicatedReads:
             self._check(replica)
         return [replica.health for replica in self._replicas]
 
-    def close(self) -> None:
-        """Close the replicas' pools (the primary's belongs to its owner)."""
-        for replica in self._replicas:
-            replica.pool.close()
-
     def _checkout(
         self, stack: ExitStack, timeout: float | None
     ) -> tuple[_Replica | None, psycopg.Connection[Any]]:
@@ -161,11 +156,8 @@ class ReplicatedReads:
             # The primary is down: the replica's reads are the freshest there are.
             replica.health = ReplicaHealth(replica.health.address, True)
             return
-        now, primary_lsn, replayed = (
-            time.monotonic(),
-            lsn_bytes(row[0]) if row else 0,
-            lsn_bytes(replay_lsn),
-        )
+        now, replayed = time.monotonic(), lsn_bytes(replay_lsn)
+        primary_lsn = lsn_bytes(row[0]) if row else 0
         replica.unreplayed.append((now, primary_lsn))
         while replica.unreplayed and replica.unreplayed[0][1] <= replayed:
             replica.unreplayed.popleft()
