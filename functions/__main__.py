@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 
 from fashion_search.settings import get_settings
 from fashion_search.telemetry.logs import configure_logging
-from fashion_search.telemetry.metrics import CatalogCoverage, serve_metrics
+from fashion_search.telemetry.metrics import CatalogCoverage, CatalogReplicas, serve_metrics
 from fashion_search.telemetry.tracing import configure_tracing
 from functions.api.app import create_app
 from functions.api.dependencies import build_service
@@ -19,7 +19,11 @@ def main() -> None:
     settings = get_settings()
     configure_logging(settings)
     configure_tracing("fashion-search-api", settings)
-    REGISTRY.register(CatalogCoverage(build_service().catalog.versions.coverage_ratios))
+    catalog = build_service().catalog
+    REGISTRY.register(CatalogCoverage(catalog.versions.coverage_ratios))
+    if catalog.replicas is not None:
+        replicas = catalog.replicas
+        REGISTRY.register(CatalogReplicas(lambda: [h.as_check() for h in replicas.health()]))
     serve_metrics(settings)
     uvicorn.run(
         create_app(),

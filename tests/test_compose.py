@@ -286,7 +286,7 @@ def test_airflow_needs_its_admin_login() -> None:
 def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_theirs() -> None:
     from prometheus_client.registry import REGISTRY
 
-    from fashion_search.telemetry.metrics import CatalogCoverage
+    from fashion_search.telemetry.metrics import CatalogCoverage, CatalogReplicas
     from functions.api.app import create_app
     from stack.apps import METRICS_APPS
 
@@ -312,7 +312,11 @@ def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_
     from fastapi.testclient import TestClient
 
     TestClient(create_app()).get("/no-such-route")  # the API's request metrics, made at its start
-    families = [*REGISTRY.collect(), *CatalogCoverage(list).collect()]
+    families = [
+        *REGISTRY.collect(),
+        *CatalogCoverage(list).collect(),
+        *CatalogReplicas(list).collect(),
+    ]
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     exported = {
         family.name + suffix for family in families for suffix in suffixes.get(family.type, ("",))

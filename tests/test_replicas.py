@@ -22,7 +22,7 @@ from fashion_search.settings import Settings
 from stack.orchestrator import down, up
 from stack.service import http_ok
 from tests.conftest import SEARCH_ROWS
-from tests.helpers import free_port, start_process
+from tests.helpers import free_port, scrape, start_process
 
 NEW_ID = 990_001  # a product written on the primary during the test, then deleted
 
@@ -59,25 +59,32 @@ def _products_on(conninfo: str) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def api(
-    search_settings: Settings, replica: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[httpx.Client]:
-    """An API reading from the replica (checked every 0.2 s, at most 1 s behind)."""
+def api_settings(search_settings: Settings) -> Settings:
+    """An API's settings: reading from the replica (checked every 0.2 s, at most 1 s
+    behind), its own ports."""
     port = free_port()
-    settings = search_settings.replace(
+    return search_settings.replace(
         database={
             "replicas": f"127.0.0.1:{search_settings.stack.pg_replica_port}",
             "replica_check_s": 0.2,
             "replica_max_lag_s": 1.0,
         },
         search={"api_port": port, "api_url": f"http://127.0.0.1:{port}"},
+        telemetry={"metrics_port": free_port()},
     )
+
+
+@pytest.fixture(scope="module")
+def api(
+    api_settings: Settings, replica: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[httpx.Client]:
+    """The API of ``api_settings``, running."""
     process = start_process(
-        "api", ["-m", "functions"], settings, tmp_path_factory.mktemp("replica-api"),
-        lambda: http_ok(f"{settings.search.api_url}/health"),
+        "api", ["-m", "functions"], api_settings, tmp_path_factory.mktemp("replica-api"),
+        lambda: http_ok(f"{api_settings.search.api_url}/health"),
     )  # fmt: skip
     try:
-        with httpx.Client(base_url=settings.search.api_url, timeout=30) as client:
+        with httpx.Client(base_url=api_settings.search.api_url, timeout=30) as client:
             yield client
     finally:
         process.stop()
@@ -95,13 +102,23 @@ def _replica_health(api: httpx.Client) -> dict[str, Any]:
     return dict(replica)
 
 
+def _replica_metrics(settings: Settings, address: str) -> dict[str, float]:
+    samples = scrape(settings.telemetry.metrics_port)
+    label = f'{{replica="{address}"}}'
+    return {
+        name: samples[f"fashion_search_catalog_replica_{name}{label}"]
+        for name in ("fit", "lag_bytes", "lag_seconds")
+        if f"fashion_search_catalog_replica_{name}{label}" in samples
+    }
+
+
 def test_lsn_bytes_reads_a_wal_position() -> None:
     assert lsn_bytes("0/0") == 0
     assert lsn_bytes("16/B374D848") == (0x16 << 32) + 0xB374D848
 
 
-def test_searches_read_from_the_replica_and_health_shows_its_lag(
-    api: httpx.Client, replica: str, search_settings: Settings
+def test_searches_read_from_the_replica_and_health_and_metrics_show_its_lag(
+    api: httpx.Client, api_settings: Settings, replica: str, search_settings: Settings
 ) -> None:
     health = _replica_health(api)
     assert health["address"] == f"127.0.0.1:{search_settings.stack.pg_replica_port}"
@@ -122,6 +139,8 @@ def test_searches_read_from_the_replica_and_health_shows_its_lag(
             )
         ]
     assert any("<=>" in q for q in queries), queries
+    metrics = _replica_metrics(api_settings, health["address"])
+    assert metrics["fit"] == 1.0 and metrics["lag_bytes"] >= 0 and metrics["lag_seconds"] >= 0
 
 
 def test_a_lagging_replica_is_skipped_and_new_products_are_read_from_the_primary(
@@ -160,7 +179,7 @@ def test_a_lagging_replica_is_skipped_and_new_products_are_read_from_the_primary
 
 
 def test_a_stopped_replica_sends_searches_to_the_primary(
-    api: httpx.Client, replica: str, stack_settings: Settings
+    api: httpx.Client, api_settings: Settings, replica: str, stack_settings: Settings
 ) -> None:
     down(stack_settings, ("pg-replica",))
     try:
@@ -171,6 +190,7 @@ def test_a_stopped_replica_sends_searches_to_the_primary(
         health = _replica_health(api)
         assert health["ok"] is False and health["error"], health
         assert _catalog_health(api)["ok"] is True
+        assert _replica_metrics(api_settings, health["address"]) == {"fit": 0.0}  # no lag measured
     finally:
         up(stack_settings, ("pg-replica",))
     # Back up, it is checked again and serves reads again.

@@ -52,6 +52,11 @@ class ReplicaHealth:
     lag_s: float | None = None
     error: str = ""
 
+    def as_check(self) -> tuple[str, bool, int | None, float | None]:
+        """As the replicas' metrics take it (:class:`~fashion_search.telemetry.metrics.
+        CatalogReplicas`)."""
+        return self.address, self.fit, self.lag_bytes, self.lag_s
+
     def as_dict(self) -> dict[str, Any]:
         """camelCase, as the API answers."""
         found: dict[str, Any] = {"address": self.address, "ok": self.fit}

@@ -71,6 +71,37 @@ class CatalogCoverage(Collector):
         yield family
 
 
+#: A replica's check: address, whether reads may go to it, lag in bytes and seconds (None: not
+#: measured, e.g. while the primary is down).
+ReplicaCheck = tuple[str, bool, int | None, float | None]
+
+
+class CatalogReplicas(Collector):
+    """``fashion_search_catalog_replica_fit`` (1: reads go to it), ``..._lag_bytes`` and
+    ``..._lag_seconds`` of each of the API's read replicas, checked at each scrape."""
+
+    def __init__(self, read: Callable[[], Iterable[ReplicaCheck]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Metric]:
+        name = "fashion_search_catalog_replica"
+        fit = GaugeMetricFamily(
+            f"{name}_fit", "1 while reads go to the replica", labels=["replica"]
+        )
+        lag_bytes = GaugeMetricFamily(
+            f"{name}_lag_bytes", "WAL the replica has not replayed", labels=["replica"]
+        )
+        lag_s = GaugeMetricFamily(
+            f"{name}_lag_seconds", "How long the replica has been behind", labels=["replica"]
+        )
+        for address, is_fit, behind_bytes, behind_s in self.read():
+            fit.add_metric([address], float(is_fit))
+            if behind_bytes is not None and behind_s is not None:
+                lag_bytes.add_metric([address], float(behind_bytes))
+                lag_s.add_metric([address], behind_s)
+        yield from (fit, lag_bytes, lag_s)
+
+
 def serve_metrics(settings: Settings) -> None:
     """Serve this process's metrics on ``FS_METRICS_BIND:FS_METRICS_PORT`` (a daemon thread;
     nothing when the port is 0)."""
