@@ -78,7 +78,8 @@ def _prepare(directory: Path, images: list[bytes], titles: list[str]) -> None:
     exported = ExportedModel.read(
         directory / "onnx", RegisteredVersion("peers", "1", None, str(directory)), "fp32"
     )
-    pixels = np.stack([ServedModel(exported).preprocess(b, 40_000_000) for b in images[:4]])
+    served = ServedModel(exported)
+    pixels = np.stack([served.preprocess(b, 40_000_000) for b in images[:4]])
     tokens = clip.tokenize(titles[:4])
     with torch.no_grad():
         image_features = clip.model.encode_image(torch.from_numpy(pixels)).numpy()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,6 +23,21 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from fashion_search.search.service import SearchService
+
+
+T = TypeVar("T")
+
+
+def until(
+    condition: Callable[[], T], timeout_s: float, what: str = "a condition", interval_s: float = 0.1
+) -> T:
+    """Poll ``condition()`` every ``interval_s`` until it returns something true, and return
+    that; AssertionError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval_s)
+    return value
 
 
 def jpeg(width: int, height: int, colour: str = "navy") -> bytes:

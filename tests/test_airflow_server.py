@@ -6,7 +6,6 @@ Airflow process behind."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from fashion_search.settings import Settings
 from stack import airflow, apps
-from tests.helpers import free_port
+from tests.helpers import free_port, until
 
 
 def _call(url: str, token: str | None = None, body: object = None) -> tuple[int, Any]:
@@ -45,14 +44,6 @@ def _airflow_processes(home: Path) -> list[int]:
         if f"AIRFLOW_HOME={home}".encode() in environ:
             found.append(int(entry.name))
     return found
-
-
-def _wait(done: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (result := done()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(1)
-    return result
 
 
 def test_airflow_runs_with_its_ui_and_stops_with_the_stack(
@@ -87,7 +78,7 @@ def test_airflow_runs_with_its_ui_and_stops_with_the_stack(
             dags = {d["dag_id"]: d for d in _call(f"{url}/api/v2/dags", token)[1]["dags"]}
             return dags if "retrain_on_new_data" in dags and len(dags) >= 5 else None
 
-        dags = _wait(parsed, 120, "the DAGs to be parsed")
+        dags = until(parsed, 120, "the DAGs to be parsed", interval_s=1)
         assert dags["retrain_on_new_data"]["timetable_summary"] == "Asset"
         assert not dags["retrain_on_new_data"]["is_paused"]
         dag_runs = f"{url}/api/v2/dags/retrain_on_new_data/dagRuns"
@@ -99,7 +90,7 @@ def test_airflow_runs_with_its_ui_and_stops_with_the_stack(
             state = str(_call(run_url, token)[1]["state"])
             return state if state in ("success", "failed") else None
 
-        assert _wait(finished, 240, "the triggered run") == "success"
+        assert until(finished, 240, "the triggered run", interval_s=1) == "success"
         instances = _call(f"{run_url}/taskInstances", token)[1]["task_instances"]
         tasks = {t["task_id"]: t["state"] for t in instances}
         assert tasks["check_retraining"] == "success" and tasks["train_model"] == "skipped"

@@ -5,8 +5,7 @@ primary is found at once (read-your-writes), and a stopped replica sends reads t
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,16 +21,9 @@ from fashion_search.settings import Settings
 from stack.orchestrator import down, up
 from stack.service import http_ok
 from tests.conftest import SEARCH_ROWS
-from tests.helpers import free_port, scrape, start_process
+from tests.helpers import free_port, scrape, start_process, until
 
 NEW_ID = 990_001  # a product written on the primary during the test, then deleted
-
-
-def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +35,7 @@ def replica(stack_settings: Settings, search_settings: Settings) -> Iterator[str
         conninfo = make_conninfo(
             search_settings.database.url, port=str(stack_settings.stack.pg_replica_port)
         )
-        _until(lambda: _products_on(conninfo) == SEARCH_ROWS)
+        until(lambda: _products_on(conninfo) == SEARCH_ROWS, 30)
         yield conninfo
     finally:
         down(stack_settings, ("pg-replica",), purge=True)
@@ -164,7 +156,7 @@ def test_a_lagging_replica_is_skipped_and_new_products_are_read_from_the_primary
 
             # Past the allowed lag (as its checks see it), the replica is skipped: reads see
             # the primary's catalog.
-            _until(lambda: _replica_health(api)["ok"] is False, timeout_s=10)
+            until(lambda: _replica_health(api)["ok"] is False, 10)
             health = _replica_health(api)
             assert health["ok"] is False and health["lagBytes"] > 0, health
             assert health["lagSeconds"] > 1.0 and "behind" in health["error"]
@@ -173,8 +165,8 @@ def test_a_lagging_replica_is_skipped_and_new_products_are_read_from_the_primary
             standby.execute("SELECT pg_wal_replay_resume()")
             products.delete([NEW_ID])
     # Caught up again, it serves reads again.
-    _until(lambda: _replica_health(api)["ok"] is True)
-    _until(lambda: _products_on(replica) == SEARCH_ROWS)
+    until(lambda: _replica_health(api)["ok"] is True, 30)
+    until(lambda: _products_on(replica) == SEARCH_ROWS, 30)
     assert _catalog_health(api)["products"] == SEARCH_ROWS
 
 
@@ -194,4 +186,4 @@ def test_a_stopped_replica_sends_searches_to_the_primary(
     finally:
         up(stack_settings, ("pg-replica",))
     # Back up, it is checked again and serves reads again.
-    _until(lambda: _replica_health(api)["ok"] is True)
+    until(lambda: _replica_health(api)["ok"] is True, 30)

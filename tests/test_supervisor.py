@@ -18,6 +18,7 @@ from fashion_search.settings import Settings, StackSettings
 from stack import apps
 from stack.process import ManagedProcess
 from stack.supervisor import Backoff, supervised_argv
+from tests.helpers import until
 
 T = TypeVar("T")
 
@@ -50,11 +51,7 @@ def _pid(path: Path, n: int = 0) -> int | None:
 
 
 def _until(what: Callable[[], T | None], timeout_s: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while (value := what()) is None or value is False:
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
+    return until(what, timeout_s, interval_s=0.05)  # type: ignore[return-value]
 
 
 def _restarts(log: Path) -> list[tuple[str, int, float]]:
