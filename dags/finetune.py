@@ -4,7 +4,7 @@ loads it beside the champion, the catalog is embedded by it into a partition of 
 the champion keeps serving, and the serving record and champion alias switch together once it
 covers every product (the previous version stays for ``fashion-search rollback``).
 
-Run conf: ``architecture`` (default fashion-compact), ``pretrained`` (tag or checkpoint path),
+Run conf: ``architecture`` (default: the offline default model), ``pretrained`` (tag or path),
 ``split_version`` (from process_train_test_dataset; default: content-hash split), ``source``,
 ``limit``, ``epochs``, ``batch_size``, ``lr``, ``seed``, ``precision``, ``feedback`` (train
 on shoppers' logged clicks and "not relevant" marks too; the task's report and the MLflow run
@@ -17,6 +17,8 @@ from _project import DAG_DEFAULTS
 from _tasks import roll_out, train_model
 from airflow.sdk import Param, dag
 
+from fashion_search.model import DEFAULT_ARCHITECTURE
+
 OPTIONAL_INT = {"type": ["null", "integer"], "minimum": 1}
 PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epochs",
           "batch_size", "lr", "seed", "precision", "feedback")  # fmt: skip
@@ -25,7 +27,7 @@ PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epo
 @dag(
     dag_id="finetune",
     params={
-        "architecture": Param("fashion-compact", type="string"),
+        "architecture": Param(DEFAULT_ARCHITECTURE, type="string"),
         "pretrained": Param(None, type=["null", "string"]),
         "split_version": Param(None, type=["null", "string"]),
         "source": Param(None, type=["null", "string"]),
@@ -34,7 +36,7 @@ PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epo
         "batch_size": Param(None, **OPTIONAL_INT),
         "lr": Param(None, type=["null", "number"], exclusiveMinimum=0),
         "seed": Param(None, type=["null", "integer"]),
-        "precision": Param(None, type=["null", "string"], enum=[None, "bf16", "fp32"]),
+        "precision": Param(None, type=["null", "string"], enum=[None, "auto", "bf16", "fp32"]),
         "feedback": Param(False, type="boolean"),
     },
     tags=["fashion-search", "training"],

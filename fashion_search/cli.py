@@ -16,6 +16,7 @@ from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import FashionSearchError
+from fashion_search.model import DEFAULT_ARCHITECTURE
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
 
@@ -52,6 +53,22 @@ def _load(args: argparse.Namespace) -> None:
     )
     for row in summary.report.rejected[:20]:
         print(f"  rejected row {row.index} (id {row.product_id}): {row.reason}")
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    from fashion_search.embedding_client import EmbeddingClient
+    from fashion_search.learning.calibration import calibrate
+
+    settings = get_settings()
+    with (
+        create_pool(settings) as pool,
+        EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
+    ):
+        catalog = Catalog.of(pool)
+        versions = catalog.versions
+        version = versions.get(args.version) if args.version else versions.serving()
+        calibrated = calibrate(settings, catalog, client, version)
+    print(f"model version {calibrated.model_version}: relevance cutoff {calibrated.min_score}")
 
 
 def _embed(args: argparse.Namespace) -> None:
@@ -368,14 +385,14 @@ def _train(args: argparse.Namespace) -> None:
 
     from fashion_search.model.factory import ModelSpec
     from fashion_search.model.pipeline import train_and_register
-    from fashion_search.model.train import SCRATCH_RECIPE, TrainConfig
+    from fashion_search.model.train import TrainConfig, recipe_for
     from model_server.artifacts import ARTIFACT_DIR
 
     settings = get_settings()
-    recipe: dict[str, object] = dict(SCRATCH_RECIPE) if args.pretrained is None else {}
+    recipe = recipe_for(args.architecture, args.pretrained)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "precision")}
     recipe.update({k: v for k, v in overrides.items() if v is not None})
-    config = TrainConfig(**recipe)  # type: ignore[arg-type]
+    config = TrainConfig(**recipe)
     device = (
         args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     )
@@ -453,6 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(run=_embed)
+
+    p = commands.add_parser(
+        "calibrate", help="measure a model version's relevance cutoff on the judged queries"
+    )
+    p.add_argument("--version", help="catalog model version (default: the serving one)")
+    p.set_defaults(run=_calibrate)
 
     p = commands.add_parser(
         "eval-search", help="vector vs hybrid search on the catalog, with the evaluation metrics"
@@ -561,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_versions)
 
     p = commands.add_parser("train", help="train, evaluate against the champion, register, export")
-    p.add_argument("--architecture", default="fashion-compact", help="open_clip model name")
+    p.add_argument("--architecture", default=DEFAULT_ARCHITECTURE, help="open_clip model name")
     p.add_argument(
         "--pretrained", help="pretrained tag (openai, laion2b_s34b_b79k) or checkpoint path"
     )
@@ -571,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--precision", choices=["bf16", "fp32"])
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(run=_train)

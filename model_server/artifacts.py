@@ -54,6 +54,7 @@ class ModelFacts(BaseModel):
     mean: tuple[float, ...]
     std: tuple[float, ...]
     context_length: int
+    text_cleaning: str = "clip"  # model_server.tokenizer.CLEANINGS
 
     @classmethod
     def of(cls, clip: Clip) -> ModelFacts:
@@ -62,6 +63,7 @@ class ModelFacts(BaseModel):
             architecture=clip.spec.architecture, embed_dim=clip.embed_dim,
             image_size=clip.image_size, mean=clip.mean, std=clip.std,
             context_length=clip.context_length,
+            text_cleaning="whitespace" if clip.hf_text else "clip",
         )  # fmt: skip
 
 

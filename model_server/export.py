@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from mlflow import MlflowClient
-from open_clip.tokenizer import SimpleTokenizer
+from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
 from fashion_search.model.factory import Clip
 from fashion_search.model.onnx_export import (
@@ -38,7 +38,7 @@ from model_server.artifacts import (
     tower_file,
 )
 from model_server.loader import ExportIntegrityError, remote_manifest, run_id_of
-from model_server.tokenizer import TextTokenizer, build_tokenizer_json
+from model_server.tokenizer import TextTokenizer, build_tokenizer_json, wordpiece_tokenizer_json
 
 log = logging.getLogger(__name__)
 #: Texts the written tokenizer must tokenise as open_clip does before it is exported.
@@ -46,6 +46,8 @@ TOKENIZER_CHECK = [
     "Turtle Check Men Navy Blue Shirt",
     "Puma Men's  Running SHOES, size 9-10!",
     "Café crème & naïve <b>résumé</b> 123",
+    "vestido rojo para niña\tcon\u00a0flores",
+    " ".join(["a very long product description that goes on"] * 8),  # truncated
     "",
 ]
 
@@ -69,13 +71,17 @@ def export_clip(clip: Clip, directory: Path) -> ExportManifest:
 
 
 def _tokenizer_json(clip: Clip) -> bytes:
-    """``tokenizer.json`` of ``clip``'s tokeniser: only open_clip's default BPE tokeniser has
-    one, and it must give open_clip's ids on :data:`TOKENIZER_CHECK`."""
+    """``tokenizer.json`` of ``clip``'s tokeniser (open_clip's default BPE one, or a Hugging
+    Face text tower's WordPiece one); it must give open_clip's ids on :data:`TOKENIZER_CHECK`."""
     reference = clip.tokenizer
-    if type(reference) is not SimpleTokenizer or reference.context_length != clip.context_length:
+    if clip.text_tower is not None and type(reference) is HFTokenizer:
+        data = wordpiece_tokenizer_json(Path(clip.text_tower) / TOKENIZER, clip.context_length)
+    elif type(reference) is SimpleTokenizer and reference.context_length == clip.context_length:
+        data = build_tokenizer_json(clip.context_length)
+    else:
         raise ValueError(f"{clip.spec.architecture}: no torch-free tokenizer for {reference!r}")
-    data = build_tokenizer_json(clip.context_length)
-    ours = TextTokenizer.from_bytes(data)(TOKENIZER_CHECK)
+    cleaning = ModelFacts.of(clip).text_cleaning
+    ours = TextTokenizer.from_bytes(data, cleaning)(TOKENIZER_CHECK)
     if not np.array_equal(ours, clip.tokenize(TOKENIZER_CHECK).numpy()):
         raise ValueError(f"{clip.spec.architecture}: tokenizer.json differs from open_clip")
     return data

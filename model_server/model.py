@@ -33,7 +33,7 @@ class ServedModel:
         self.dimension = facts.embed_dim
         self.image_size = facts.image_size
         self.mean, self.std = facts.mean, facts.std
-        self._tokenizer = TextTokenizer.from_file(exported.files["tokenizer"])
+        self._tokenizer = TextTokenizer.from_file(exported.files["tokenizer"], facts.text_cleaning)
         if self._tokenizer.context_length != facts.context_length:
             raise ValueError(
                 f"tokenizer.json pads to {self._tokenizer.context_length} tokens, the model's"
@@ -54,7 +54,7 @@ class ServedModel:
         return sorted(set(self.text.providers) | set(self.image.providers))
 
     def embed_texts(self, texts: list[str]) -> Array:
-        """Tokenise, cut after the last end-of-text token, run the text tower."""
+        """Tokenise, cut after the last non-padding token, run the text tower."""
         return self.text.run(cut_tokens(self._tokenizer(texts)))
 
     def preprocess(self, data: bytes, max_pixels: int) -> Array:

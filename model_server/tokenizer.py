@@ -1,15 +1,19 @@
-"""open_clip's CLIP tokeniser without torch: a Hugging Face ``tokenizers`` file, exported once.
+"""A model's tokeniser without torch: a Hugging Face ``tokenizers`` file, exported once.
 
 :func:`build_tokenizer_json` (export side, imports open_clip) writes open_clip's
 ``SimpleTokenizer`` - its BPE vocabulary, regex pre-tokenisation, byte-level mapping, ``</w>``
 end-of-word suffix, start/end-of-text ids, truncation and zero padding to the context length -
-as one ``tokenizer.json``. :class:`TextTokenizer` (serving side, imports only ``tokenizers``,
-numpy and the pure-Python ``ftfy``) loads it and gives the same token ids as open_clip.
+as one ``tokenizer.json``; :func:`wordpiece_tokenizer_json` takes a Hugging Face text tower's
+own ``tokenizer.json`` (WordPiece, [CLS] ... [SEP]) and truncates it to the context length.
+:class:`TextTokenizer` (serving side, imports only ``tokenizers``, numpy and the pure-Python
+``ftfy``) loads either and gives the same token ids as open_clip's tokeniser of the model
+(``SimpleTokenizer`` with its cleaning, ``HFTokenizer`` with its whitespace cleaning).
 """
 
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,26 @@ def build_tokenizer_json(context_length: int) -> bytes:
     return tokenizer.to_str().encode()
 
 
+def wordpiece_tokenizer_json(path: Path, context_length: int) -> bytes:
+    """A Hugging Face text tower's ``tokenizer.json`` truncating every text to
+    ``context_length`` tokens ([CLS] and [SEP] included)."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.enable_truncation(context_length)
+    tokenizer.no_padding()
+    return tokenizer.to_str().encode()
+
+
+#: How texts are cleaned before tokenising: open_clip's ``SimpleTokenizer`` ("clip") or its
+#: ``HFTokenizer`` ("whitespace").
+CLEANINGS = ("clip", "whitespace")
+
+
+def whitespace_clean(text: str) -> str:
+    """open_clip's "whitespace" cleaning (of Hugging Face tokenisers): runs of white space as
+    one space, stripped."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def clean(text: str) -> str:
     """open_clip's default ("lower") cleaning: ftfy, HTML unescaping, whitespace, lower case.
     Also a space for U+0345, which open_clip's case-insensitive regex matches nowhere."""
@@ -73,30 +97,34 @@ def clean(text: str) -> str:
 
 
 class TextTokenizer:
-    """Token ids of texts as open_clip's tokeniser gives them, from a ``tokenizer.json``."""
+    """Token ids of texts as open_clip's tokeniser gives them, from a ``tokenizer.json`` and
+    the cleaning of :data:`CLEANINGS` that goes with it."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer, cleaning: str = "clip") -> None:
         truncation = tokenizer.truncation
         if truncation is None:
             raise ValueError("tokenizer.json without truncation to a context length")
+        if cleaning not in CLEANINGS:
+            raise ValueError(f"cleaning must be one of {CLEANINGS}, got {cleaning!r}")
         self.context_length: int = truncation["max_length"]
         tokenizer.no_padding()  # numpy pads faster than Encoding objects
         self._tokenizer = tokenizer
+        self._clean = clean if cleaning == "clip" else whitespace_clean
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> TextTokenizer:
-        """From the bytes of :func:`build_tokenizer_json`."""
-        return cls(Tokenizer.from_str(data.decode()))
+    def from_bytes(cls, data: bytes, cleaning: str = "clip") -> TextTokenizer:
+        """From the bytes of :func:`build_tokenizer_json` or :func:`wordpiece_tokenizer_json`."""
+        return cls(Tokenizer.from_str(data.decode()), cleaning)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> TextTokenizer:
-        """From a file holding :func:`build_tokenizer_json`'s bytes."""
-        return cls.from_bytes(Path(path).read_bytes())
+    def from_file(cls, path: str | Path, cleaning: str = "clip") -> TextTokenizer:
+        """From a file holding :meth:`from_bytes`'s bytes."""
+        return cls.from_bytes(Path(path).read_bytes(), cleaning)
 
     def __call__(self, texts: list[str]) -> Tokens:
         """Token ids ``[len(texts), context_length]`` (int64, zero-padded)."""
         ids = np.zeros((len(texts), self.context_length), dtype=np.int64)
-        encodings = self._tokenizer.encode_batch([clean(text) for text in texts])
+        encodings = self._tokenizer.encode_batch([self._clean(text) for text in texts])
         for row, encoding in zip(ids, encodings, strict=True):
             tokens = encoding.ids
             row[: len(tokens)] = tokens

@@ -28,6 +28,7 @@ from stack.service import http_ok
 from tests.helpers import database, start_process
 
 if TYPE_CHECKING:
+    from fashion_search.catalog.models import ProductFields
     from fashion_search.search.service import SearchService
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub is reachable from the test machines
@@ -51,6 +52,24 @@ def stack_settings() -> Iterator[Settings]:
     yield settings
     if started:
         down(settings, tuple(started))
+
+
+@pytest.fixture(scope="session")
+def dataset_products() -> list[ProductFields]:
+    """Every product of the dataset the tests use (FS_DATASET_SOURCE), its fields only."""
+    from fashion_search.dataset import iter_dataset
+    from fashion_search.settings import get_settings
+
+    return [item.fields for item in iter_dataset(get_settings().dataset_source)]
+
+
+@pytest.fixture(scope="session")
+def dataset_values(dataset_products: list[ProductFields]) -> dict[str, set[str]]:
+    """camelCase field -> the dataset's values of it."""
+    from pydantic.alias_generators import to_camel
+
+    fields = ("gender", "base_colour", "article_type", "season", "usage")
+    return {to_camel(f): {str(getattr(p, f)) for p in dataset_products} for f in fields}
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ fail the test if a refused request reaches them."""
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from fashion_search.catalog.api_keys import ApiKey, Scope, key_digest
 from fashion_search.settings import AccessSettings, get_settings
 from functions.api.access import AccessControl, get_access
 from functions.api.app import create_app
-from functions.api.dependencies import get_products, get_service
+from functions.api.dependencies import get_feedback, get_products, get_service
 from functions.api.graphql_cost import QueryCostLimiter
 from functions.api.routes.graphql import build_schema
 
@@ -70,6 +71,7 @@ def client_with(**access: Any) -> tuple[TestClient, FakeKeys]:
     )
     app.dependency_overrides[get_service] = Unreachable
     app.dependency_overrides[get_products] = Unreachable
+    app.dependency_overrides[get_feedback] = Unreachable
     app.dependency_overrides[get_access] = lambda: control
     return TestClient(app, raise_server_exceptions=False), keys
 
@@ -260,3 +262,58 @@ def test_made_up_keys_count_against_the_address() -> None:
         for i in range(3)
     ]
     assert statuses == [401, 401, 429]
+
+
+#: Bodies with a number to replace: every number a JSON body of the API takes.
+NUMBER_BODIES = [
+    ("/search/text", '{"q": [{"text": "red", "weight": NUMBER}]}'),
+    ("/search/text", '{"terms": [{"text": "red", "weight": NUMBER}]}'),  # unknown name too
+    ("/search/text", '{"q": "red", "k": NUMBER}'),
+    ("/search/text", '{"q": "red", "minScore": NUMBER}'),
+    ("/search/text", '{"q": "red", "candidates": NUMBER}'),
+    ("/search/text", '{"q": "red", "filters": {"year": NUMBER}}'),
+    ("/search/image", '{"productId": NUMBER}'),
+    ("/search/image", '{"productId": 1, "k": NUMBER}'),
+    ("/search/image", '{"productId": 1, "minScore": NUMBER}'),
+    ("/feedback", '{"signal": "click", "query": "q", "productId": NUMBER, "position": 1,'
+                  ' "sessionId": "s"}'),
+    ("/feedback", '{"signal": "click", "query": "q", "productId": 1, "position": NUMBER,'
+                  ' "sessionId": "s"}'),
+]  # fmt: skip
+#: Non-finite (1e999 parses as infinity) and out-of-range numbers, as JSON bodies write them.
+BAD_NUMBERS = ["1e999", "-1e999", "NaN", "Infinity", "-Infinity", "1e308", "-1e308", "2e19"]
+
+
+@pytest.mark.parametrize(("path", "body"), NUMBER_BODIES)
+@pytest.mark.parametrize("number", BAD_NUMBERS)
+def test_non_finite_and_out_of_range_numbers_in_bodies_are_client_errors(
+    api: TestClient, path: str, body: str, number: str
+) -> None:
+    response = api.post(path, content=body.replace("NUMBER", number),
+                        headers={"content-type": "application/json"})  # fmt: skip
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query($w: Float!) { searchByText(terms: [{text: \"red\", weight: $w}]) { mode } }",
+         '{"w": NUMBER}'),
+        ("query($m: Float!) { searchByText(query: \"red\", refine: {minScore: $m}) { mode } }",
+         '{"m": NUMBER}'),
+        ("query($k: Int!) { searchByText(query: \"red\", k: $k) { mode } }", '{"k": NUMBER}'),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("number", BAD_NUMBERS)
+def test_graphql_non_finite_and_out_of_range_numbers_are_client_errors(
+    query: str, variables: str, number: str
+) -> None:
+    from fashion_search.search.service import SearchService
+
+    client, _ = client_with()
+    service = SearchService(get_settings(), Unreachable(), Unreachable(), Unreachable())  # type: ignore[arg-type]
+    client.app.dependency_overrides[get_service] = lambda: service  # type: ignore[attr-defined]
+    body = f'{{"query": {json.dumps(query)}, "variables": {variables.replace("NUMBER", number)}}}'
+    response = client.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code < 500 and response.json()["errors"], response.text

@@ -361,9 +361,20 @@ def _outcome(batcher: MicroBatcher[int], items: list[int]) -> str | float:
         return str(error)
 
 
-def test_a_version_beats_the_champion_only_by_scoring_higher() -> None:
+def test_a_version_beats_the_champion_on_recall_or_judged_queries_losing_little_on_the_other() -> (
+    None
+):
     candidate = RegisteredVersion("m", "2", None, "")
-    assert beats(candidate, 0.3, None)  # no champion: the first version
-    assert not beats(candidate, 0.2, 0.3)
-    assert not beats(candidate, 0.3, 0.3)
-    assert beats(candidate, 0.4, 0.3)
+    champion = {"title_mrr": 0.3, "judged_p10": 0.5}
+
+    def scores(mrr: float, judged: float) -> dict[str, float]:
+        return {"title_mrr": mrr, "judged_p10": judged}
+
+    assert beats(candidate, scores(0.3, 0.5), None)  # no champion: the first version
+    assert not beats(candidate, scores(0.2, 0.5), champion)
+    assert not beats(candidate, scores(0.3, 0.5), champion)
+    assert beats(candidate, scores(0.4, 0.5), champion)
+    assert beats(candidate, scores(0.295, 0.6), champion)  # loses little recall
+    assert not beats(candidate, scores(0.25, 0.6), champion)  # loses too much
+    assert not beats(candidate, scores(0.4, 0.45), champion)
+    assert beats(candidate, scores(0.4, 0.1), {"title_mrr": 0.3})  # measured before judging

@@ -19,7 +19,6 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.models import METADATA_FIELDS
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
-from fashion_search.search.fusion import reciprocal_rank_fusion
 from fashion_search.search.service import HYBRID_CANDIDATES, SearchService
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore, product_image_key
@@ -154,12 +153,6 @@ def test_filters_combine_and_take_several_values(
     }
 
 
-def test_reciprocal_rank_fusion() -> None:
-    fused = reciprocal_rank_fusion([["a", "b", "c"], ["c", "d"]], k=1)
-    assert [item for item, _ in fused] == ["c", "a", "b", "d"]
-    assert dict(fused) == pytest.approx({"a": 1 / 2, "b": 1 / 3, "c": 1 / 4 + 1 / 2, "d": 1 / 3})
-
-
 def test_title_matches_rank_the_exact_title_first(service: SearchService) -> None:
     ids = [i for i, _ in service.catalog.vectors.title_match_ids("Titan Women Silver Watch", 10)]
     assert ids[0] == 59263
@@ -172,24 +165,23 @@ def test_title_matches_rank_the_exact_title_first(service: SearchService) -> Non
     ("query", "filters"),
     [("Titan Women Silver Watch", {"gender": "Women"}), ("Men", {})],  # Men: many title matches
 )
-def test_hybrid_search_fuses_vector_and_title_rankings(
+def test_hybrid_search_adds_title_matches_to_the_similarity(
     api: TestClient, service: SearchService, query: str, filters: dict[str, str]
 ) -> None:
-    """Each side contributes HYBRID_CANDIDATES to the fusion, however few hits are asked for."""
+    """The k nearest and the HYBRID_CANDIDATES title matches, each scored by its cosine
+    similarity plus title_weight times its full-text rank relative to the best match."""
+    version = service.catalog.versions.serving()
     vector = service.embedder.embed_texts([query]).vectors[0]
-    rankings = [
-        [
-            n.product.id
-            for n in service.catalog.vectors.nearest(
-                service.catalog.versions.serving(), vector, HYBRID_CANDIDATES, filters
-            )
-        ],
-        [i for i, _ in service.catalog.vectors.title_match_ids(query, HYBRID_CANDIDATES, filters)],
-    ]
-    expected = reciprocal_rank_fusion(rankings)[:5]
+    titles = dict(service.catalog.vectors.title_match_ids(query, HYBRID_CANDIDATES, filters))
+    near = service.catalog.vectors.nearest(version, vector, 5, filters)
+    near += service.catalog.vectors.of_ids(version, vector, list(titles))
+    weight, best = service.settings.search.title_weight, max(titles.values())
+    scores = {n.product.id: n.similarity + weight * titles.get(n.product.id, 0.0) / best
+              for n in near if n.similarity is not None}  # fmt: skip
+    expected = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))[:5]
     params = {"q": query, "k": 5, "mode": "hybrid", "understand": "off", **filters}
     body = api.get("/search/text", params=params).json()
-    assert body["mode"] == "hybrid"
+    assert body["mode"] == "hybrid" and titles
     assert [h["id"] for h in body["hits"]] == [i for i, _ in expected]
     assert [h["score"] for h in body["hits"]] == pytest.approx([s for _, s in expected])
 

@@ -134,6 +134,51 @@ def test_min_score_cuts_weak_hits_and_says_how_many(api: TestClient) -> None:
     assert [h["similarity"] for h in data["searchByText"]["hits"]] == pytest.approx(kept)
 
 
+def test_a_query_nothing_passes_gets_the_nearest_marked_below_the_cutoff(api: TestClient) -> None:
+    base = {"q": "red dress", "mode": "vector", "k": 5, "understand": "off"}
+    nearest = api.get("/search/text", params={**base, "minScore": -1}).json()
+    assert nearest["belowCutoff"] is False and nearest["minScore"] == -1
+    body = api.get("/search/text", params={**base, "minScore": 1}).json()  # no text is an image
+    assert body["belowCutoff"] is True and body["minScore"] == 1 and body["cut"] == 0
+    assert ids(body) == ids(nearest) and len(body["hits"]) == 5  # no empty page
+    posted = api.post("/search/text", json={**base, "minScore": 1}).json()
+    assert posted["belowCutoff"] is True and ids(posted) == ids(nearest)
+    data = graphql(api, """{ searchByText(query: "red dress", k: 5, mode: "vector",
+        refine: {minScore: 1, understand: "off"}) { belowCutoff minScore cut
+        hits { product { id } } } }""")  # fmt: skip
+    found = data["searchByText"]
+    assert found["belowCutoff"] is True and found["minScore"] == 1 and found["cut"] == 0
+    assert ids(found) == ids(nearest)
+
+
+def test_a_version_is_calibrated_on_the_judged_queries_and_searches_use_its_cutoff(
+    service: SearchService, search_settings: Settings
+) -> None:
+    from fashion_search.learning.calibration import KEEP_RELEVANT, calibrate
+    from fashion_search.learning.judged_queries import judged_queries
+    from fashion_search.search.service import Refinements
+
+    version = service.catalog.versions.serving()
+    calibrated = calibrate(search_settings, service.catalog, service.embedder, version)
+    cutoff = calibrated.min_score
+    assert cutoff is not None and service.catalog.versions.serving().min_score == cutoff
+    relevant = [
+        h.similarity
+        for q in judged_queries()
+        for h in service.text(q.text, 10, refine=Refinements(min_score=-1.0)).hits
+        if q.relevant(h.product) and h.similarity is not None
+    ]
+    kept = sum(s >= cutoff for s in relevant) / len(relevant)
+    assert KEEP_RELEVANT <= kept < 1.0 or cutoff == -1.0, (cutoff, kept)
+    by_default = SearchService(search_settings.replace(search={"min_score": None}),
+                               service.catalog, service.store, service.embedder)  # fmt: skip
+    result = by_default.text("red dress", 10, mode="vector", refine=Refinements(understand="off"))
+    assert result.min_score == cutoff
+    assert all(h.similarity is not None and h.similarity >= cutoff for h in result.hits) or (
+        result.below_cutoff
+    )
+
+
 # --- weighted and negative terms ----------------------------------------------------------------
 
 
@@ -316,6 +361,34 @@ def test_the_response_says_what_the_query_names(api: TestClient) -> None:
         { understood { field value } } }""")  # fmt: skip
     understood = {u["field"]: u["value"] for u in data["searchByText"]["understood"]}
     assert understood == {"baseColour": "Black", "articleType": "Tshirts"}
+
+
+@pytest.mark.parametrize(
+    ("query", "understood"),
+    [
+        ("sneakers for guys", {"articleType": ["Casual Shoes", "Sports Shoes"], "gender": "Men"}),
+        ("office shirt for men", {"usage": "Formal", "articleType": "Shirts", "gender": "Men"}),
+        ("summer tee", {"season": "Summer", "articleType": "Tshirts"}),
+        ("blak tshrit", {"baseColour": "Black", "articleType": "Tshirts"}),
+        ("camiseta negra para mujer", {"articleType": "Tshirts", "baseColour": "Black",
+                                       "gender": "Women"}),
+    ],
+)  # fmt: skip
+def test_shoppers_words_synonyms_occasions_typos_and_spanish_are_understood(
+    api: TestClient, query: str, understood: dict[str, Any]
+) -> None:
+    boosted = api.get("/search/text", params={"q": query}).json()
+    assert boosted["understood"] == understood and boosted["hits"]
+    body = api.get("/search/text", params={"q": query, "understand": "filter"}).json()
+    assert body["understood"] == understood and body["hits"], body
+    for hit in body["hits"]:
+        for field, value in understood.items():
+            assert hit[field] in ([value] if isinstance(value, str) else value), (hit, field)
+    data = graphql(api, """query($q: String!) { searchByText(query: $q) {
+        understood { field value } } }""", q=query)  # fmt: skip
+    pairs = {(u["field"], u["value"]) for u in data["searchByText"]["understood"]}
+    assert pairs == {(f, v) for f, vs in understood.items()
+                     for v in ([vs] if isinstance(vs, str) else vs)}  # fmt: skip
 
 
 def test_understanding_boosts_softly_and_filters_when_asked(

@@ -15,7 +15,7 @@ from fashion_search.model.fingerprint import fingerprint_bytes
 from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCount, count_facets
 from fashion_search.search.terms import NEGATIVE_WEIGHT, Term, check_terms, combine, parse_query
-from fashion_search.search.understanding import Vocabulary
+from fashion_search.search.understanding import Vocabulary, lexicon, one_edit_apart
 from tests.helpers import jpeg
 
 
@@ -64,14 +64,16 @@ def test_terms_combine_into_the_unit_weighted_sum() -> None:
 
 VOCABULARY = Vocabulary.of(
     {
-        "gender": ["Men", "Women", "Boys"],
-        "baseColour": ["Navy Blue", "Blue", "Pink", "Grey"],
-        "articleType": ["Shirts", "Tshirts", "Jeans", "Watches"],
-        "season": ["Summer", "Fall"],
-        "usage": ["Casual", "Sports"],
+        "gender": ["Men", "Women", "Boys", "Girls"],
+        "baseColour": ["Navy Blue", "Blue", "Pink", "Grey", "Red", "Black"],
+        "articleType": ["Shirts", "Tshirts", "Jeans", "Watches", "Dresses", "Casual Shoes",
+                        "Sports Shoes", "Shorts"],
+        "season": ["Summer", "Fall", "Winter"],
+        "usage": ["Casual", "Sports", "Party", "Formal"],
         "masterCategory": ["Apparel"],  # not an understood field
-    }
-)
+    },
+    title_words={"short": 40, "shirt": 900, "shorts": 300, "sleeve": 120, "nike": 500},
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -87,10 +89,67 @@ VOCABULARY = Vocabulary.of(
                                    "usage": "Sports", "gender": "Boys"}),
         ("apparel watch", {"articleType": "Watches"}),
         ("something else entirely", {}),
+        # everyday synonyms, several values where the word names several
+        ("sneakers for guys", {"articleType": ["Casual Shoes", "Sports Shoes"], "gender": "Men"}),
+        ("navy tee for ladies", {"baseColour": "Navy Blue", "articleType": "Tshirts",
+                                 "gender": "Women"}),
+        ("gray frock for kids", {"baseColour": "Grey", "articleType": "Dresses",
+                                 "gender": ["Boys", "Girls"]}),
+        # occasions and seasons
+        ("party wear for women", {"usage": "Party", "gender": "Women"}),
+        ("office shirt", {"usage": "Formal", "articleType": "Shirts"}),
+        ("something warm for winter", {"season": "Winter"}),
+        ("running shoes", {"articleType": "Sports Shoes"}),  # the longer phrase wins
+        # one-edit typos of vocabulary words; words of titles are no typos
+        ("red tshrit for women", {"baseColour": "Red", "articleType": "Tshirts",
+                                  "gender": "Women"}),
+        ("blak jeans", {"baseColour": "Black", "articleType": "Jeans"}),
+        ("short sleeve", {}),  # "short" is in titles: not a typo of "shirt"
+        # Spanish
+        ("vestido rojo", {"articleType": "Dresses", "baseColour": "Red"}),
+        ("camisa azul para hombre", {"articleType": "Shirts", "baseColour": "Blue",
+                                     "gender": "Men"}),
+        ("zapatillas negras para niña", {"articleType": ["Sports Shoes", "Casual Shoes"],
+                                         "baseColour": "Black", "gender": "Girls"}),
+        ("pantalón corto de verano", {"articleType": "Shorts", "season": "Summer"}),
     ],
 )  # fmt: skip
 def test_query_understanding_names_catalog_values(query: str, understood: dict[str, str]) -> None:
     assert VOCABULARY.understand(query) == understood
+
+
+@pytest.mark.parametrize(
+    ("query", "rewritten"),
+    [
+        ("vestido rojo", "Dresses Red"),
+        ("sneakers for men", "Casual Shoes for men"),  # the first value it names
+        ("red tshrit for women", "red tshirt for women"),  # the typo read
+        ("navy blue shirt", "navy blue shirt"),  # the catalog's own words stay
+        ("nike tee", "nike Tshirts"),
+        ("something else", "something else"),
+    ],
+)
+def test_rewriting_puts_the_catalogs_words_for_the_shoppers(query: str, rewritten: str) -> None:
+    assert VOCABULARY.rewrite(query) == rewritten
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "near"),
+    [("tshirt", "tshrit", True), ("shirt", "shirts", True), ("black", "blak", True),
+     ("jeans", "jaens", True), ("watch", "wetch", True), ("shirt", "short", True),
+     ("shirt", "shirt", False), ("shirt", "shrits", False), ("abcd", "abdx", False),
+     ("dress", "drsesx", False)],
+)  # fmt: skip
+def test_one_edit_apart(a: str, b: str, near: bool) -> None:
+    assert one_edit_apart(a, b) is near and one_edit_apart(b, a) is near
+
+
+def test_the_lexicon_names_only_values_the_catalog_has(dataset_values: dict[str, set[str]]) -> None:
+    for entry in lexicon():
+        assert entry["words"] and all(w == w.lower() for w in entry["words"]), entry
+        for field, values in entry.items():
+            if field != "words":
+                assert set(values) <= dataset_values[field], (entry, field)
 
 
 def test_facets_count_each_value_most_frequent_first() -> None:

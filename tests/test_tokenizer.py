@@ -51,7 +51,8 @@ HARD = [
 NO_TORCH = """
 import json, sys
 from model_server.tokenizer import TextTokenizer
-ids = TextTokenizer.from_file(sys.argv[1])(json.loads(sys.argv[2]))
+cleaning = sys.argv[3] if len(sys.argv) > 3 else "clip"
+ids = TextTokenizer.from_file(sys.argv[1], cleaning)(json.loads(sys.argv[2]))
 assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
 print(json.dumps(ids.tolist()))
 """

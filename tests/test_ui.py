@@ -110,13 +110,34 @@ def test_ranking_controls_reach_the_api(app: AppTest, search_settings: Settings)
     app.sidebar.toggle(key="hybrid").set_value(False).run()
     vector = api_search(search_settings, q="black watch", collapse=None, mode="vector")["hits"]
     cutoff = math.floor(vector[0]["similarity"] * 100) / 100  # the slider's steps: keeps the best
-    app.sidebar.toggle(key="cutoff").set_value(True).run()
+    assert app.sidebar.toggle(key="cutoff").value  # on, as the server cuts by default
+    app.sidebar.toggle(key="own-cutoff").set_value(True).run()
     app.sidebar.slider(key="min-score").set_value(cutoff).run()
     cut = api_search(search_settings, q="black watch", collapse=None, mode="vector",
                      minScore=cutoff)  # fmt: skip
     assert result_ids(app, "text-") == [h["id"] for h in cut["hits"]]
     assert cut["hits"] and cut["cut"] > 0
     assert any(f"{cut['cut']} weak matches hidden" in c.value for c in app.caption)
+
+
+def test_the_cutoff_toggle_says_what_the_server_does(
+    app: AppTest, search_settings: Settings
+) -> None:
+    search(app, "black watch")
+    by_default = api_search(search_settings, q="black watch")  # no minScore: the server's
+    assert app.sidebar.toggle(key="cutoff").value
+    assert result_ids(app, "text-") == [h["id"] for h in by_default["hits"]]
+    app.sidebar.toggle(key="cutoff").set_value(False).run()  # off: nothing cut
+    everything = api_search(search_settings, q="black watch", minScore=-1)
+    assert result_ids(app, "text-") == [h["id"] for h in everything["hits"]]
+    assert not any("weak matches hidden" in c.value for c in app.caption)
+    app.sidebar.toggle(key="cutoff").set_value(True).run()
+    app.sidebar.toggle(key="own-cutoff").set_value(True).run()
+    app.sidebar.slider(key="min-score").set_value(1.0).run()  # nothing passes: the nearest
+    nearest = api_search(search_settings, q="black watch", minScore=1.0)
+    assert nearest["belowCutoff"] and nearest["hits"]
+    assert result_ids(app, "text-") == [h["id"] for h in nearest["hits"]]
+    assert any("No close matches, showing the nearest" in w.value for w in app.warning)
 
 
 def test_product_page_with_similar_products(app: AppTest, search_settings: Settings) -> None:
@@ -235,11 +256,10 @@ def test_real_search_in_headless_chromium(
                 counted = menu.inner_text()
                 page.keyboard.press("Escape")
 
-                page.get_by_text("Hide weak matches").click()  # the tiny model scores below 0.2
-                page.get_by_text("weak matches hidden", exact=False).first.wait_for(timeout=60_000)
-                page.get_by_text("No products match").first.wait_for(timeout=60_000)  # rerun done
+                page.get_by_text("My own minimum similarity").click()  # the tiny model: below 0.2
+                page.get_by_text("No close matches", exact=False).first.wait_for(timeout=60_000)
                 cut = page.inner_text("body")
-                page.get_by_text("Hide weak matches").click()
+                page.get_by_text("My own minimum similarity").click()
                 page.get_by_role("tab", name="Search by image").click()
                 page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(photo)
                 modifier = page.get_by_label("…but").first
@@ -261,6 +281,6 @@ def test_real_search_in_headless_chromium(
     assert "results" in text and "Jeans" in text
     assert sum("shirt" in t.lower() for t in titles) >= 10, titles
     assert re.search(r"\w \([1-9]\d*\)", counted), counted  # the menu counts the results
-    assert "No products match" in cut
+    assert "No close matches, showing the nearest" in cut
     for name in ("ui-search.png", "ui-suggest.png", "ui-facets.png", "ui-composed.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000

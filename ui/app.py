@@ -91,10 +91,14 @@ def refinements() -> tuple[int, str, dict[str, Any]]:
     refine: dict[str, Any] = {"facets": True}
     if st.sidebar.toggle("One result per image", value=True, key="collapse"):
         refine["collapse"] = "image"
-    if st.sidebar.toggle("Hide weak matches", value=False, key="cutoff"):
-        refine["minScore"] = st.sidebar.slider(
-            "Minimum similarity", -1.0, 1.0, 0.2, step=0.01, key="min-score"
-        )
+    # On, as the server does by default: hits below the model version's cutoff are hidden.
+    if st.sidebar.toggle("Hide weak matches", value=True, key="cutoff"):
+        if st.sidebar.toggle("My own minimum similarity", value=False, key="own-cutoff"):
+            refine["minScore"] = st.sidebar.slider(
+                "Minimum similarity", -1.0, 1.0, 0.2, step=0.01, key="min-score"
+            )
+    else:
+        refine["minScore"] = -1.0
     understand = st.sidebar.selectbox("Understand words like colours", UNDERSTANDING, key="und")
     if UNDERSTANDING[understand]:
         refine["understand"] = UNDERSTANDING[understand]
@@ -135,11 +139,18 @@ def summary(result: dict[str, Any], what: str) -> None:
     """What was searched: results, model, mode, what the query was understood to name, cut."""
     parts = [f"{len(result['hits'])} results", f"model version {result['modelVersion']}", what]
     if result.get("understood"):
-        named = ", ".join(f"{label(f).lower()} {v}" for f, v in result["understood"].items())
+        named = ", ".join(
+            f"{label(f).lower()} {v if isinstance(v, str) else ' or '.join(v)}"
+            for f, v in result["understood"].items()
+        )
         parts.append(f"understood: {named}")
     if result.get("cut"):
-        parts.append(f"{result['cut']} weak matches hidden")
+        parts.append(
+            f"{result['cut']} weak matches hidden (similarity below {result['minScore']:g})"
+        )
     st.caption(" · ".join(parts))
+    if result.get("belowCutoff"):
+        st.warning("No close matches, showing the nearest.")
 
 
 @dataclass(frozen=True)

@@ -153,6 +153,17 @@ class ProductRepository(Table):
             for field, values in rows
         }
 
+    def title_words(self) -> dict[str, int]:
+        """Each lower-cased word of the product titles (letters only) -> how many titles have
+        it (query understanding reads no word of a title as a typo)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT w, count(DISTINCT p.id) FROM products p,"
+                " regexp_split_to_table(lower(p.product_display_name), '[^a-z]+') AS w"
+                " WHERE w <> '' GROUP BY w"
+            ).fetchall()
+        return {str(word): int(n) for word, n in rows}
+
     def value_counts(self, filters: Filters | None = None) -> ValueCounts:
         """How many of the products matching the filters have each value of every metadata
         field (camelCase names; missing values not counted)."""

@@ -1,5 +1,5 @@
 """Vector and hybrid search queries: nearest neighbours (HNSW, exact when the index scan ends
-short), reciprocal rank fusion with a title ranking in one statement, full-text title matches,
+short), the similarity of given products (a title search's matches), full-text title matches,
 and the labelled neighbours that vote on an upload's labels.
 
 Every vector query reads the embeddings of one model version (its partition, aliased ``e``),
@@ -20,7 +20,6 @@ from fashion_search.catalog.limits import check_candidates, check_k
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.table import READ_COLUMNS, Connections, Table
 from fashion_search.catalog.versions import CatalogVersion
-from fashion_search.errors import InvalidArgumentError
 
 #: pgvector's largest ``hnsw.ef_search``.
 MAX_EF_SEARCH = 1000
@@ -72,59 +71,26 @@ class VectorSearch(Table):
             for row, s in zip(rows, similarities, strict=True)
         ]
 
-    def nearest_fused(
+    def of_ids(
         self,
         version: CatalogVersion,
         vector: np.ndarray[Any, Any] | Sequence[float],
-        ranked_ids: Sequence[int],
-        k: int = 10,
-        depth: int = 50,
-        filters: Filters | None = None,
-        *,
-        rrf_k: int,
+        ids: Sequence[int],
     ) -> list[Neighbor]:
-        """The ``k`` best products by reciprocal rank fusion (constant ``rrf_k``) of the
-        ``depth`` nearest to ``vector`` (as :meth:`nearest`) and ``ranked_ids`` (another
-        ranking, best first, e.g. :meth:`title_match_ids`), with their fused scores and their
-        cosine similarities to ``vector``; ties keep the vector ranking's order.
-
-        One round trip: the candidates, their fusion and the winners' rows in one statement.
-        The same numbers as :func:`~fashion_search.search.fusion.reciprocal_rank_fusion`.
-        """
-        if not 1 <= k <= depth:
-            raise InvalidArgumentError(f"need 1 <= k <= depth, got {k} and {depth}")
-        candidates, params = self._candidates(
-            "vector", sql.SQL("p.id"), version, vector, depth, filters
-        )
-        # Ranks: the vector candidates 1..depth, then the other ranking's depth+1...
+        """The products ``ids`` that have an embedding of ``version``, with their cosine
+        similarity to ``vector`` (as score), most similar first."""
         query = sql.SQL(
-            "WITH {candidates}, ranked AS ("
-            " SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM vector"
-            " UNION ALL SELECT id, %(k)s + rank FROM unnest(%(ids)s::bigint[])"
-            "  WITH ORDINALITY AS other(id, rank)),"
-            " fused AS ("
-            " SELECT id, sum(1.0::float8 / (%(rrf_k)s + CASE WHEN rank > %(k)s"
-            "  THEN rank - %(k)s ELSE rank END)) AS score, min(rank) AS first_seen"
-            " FROM ranked GROUP BY id ORDER BY score DESC, first_seen LIMIT %(top)s)"
-            " SELECT {columns}, %(version)s AS model_version, fused.score,"
-            " {distance} AS distance, (SELECT count(*) FROM vector) AS candidates"
-            " FROM fused JOIN products p USING (id) JOIN {table} e ON e.product_id = p.id"
-            " ORDER BY fused.score DESC, fused.first_seen"
-        ).format(
-            candidates=candidates, columns=READ_COLUMNS, distance=version.distance,
-            table=version.table,
-        )  # fmt: skip
-        params.update(ids=list(ranked_ids), rrf_k=rrf_k, top=k, version=version.model_version)
-        rows = self._search(query, params, exact=False)
-        if not rows or rows[0]["candidates"] < depth:  # the index scan ended short: exactly
-            rows = self._search(query, params, exact=True)
+            "SELECT {columns}, {distance} AS distance FROM {table} e"
+            " JOIN products p ON p.id = e.product_id WHERE p.id = ANY(%(ids)s)"
+            " ORDER BY distance, p.id"
+        ).format(columns=HIT_COLUMNS, distance=version.distance, table=version.table)
+        params = {"v": version.check_vector(vector), "ids": list(ids)}
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query, params).fetchall()
         return [
-            Neighbor(
-                product=Product.model_validate(row),
-                score=float(row["score"]),
-                similarity=1.0 - float(row["distance"]),
-            )
+            Neighbor(product=Product.model_validate(row), score=s, similarity=s)
             for row in rows
+            for s in (1.0 - float(row["distance"]),)
         ]
 
     def _candidates(

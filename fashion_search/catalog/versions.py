@@ -46,6 +46,7 @@ class CatalogVersion:
     created_at: datetime
     state_since: datetime
     retire_after: datetime | None
+    min_score: float | None = None  # its relevance cutoff, once calibrated
 
     @property
     def table(self) -> sql.Identifier:
@@ -88,8 +89,8 @@ class Coverage:
 
 
 _SELECT = sql.SQL(
-    "SELECT model_version, dimension, partition, state, created_at, state_since, retire_after"
-    " FROM catalog_versions"
+    "SELECT model_version, dimension, partition, state, created_at, state_since, retire_after,"
+    " min_score FROM catalog_versions"
 )
 
 
@@ -183,6 +184,15 @@ class CatalogVersions(Table):
                 )
             conn.execute("SELECT create_embedding_partition(%s, %s)", (model_version, dimension))
             conn.execute("SELECT create_embedding_index(%s)", (model_version,))
+            return version_record(conn, model_version)
+
+    def set_min_score(self, model_version: str, min_score: float | None) -> CatalogVersion:
+        """Record ``model_version``'s calibrated relevance cutoff (None: none)."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute(
+                "UPDATE catalog_versions SET min_score = %s WHERE model_version = %s",
+                (min_score, model_version),
+            )
             return version_record(conn, model_version)
 
     def bootstrap(self, model_version: str, dimension: int) -> CatalogVersion:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fashion_search.model.factory import Clip
+from fashion_search.model.towers import cut_tokens_torch
 
 
 def normalize_pixels(images: torch.Tensor, clip: Clip) -> torch.Tensor:
@@ -40,7 +41,7 @@ def embed_texts(
     device = next(clip.model.parameters()).device
     out = []
     for start in range(0, len(texts), batch_size):
-        tokens = clip.tokenize(texts[start : start + batch_size]).to(device)
+        tokens = cut_tokens_torch(clip.tokenize(texts[start : start + batch_size])).to(device)
         out.append(F.normalize(clip.model.encode_text(tokens), dim=-1))
     return _stack(out, clip.embed_dim)
 

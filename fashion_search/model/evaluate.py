@@ -120,6 +120,32 @@ def knn_accuracy(
     }
 
 
+#: A judged query counts on a held-out split with at least this many relevant products.
+JUDGED_MIN_RELEVANT = 3
+
+
+def judged_precision(
+    embed_text: TextEmbedder, images: Array, fields: Sequence[ProductFields]
+) -> dict[str, float]:
+    """Mean P@10 of the judged queries (:mod:`fashion_search.learning.judged_queries`) by the
+    model alone over ``images``: all of them, and those outside the catalog's vocabulary."""
+    from fashion_search.learning.judged_queries import answerable, evaluate_judged, judged_queries
+
+    asked = answerable(judged_queries(), fields, JUDGED_MIN_RELEVANT)
+    if not asked:
+        return {}
+    queries = [q for q, _ in asked]
+    top = _top_k(embed_text([q.text for q in queries]), images, 10)
+    ranked = {q.text: [fields[j] for j in row] for q, row in zip(queries, top, strict=True)}
+    totals = {q.text: n for q, n in asked}
+    groups = evaluate_judged(ranked.__getitem__, queries, lambda q: totals[q.text])
+    return {
+        "judged_p10": groups["all"]["p10"],
+        "judged_p10_outside": groups.get("outside", {}).get("p10", 0.0),
+        "judged_queries": groups["all"]["queries"],
+    }
+
+
 def evaluate_embeddings(
     embed_text: TextEmbedder,
     test_images: Array,
@@ -135,21 +161,29 @@ def evaluate_embeddings(
     metrics["attr_p10_unseen"] = attribute_precision(
         embed_text, test_images, test_fields, UNSEEN_PHRASING
     )
+    metrics.update(judged_precision(embed_text, test_images, test_fields))
     if train_images is not None and train_fields is not None and len(train_fields):
         metrics.update(knn_accuracy(test_images, test_fields, train_images, train_fields))
     return metrics
 
 
 def evaluate(
-    clip: Clip, test: ProductImages, train: ProductImages | None = None
+    clip: Clip,
+    test: ProductImages,
+    train: ProductImages | None = None,
+    image_embeddings: tuple[Array, Array | None] | None = None,
 ) -> dict[str, float]:
-    """Every metric of a PyTorch CLIP on ``test`` (kNN against ``train`` when given)."""
+    """Every metric of a PyTorch CLIP on ``test`` (kNN against ``train`` when given); with
+    ``image_embeddings`` (test's, train's), those instead of embedding the images again."""
     clip.model.eval()
+    if image_embeddings is None:
+        trained = embed_images(clip, train.images) if train is not None else None
+        image_embeddings = (embed_images(clip, test.images), trained)
     return evaluate_embeddings(
         lambda texts: embed_texts(clip, texts),
-        embed_images(clip, test.images),
+        image_embeddings[0],
         test.fields,
-        embed_images(clip, train.images) if train is not None else None,
+        image_embeddings[1],
         train.fields if train is not None else None,
     )
 

@@ -127,7 +127,8 @@ def export_text_tower(clip: Clip, path: Path) -> Path:
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("sequence", min=2, max=clip.context_length)
     module = TextTower(export_ready(clip))
-    return _export(module, example, TEXT_INPUT, {0: batch, 1: length}, path)
+    kind = "bert" if clip.hf_text else "vit"
+    return _export(module, example, TEXT_INPUT, {0: batch, 1: length}, path, kind)
 
 
 def _export(
@@ -136,6 +137,7 @@ def _export(
     input_name: str,
     axes: dict[int, Any],
     path: Path,
+    model_type: str = "vit",
 ) -> Path:
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -154,7 +156,7 @@ def _export(
     program.save(str(path), external_data=False)
     # Offline fusions (opt_level 0: the graph stays runnable on any execution provider).
     optimize_model(
-        str(path), model_type="vit", num_heads=0, hidden_size=0, opt_level=0
+        str(path), model_type=model_type, num_heads=0, hidden_size=0, opt_level=0
     ).save_model_to_file(str(path))
     onnx.checker.check_model(str(path))
     return path

@@ -16,8 +16,8 @@ from fashion_search.learning.judgements import Judgements, training_pairs
 from fashion_search.model.data import TEST_PERCENT, load_split
 from fashion_search.model.evaluate import evaluate
 from fashion_search.model.factory import ModelSpec, create_clip
+from fashion_search.model.features import image_embeddings, image_features, locked
 from fashion_search.model.registry import (
-    PRIMARY_METRIC,
     RegisteredVersion,
     beats,
     champion,
@@ -25,7 +25,7 @@ from fashion_search.model.registry import (
     load_version,
     register_clip,
 )
-from fashion_search.model.train import TrainConfig, train
+from fashion_search.model.train import TrainConfig, train, train_heads
 from fashion_search.settings import Settings
 from model_server.export import export_version
 
@@ -111,16 +111,20 @@ def train_and_register(
             }
         )
         started = time.perf_counter()
-        train(
-            clip,
-            train_data,
-            config,
-            on_epoch=lambda epoch, loss: mlflow.log_metric("train_loss", loss, step=epoch),
-            progress=progress,
-            pairs=pairs,
-        )
+        log_loss = lambda epoch, loss: mlflow.log_metric("train_loss", loss, step=epoch)  # noqa: E731
+        if locked(clip):  # the towers' features once, then the heads
+            train_features, test_features = image_features(
+                clip, train_data.images, test_data.images
+            )
+            train_heads(clip, train_data, train_features, config, log_loss, progress, pairs)
+            embedded = (
+                image_embeddings(clip, test_features),
+                image_embeddings(clip, train_features),
+            )
+        else:
+            train(clip, train_data, config, log_loss, progress=progress, pairs=pairs)
         train_minutes = (time.perf_counter() - started) / 60
-        metrics = evaluate(clip, test_data, train_data)
+        metrics = evaluate(clip, test_data, train_data, embedded)
         mlflow.log_metrics({**metrics, "train_minutes": train_minutes})
         version = register_clip(
             client, clip, run.info.run_id, settings.registry.model_name, split_id, metrics
@@ -129,13 +133,15 @@ def train_and_register(
         current = champion(client, settings.registry.model_name, settings.registry.model_alias)
         champion_metrics = None
         if current is not None:
-            champion_metrics = evaluate(load_version(current, device), test_data, train_data)
+            reigning = load_version(current, device)
+            if reigning.image_size != clip.image_size:  # its own input size, the same products
+                size, tested = reigning.image_size, {f.id for f in test_data.fields}
+                trained = {f.id for f in train_data.fields}
+                test_data = load_split(source, size, "test", limit, ids=tested)
+                train_data = load_split(source, size, "train", limit, ids=trained)
+            champion_metrics = evaluate(reigning, test_data, train_data)
             mlflow.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
-        better = beats(
-            version,
-            metrics[PRIMARY_METRIC],
-            champion_metrics[PRIMARY_METRIC] if champion_metrics else None,
-        )
+        better = beats(version, metrics, champion_metrics)
         promoted = current is None
         if promoted:
             client.set_registered_model_alias(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,14 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 SPEC = "model.json"
 ARTIFACT_PATH = "clip"
-#: Higher is better; the caller measures candidate and champion on the same test split.
+#: A Hugging Face text tower's config and tokenizer, beside the checkpoint.
+TEXT_TOWER = "text_tower"
+#: Higher is better; the caller measures candidate and champion on the same test split: the
+#: held-out titles' MRR, and the judged queries' P@10 (every kind of query shoppers write).
 PRIMARY_METRIC = "title_mrr"
+JUDGED_METRIC = "judged_p10"
+#: How much a candidate may lose on one of the two metrics while it wins on the other.
+TOLERANCE = 0.01
 
 
 def configure_mlflow(settings: Settings) -> MlflowClient:
@@ -69,6 +76,13 @@ def register_clip(
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(clip.model.state_dict(), Path(tmp) / CHECKPOINT)
         (Path(tmp) / SPEC).write_text(json.dumps(clip.spec.to_dict()))
+        if clip.text_tower is not None:
+            from fashion_search.model.pretrained_towers import TEXT_TOWER_FILES
+
+            (Path(tmp) / TEXT_TOWER).mkdir()
+            for kept in TEXT_TOWER_FILES:
+                if (Path(clip.text_tower) / kept).exists():
+                    shutil.copy(Path(clip.text_tower) / kept, Path(tmp) / TEXT_TOWER / kept)
         client.log_artifacts(run_id, tmp, ARTIFACT_PATH)
     try:
         client.create_registered_model(name)
@@ -103,24 +117,38 @@ def registered_version(client: MlflowClient, name: str, version: str) -> Registe
 
 
 def beats(
-    candidate: RegisteredVersion, candidate_score: float, champion_score: float | None
+    candidate: RegisteredVersion,
+    candidate_metrics: dict[str, float],
+    champion_metrics: dict[str, float] | None,
 ) -> bool:
-    """Whether ``candidate`` should replace the champion: there is none, or it scores higher
-    (both measured on the same test split by the caller)."""
-    better = champion_score is None or candidate_score > champion_score
+    """Whether ``candidate`` should replace the champion: there is none, or it scores higher on
+    :data:`PRIMARY_METRIC` or :data:`JUDGED_METRIC` and at most :data:`TOLERANCE` lower on the
+    other (both measured on the same test split by the caller; a champion measured without the
+    judged queries is compared on the primary metric alone)."""
+    if champion_metrics is None:
+        better = True
+    else:
+        names = [m for m in (PRIMARY_METRIC, JUDGED_METRIC)
+                 if m in champion_metrics and m in candidate_metrics]  # fmt: skip
+        gains = [candidate_metrics[m] - champion_metrics[m] for m in names]
+        better = any(g > 0 for g in gains) and all(g >= -TOLERANCE for g in gains)
     log.info(
-        "version %s (%.4f) %s the champion (%s)", candidate.version, candidate_score,
+        "version %s %s the champion (%s against %s)", candidate.version,
         "beats" if better else "does not beat",
-        "none" if champion_score is None else f"{champion_score:.4f}",
+        {m: round(candidate_metrics.get(m, 0.0), 4) for m in (PRIMARY_METRIC, JUDGED_METRIC)},
+        None if champion_metrics is None else
+        {m: round(champion_metrics.get(m, 0.0), 4) for m in (PRIMARY_METRIC, JUDGED_METRIC)},
     )  # fmt: skip
     return better
 
 
 def load_version(version: RegisteredVersion, device: str = "cpu") -> Clip:
-    """Download a registered version's files and build its model."""
+    """Download a registered version's files and build its model (a Hugging Face text tower
+    from the config and tokenizer it keeps, copied to the cache)."""
     import torch
 
     from fashion_search.model.factory import ModelSpec, create_clip
+    from fashion_search.settings import get_settings
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
@@ -129,7 +157,14 @@ def load_version(version: RegisteredVersion, device: str = "cpu") -> Clip:
             )
         )
         spec = ModelSpec(**json.loads((local / SPEC).read_text()))
-        clip = create_clip(ModelSpec(spec.architecture, None), device)
+        text_tower = None
+        if (local / TEXT_TOWER).is_dir():
+            kept = get_settings().cache_dir / "towers" / f"{version.name}-v{version.version}"
+            shutil.copytree(local / TEXT_TOWER, kept, dirs_exist_ok=True)
+            text_tower = str(kept)
+        clip = create_clip(
+            ModelSpec(spec.architecture, None), device, text_tower, tower_weights=False
+        )
         state = torch.load(local / CHECKPOINT, map_location=device, weights_only=True)
     clip.model.load_state_dict(state)
     clip.spec = spec

@@ -1,7 +1,7 @@
 """The two CLIP towers as modules returning L2-normalised embeddings; the token cut in torch.
 
 :class:`TextTower` accepts any length up to the context length, so token ids cut after the
-batch's last end-of-text token (:func:`~fashion_search.model.tokens.cut_tokens`, numpy, for
+batch's last non-padding token (:func:`~fashion_search.model.tokens.cut_tokens`, numpy, for
 serving; :func:`cut_tokens_torch` here) give the same embeddings. Training and the ONNX export
 both use these modules.
 """
@@ -38,6 +38,8 @@ class TextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Embed a batch of token ids, cut or not."""
         m = self.clip
+        if hasattr(m, "text"):  # a tower of its own (Hugging Face): it masks the padding
+            return F.normalize(m.encode_text(input_ids), dim=-1)
         length = input_ids.shape[1]
         x = m.token_embedding(input_ids)
         x = x + m.positional_embedding[:length]
@@ -54,5 +56,6 @@ class TextTower(nn.Module):
 
 def cut_tokens_torch(tokens: torch.Tensor) -> torch.Tensor:
     """:func:`~fashion_search.model.tokens.cut_tokens` for a torch tensor."""
-    end = int(tokens.argmax(dim=1).max()) + 1
+    used = torch.nonzero(tokens.any(dim=0)).flatten()
+    end = int(used[-1]) + 1 if used.numel() else 1
     return tokens[:, :end]

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from open_clip import ClipLoss
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from fashion_search.learning.judgements import TrainingPairs
-from fashion_search.model.data import ProductImages
+from fashion_search.model.data import ProductImages, attribute_caption
 from fashion_search.model.embed import normalize_pixels
 from fashion_search.model.factory import Clip
 from fashion_search.model.towers import TextTower, cut_tokens_torch
@@ -43,7 +44,9 @@ class TrainConfig:
     flip: bool = True
     title_share: float = 0.5  # captions: the title, else "{gender} {baseColour} {articleType}"
     seed: int = 0
-    precision: Literal["bf16", "fp32"] = "bf16"
+    # bf16 autocast where the device computes bf16 fast (CUDA; a CPU with AVX-512 BF16 or AMX:
+    # 1.8x fp32 there), else fp32 (on an AVX2-only CPU a bf16 matmul took 72x the fp32 one).
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         """Flat parameters for MLflow."""
@@ -58,6 +61,28 @@ SCRATCH_RECIPE = {
     "warmup_steps": 100,
     "title_share": 0.6,
 }
+#: Locked pretrained towers, heads trained on their features (decision 0039).
+LOCKED_RECIPE = {
+    "epochs": 30,
+    "batch_size": 1024,
+    "lr": 2e-3,
+    "weight_decay": 0.05,
+    "warmup_steps": 50,
+    "title_share": 0.5,
+}
+
+
+def recipe_for(architecture: str, pretrained: str | None) -> dict[str, Any]:
+    """The default recipe: fine-tuning's (a pretrained CLIP), locked towers' (a config with
+    pretrained towers), or training from scratch."""
+    import open_clip
+
+    if pretrained is not None:
+        return {}
+    config = open_clip.get_model_config(architecture) or {}
+    if "hf_model_name" in config.get("text_cfg", {}):
+        return dict(LOCKED_RECIPE)
+    return dict(SCRATCH_RECIPE)
 
 
 def seed_everything(seed: int) -> None:
@@ -74,6 +99,14 @@ def attention_kernel(device: torch.device) -> AbstractContextManager[object]:
     return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" else nullcontext()
 
 
+def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 when asked, or when automatic and the device computes it fast; else None (fp32)."""
+    if config.precision == "fp32":
+        return None
+    fast = device.type == "cuda" or bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.bfloat16 if config.precision == "bf16" or fast else None
+
+
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
     """Linear warm-up to ``lr``, then cosine decay to zero."""
     if step < config.warmup_steps:
@@ -88,6 +121,100 @@ def hard_negative_loss(
     """Mean ``-log softmax([t·p, t·n])[0]``: each text's relevant image above its negative."""
     margin = scale * ((text * negative).sum(-1) - (text * positive).sum(-1))
     return torch.nn.functional.softplus(margin).mean()
+
+
+def train_heads(
+    clip: Clip,
+    data: ProductImages,
+    image_features: np.ndarray[Any, Any],
+    config: TrainConfig,
+    on_epoch: Callable[[int, float], None] | None = None,
+    progress: bool = True,
+    pairs: TrainingPairs | None = None,
+) -> list[float]:
+    """Train the projection heads of ``clip``'s locked towers (and the logit scale) in place,
+    on the trunk's ``image_features`` of ``data`` (:mod:`fashion_search.model.features`), its
+    captions and the feedback ``pairs``; returns each epoch's mean loss."""
+    from fashion_search.model.features import text_features
+
+    if config.epochs == 0:
+        return []
+    if len(data) < 2:
+        raise ValueError("training needs at least two products")
+    seed_everything(config.seed)
+    model = clip.model
+    extra = pairs or TrainingPairs([], [], [], 0)
+    n = len(data)
+    titles = [f.product_display_name for f in data.fields]
+    captions = text_features(clip, [*titles, *(attribute_caption(f) for f in data.fields),
+                                    *extra.queries])  # fmt: skip
+    image_rows = torch.from_numpy(np.concatenate([np.arange(n), np.asarray(extra.positives, int)]))
+    negatives = torch.as_tensor(extra.negatives, dtype=torch.long)
+    images = torch.from_numpy(image_features)
+    texts = torch.from_numpy(captions)
+    heads = [model.visual.head, model.text.proj]
+    params = [p for head in heads for p in head.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in [*params, model.logit_scale]:
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "weight_decay": config.weight_decay},
+         {"params": [model.logit_scale], "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.98), eps=1e-6,
+    )  # fmt: skip
+    loss_fn = ClipLoss()
+    rows = len(image_rows)
+    batch_size = min(config.batch_size, rows)
+    steps_per_epoch = rows // batch_size
+    total = steps_per_epoch * config.epochs
+    for head in heads:
+        head.train()
+    losses, step = [], 0
+    generator = torch.Generator().manual_seed(config.seed)
+    for epoch in range(config.epochs):
+        order = torch.randperm(rows, generator=generator)
+        running = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress)  # fmt: skip
+        for batch_index in bar:
+            idx = order[batch_index * batch_size : (batch_index + 1) * batch_size]
+            is_pair = idx >= n
+            attribute = torch.rand(len(idx), generator=generator) >= config.title_share
+            caption = torch.where(is_pair, 2 * n + idx - n, idx + n * attribute.long())
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, total, config)
+            image_embeddings = F.normalize(model.visual.head(images[image_rows[idx]]), dim=-1)
+            text_embeddings = F.normalize(model.text.proj(texts[caption]), dim=-1)
+            scale = model.logit_scale.exp()
+            loss = loss_fn(image_embeddings, text_embeddings, scale)
+            hard = is_pair.nonzero().flatten()
+            if len(hard):
+                negative = negatives[idx[hard] - n]
+                kept = hard[negative >= 0]
+                if len(kept):
+                    negative_embeddings = F.normalize(
+                        model.visual.head(images[negatives[idx[kept] - n]]), dim=-1
+                    )
+                    loss = loss + hard_negative_loss(
+                        text_embeddings[kept], image_embeddings[kept], negative_embeddings, scale
+                    )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            running += loss.item()
+            step += 1
+            bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
+        losses.append(running / max(steps_per_epoch, 1))
+        if on_epoch is not None:
+            on_epoch(epoch, losses[-1])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return losses
 
 
 def train(
@@ -128,7 +255,8 @@ def train(
     batch_size = min(config.batch_size, rows)
     steps_per_epoch = rows // batch_size
     total = steps_per_epoch * config.epochs
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    dtype = autocast_dtype(config, device)
+    autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
     images = torch.from_numpy(data.images)
     losses, step = [], 0
     for epoch in range(config.epochs):

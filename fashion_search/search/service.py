@@ -49,7 +49,6 @@ from fashion_search.errors import (
 from fashion_search.ingest.classify import vote
 from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCounts, count_facets
-from fashion_search.search.fusion import RRF_K
 from fashion_search.search.image_urls import ImageUrls
 from fashion_search.search.terms import (
     Term,
@@ -58,14 +57,14 @@ from fashion_search.search.terms import (
     parse_query,
     positive_text,
 )
-from fashion_search.search.understanding import Vocabulary
+from fashion_search.search.understanding import Understood, Vocabulary
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
 SearchMode = Literal["vector", "hybrid"]
 Collapse = Literal["image"]
 Understanding = Literal["off", "boost", "filter"]
-#: How many candidates each side of a hybrid search contributes before fusion.
+#: How many title matches a hybrid search adds to the vector candidates.
 HYBRID_CANDIDATES = 50
 #: The weight of a composed query's text modifier next to its image (weight 1).
 MODIFIER_WEIGHT = 1.5
@@ -103,16 +102,20 @@ class Hit:
 @dataclass
 class SearchResult:
     """Hits, best first, with the serving model version and where the time went; what the
-    query was understood to name, how many candidates the cutoff dropped, and facet counts
-    over the kept candidates (when asked)."""
+    query was understood to name, the relevance cutoff and how many candidates it dropped, and
+    facet counts over the kept candidates (when asked). ``below_cutoff``: no candidate passed
+    the cutoff, so the hits are the nearest ones below it (never an empty page for a query
+    the catalog has candidates for)."""
 
     hits: list[Hit]
     mode: str
     model_version: str | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
-    understood: dict[str, str] = field(default_factory=dict)
+    understood: Understood = field(default_factory=dict)
     cut: int = 0
     facets: FacetCounts | None = None
+    min_score: float | None = None
+    below_cutoff: bool = False
 
 
 @contextmanager
@@ -135,9 +138,14 @@ def decode_base64_image(data: str) -> bytes:
 
 @dataclass
 class _Candidate:
+    """A ranked candidate: its score (similarity, then title and understanding boosts), and
+    whether the query's words vouch for it (it has every understood value, or matches the
+    title search): then it is never cut as weak."""
+
     product: Product
     score: float
     similarity: float
+    vouched: bool = False
 
 
 class SearchService:
@@ -156,8 +164,12 @@ class SearchService:
         store: ObjectStore,
         embedder: EmbeddingClient,
         image_url: ImageUrls | None = None,
+        version: str | None = None,
     ) -> None:
+        """``version``: search that catalog version (a candidate being calibrated) instead of
+        the serving one."""
         self.settings = settings
+        self.pinned_version = version
         self.catalog = catalog
         self.store = store
         self.embedder = embedder
@@ -165,13 +177,20 @@ class SearchService:
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
         self._vocabulary: tuple[float, Vocabulary] | None = None
 
+    def _version(self) -> CatalogVersion:
+        """The catalog version searched: the serving one, or the pinned one."""
+        versions = self.catalog.versions
+        return (
+            versions.serving() if self.pinned_version is None else versions.get(self.pinned_version)
+        )
+
     def _embed(
         self, calls: Sequence[tuple[Callable[..., Embeddings], Sequence[str] | Sequence[bytes]]]
     ) -> tuple[list[Embeddings], CatalogVersion]:
         """Each call's inputs embedded by the version the catalog serves, and that version."""
         problem = ""
         for _ in range(2):  # the record may have switched since it was read: once more
-            version = self.catalog.versions.serving()
+            version = self._version()
             try:
                 embeddings = [
                     embed(inputs, version=version.model_version) for embed, inputs in calls
@@ -192,7 +211,8 @@ class SearchService:
         """The catalog's attribute values for query understanding (re-read every minute)."""
         now = time.monotonic()
         if self._vocabulary is None or now - self._vocabulary[0] > VOCABULARY_TTL_S:
-            self._vocabulary = (now, Vocabulary.of(self.catalog.products.facets()))
+            products = self.catalog.products
+            self._vocabulary = (now, Vocabulary.of(products.facets(), products.title_words()))
         return self._vocabulary[1]
 
     def _check(self, k: int, filters: Filters | None, refine: Refinements | None) -> Refinements:
@@ -202,7 +222,7 @@ class SearchService:
         refine = refine or Refinements()
         search = self.settings.search
         min_score = search.min_score if refine.min_score is None else refine.min_score
-        if not MIN_SIMILARITY <= min_score <= MAX_SIMILARITY:
+        if min_score is not None and not MIN_SIMILARITY <= min_score <= MAX_SIMILARITY:
             raise InvalidArgumentError(
                 f"minScore must be from {MIN_SIMILARITY:g} to {MAX_SIMILARITY:g}, got {min_score}"
             )
@@ -231,8 +251,8 @@ class SearchService:
         text: str,
         refine: Refinements,
         filters: Filters | None,
-        known: Callable[[], dict[str, str]] | None = None,
-    ) -> tuple[dict[str, str], Filters | None]:
+        known: Callable[[], Understood] | None = None,
+    ) -> tuple[Understood, Filters | None]:
         """What ``text`` names (over what ``known`` gives), and the filters (with it, when
         understanding filters)."""
         if refine.understand == "off":
@@ -241,6 +261,14 @@ class SearchService:
         if refine.understand == "filter" and understood:
             return understood, {**understood, **(filters or {})}
         return understood, filters
+
+    def _rewritten(self, terms: Sequence[Term], refine: Refinements) -> list[Term]:
+        """The terms in the catalog's words (synonyms, Spanish and typos read), unless
+        understanding is off."""
+        if refine.understand == "off":
+            return list(terms)
+        vocabulary = self.vocabulary()
+        return [Term(vocabulary.rewrite(t.text), t.weight) for t in terms]
 
     def text(
         self,
@@ -258,13 +286,13 @@ class SearchService:
         refine = self._check(k, filters, refine)
         mode = mode or self.settings.search.mode
         understood, filters = self._understood(positive_text(terms), refine, filters)
+        terms = self._rewritten(terms, refine)
         title_ids: Future[list[tuple[int, float]]] | None = None
         if mode == "hybrid":  # the title search needs no embedding: it runs meanwhile
             negatives = [t.text for t in terms if t.weight < 0]
-            depth = max(self._depth(k, refine, understood), HYBRID_CANDIDATES)
             title_ids = self._lexical.submit(
-                self.catalog.vectors.title_match_ids, positive_text(terms), depth, filters,
-                negatives,
+                self.catalog.vectors.title_match_ids, positive_text(terms), HYBRID_CANDIDATES,
+                filters, negatives,
             )  # fmt: skip
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
@@ -341,7 +369,7 @@ class SearchService:
                 )
             vectors.append(embedding.vectors[0])
         else:
-            version = self.catalog.versions.serving()
+            version = self._version()
         with _timed(timings, "database"):
             product = self.catalog.products.get(product_id, version)
         if product.embedding is None:
@@ -366,7 +394,7 @@ class SearchService:
         """An image's vector (the first; of the catalog product ``image_of``, which is left
         out), with the modifier's (the second) when there is one, ranked; the modifier's
         attribute values are understood, over the image's own (:data:`IMAGE_ATTRIBUTES`)."""
-        understood: dict[str, str] = {}
+        understood: Understood = {}
         if modifier is not None:
             understood, filters = self._understood(
                 modifier, refine, filters,
@@ -380,7 +408,7 @@ class SearchService:
 
     def _attributes_of_image(
         self, version: CatalogVersion, vector: np.ndarray[Any, Any], product: Product | None
-    ) -> dict[str, str]:
+    ) -> Understood:
         """camelCase field -> value of :data:`IMAGE_ATTRIBUTES`: the catalog product's own, or
         what the image's 10 nearest labelled products vote for."""
         if product is None:
@@ -391,7 +419,7 @@ class SearchService:
             values = {name: getattr(product, name) for name in IMAGE_ATTRIBUTES}
         return {to_camel(name): value for name, value in values.items() if value}
 
-    def _depth(self, k: int, refine: Refinements, understood: dict[str, str]) -> int:
+    def _depth(self, k: int, refine: Refinements, understood: Understood) -> int:
         """How many ranked candidates a search looks at: k, or the refinements' candidates."""
         boosted = bool(understood) and refine.understand == "boost"
         looks_further = refine.facets or refine.collapse is not None or boosted
@@ -404,30 +432,39 @@ class SearchService:
         k: int,
         filters: Filters | None,
         refine: Refinements,
-        understood: dict[str, str],
+        understood: Understood,
         timings: dict[str, float],
         mode: str,
         title_ids: Future[list[tuple[int, float]]] | None = None,
         exclude_id: int | None = None,
     ) -> SearchResult:
+        """Candidates: the ``depth`` nearest, with (boosting) the nearest that have every
+        understood value and (hybrid) the title matches; scored by similarity plus the title
+        and understanding boosts; cut, counted, collapsed, the first k kept."""
         depth = self._depth(k, refine, understood)
+        boosted = refine.understand == "boost" and bool(understood)
+        vectors = self.catalog.vectors
         with _timed(timings, "database"):
-            if title_ids is not None:
-                ranked = [i for i, _ in title_ids.result()]
-                neighbors = self.catalog.vectors.nearest_fused(
-                    version, vector, ranked, depth, max(depth, HYBRID_CANDIDATES), filters,
-                    rrf_k=RRF_K,
-                )  # fmt: skip
-            else:
-                neighbors = self.catalog.vectors.nearest(
-                    version, vector, depth, filters, exclude_id=exclude_id
-                )
+            neighbors = vectors.nearest(version, vector, depth, filters, exclude_id=exclude_id)
+            if boosted:
+                named = {**understood, **(filters or {})}
+                neighbors += vectors.nearest(version, vector, depth, named, exclude_id=exclude_id)
+            titles = dict(title_ids.result()) if title_ids is not None else {}
+            pool = {n.product.id: _candidate(n) for n in neighbors}
+            missing = [i for i in titles if i not in pool]
+            if missing:
+                pool |= {
+                    n.product.id: _candidate(n) for n in vectors.of_ids(version, vector, missing)
+                }
         with _timed(timings, "ranking"):
-            pool = [_candidate(n) for n in neighbors]
-            if refine.understand == "boost" and understood:
-                pool = self._boosted(pool, understood, fused=title_ids is not None)
-            min_score = refine.min_score if refine.min_score is not None else -1.0
-            kept = [c for c in pool if c.similarity >= min_score]
+            ranked = self._scored(list(pool.values()), understood if boosted else {}, titles)
+            min_score = refine.min_score if refine.min_score is not None else version.min_score
+            kept = [
+                c for c in ranked if min_score is None or c.similarity >= min_score or c.vouched
+            ]
+            below_cutoff = bool(ranked) and not kept
+            if below_cutoff:  # nothing close: the nearest, marked as such, not an empty page
+                kept = ranked
             facets = count_facets(c.product for c in kept) if refine.facets else None
             groups = _collapsed(kept) if refine.collapse == "image" else [(c, 1) for c in kept]
         with _timed(timings, "urls"):
@@ -436,34 +473,36 @@ class SearchService:
                 for c, n in groups[:k]
             ]
         return SearchResult(
-            hits, mode, version.model_version, timings, understood, len(pool) - len(kept), facets
-        )
+            hits, mode, version.model_version, timings, understood,
+            0 if below_cutoff else len(ranked) - len(kept), facets, min_score, below_cutoff,
+        )  # fmt: skip
 
-    def _boosted(
-        self, pool: list[_Candidate], understood: dict[str, str], fused: bool
+    def _scored(
+        self, pool: list[_Candidate], understood: Understood, titles: dict[int, float]
     ) -> list[_Candidate]:
-        """Candidates re-ranked with soft boosts for the understood values they have: in
-        cosine similarity per value (vector), or as one more ranking fused by reciprocal rank
-        (hybrid: those with the most values first)."""
-        fields = {to_snake(name): value for name, value in understood.items()}
-
-        def matched(c: _Candidate) -> int:
-            return sum(getattr(c.product, f) == v for f, v in fields.items())
-
-        if fused:
-            order = sorted((c for c in pool if matched(c)), key=lambda c: -matched(c))
-            for rank, c in enumerate(order, start=1):
-                c.score += 1.0 / (RRF_K + rank)
-        else:
-            boost = self.settings.search.understanding_boost
-            for c in pool:
-                c.score += boost * matched(c)
-        return sorted(pool, key=lambda c: -c.score)
+        """Candidates by score, best first: cosine similarity, plus ``title_weight`` times a
+        title match's rank relative to the best title match (hybrid), plus
+        ``understanding_boost`` for each understood value a candidate has; vouched for when it
+        matches the title search or has every understood value."""
+        search = self.settings.search
+        best_title = max(titles.values(), default=0.0)
+        wanted = {
+            to_snake(name): {value} if isinstance(value, str) else set(value)
+            for name, value in understood.items()
+        }
+        for c in pool:
+            c.score = c.similarity
+            if best_title > 0 and c.product.id in titles:
+                c.score += search.title_weight * titles[c.product.id] / best_title
+            named = sum(getattr(c.product, f) in values for f, values in wanted.items())
+            c.score += search.understanding_boost * named
+            c.vouched = c.product.id in titles or (bool(wanted) and named == len(wanted))
+        return sorted(pool, key=lambda c: (-c.score, c.product.id))
 
 
 def _candidate(neighbor: Neighbor) -> _Candidate:
     similarity = neighbor.score if neighbor.similarity is None else neighbor.similarity
-    return _Candidate(neighbor.product, neighbor.score, similarity)
+    return _Candidate(neighbor.product, similarity, similarity)
 
 
 def _collapsed(pool: list[_Candidate]) -> list[tuple[_Candidate, int]]:

@@ -1,47 +1,59 @@
-"""Query understanding: the words of a query that name a catalog attribute value.
+"""Query understanding: the words of a query that name catalog attribute values.
 
-The vocabulary is the catalog's own: every value of the fields in :data:`UNDERSTOOD_FIELDS`,
-lower-cased, as written and in the singular (``Shirts`` is also ``shirt``; plural-only garments
-such as ``Shorts`` are not, so "short sleeve" is no article type), plus the few variants in
-:data:`VARIANTS` (men's, mens, man; tee, t-shirt; gray). Apostrophes and hyphens inside words
-are dropped before matching (``t-shirt`` is ``tshirt``), and the longest phrase wins
-(``navy blue`` over ``blue``, ``casual shoes`` over ``casual``). The first value found per field
-is kept. The search service turns what is understood into soft boosts (or, when asked, filters).
+The vocabulary is the catalog's own values of :data:`UNDERSTOOD_FIELDS` (lower-cased, as
+written and in the singular: ``Shirts`` is also ``shirt``; plural-only garments such as
+``Shorts`` are not, so "short sleeve" is no article type), and the shoppers' words of
+``lexicon.json`` (kept there as data: everyday synonyms in British and American English,
+occasion and season words, Spanish), each naming one or more values. Accents, apostrophes and
+hyphens inside words are dropped before matching (``t-shirt`` is ``tshirt``, ``marrón`` is
+``marron``), and the longest phrase wins (``navy blue`` over ``blue``, ``running shoes`` over
+``running``). A word that is neither in the vocabulary nor in any product title, and is one
+edit (insertion, deletion, substitution or swap of neighbours) from a vocabulary word, is read
+as that word (``tshrit`` is ``tshirt``; of several, the one in most titles). The first values
+found per field are kept.
+
+What is understood is a :data:`Understood` mapping, the shape of the catalog's filters (one
+value, or several): the search service turns it into soft boosts (or, when asked, filters),
+and :meth:`Vocabulary.rewrite` puts the catalog's words in place of the shopper's, for the
+text tower and the title search.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Any, TypeAlias
 
 from pydantic.alias_generators import to_camel
 
 #: The fields a query's words are matched against (snake_case).
 UNDERSTOOD_FIELDS = ("gender", "base_colour", "article_type", "season", "usage")
-#: Words that name a value although the catalog does not write them so (value -> variants).
-VARIANTS: dict[str, tuple[str, ...]] = {
-    "Men": ("man", "mens", "male", "gents"),
-    "Women": ("woman", "womens", "ladies", "lady", "female"),
-    "Boys": ("boy",),
-    "Girls": ("girl",),
-    "Tshirts": ("tee", "tees", "t shirt", "t shirts"),
-    "Grey": ("gray",),
-    "Grey Melange": ("gray melange",),
-    "Fall": ("autumn",),
-    "Sports": ("sport", "sporty"),
-}
 #: Values named only in the plural (their singular is another word).
 PLURAL_ONLY = frozenset(
     {"shorts", "jeans", "briefs", "boxers", "tights", "capris", "trousers", "glasses"}
 )
+#: The shoppers' words, by language.
+LEXICON = Path(__file__).with_name("lexicon.json")
+#: Words shorter than this are never read as typos (too many near misses).
+MIN_TYPO_CHARS = 4
 _APOSTROPHES_AND_HYPHENS = re.compile("(?<=\\w)['\u2019-](?=\\w)")
 _NOT_A_WORD = re.compile(r"[^\w]+")
 
+#: camelCase field -> the value, or the values, a query names (the shape of filters).
+Understood: TypeAlias = dict[str, str | list[str]]
+Phrase: TypeAlias = tuple[str, ...]
+
 
 def words(text: str) -> list[str]:
-    """Lower-cased words of ``text``, with apostrophes and hyphens inside words dropped."""
-    return _NOT_A_WORD.sub(" ", _APOSTROPHES_AND_HYPHENS.sub("", text.lower())).split()
+    """Lower-cased words of ``text`` without accents, apostrophes and hyphens inside words."""
+    folded = unicodedata.normalize("NFKD", text.lower())
+    plain = "".join(c for c in folded if not unicodedata.combining(c))
+    return _NOT_A_WORD.sub(" ", _APOSTROPHES_AND_HYPHENS.sub("", plain)).split()
 
 
 def singular(word: str) -> str:
@@ -57,45 +69,182 @@ def singular(word: str) -> str:
     return word
 
 
+def one_edit_apart(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` differ by exactly one insertion, deletion, substitution or swap
+    of neighbouring letters."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    start = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    if len(a) < len(b):  # one letter more in b
+        return a[start:] == b[start + 1 :]
+    if a[start + 1 :] == b[start + 1 :]:  # a substitution
+        return True
+    return a[start : start + 2] == b[start : start + 2][::-1] and a[start + 2 :] == b[start + 2 :]
+
+
+@cache
+def _lexicon() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(LEXICON.read_text())
+    return loaded
+
+
+def lexicon() -> list[dict[str, Any]]:
+    """Every entry of ``lexicon.json``, all languages."""
+    return [entry for language in ("en", "es") for entry in _lexicon()[language]]
+
+
+@cache
+def ignored_words() -> frozenset[str]:
+    """Words never read as typos (short function words of every language)."""
+    return frozenset(_lexicon()["ignore"])
+
+
+def _forms(value: str) -> tuple[list[str], list[str]]:
+    """The words of a catalog value as written and in the singular."""
+    form = words(value)
+    return form, [*form[:-1], singular(form[-1])] if form else form
+
+
+def _deletions(word: str) -> set[str]:
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+@dataclass(frozen=True)
+class Match:
+    """A phrase found in a query: where, and the values it names (camelCase field -> values)."""
+
+    start: int
+    end: int
+    named: Mapping[str, tuple[str, ...]]
+
+
 @dataclass(frozen=True)
 class Vocabulary:
-    """Phrases (tuples of words) -> the (camelCase field, value) they name."""
+    """Phrases (tuples of words) -> the values they name; the words of product titles."""
 
-    phrases: Mapping[tuple[str, ...], tuple[str, str]]
+    phrases: Mapping[Phrase, Mapping[str, tuple[str, ...]]]
+    title_words: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, values: Mapping[str, Iterable[str | int]]) -> Vocabulary:
-        """From each understood field's values (``values`` keyed by camelCase field name)."""
-        phrases: dict[tuple[str, ...], tuple[str, str]] = {}
-        for field in UNDERSTOOD_FIELDS:
-            name = to_camel(field)
-            for value in values.get(name, ()):
-                text = str(value)
-                forms = [words(text), *(words(v) for v in VARIANTS.get(text, ()))]
-                forms.append([*forms[0][:-1], singular(forms[0][-1])] if forms[0] else [])
-                for form in forms:
-                    if form:
-                        phrases.setdefault(tuple(form), (name, text))
-        return cls(phrases)
+    def of(
+        cls, values: Mapping[str, Iterable[str | int]], title_words: Mapping[str, int] = {}
+    ) -> Vocabulary:
+        """From each understood field's values (``values`` keyed by camelCase field name) and
+        the lexicon; ``title_words``: how many titles each word is in (typos are read only
+        for words in none)."""
+        known = {
+            to_camel(f): {str(v) for v in values.get(to_camel(f), ())} for f in UNDERSTOOD_FIELDS
+        }
+        phrases: dict[Phrase, dict[str, tuple[str, ...]]] = {}
 
-    @property
+        def add(phrase: list[str], name: str, named: tuple[str, ...]) -> None:
+            if phrase and named:
+                phrases.setdefault(tuple(phrase), {}).setdefault(name, named)
+
+        for name, kept in known.items():
+            for value in sorted(kept):
+                for form in _forms(value):
+                    add(form, name, (value,))
+        for entry in lexicon():
+            for name, named in entry.items():
+                if name == "words" or name not in known:
+                    continue
+                present = tuple(v for v in named if v in known[name])
+                for phrase in entry["words"]:
+                    add(words(phrase), name, present)
+        return cls(phrases, dict(title_words))
+
+    @cached_property
     def longest(self) -> int:
         """Words in the longest phrase."""
         return max((len(p) for p in self.phrases), default=0)
 
-    def understand(self, text: str) -> dict[str, str]:
-        """camelCase field -> value for the phrases of ``text`` (longest first, left to right;
-        the first value per field)."""
-        tokens = words(text)
-        found: dict[str, str] = {}
-        start = 0
+    @cached_property
+    def _words(self) -> dict[str, int]:
+        """Every word of a phrase that a typo may stand for, by how many titles it is in."""
+        return {
+            w: self.title_words.get(w, 0)
+            for phrase in self.phrases
+            for w in phrase
+            if len(w) >= MIN_TYPO_CHARS
+        }
+
+    @cached_property
+    def _deletes(self) -> dict[str, list[str]]:
+        """Each vocabulary word and each form of it with one letter deleted -> the words."""
+        index: dict[str, list[str]] = {}
+        for word in self._words:
+            for form in {word, *_deletions(word)}:
+                index.setdefault(form, []).append(word)
+        return index
+
+    def corrected(self, tokens: list[str]) -> list[str]:
+        """``tokens`` with each typo of a vocabulary word read as that word."""
+        out = []
+        for token in tokens:
+            if (
+                len(token) >= MIN_TYPO_CHARS
+                and token not in self._words
+                and token not in self.title_words
+                and token not in ignored_words()
+                and token.isalpha()
+            ):
+                near = {
+                    w
+                    for form in {token, *_deletions(token)}
+                    for w in self._deletes.get(form, ())
+                    if one_edit_apart(token, w)
+                }
+                if near:
+                    token = max(near, key=lambda w: (self._words[w], w))
+            out.append(token)
+        return out
+
+    def matches(self, text: str) -> tuple[list[str], list[Match]]:
+        """The words of ``text`` (typos read) and the phrases found in them, longest first, left
+        to right."""
+        tokens = self.corrected(words(text))
+        found: list[Match] = []
+        start, longest = 0, self.longest
         while start < len(tokens):
-            for size in range(min(self.longest, len(tokens) - start), 0, -1):
-                named = self.phrases.get(tuple(tokens[start : start + size]))
+            for size in range(min(longest, len(tokens) - start), 0, -1):
+                phrase = tuple(tokens[start : start + size])
+                named = self.phrases.get(phrase)
+                if named is None and size == 1:
+                    named = self.phrases.get((singular(phrase[0]),))
                 if named is not None:
-                    found.setdefault(*named)
+                    found.append(Match(start, start + size, named))
                     start += size
                     break
             else:
                 start += 1
-        return found
+        return tokens, found
+
+    def understand(self, text: str) -> Understood:
+        """camelCase field -> value (or values) for the phrases of ``text`` (the first per
+        field)."""
+        understood: Understood = {}
+        for match in self.matches(text)[1]:
+            for name, named in match.named.items():
+                understood.setdefault(name, named[0] if len(named) == 1 else list(named))
+        return understood
+
+    def rewrite(self, text: str) -> str:
+        """``text`` in the catalog's words: each phrase found is replaced by the first value it
+        names when it is not the catalog's own (``vestido rojo`` is ``Dresses Red``,
+        ``sneakers for men`` is ``Casual Shoes for men``), typos read, the other words kept;
+        ``text`` itself when nothing is found."""
+        tokens, found = self.matches(text)
+        if not found:
+            return text
+        out: list[str] = []
+        position = 0
+        for match in found:
+            out += tokens[position : match.start]
+            phrase = tokens[match.start : match.end]
+            catalog_words = all(phrase in _forms(v[0]) for v in match.named.values())
+            out += phrase if catalog_words else [v[0] for v in match.named.values()]
+            position = match.end
+        return " ".join(out + tokens[position:])

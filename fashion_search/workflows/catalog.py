@@ -25,6 +25,7 @@ from fashion_search.catalog.shards import WHOLE, Shard
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.dataset import count_rows
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
+from fashion_search.learning.calibration import calibrate_when_due
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
@@ -181,7 +182,8 @@ def embed_products(
     settings: Settings, batch_size: int = 64, progress: bool = False, shard: Shard = WHOLE
 ) -> dict[str, Any]:
     """Embed the products (of ``shard``) without an embedding of the serving version (in a new
-    catalog the model server's champion becomes it)."""
+    catalog the model server's champion becomes it); once it covers the catalog, a version
+    without a relevance cutoff is calibrated (:mod:`fashion_search.learning.calibration`)."""
     started = time.perf_counter()
     with (
         create_pool(settings) as pool,
@@ -193,6 +195,9 @@ def embed_products(
             catalog, ObjectStore(settings), client, version,
             batch_size=batch_size, progress=progress, shard=shard,
         )  # fmt: skip
+        version = calibrate_when_due(
+            settings, catalog, client, catalog.versions.get(version.model_version)
+        )
     took = time.perf_counter() - started
     return {
         "shard": shard.index,
@@ -201,6 +206,7 @@ def embed_products(
         "embedded": summary.embedded,
         "failed": len(summary.failed),
         "failures": {str(k): v for k, v in list(summary.failed.items())[:20]},  # the first 20
+        "min_score": version.min_score,
         "seconds": round(took, 1),
         "images_per_s": round(summary.embedded / took, 1) if took else 0.0,
     }

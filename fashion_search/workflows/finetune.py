@@ -10,10 +10,11 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import FashionSearchError
 from fashion_search.learning.judgements import Judgements
+from fashion_search.model import DEFAULT_ARCHITECTURE
 from fashion_search.model.factory import ModelSpec
 from fashion_search.model.pipeline import train_and_register
 from fashion_search.model.registry import configure_mlflow
-from fashion_search.model.train import TrainConfig
+from fashion_search.model.train import TrainConfig, recipe_for
 from fashion_search.settings import Settings
 from fashion_search.workflows.splits import split_ids
 
@@ -21,7 +22,7 @@ from fashion_search.workflows.splits import split_ids
 def train_model(
     settings: Settings,
     source: str,
-    architecture: str = "fashion-compact",
+    architecture: str = DEFAULT_ARCHITECTURE,
     pretrained: str | None = None,
     split_version: str | None = None,
     limit: int | None = None,
@@ -37,7 +38,8 @@ def train_model(
     feedback) add (query, clicked product) pairs and "not relevant" hard negatives; the report
     says how many were used. ``train_options`` are TrainConfig fields (epochs, lr, ...).
     """
-    config = TrainConfig(**{k: v for k, v in train_options.items() if v is not None})
+    recipe = recipe_for(architecture, pretrained)
+    config = TrainConfig(**{**recipe, **{k: v for k, v in train_options.items() if v is not None}})
     split = None
     if split_version:
         ids = split_ids(settings, split_version)

@@ -38,6 +38,7 @@ from fashion_search.errors import (
     FashionSearchError,
     VersionNotFoundError,
 )
+from fashion_search.learning.calibration import calibrate_when_due
 from fashion_search.model.registry import configure_mlflow, registered_version
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
@@ -132,13 +133,15 @@ def build(
 
 def switch(settings: Settings, version: str) -> dict[str, Any]:
     """Step 3: ``version`` serves the catalog (atomically, once it covers every product: what
-    arrived since the build is embedded first), then the champion alias follows and the
+    arrived since the build is embedded first; calibrated first when it has no relevance
+    cutoff yet), then the champion alias follows and the
     candidate alias keeps the replaced version loaded for the rollback window."""
     registry = settings.registry
     with (
         _catalog(settings) as catalog,
         EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
+        calibrate_when_due(settings, catalog, client, catalog.versions.get(version))
         attempts = settings.rollout.switch_attempts
         for attempt in range(1, attempts + 1):
             try:

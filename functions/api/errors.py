@@ -6,12 +6,15 @@ PostgreSQL down or its pool exhausted, the object store unreachable, ...) with 5
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import grpc
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from fashion_search.embedding_client import EmbeddingRequestError, ModelServerUnavailableError
@@ -136,6 +139,25 @@ async def _handle(_: Request, error: Exception) -> Response:
     return JSONResponse({"detail": detail}, status_code=status, headers=retry_after(status, error))
 
 
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite number as its text (``1e999`` in a body parses as
+    infinity, which JSON cannot carry back in the error that names it)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+async def _invalid_request(_: Request, error: Exception) -> Response:
+    """FastAPI's 422 for a request that does not validate, whatever numbers it sent."""
+    assert isinstance(error, RequestValidationError)
+    detail = _json_safe(jsonable_encoder(error.errors()))
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 async def _handle_unexpected(_: Request, error: Exception) -> Response:
     """The last resort (Starlette logs and re-raises the error after it): a transient fault
     raised under another error is still a 503."""
@@ -148,4 +170,5 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer typed errors with their status and message, and dependency faults with 503."""
     for kind in (FashionSearchError, psycopg.Error, BotoCoreError, ClientError, OSError):
         app.add_exception_handler(kind, _handle)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Exception, _handle_unexpected)

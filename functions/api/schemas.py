@@ -97,15 +97,18 @@ def facet_counts_out(counts: dict[str, list[FacetCount]]) -> FacetCountsOut:
 
 class SearchOut(_Body):
     """Hits, best first, with the model version that embedded the query and timings; the
-    attribute values the query was understood to name, how many candidates the relevance
-    cutoff dropped, and facet counts over the candidates (when asked)."""
+    attribute values the query was understood to name (a value, or several), the relevance
+    cutoff applied and how many candidates it dropped, whether no candidate passed it (then
+    the hits are the nearest below it), and facet counts over the candidates (when asked)."""
 
     mode: str
     model_version: str | None
     hits: list[HitOut]
     timings_ms: dict[str, float]
-    understood: dict[str, str]
+    understood: dict[str, str | list[str]]
     cut: int
+    min_score: float | None
+    below_cutoff: bool
     facets: FacetCountsOut | None
 
     @classmethod
@@ -118,6 +121,8 @@ class SearchOut(_Body):
             timings_ms={name: round(ms, 3) for name, ms in result.timings_ms.items()},
             understood=result.understood,
             cut=result.cut,
+            min_score=result.min_score,
+            below_cutoff=result.below_cutoff,
             facets=None if result.facets is None else facet_counts_out(result.facets),
         )
 

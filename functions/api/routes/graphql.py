@@ -167,6 +167,12 @@ class SearchResults:
     hits: list[SearchHit]
     understood: list[FieldValue] = strawberry.field(description="attribute values the query names")
     cut: int = strawberry.field(description="candidates below the relevance cutoff")
+    min_score: float | None = strawberry.field(
+        description="the relevance cutoff applied (the serving version's unless asked)"
+    )
+    below_cutoff: bool = strawberry.field(
+        description="no candidate passed the cutoff: the hits are the nearest below it"
+    )
     facets: list[Facet] | None = strawberry.field(description="counts over the candidates")
 
     @classmethod
@@ -176,8 +182,14 @@ class SearchResults:
             mode=result.mode,
             model_version=result.model_version,
             hits=[SearchHit.of(h) for h in result.hits],
-            understood=[FieldValue(field=f, value=v) for f, v in result.understood.items()],
+            understood=[
+                FieldValue(field=f, value=v)
+                for f, values in result.understood.items()
+                for v in ([values] if isinstance(values, str) else values)
+            ],
             cut=result.cut,
+            min_score=result.min_score,
+            below_cutoff=result.below_cutoff,
             facets=None if result.facets is None else Facet.all_of(result.facets),
         )
 
