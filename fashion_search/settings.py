@@ -313,7 +313,7 @@ class SearchSettings(_Group):
     )
     # Hybrid search: the boost of the best title match, in cosine similarity (the others by
     # their full-text rank relative to it).
-    title_weight: float = Field(0.3, ge=0.0, validation_alias="FS_SEARCH_TITLE_WEIGHT")
+    title_weight: float = Field(0.5, ge=0.0, validation_alias="FS_SEARCH_TITLE_WEIGHT")
 
 
 #: The request header that carries an API key (the API reads it, clients send it).

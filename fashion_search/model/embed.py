@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fashion_search.model.factory import Clip
-from fashion_search.model.towers import cut_tokens_torch
+from fashion_search.model.towers import TextTower, cut_tokens_torch
 
 
 def normalize_pixels(images: torch.Tensor, clip: Clip) -> torch.Tensor:
@@ -39,10 +39,10 @@ def embed_texts(
 ) -> np.ndarray[Any, np.dtype[np.float32]]:
     """L2-normalised embeddings of texts."""
     device = next(clip.model.parameters()).device
-    out = []
+    tower, out = TextTower(clip), []
     for start in range(0, len(texts), batch_size):
         tokens = cut_tokens_torch(clip.tokenize(texts[start : start + batch_size])).to(device)
-        out.append(F.normalize(clip.model.encode_text(tokens), dim=-1))
+        out.append(tower(tokens))
     return _stack(out, clip.embed_dim)
 
 

@@ -111,16 +111,15 @@ def train_and_register(
             }
         )
         started = time.perf_counter()
-        log_loss = lambda epoch, loss: mlflow.log_metric("train_loss", loss, step=epoch)  # noqa: E731
+
+        def log_loss(epoch: int, loss: float) -> None:
+            mlflow.log_metric("train_loss", loss, step=epoch)
+
+        embedded = None
         if locked(clip):  # the towers' features once, then the heads
-            train_features, test_features = image_features(
-                clip, train_data.images, test_data.images
-            )
-            train_heads(clip, train_data, train_features, config, log_loss, progress, pairs)
-            embedded = (
-                image_embeddings(clip, test_features),
-                image_embeddings(clip, train_features),
-            )
+            features = image_features(clip, train_data.images, test_data.images)
+            train_heads(clip, train_data, features[0], config, log_loss, progress, pairs)
+            embedded = (image_embeddings(clip, features[1]), image_embeddings(clip, features[0]))
         else:
             train(clip, train_data, config, log_loss, progress=progress, pairs=pairs)
         train_minutes = (time.perf_counter() - started) / 60
