@@ -28,7 +28,7 @@ def split_dataset(
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
 def train_model(
-    architecture: str, pretrained: str | None, split_version: str | None,
+    architecture: str | None, pretrained: str | None, split_version: str | None,
     source: str | None, limit: int | None, epochs: int | None, batch_size: int | None,
     lr: float | None, seed: int | None, precision: str | None, feedback: bool,
 ) -> dict[str, Any]:  # fmt: skip

@@ -17,8 +17,6 @@ from _project import DAG_DEFAULTS
 from _tasks import roll_out, train_model
 from airflow.sdk import Param, dag
 
-from fashion_search.model import DEFAULT_ARCHITECTURE
-
 OPTIONAL_INT = {"type": ["null", "integer"], "minimum": 1}
 PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epochs",
           "batch_size", "lr", "seed", "precision", "feedback")  # fmt: skip
@@ -27,7 +25,7 @@ PARAMS = ("architecture", "pretrained", "split_version", "source", "limit", "epo
 @dag(
     dag_id="finetune",
     params={
-        "architecture": Param(DEFAULT_ARCHITECTURE, type="string"),
+        "architecture": Param(None, type=["null", "string"]),
         "pretrained": Param(None, type=["null", "string"]),
         "split_version": Param(None, type=["null", "string"]),
         "source": Param(None, type=["null", "string"]),

@@ -22,7 +22,7 @@ from fashion_search.workflows.splits import split_ids
 def train_model(
     settings: Settings,
     source: str,
-    architecture: str = DEFAULT_ARCHITECTURE,
+    architecture: str | None = None,
     pretrained: str | None = None,
     split_version: str | None = None,
     limit: int | None = None,
@@ -38,6 +38,7 @@ def train_model(
     feedback) add (query, clicked product) pairs and "not relevant" hard negatives; the report
     says how many were used. ``train_options`` are TrainConfig fields (epochs, lr, ...).
     """
+    architecture = architecture or DEFAULT_ARCHITECTURE
     recipe = recipe_for(architecture, pretrained)
     config = TrainConfig(**{**recipe, **{k: v for k, v in train_options.items() if v is not None}})
     split = None
