@@ -437,8 +437,8 @@ class Settings(_Group):
         env: dict[str, str] = {}
         for group in (self, *(v for v in self.__dict__.values() if isinstance(v, _Group))):
             for name, field in type(group).model_fields.items():
-                value = getattr(group, name)
-                if isinstance(field.validation_alias, str) and not isinstance(value, _Group):
+                value = getattr(group, name)  # None is left out: the child's default too
+                if isinstance(field.validation_alias, str) and not isinstance(value, _Group | None):
                     env[field.validation_alias] = str(value)
         return env
 

@@ -75,7 +75,7 @@ def _tokenizer_json(clip: Clip) -> bytes:
     Face text tower's WordPiece one); it must give open_clip's ids on :data:`TOKENIZER_CHECK`."""
     reference = clip.tokenizer
     if clip.text_tower is not None and type(reference) is HFTokenizer:
-        data = wordpiece_tokenizer_json(Path(clip.text_tower) / TOKENIZER, clip.context_length)
+        data = wordpiece_tokenizer_json(reference.tokenizer.backend_tokenizer, clip.context_length)
     elif type(reference) is SimpleTokenizer and reference.context_length == clip.context_length:
         data = build_tokenizer_json(clip.context_length)
     else:

@@ -13,7 +13,6 @@ own ``tokenizer.json`` (WordPiece, [CLS] ... [SEP]) and truncates it to the cont
 from __future__ import annotations
 
 import html
-import re
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +68,10 @@ def build_tokenizer_json(context_length: int) -> bytes:
     return tokenizer.to_str().encode()
 
 
-def wordpiece_tokenizer_json(path: Path, context_length: int) -> bytes:
-    """A Hugging Face text tower's ``tokenizer.json`` truncating every text to
-    ``context_length`` tokens ([CLS] and [SEP] included)."""
-    tokenizer = Tokenizer.from_file(str(path))
+def wordpiece_tokenizer_json(backend: Tokenizer, context_length: int) -> bytes:
+    """A Hugging Face text tower's tokenizer (the ``tokenizers`` object its fast tokenizer
+    runs) truncating every text to ``context_length`` tokens ([CLS] and [SEP] included)."""
+    tokenizer = Tokenizer.from_str(backend.to_str())
     tokenizer.enable_truncation(context_length)
     tokenizer.no_padding()
     return tokenizer.to_str().encode()
@@ -84,16 +83,15 @@ CLEANINGS = ("clip", "whitespace")
 
 
 def whitespace_clean(text: str) -> str:
-    """open_clip's "whitespace" cleaning (of Hugging Face tokenisers): runs of white space as
-    one space, stripped."""
-    return re.sub(r"\s+", " ", text).strip()
+    """open_clip's "whitespace" cleaning (of Hugging Face tokenisers): ftfy, HTML unescaping,
+    runs of white space as one space."""
+    return " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split())
 
 
 def clean(text: str) -> str:
     """open_clip's default ("lower") cleaning: ftfy, HTML unescaping, whitespace, lower case.
     Also a space for U+0345, which open_clip's case-insensitive regex matches nowhere."""
-    text = " ".join(html.unescape(html.unescape(ftfy.fix_text(text))).split()).lower()
-    return text.replace("\u0345", " ")
+    return whitespace_clean(text).lower().replace("\u0345", " ")
 
 
 class TextTokenizer:

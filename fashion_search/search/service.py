@@ -458,6 +458,7 @@ class SearchService:
                 }
         with _timed(timings, "ranking"):
             ranked = self._scored(list(pool.values()), understood if boosted else {}, titles)
+            ranked = ranked[: max(depth, len(titles))]  # the first candidates of the ranking
             min_score = refine.min_score if refine.min_score is not None else version.min_score
             kept = [
                 c for c in ranked if min_score is None or c.similarity >= min_score or c.vouched

@@ -106,7 +106,7 @@ def build(
 ) -> dict[str, Any]:  # fmt: skip
     """Step 2: embed every product (of ``shard``) into ``version``'s partition (only what is
     missing), then mark it ``ready`` if that covered the catalog (the last shard to end
-    does)."""
+    does) and calibrate its relevance cutoff."""
     started = time.perf_counter()
     with (
         _catalog(settings) as catalog,
@@ -120,6 +120,7 @@ def build(
             batch_size=batch_size, progress=progress, shard=shard,
         )  # fmt: skip
         coverage = catalog.versions.mark_ready(version)
+        calibrate_when_due(settings, catalog, client, catalog.versions.get(version))
     return {
         "version": version,
         "shard": shard.index,
@@ -133,15 +134,13 @@ def build(
 
 def switch(settings: Settings, version: str) -> dict[str, Any]:
     """Step 3: ``version`` serves the catalog (atomically, once it covers every product: what
-    arrived since the build is embedded first; calibrated first when it has no relevance
-    cutoff yet), then the champion alias follows and the
+    arrived since the build is embedded first), then the champion alias follows and the
     candidate alias keeps the replaced version loaded for the rollback window."""
     registry = settings.registry
     with (
         _catalog(settings) as catalog,
         EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
-        calibrate_when_due(settings, catalog, client, catalog.versions.get(version))
         attempts = settings.rollout.switch_attempts
         for attempt in range(1, attempts + 1):
             try:
