@@ -123,6 +123,24 @@ def hard_negative_loss(
     return torch.nn.functional.softplus(margin).mean()
 
 
+def _step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    params: list[torch.nn.Parameter],
+    model: torch.nn.Module,
+    grad_clip: float,
+) -> float:
+    """One optimiser step on ``loss`` (gradients of ``params`` clipped), the logit scale kept
+    within CLIP's bound; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.item())
+
+
 def train_heads(
     clip: Clip,
     data: ProductImages,
@@ -199,13 +217,7 @@ def train_heads(
                     loss = loss + hard_negative_loss(
                         text_embeddings[kept], image_embeddings[kept], negative_embeddings, scale
                     )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            running += loss.item()
+            running += _step(optimizer, loss, params, model, config.grad_clip)
             step += 1
             bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
         losses.append(running / max(steps_per_epoch, 1))
@@ -295,13 +307,7 @@ def train(
                         text_features[at], image_features[at],
                         model.encode_image(negative, normalize=True), scale,
                     )  # fmt: skip
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                model.logit_scale.clamp_(0, math.log(100))
-            running += loss.item()
+            running += _step(optimizer, loss, list(model.parameters()), model, config.grad_clip)
             step += 1
             bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
         losses.append(running / max(steps_per_epoch, 1))
