@@ -65,11 +65,7 @@ class VectorSearch(Table):
         rows = self._search(query, params, exact=exact)
         if len(rows) < k and not exact:
             rows = self._search(query, params, exact=True)
-        similarities = [1.0 - float(row["distance"]) for row in rows]
-        return [
-            Neighbor(product=Product.model_validate(row), score=s, similarity=s)
-            for row, s in zip(rows, similarities, strict=True)
-        ]
+        return _by_similarity(rows)
 
     def of_ids(
         self,
@@ -87,11 +83,7 @@ class VectorSearch(Table):
         params = {"v": version.check_vector(vector), "ids": list(ids)}
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, params).fetchall()
-        return [
-            Neighbor(product=Product.model_validate(row), score=s, similarity=s)
-            for row in rows
-            for s in (1.0 - float(row["distance"]),)
-        ]
+        return _by_similarity(rows)
 
     def _candidates(
         self,
@@ -226,3 +218,14 @@ class VectorSearch(Table):
                     ]
                 )
         return result
+
+
+def _by_similarity(rows: Sequence[dict[str, Any]]) -> list[Neighbor]:
+    """Rows with a cosine ``distance`` as neighbours scored by their similarity."""
+    neighbors = []
+    for row in rows:
+        similarity = 1.0 - float(row["distance"])
+        neighbors.append(
+            Neighbor(product=Product.model_validate(row), score=similarity, similarity=similarity)
+        )
+    return neighbors

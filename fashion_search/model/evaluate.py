@@ -23,6 +23,7 @@ import numpy as np
 
 from fashion_search.catalog.models import ProductFields
 from fashion_search.ingest.classify import vote
+from fashion_search.learning.judged_queries import answerable, evaluate_judged, judged_queries
 from fashion_search.model.data import TRAINING_PHRASING, ProductImages, attribute_text
 from fashion_search.model.embed import embed_images, embed_texts
 from fashion_search.model.factory import Clip
@@ -129,8 +130,6 @@ def judged_precision(
 ) -> dict[str, float]:
     """Mean P@10 of the judged queries (:mod:`fashion_search.learning.judged_queries`) by the
     model alone over ``images``: all of them, and those outside the catalog's vocabulary."""
-    from fashion_search.learning.judged_queries import answerable, evaluate_judged, judged_queries
-
     asked = answerable(judged_queries(), fields, JUDGED_MIN_RELEVANT)
     if not asked:
         return {}

@@ -19,7 +19,7 @@ from torch import nn
 
 from fashion_search.model.embed import normalize_pixels
 from fashion_search.model.factory import Clip
-from fashion_search.model.onnx_export import IMAGE_INPUT, OPSET, OUTPUT
+from fashion_search.model.onnx_export import IMAGE_INPUT, export_module
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -30,18 +30,28 @@ def locked(clip: Clip) -> bool:
     return clip.hf_text and hasattr(clip.model.visual, "trunk")
 
 
+class _Trunk(nn.Module):
+    """The image trunk with its input named as the towers' (``pixel_values``)."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pooled features of a batch of preprocessed images."""
+        features: torch.Tensor = self.trunk(pixel_values)
+        return features
+
+
 def _trunk_session(clip: Clip, folder: Path) -> Any:
     import onnxruntime as ort
 
-    path = folder / "trunk.onnx"
     example = torch.zeros(2, 3, clip.image_size, clip.image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    program = torch.onnx.export(
-        clip.model.visual.trunk.eval(), (example,), dynamo=True, input_names=[IMAGE_INPUT],
-        output_names=[OUTPUT], dynamic_shapes=({0: batch},), opset_version=OPSET,
-        optimize=True, verbose=False,
+    path = export_module(
+        _Trunk(clip.model.visual.trunk).eval(), example, IMAGE_INPUT, {0: batch},
+        folder / "trunk.onnx",
     )  # fmt: skip
-    program.save(str(path), external_data=False)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -118,7 +118,7 @@ def export_image_tower(clip: Clip, path: Path) -> Path:
     """Write the image tower as ONNX with a dynamic batch axis."""
     example = torch.zeros(2, 3, clip.image_size, clip.image_size)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    return _export(ImageTower(export_ready(clip)), example, IMAGE_INPUT, {0: batch}, path)
+    return export_module(ImageTower(export_ready(clip)), example, IMAGE_INPUT, {0: batch}, path)
 
 
 def export_text_tower(clip: Clip, path: Path) -> Path:
@@ -128,10 +128,10 @@ def export_text_tower(clip: Clip, path: Path) -> Path:
     length = torch.export.Dim("sequence", min=2, max=clip.context_length)
     module = TextTower(export_ready(clip))
     kind = "bert" if clip.hf_text else "vit"
-    return _export(module, example, TEXT_INPUT, {0: batch, 1: length}, path, kind)
+    return export_module(module, example, TEXT_INPUT, {0: batch, 1: length}, path, kind)
 
 
-def _export(
+def export_module(
     module: torch.nn.Module,
     example: torch.Tensor,
     input_name: str,
@@ -139,6 +139,8 @@ def _export(
     path: Path,
     model_type: str = "vit",
 ) -> Path:
+    """Write ``module`` (one input, named ``input_name``, with ``axes`` dynamic) as ONNX at
+    ``path``, with ONNX Runtime's offline fusions for ``model_type``."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     program = torch.onnx.export(
