@@ -25,7 +25,7 @@ from bench.baseline import raw_image_rate
 from bench.report import Report, Table, add_markdown_option
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
-from fashion_search.settings import get_settings
+from fashion_search.settings import get_settings, variable
 from stack.airflow import LocalAirflow
 from stack.postgres import create_database
 
@@ -48,7 +48,7 @@ def main() -> None:
     admin = make_conninfo(settings.database.url, dbname="postgres")
     create_database(admin, database)
     url = make_conninfo(settings.database.url, dbname=database)
-    env = {**os.environ, "FS_DATABASE": database, "FS_DATABASE_URL": url,
+    env = {**os.environ, variable("database.name"): database, variable("database.url"): url,
            "FS_DAG_TASK_RETRIES": "0"}  # fmt: skip
     try:
         airflow = LocalAirflow(settings, settings.stack.state_dir / "airflow")

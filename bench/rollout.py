@@ -38,6 +38,7 @@ from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows import rollout
 from fashion_search.workflows.catalog import load_products
+from model_server.export import export_version
 from stack.postgres import create_database
 from stack.process import ManagedProcess
 
@@ -89,14 +90,15 @@ def main() -> None:
     create_database(admin, settings.database.name)
     for seed in (0, 1):  # A becomes the champion (the first version), B is registered
         train_and_register(settings, ModelSpec(args.architecture), TrainConfig(epochs=0, seed=seed),
-                           settings.dataset_source, limit=256, progress=False)  # fmt: skip
+                           settings.dataset_source, export_version, limit=256,
+                           progress=False)  # fmt: skip
     server = _start_model_server(settings, Path(tempfile.mkdtemp(prefix="bench-rollout-")))
     try:
         migrate(settings.database.url, settings.database.embedding_dim)
         loaded = load_products(settings, settings.dataset_source, args.limit)
         report.add(
-            f"catalog: {loaded['loaded']} products embedded by version {loaded['model_version']}"
-            f" ({args.architecture}, untrained) in {loaded['seconds']} s"
+            f"catalog: {loaded.loaded} products embedded by version {loaded.model_version}"
+            f" ({args.architecture}, untrained) in {loaded.seconds} s"
         )
         with (
             create_pool(settings) as pool,
@@ -106,8 +108,8 @@ def main() -> None:
             service = SearchService(settings, catalog, ObjectStore(settings), client)
             idle = {c: _search_load(service, args.requests, c) for c in (1, 8)}
             rollout.prepare(settings, "2")
-            built: dict[str, Any] = {}
-            builder = threading.Thread(target=lambda: built.update(rollout.build(settings, "2")))
+            built: list[rollout.Built] = []
+            builder = threading.Thread(target=lambda: built.append(rollout.build(settings, "2")))
             builder.start()
             time.sleep(5)  # into the build
             during = {c: _search_load(service, args.requests, c) for c in (1, 8)}
@@ -127,10 +129,10 @@ def main() -> None:
                     sql.Identifier(settings.database.name)))  # fmt: skip
 
     report.add(Table("Rollout", ["step", "value"], [
-        ["products embedded by the build", built["embedded"]],
-        ["build time (s)", built["seconds"]],
-        ["build images/s", round(built["embedded"] / built["seconds"], 1)],
-        ["switch transaction (ms)", switched["switch_ms"]],
+        ["products embedded by the build", built[0].embedded],
+        ["build time (s)", built[0].seconds],
+        ["build images/s", round(built[0].embedded / built[0].seconds, 1)],
+        ["switch transaction (ms)", switched.switch_ms],
         ["ready -> first search answered by the new version (ms)", round(to_serving_ms, 1)],
         *[[f"disk, version {v} (MB)", round(mb, 1)] for v, mb in sizes.items()],
     ]))  # fmt: skip

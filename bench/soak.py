@@ -31,6 +31,7 @@ from fashion_search.ingest.dead_letters import read_dead_letters
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows.uploads import reconcile_uploads
+from functions.events.bucket_event import build_bucket_event_function
 from stack.faults import outage, uploaded_versions
 
 ROLES = ("postgres", "kafka", "s3")
@@ -111,7 +112,8 @@ def soak(settings: Settings, items: list[DatasetItem], every_s: float, down_s: f
         time.sleep(1.0)
     run.drain_s = time.monotonic() - uploaded
     run.lost_before = _missing(run, _catalog(settings, run.prefix))
-    run.reconciled = reconcile_uploads(settings, min_age_s=0.0)["outcomes"]
+    function = build_bucket_event_function(settings)
+    run.reconciled = reconcile_uploads(settings, function, min_age_s=0.0).outcomes
     found = _catalog(settings, run.prefix)
     run.lost = _missing(run, found)
     run.duplicated = sum(len(etags) - 1 for etags in found.values())

@@ -33,9 +33,12 @@ CATALOG_ASSET = Asset("fashion_search_catalog")
 
 #: The catalog's shards: the mapped tasks of a bulk embedding (recreate_prod_database) and of a
 #: rollout's build, each ``{"index": i, "count": n}`` (fashion_search.catalog.shards.Shard), as
-#: many as ``FS_CATALOG_SHARDS`` (its default, 2, is the settings' own: tests/test_dags.py).
+#: many as ``FS_DATABASE__SHARDS`` (or its former name; its default, 2, is the settings' own:
+#: tests/test_dags.py).
 CATALOG_SHARDS = [
     {"index": i, "count": n}
-    for n in [int(os.environ.get("FS_CATALOG_SHARDS", "2"))]
+    for n in [
+        int(os.environ.get("FS_DATABASE__SHARDS") or os.environ.get("FS_CATALOG_SHARDS", "2"))
+    ]
     for i in range(n)
 ]

@@ -32,15 +32,18 @@ def train_model(
     source: str | None, limit: int | None, epochs: int | None, batch_size: int | None,
     lr: float | None, seed: int | None, precision: str | None, feedback: bool,
 ) -> dict[str, Any]:  # fmt: skip
+    from dataclasses import asdict
+
     from fashion_search.settings import get_settings
     from fashion_search.workflows.finetune import train_model
+    from model_server.export import export_version
 
     settings = get_settings()
-    return train_model(
-        settings, source or settings.dataset_source, architecture, pretrained,
+    return asdict(train_model(
+        settings, source or settings.dataset_source, export_version, architecture, pretrained,
         split_version, limit, bool(feedback), epochs=epochs, batch_size=batch_size, lr=lr,
         seed=seed, precision=precision,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 @task
@@ -52,38 +55,44 @@ def items_of(report: dict[str, Any], key: str) -> list[Any]:
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
 def prepare_rollout(trained: dict[str, Any] | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from fashion_search.settings import get_settings
     from fashion_search.workflows.finetune import latest_training
     from fashion_search.workflows.rollout import prepare, retire_expired
 
     settings = get_settings()
-    trained = trained or latest_training(settings)  # None: train_model marked done
-    retired = retire_expired(settings)["retired"]  # versions whose rollback window ended
+    trained = trained or asdict(latest_training(settings))  # None: train_model marked done
+    retired = retire_expired(settings)  # versions whose rollback window ended
     if not trained["better"]:
         return {"skipped": f"version {trained['version']} does not beat the champion",
                 "retired": retired}  # fmt: skip
-    return prepare(settings, trained["version"])
+    return asdict(prepare(settings, trained["version"]))
 
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
 def build_candidate(prepared: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from fashion_search.catalog.shards import Shard
     from fashion_search.settings import get_settings
     from fashion_search.workflows.rollout import build
 
     if "skipped" in prepared or prepared["state"] == "serving":
         return {"skipped": prepared.get("skipped", "already serving")}
-    return build(get_settings(), prepared["version"], shard=Shard.from_dict(shard))
+    return asdict(build(get_settings(), prepared["version"], shard=Shard.from_dict(shard)))
 
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
 def switch_serving(prepared: dict[str, Any]) -> dict[str, Any]:
+    from dataclasses import asdict
+
     from fashion_search.settings import get_settings
     from fashion_search.workflows.rollout import switch
 
     if "skipped" in prepared or prepared["state"] == "serving":
         return {**prepared, "skipped": prepared.get("skipped", "already serving")}
-    return switch(get_settings(), prepared["version"])
+    return asdict(switch(get_settings(), prepared["version"]))
 
 
 def roll_out(trained: Any) -> Any:

@@ -1,6 +1,7 @@
 """reconcile_uploads: every FS_RECONCILE_INTERVAL_S (15 minutes by default), compare the
 uploads bucket with the catalog: process the objects whose events were lost, remove the
-products of objects deleted without a removal event (``fashion-search reconcile`` by hand).
+products of objects deleted without a removal event (``python -m functions.events reconcile``
+by hand).
 Each run updates the catalog asset, so ``retrain_on_new_data`` checks the uploads since.
 """
 
@@ -28,10 +29,14 @@ def reconcile_uploads() -> None:
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, outlets=[CATALOG_ASSET])
     def reconcile() -> dict[str, Any]:
+        from dataclasses import asdict
+
         from fashion_search.settings import get_settings
         from fashion_search.workflows.uploads import reconcile_uploads
+        from functions.events.bucket_event import build_bucket_event_function
 
-        return reconcile_uploads(get_settings())
+        settings = get_settings()
+        return asdict(reconcile_uploads(settings, build_bucket_event_function(settings)))
 
     reconcile()
 

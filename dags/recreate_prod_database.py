@@ -2,7 +2,7 @@
 store, each batch embedded through the model server, rows bulk-inserted with their
 embeddings), then embed what is left (say, after the model server was unreachable).
 
-The load and the embedding run as mapped tasks (``FS_CATALOG_SHARDS`` of each): the load by
+The load and the embedding run as mapped tasks (``FS_DATABASE__SHARDS`` of each): the load by
 ranges of dataset rows, the embedding by shards of product ids; each can run on any worker
 against any model-server replica. Into an empty catalog the rows go without the HNSW index,
 which the teardown task builds once at the end, whatever happened before.
@@ -36,43 +36,53 @@ def recreate_prod_database() -> None:
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def create_schema(reset: bool) -> dict[str, Any]:
+        from dataclasses import asdict
+
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import create_schema
 
-        return create_schema(get_settings(), reset=bool(reset))
+        return asdict(create_schema(get_settings(), reset=bool(reset)))
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def plan_load(source: str | None, limit: int | None) -> dict[str, Any]:
+        from dataclasses import asdict
+
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import plan_load
 
         settings = get_settings()
-        return plan_load(
-            settings, source or settings.dataset_source, limit, settings.database.shards
+        return asdict(
+            plan_load(settings, source or settings.dataset_source, limit, settings.database.shards)
         )
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False, outlets=[CATALOG_ASSET])
     def load_part(source: str | None, offset: int, limit: int | None) -> dict[str, Any]:
+        from dataclasses import asdict
+
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import load_part
 
         settings = get_settings()
-        return load_part(settings, source or settings.dataset_source, offset, limit)
+        return asdict(load_part(settings, source or settings.dataset_source, offset, limit))
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def embed_shard(shard: dict[str, int]) -> dict[str, Any]:
+        from dataclasses import asdict
+
         from fashion_search.catalog.shards import Shard
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import embed_products
 
-        return embed_products(get_settings(), shard=Shard.from_dict(shard))
+        return asdict(embed_products(get_settings(), shard=Shard.from_dict(shard)))
 
     @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
     def finish_load() -> dict[str, Any]:
+        from dataclasses import asdict
+
         from fashion_search.settings import get_settings
         from fashion_search.workflows.catalog import finish_load
 
-        return finish_load(get_settings())
+        return asdict(finish_load(get_settings()))
 
     schema = create_schema(reset="{{ params.reset }}")
     plan = plan_load(source="{{ params.source }}", limit="{{ params.limit }}")

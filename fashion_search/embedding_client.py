@@ -23,22 +23,35 @@ from fashion_search.rpc import embedding_pb2_grpc as pb_grpc
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 _MAX_MESSAGE = 96 * 1024 * 1024
+#: The longest a channel waits between attempts to reach a model server that is down.
+MAX_RECONNECT_BACKOFF_MS = 1000
 
 
 class EmbeddingRequestError(FashionSearchError):
     """The model server refused the input (bad or oversized text or image)."""
 
+    http_status = 422
+
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.grpc_code = code.name
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            self.http_status = 413
 
 
 class ModelVersionNotLoadedError(EmbeddingRequestError):
-    """The model server does not hold the version asked for (FAILED_PRECONDITION)."""
+    """The model server does not hold the version asked for (FAILED_PRECONDITION): it is
+    still loading it, so try again shortly."""
+
+    http_status = 503
 
 
 class ModelServerUnavailableError(FashionSearchError):
     """The model server cannot be reached or did not answer in time."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
 
 
 class ModelServerOverloadedError(ModelServerUnavailableError):
@@ -130,6 +143,11 @@ class EmbeddingClient:
                 ("grpc.max_receive_message_length", _MAX_MESSAGE),
                 ("grpc.enable_retries", 1),
                 ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+                # reconnect to a server that was down within a second of its return (gRPC's
+                # default backoff grows to two minutes)
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.min_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ],
         )
         self._stub = pb_grpc.EmbeddingServiceStub(self._channel)

@@ -33,7 +33,7 @@ from fashion_search.errors import (
     ObjectChangedError,
     ObjectNotFoundError,
 )
-from fashion_search.settings import Settings
+from fashion_search.settings import Settings, variable
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -84,7 +84,7 @@ def validate_object_key(key: str) -> str:
 
 
 def fixed_keys(settings: Settings) -> tuple[str, str] | None:
-    """The settings' key pair (``FS_S3_ACCESS_KEY``, ``FS_S3_SECRET_KEY``); None when both are
+    """The settings' key pair (``storage.access_key``, ``storage.secret_key``); None when both are
     empty, so boto3's standard chain decides (environment with a session token, shared files,
     container or instance role: on Lambda, the function's role). PartialCredentialsError when
     only one of them is set."""
@@ -92,7 +92,7 @@ def fixed_keys(settings: Settings) -> tuple[str, str] | None:
     if not (storage.access_key or storage.secret_key):
         return None
     if not (storage.access_key and storage.secret_key):
-        missing = "FS_S3_SECRET_KEY" if storage.access_key else "FS_S3_ACCESS_KEY"
+        missing = variable("storage.secret_key" if storage.access_key else "storage.access_key")
         raise PartialCredentialsError(provider="settings", cred_var=missing)
     return storage.access_key, storage.secret_key
 

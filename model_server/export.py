@@ -1,9 +1,9 @@
 """Export a registered version once: its ONNX towers (fp32, int8, fp16), a torch-free tokenizer and
 ``model.json``, logged as artifacts of the version's MLflow run (:mod:`model_server.artifacts`).
 
-Needs the ``export`` extra (torch, open_clip, onnx). ``finetune`` runs it right after
-registering, ``fashion-search export --version N`` on demand, and the model server only for a
-version it must serve that has no export yet.
+Needs the ``export`` extra (torch, open_clip, onnx). Training runs it right after registering,
+``python -m model_server export --version N`` on demand, and the model server only for a version
+it must serve that has no export yet.
 """
 
 from __future__ import annotations

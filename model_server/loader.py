@@ -119,7 +119,7 @@ def recorded_manifest_sha256(client: MlflowClient, version: RegisteredVersion) -
 
 
 def _reexport_hint(version: RegisteredVersion) -> str:
-    return f"re-export it: `fashion-search export --version {version.version}`"
+    return f"re-export it: `python -m model_server export --version {version.version}`"
 
 
 def checked_manifest(
@@ -213,8 +213,8 @@ def _export_here(settings: Settings, client: MlflowClient, version: RegisteredVe
         raise ExportMissingError(
             f"version {version.version} of {version.name!r} has no ONNX export of revision"
             f" {EXPORT_REVISION}, and this machine cannot make one (no {', '.join(missing)}):"
-            f" run `fashion-search export --version {version.version}` where the export extra"
-            " is installed, or install it here (pip install 'fashion-search[export]')"
+            f" run `python -m model_server export --version {version.version}` where the export"
+            " extra is installed, or install it here (pip install 'fashion-search[export]')"
         )
     from model_server.export import export_version  # torch: only on this path
 

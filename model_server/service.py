@@ -229,10 +229,8 @@ class EmbeddingService(pb_grpc.EmbeddingServiceServicer):
             pixels = list(
                 self._preprocessing.map(slot.model.preprocessor(limits.max_image_pixels), images)
             )
-        except InvalidImageError as error:
-            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except ImageTooLargeError as error:
-            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        except (InvalidImageError, ImageTooLargeError) as error:
+            _abort(context, grpc.StatusCode[error.grpc_code], str(error))
         embeddings, version = slot.images.submit(pixels)
         log.info("EmbedImages n=%d %.1f ms", len(images), (time.perf_counter() - started) * 1000)
         return _response(embeddings, version)

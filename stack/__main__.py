@@ -7,9 +7,9 @@ import logging
 import os
 import sys
 
-from fashion_search.settings import Settings, get_settings
+from fashion_search.settings import Settings, get_settings, variable
 from stack.orchestrator import DEFAULT_ROLES, ROLES, down, service, setup, status, up
-from stack.secrets import ensure as ensure_secrets
+from stack.secrets import prepare, secrets_file
 from stack.service import StackError
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
             "services", nargs="*", type=_role, metavar="SERVICE", help=f"default: {default}"
         )
         if name == "up":
-            p.add_argument("--profile", choices=["native", "pip"], help="FS_PROFILE")
+            p.add_argument("--profile", choices=["native", "pip"], help="FS_STACK__PROFILE")
         else:
             p.add_argument("--purge", action="store_true", help="also delete their data")
     commands.add_parser("status", help="what runs, with which implementation")
@@ -43,10 +43,11 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if getattr(args, "profile", None):
-        os.environ["FS_PROFILE"] = args.profile  # before the settings read the secrets file
+        os.environ[variable("stack.profile")] = args.profile  # before the settings are read
     settings = get_settings()
-    if args.command == "up" and ensure_secrets(settings.stack.secrets_file):
-        get_settings.cache_clear()  # the owner's credentials are in the new file
+    if args.command == "up":
+        prepare(settings)
+        get_settings.cache_clear()  # the owner's credentials are in the file just written
         settings = get_settings()
     roles = tuple(
         getattr(args, "services", None) or (ROLES if args.command == "down" else DEFAULT_ROLES)
@@ -80,7 +81,10 @@ def _print_status(settings: Settings) -> int:
         if row.fallback:
             print(f"WARNING: {row.role} is a FALLBACK ({row.implementation})", file=sys.stderr)
     print(f"logs: {settings.stack.state_dir / 'logs'}")
-    print(f"secrets: {settings.stack.secrets_file} (mode 0600; owner and per-component users)")
+    print(f"secrets: {secrets_file(settings.stack)} (mode 0600; owner and per-component users)")
+    print(
+        f"settings: {settings.stack.local_env_file} (the owner's, read unless FS_ENV_FILE is set)"
+    )
     return 0 if all(r.pid for r in rows) else 3
 
 

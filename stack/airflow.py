@@ -1,13 +1,14 @@
 """Apache Airflow 3 in its own virtual environment (its pinned dependencies and the project's
 do not fit in one): the server ``make up`` runs (scheduler, DAG processor, API server with the
-UI on ``FS_AIRFLOW_PORT``, the simple auth manager's one user ``admin`` with the password of
-the secrets file), and ``dag.test()`` runs of the project's DAGs against the local stack:
+UI on ``FS_STACK__AIRFLOW_PORT``, the simple auth manager's one user ``admin`` with the password
+of the secrets file), and ``dag.test()`` runs of the project's DAGs against the local stack:
 
     python -m stack.airflow test recreate_prod_database --conf '{"limit": 2000}'
 
-Each has its own home and SQLite metadata database under ``$FS_STATE_DIR`` (``airflow-server``,
-``airflow``), so a test run never meets the scheduler. Tasks run in the project's Python
-(``@task.external_python``), with the ``FS_*`` settings of this environment: the owner's.
+Each has its own home and SQLite metadata database under ``$FS_STACK__STATE_DIR``
+(``airflow-server``, ``airflow``), so a test run never meets the scheduler. Tasks run in the
+project's Python (``@task.external_python``), with the ``FS_*`` settings of this environment
+(and the local stack's dotenv file): the owner's.
 """
 
 from __future__ import annotations

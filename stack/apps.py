@@ -7,7 +7,7 @@ lack an embedding from the served version, then starts the API, the UI, the buck
 dispatcher (uploads -> Kafka -> function; it relays feedback too) and Airflow (API server and
 UI, scheduler, DAG processor: :mod:`stack.airflow`), and prints their URLs and Airflow's admin
 password. Each runs under :mod:`stack.supervisor`, which restarts it when it dies
-(``FS_RESTART_*`` backoff), with only its own role's credentials (:func:`app_environment`);
+(``FS_STACK__RESTART_*`` backoff), with only its own role's credentials (:func:`app_environment`);
 training, embedding and Airflow's tasks (admin jobs) run as the owner.
 ``python -m stack.apps down`` stops them for good; ``python -m stack.apps check NAME`` exits
 0 when that app is ready (compose's healthchecks run it). Pid files and logs sit with the stack's.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from psycopg.conninfo import make_conninfo
 
 from fashion_search.embedding_client import EmbeddingClient
-from fashion_search.settings import REPO_ROOT, Settings, get_settings
+from fashion_search.settings import ENV_FILE_VARIABLE, REPO_ROOT, Settings, get_settings, variable
 from stack import airflow
 from stack.process import ManagedProcess
 from stack.secrets import (
@@ -65,7 +65,8 @@ class App:
     environment: Callable[[Settings], dict[str, str]] | None = None
 
 
-#: The apps that serve Prometheus metrics, in the order of their ports (``FS_METRICS_PORTS_FROM``).
+#: The apps that serve Prometheus metrics, in the order of their ports
+#: (``FS_STACK__METRICS_PORTS_FROM``).
 METRICS_APPS = ("model-server", "api", "dispatcher")
 
 
@@ -123,10 +124,10 @@ def apps(settings: Settings) -> dict[str, App]:
 
 
 def app_environment(settings: Settings, app: App) -> dict[str, str]:
-    """The ``FS_*`` variables that give ``app`` its own credentials and no others: the
-    owner's are not read from the secrets file (``FS_OWNER_CREDENTIALS=false``), so the parts
-    it has no user of are left without credentials. An ``owner`` app gets the owner's (and
-    its own ``environment``)."""
+    """The ``FS_*`` variables that give ``app`` its own credentials and no others: it reads no
+    dotenv file (``FS_ENV_FILE=``, not the owner's settings file), so the parts it has no user
+    of are left without credentials. An ``owner`` app gets the owner's (and its own
+    ``environment``)."""
     extra = app.environment(settings) if app.environment else {}
     if app.owner:
         return extra
@@ -136,19 +137,19 @@ def app_environment(settings: Settings, app: App) -> dict[str, str]:
     needs = (pg_role, s3_user, kafka_user, app.api_key)
     secrets = load_for(settings) if any(needs) else Secrets({})
     env = {
-        "FS_API_KEY": secrets.values[UI_API_KEY] if app.api_key else "",
-        "FS_OWNER_CREDENTIALS": "false",
-        "FS_S3_ACCESS_KEY": s3_user or "",
-        "FS_S3_SECRET_KEY": secrets.s3_users[s3_user] if s3_user else "",
-        "FS_KAFKA_USERNAME": kafka_user or "",
-        "FS_KAFKA_PASSWORD": secrets.kafka_users[kafka_user] if kafka_user else "",
+        ENV_FILE_VARIABLE: "",
+        variable("access.api_key"): secrets.values[UI_API_KEY] if app.api_key else "",
+        variable("storage.access_key"): s3_user or "",
+        variable("storage.secret_key"): secrets.s3_users[s3_user] if s3_user else "",
+        variable("kafka.username"): kafka_user or "",
+        variable("kafka.password"): secrets.kafka_users[kafka_user] if kafka_user else "",
     }
     if app.name in METRICS_APPS:
-        env["FS_METRICS_PORT"] = str(
+        env[variable("telemetry.metrics_port")] = str(
             settings.stack.metrics_ports_from + METRICS_APPS.index(app.name)
         )
     if pg_role:
-        env["FS_DATABASE_URL"] = make_conninfo(
+        env[variable("database.url")] = make_conninfo(
             settings.database.url, user=pg_role, password=secrets.pg_passwords[pg_role]
         )
     return {**env, **extra}
@@ -179,9 +180,9 @@ def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
     print(f"{app.name}: running (pid {process.pid()}, log {process.log_file})")
 
 
-def _cli(*args: str, env: dict[str, str] | None = None) -> None:
+def _cli(*args: str, env: dict[str, str] | None = None, module: str = "fashion_search.cli") -> None:
     subprocess.run(
-        [sys.executable, "-m", "fashion_search.cli", *args],
+        [sys.executable, "-m", module, *args],
         check=True, cwd=REPO_ROOT, env={**os.environ, **(env or {})},
     )  # fmt: skip
 
@@ -202,7 +203,7 @@ def up(settings: Settings) -> None:
     programs = apps(settings)
     if not _has_champion(settings):
         print("no registered champion: training the offline default model (~25 min on 2 cores)")
-        _cli("train")
+        _cli("train", module="model_server")
     start(settings, programs["model-server"])
     _cli("embed")
     # The UI's own key (search scope), registered once from the secrets file.

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 from fashion_search.ingest.publisher import SASL_MECHANISM
-from fashion_search.settings import KAFKA_ADMIN_USER, Settings
-from stack.secrets import load_for
+from fashion_search.settings import Settings
+from stack.secrets import KAFKA_ADMIN_USER, load_for
 from stack.service import ASSETS, Service, require_tool, run_checked
 from stack.topics import ensure_topics, kafka_ready
 

@@ -95,14 +95,15 @@ def up(settings: Settings, roles: tuple[str, ...] = DEFAULT_ROLES) -> list[str]:
     """Install (concurrently, cached) and start ``roles`` in order, each then given its users and
     passwords (:mod:`stack.access`); returns the roles started.
 
-    The secrets file is created first if missing: build ``settings`` after it exists
-    (:func:`stack.secrets.ensure`), as their owner credentials come from it."""
+    The secrets file is created first if missing, and the owner's settings file rewritten once
+    the broker is chosen: build ``settings`` after :func:`stack.secrets.prepare`, as their owner
+    credentials come from that file."""
     unknown = set(roles) - set(ROLES)
     if unknown:
         raise StackError(f"unknown services {sorted(unknown)}; known: {', '.join(ROLES)}")
     settings.stack.state_dir.mkdir(parents=True, exist_ok=True)
-    if secrets.ensure(settings.stack.secrets_file):
-        log.info("generated the stack's secrets in %s", settings.stack.secrets_file)
+    if secrets.ensure(secrets.secrets_file(settings.stack)):
+        log.info("generated the stack's secrets in %s", secrets.secrets_file(settings.stack))
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     ordered = [r for r in ROLES if r in roles]
     started = time.perf_counter()
@@ -114,6 +115,7 @@ def up(settings: Settings, roles: tuple[str, ...] = DEFAULT_ROLES) -> list[str]:
     choices = _saved_choices(settings)
     choices.update({role: type(service).__name__ for role, service in services.items()})
     _choices_file(settings).write_text(json.dumps(choices, indent=2))
+    secrets.write_local_env(settings)  # the owner's Kafka user only on a broker with SASL
     newly_started = []
     for role, service in services.items():
         t0 = time.perf_counter()

@@ -23,9 +23,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from fashion_search.settings import PG_SUPERUSER
 from stack.access import apply_postgres
-from stack.secrets import PG_REPLICATION_ROLE, load_for
+from stack.secrets import PG_REPLICATION_ROLE, PG_SUPERUSER, load_for
 from stack.service import Service, run_checked
 
 PG_USER = "postgres"  # the OS user the server runs as (when started as root)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fashion_search.settings import S3_ROOT_USER
 from fashion_search.storage import ObjectStore
-from stack.secrets import KAFKA_MINIO_USER, load_for
+from stack.secrets import KAFKA_MINIO_USER, S3_ROOT_USER, load_for
 from stack.service import Service, http_get, python_venv, require_tool, run_checked
 
 #: MinIO's last source-only publication resolvable through the Go module proxy (a commit of

@@ -1,15 +1,17 @@
 """The local stack's generated secrets: one random password per role and user, written once.
 
 ``python -m stack up`` (or ``python -m stack.secrets [PATH]``) creates
-``{FS_STATE_DIR}/secrets.env`` if it is missing: ``KEY=VALUE`` lines (docker compose reads such
-a file with ``--env-file``/``env_file``), mode 0600, each value from
+``{FS_STACK__STATE_DIR}/secrets.env`` if it is missing: ``KEY=VALUE`` lines (docker compose reads
+such a file with ``--env-file``/``env_file``), mode 0600, each value from
 :func:`secrets.token_urlsafe` (32 characters of ``[A-Za-z0-9_-]``: safe in a URL, a JAAS or
 ``--add-scram`` option and JSON, within MinIO's 8-40). Nothing is ever regenerated: the
 servers' data holds these passwords (``down --purge`` deletes both). Variables of the
 environment with the same names win over the file (a compose setup container gets them so).
 
-The settings (:mod:`fashion_search.settings`) read the owner's credentials from this file
-themselves; :mod:`stack.access` gives every other role and user its password.
+The owner's credentials (PostgreSQL superuser, MinIO root user, Kafka admin user) reach every
+process as ordinary settings: ``python -m stack up`` writes them to
+``{FS_STACK__STATE_DIR}/local.env`` (:func:`write_local_env`), the dotenv file the settings read
+after the environment; :mod:`stack.access` gives every other role and user its password.
 """
 
 from __future__ import annotations
@@ -21,15 +23,26 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from fashion_search.settings import (
-    KAFKA_ADMIN_USER,
-    OWNER_SECRETS,
-    PG_SUPERUSER,
-    S3_ROOT_USER,
+    LOCAL_DATABASE_USER,
+    LOCAL_HOST,
     Settings,
-    read_env_file,
+    StackSettings,
+    variable,
 )
+
+#: The local stack's owners: PostgreSQL superuser, MinIO root user, Kafka admin user...
+PG_SUPERUSER = LOCAL_DATABASE_USER
+S3_ROOT_USER = "fashion-root"
+KAFKA_ADMIN_USER = "fashion-admin"
+#: ...and the variables of the secrets file with their passwords.
+OWNER_SECRETS = {
+    PG_SUPERUSER: "FS_SECRET_PG_OWNER",
+    S3_ROOT_USER: "FS_SECRET_S3_ROOT",
+    KAFKA_ADMIN_USER: "FS_SECRET_KAFKA_ADMIN",
+}
 
 # PostgreSQL roles (besides the superuser PG_SUPERUSER, the owner of every catalog table).
 PG_API_ROLE = "fashion_api"
@@ -76,6 +89,22 @@ VARIABLES = (
     *PG_PASSWORDS.values(), *S3_PASSWORDS.values(), *KAFKA_PASSWORDS.values(),
     AIRFLOW_ADMIN_PASSWORD, GRAFANA_ADMIN_PASSWORD, UI_API_KEY,
 )  # fmt: skip
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of an env file (blank lines and ``#`` comments skipped); empty
+    when the file is missing or unreadable."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.strip().startswith("#")}
+
+
+def secrets_file(stack: StackSettings) -> Path:
+    """The generated secrets of the local stack (mode 0600, KEY=VALUE lines)."""
+    return stack.state_dir / "secrets.env"
 
 
 def _fresh(name: str) -> str:
@@ -156,15 +185,58 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Secrets:
 
 def load_for(settings: Settings) -> Secrets:
     """The secrets of the stack ``settings`` describe."""
-    return load(settings.stack.secrets_file)
+    return load(secrets_file(settings.stack))
+
+
+def owner_settings(settings: Settings, secrets: Secrets) -> dict[str, str]:
+    """The variables that make a process the owner of the local stack ``settings`` describe:
+    its database as the superuser, MinIO's root user, Kafka's admin (none on the fallback
+    broker: it has no SASL)."""
+    stack, password = settings.stack, quote(secrets.owner(PG_SUPERUSER), safe="")
+    address = f"{LOCAL_HOST}:{stack.pg_port}/{settings.database.name}"
+    env = {
+        variable("database.url"): f"postgresql://{PG_SUPERUSER}:{password}@{address}",
+        variable("storage.access_key"): S3_ROOT_USER,
+        variable("storage.secret_key"): secrets.owner(S3_ROOT_USER),
+    }
+    if not stack.kafka_is_plaintext():
+        env[variable("kafka.username")] = KAFKA_ADMIN_USER
+        env[variable("kafka.password")] = secrets.owner(KAFKA_ADMIN_USER)
+    return env
+
+
+def write_local_env(settings: Settings) -> Path:
+    """(Re)write the local stack's dotenv file of settings (mode 0600) with its owner's
+    credentials (:func:`owner_settings`): what a process started in a plain shell reads after
+    its environment. Returns its path."""
+    path = settings.stack.local_env_file
+    lines = ["# Written by python -m stack up: the local stack's owner. Never commit or edit."]
+    lines += [f"{k}={v}" for k, v in owner_settings(settings, load_for(settings)).items()]
+    partial = path.with_name(f".{path.name}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write("".join(f"{line}\n" for line in lines))
+    partial.replace(path)
+    return path
+
+
+def prepare(settings: Settings) -> bool:
+    """Create the secrets file of the stack ``settings`` describe if missing, and write its
+    owner's settings (build the settings again to read them). Returns whether the secrets
+    were generated."""
+    generated = ensure(secrets_file(settings.stack))
+    write_local_env(settings)
+    return generated
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m stack.secrets [PATH]``: create the secrets file if missing; print its path."""
     parser = argparse.ArgumentParser(prog="python -m stack.secrets", description=__doc__)
-    parser.add_argument("path", nargs="?", type=Path, help="default: {FS_STATE_DIR}/secrets.env")
+    parser.add_argument(
+        "path", nargs="?", type=Path, help="default: {FS_STACK__STATE_DIR}/secrets.env"
+    )
     args = parser.parse_args(argv)
-    path = args.path or Settings().stack.secrets_file
+    path = args.path or secrets_file(Settings().stack)
     ensure(path)
     print(path)
     return 0

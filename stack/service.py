@@ -153,7 +153,7 @@ class Service(ABC):
         if port_in_use(self.port):
             raise StackError(
                 f"{self.role}: port {self.port} is in use by a process this stack did not start;"
-                f" stop it or choose another port (FS_*_PORT)"
+                f" stop it or choose another port (FS_STACK__*_PORT)"
             )
         self.prepare()
         self.process.start(self.command(), self.environment(), user=self.run_as())

@@ -23,7 +23,7 @@ from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, up
 from stack.postgres import create_database
 from stack.process import ManagedProcess
-from stack.secrets import ensure as ensure_secrets
+from stack.secrets import prepare
 from stack.service import http_ok
 from tests.helpers import database, start_process
 
@@ -46,7 +46,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack_settings() -> Iterator[Settings]:
     """Settings of the running stack (as its owner); starts what is not running and stops only
     that after."""
-    ensure_secrets(Settings().stack.secrets_file)  # the owner's credentials are read from it
+    prepare(Settings())  # the stack's secrets, and its owner's settings file the next reads
     settings = Settings()
     started = up(settings)
     yield settings
@@ -149,6 +149,7 @@ def search_settings(
     from fashion_search.model.factory import ModelSpec
     from fashion_search.model.pipeline import train_and_register
     from fashion_search.model.train import TrainConfig
+    from model_server.export import export_version
     from tests.helpers import free_port, start_model_server
 
     run = uuid.uuid4().hex[:6]
@@ -166,7 +167,7 @@ def search_settings(
     )
     train_and_register(
         search, ModelSpec("fashion-tiny"), TrainConfig(epochs=1, batch_size=64, lr=5e-4),
-        search.dataset_source, limit=SEARCH_ROWS, progress=False,
+        search.dataset_source, export_version, limit=SEARCH_ROWS, progress=False,
     )  # fmt: skip
     server = start_model_server(search, tmp_path_factory.mktemp("search-model-server"))
     try:

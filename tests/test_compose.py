@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from fashion_search.settings import REPO_ROOT, Settings, read_env_file
+from fashion_search.settings import REPO_ROOT, Settings
 from stack.compose_cli import compose_command
 from stack.secrets import VARIABLES as COMPOSE_SECRETS
 from stack.secrets import ensure as write_compose_env
+from stack.secrets import read_env_file
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 

@@ -27,6 +27,7 @@ from fashion_search.model.train import TrainConfig
 from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows.splits import split_ids
+from model_server.export import export_version
 from stack.airflow import DagRunResult, LocalAirflow
 from stack.postgres import create_database
 from stack.topics import ensure_topics
@@ -53,7 +54,7 @@ def dags_settings(
     create_database(admin, dags.database.name)
     train_and_register(
         dags, ModelSpec("fashion-tiny"), TrainConfig(epochs=0), dags.dataset_source,
-        limit=ROWS, progress=False,
+        export_version, limit=ROWS, progress=False,
     )  # fmt: skip
     server = start_model_server(dags, tmp_path_factory.mktemp("dags-model-server"))
     try:
@@ -130,7 +131,11 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     assert shards > 1  # the load and the embedding run as mapped tasks, one per part
     # The DAGs read the number in Airflow's Python, without the settings: the same default.
     project = (REPO_ROOT / "dags" / "_project.py").read_text()
-    assert f'os.environ.get("FS_CATALOG_SHARDS", "{Settings().database.shards}")' in project
+    default = Settings().database.shards
+    assert (
+        f'os.environ.get("FS_DATABASE__SHARDS") or os.environ.get("FS_CATALOG_SHARDS", "{default}")'
+        in project
+    )
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 40, "reset": True})
     assert result.state == "success", result.log[-3000:]
     assert _catalog(dags_settings) == [("1", 40)]
@@ -200,10 +205,12 @@ def test_reconcile_uploads_processes_objects_whose_events_were_lost(
     # The objects deleted (their removal events "lost" too), reconciliation removes their
     # products: the catalog is the one loaded above again.
     from fashion_search.workflows.uploads import reconcile_uploads
+    from functions.events.bucket_event import build_bucket_event_function
 
     store.ensure_buckets([settings.storage.uploads_bucket])
     try:
-        assert reconcile_uploads(settings)["outcomes"] == {"removed": 2}
+        function = build_bucket_event_function(settings)
+        assert reconcile_uploads(settings, function).outcomes == {"removed": 2}
     finally:
         store.delete_bucket(settings.storage.uploads_bucket)
     assert _catalog(settings) == [("1", 60)]
@@ -431,6 +438,7 @@ def test_retraining_is_due_when_upload_labels_drift(dags_settings: Settings) -> 
     from fashion_search.learning.retraining import check_retraining
     from fashion_search.model.evaluate import DRIFT_BASELINE
     from fashion_search.workflows.uploads import reconcile_uploads
+    from functions.events.bucket_event import build_bucket_event_function
 
     run = uuid.uuid4().hex[:6]
     settings = dags_settings.replace(
@@ -440,10 +448,11 @@ def test_retraining_is_due_when_upload_labels_drift(dags_settings: Settings) -> 
     )
     store = ObjectStore(settings)
     store.ensure_buckets([settings.storage.uploads_bucket])
+    function = build_bucket_event_function(settings)
     try:
         for item in iter_dataset(settings.dataset_source, offset=ROWS, limit=3):
             store.put(settings.storage.uploads_bucket, f"drift/{item.fields.id}.jpg", item.image)
-        assert reconcile_uploads(settings)["outcomes"] == {"created": 3}
+        assert reconcile_uploads(settings, function).outcomes == {"created": 3}
         with psycopg.connect(settings.database.url) as conn:
             rows = conn.execute(
                 "SELECT (label_confidence->>'articleType')::float FROM products"
@@ -472,5 +481,5 @@ def test_retraining_is_due_when_upload_labels_drift(dags_settings: Settings) -> 
         for key in [o["Key"] for o in store.client.list_objects_v2(
                 Bucket=settings.storage.uploads_bucket).get("Contents", [])]:  # fmt: skip
             store.client.delete_object(Bucket=settings.storage.uploads_bucket, Key=key)
-        reconcile_uploads(settings)  # their products leave the catalog
+        reconcile_uploads(settings, function)  # their products leave the catalog
         store.delete_bucket(settings.storage.uploads_bucket)

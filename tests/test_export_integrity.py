@@ -111,10 +111,10 @@ def test_checked_manifest_needs_the_recorded_sha256(exported: tuple[FakeClient, 
     with pytest.raises(ExportIntegrityError, match="integrity check failed") as error:
         checked_manifest(data.replace(b"fashion-tiny", b"fashion-evil"), recorded, VERSION)
     assert MANIFEST_SHA256_TAG in str(error.value)
-    assert "fashion-search export --version 3" in str(error.value)
+    assert "python -m model_server export --version 3" in str(error.value)
     with pytest.raises(ExportIntegrityError, match="records no SHA-256") as error:
         checked_manifest(data, None, VERSION)
-    assert "fashion-search export --version 3" in str(error.value)
+    assert "python -m model_server export --version 3" in str(error.value)
 
 
 def test_a_recorded_export_is_fetched_and_served(
@@ -154,7 +154,7 @@ def test_an_export_without_a_record_is_refused(
     del client.tags[MANIFEST_SHA256_TAG]
     with pytest.raises(ExportIntegrityError, match="records no SHA-256") as error:
         loader.fetch_version(settings, client, VERSION)
-    assert "fashion-search export --version 3" in str(error.value)
+    assert "python -m model_server export --version 3" in str(error.value)
 
 
 def test_a_recorded_export_whose_model_json_is_gone_is_refused(

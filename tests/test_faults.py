@@ -159,11 +159,13 @@ def _assert_catalog_becomes(
             break
         if reconcile_after_s is not None and time.monotonic() - changed > reconcile_after_s:
             from fashion_search.workflows.uploads import reconcile_uploads
+            from functions.events.bucket_event import build_bucket_event_function
 
             lost = set(expected) - set(found)
             seen = [m for m in outputs.processed + outputs.dead_letters if m.get("key") in lost]
             print(f"reconciling {sorted(lost)}; their messages: {seen}")  # in the test's log
-            mended = sum(reconcile_uploads(settings)["outcomes"].values())
+            function = build_bucket_event_function(settings)
+            mended = sum(reconcile_uploads(settings, function).outcomes.values())
             reconcile_after_s = None
         outputs.drain(1)
     missing = sorted(set(expected) - set(found))
@@ -290,7 +292,9 @@ def test_reconciliation_processes_lost_events_and_removes_deleted_uploads(
     items: list[DatasetItem],
 ) -> None:  # fmt: skip
     from fashion_search.workflows.uploads import reconcile_uploads
+    from functions.events.bucket_event import build_bucket_event_function
 
+    function = build_bucket_event_function(faults_settings)
     for process in dispatchers:  # no consumer: the events of this test are "lost"
         process.stop()
     store = ObjectStore(faults_settings)
@@ -305,17 +309,17 @@ def test_reconciliation_processes_lost_events_and_removes_deleted_uploads(
         }
         store.put(bucket, f"{prefix}broken.jpg", b"not an image")
 
-        first = reconcile_uploads(faults_settings)
-        assert first["outcomes"] == {"created": 6, "dead-letter": 1}
+        first = reconcile_uploads(faults_settings, function)
+        assert first.outcomes == {"created": 6, "dead-letter": 1}
         _assert_catalog_has(faults_settings, prefix, etags)
 
         store.client.delete_object(Bucket=bucket, Key=keys[0])  # its removal event is lost too
         etags[keys[1]] = store.put(bucket, keys[1], items[10].image)  # a new version
         del etags[keys[0]]
-        second = reconcile_uploads(faults_settings)
-        assert second["outcomes"] == {"removed": 1, "updated": 1}  # the broken one: not again
+        second = reconcile_uploads(faults_settings, function)
+        assert second.outcomes == {"removed": 1, "updated": 1}  # the broken one: not again
         _assert_catalog_has(faults_settings, prefix, etags)
-        assert reconcile_uploads(faults_settings)["outcomes"] == {}
+        assert reconcile_uploads(faults_settings, function).outcomes == {}
         assert {k: v for k, v in uploaded_versions(faults_settings, "").items() if not k.startswith(
             prefix)} == before  # fmt: skip
     finally:

@@ -790,7 +790,7 @@ def test_dead_letters_are_listed_and_replayed_idempotently(
     # function: once as a new product, then as a duplicate.
     def cli(*args: str) -> str:
         result = subprocess.run(
-            [sys.executable, "-m", "fashion_search.cli", "dead-letters", *args,
+            [sys.executable, "-m", "functions.events", "dead-letters", *args,
              "--reason", "too-large", "--since", letter["failedAt"]],
             env=child_env(settings), cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
         )  # fmt: skip

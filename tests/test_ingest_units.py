@@ -8,7 +8,8 @@ import json
 import pytest
 
 from fashion_search.catalog.models import ProductFields
-from fashion_search.ingest.classify import vote
+from fashion_search.catalog.vote import vote
+from fashion_search.ingest.classify import PREDICTED_LABELS
 from fashion_search.ingest.events import MalformedEventError, ObjectRemoved, parse_notification
 from functions.events.envelopes import kafka_event, unwrap
 
@@ -98,7 +99,9 @@ def test_vote_weights_neighbours_by_similarity() -> None:
 
 def test_vote_without_neighbours_or_positive_similarity() -> None:
     assert vote([], [], ["article_type"])["article_type"].confidence == 0.0
-    predicted = vote([_fields("Shirts", "Blue"), _fields("Jeans", "Blue")], [-0.2, -0.1])
+    predicted = vote(
+        [_fields("Shirts", "Blue"), _fields("Jeans", "Blue")], [-0.2, -0.1], PREDICTED_LABELS
+    )
     assert predicted["article_type"].confidence == pytest.approx(0.5)
     assert predicted["article_type"].value == "Shirts"  # a tie goes to the nearest
 

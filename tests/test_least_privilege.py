@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 from fashion_search.catalog.migrate import migrate
 from fashion_search.ingest.publisher import kafka_config
-from fashion_search.settings import Settings
+from fashion_search.settings import LEGACY_VARIABLES, Settings, variable
 from fashion_search.storage import ObjectStore
 from stack.orchestrator import status
 from stack.secrets import (
@@ -276,11 +276,12 @@ def test_each_app_gets_its_own_credentials_only(
     from stack.apps import app_environment, apps
 
     environment = app_environment(stack_settings, apps(stack_settings)[app])
-    assert bool(environment["FS_API_KEY"]) == (app == "ui")  # only the UI sends a key
+    assert bool(environment[variable("access.api_key")]) == (app == "ui")  # only the UI's
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     if pg_role is None:
-        monkeypatch.delenv("FS_DATABASE_URL", raising=False)
+        for name in (variable("database.url"), LEGACY_VARIABLES["database.url"]):
+            monkeypatch.delenv(name, raising=False)
     seen = Settings()  # as the app reads its settings
     database = conninfo_to_dict(seen.database.url)
     assert database["user"] == (pg_role or "postgres")

@@ -29,7 +29,6 @@ import grpc
 import numpy as np
 import pytest
 
-from fashion_search import cli
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import (
     EmbeddingClient,
@@ -46,7 +45,7 @@ from fashion_search.model.registry import configure_mlflow, load_version, regist
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
-from model_server import export, loader
+from model_server import commands, export, loader
 from model_server.artifacts import (
     ARTIFACT_DIR,
     EXPORT_FILES,
@@ -82,7 +81,7 @@ def first(model_settings: Settings) -> TrainingOutcome:
     """Version 1: a tiny CLIP trained one epoch, registered and promoted (no champion yet)."""
     return train_and_register(
         model_settings, ModelSpec("fashion-tiny"), TINY, model_settings.dataset_source,
-        limit=ROWS, progress=False,
+        export.export_version, limit=ROWS, progress=False,
     )  # fmt: skip
 
 
@@ -92,7 +91,7 @@ def second(model_settings: Settings, first: TrainingOutcome) -> TrainingOutcome:
     better = TrainConfig(epochs=2, batch_size=64, lr=5e-4, warmup_steps=2, seed=1)
     return train_and_register(
         model_settings, ModelSpec("fashion-tiny"), better, model_settings.dataset_source,
-        limit=ROWS, progress=False,
+        export.export_version, limit=ROWS, progress=False,
     )  # fmt: skip
 
 
@@ -654,14 +653,14 @@ def test_the_export_command(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(cli, "get_settings", lambda: model_settings)
-    assert cli.main(["export", "--version", first.version.version]) == 0
+    monkeypatch.setattr(commands, "get_settings", lambda: model_settings)
+    assert commands.main(["export", "--version", first.version.version]) == 0
     name, version = model_settings.registry.model_name, first.version.version
     assert capsys.readouterr().out.strip() == (
         f"{name} version {version}: ONNX export revision {EXPORT_REVISION} in {ARTIFACT_DIR}/"
         f" of run {first.version.run_id}"
     )
-    assert cli.main(["export", "--version", "999"]) == 2
+    assert commands.main(["export", "--version", "999"]) == 2
     assert f"{name!r} has no version 999" in capsys.readouterr().err
 
 
@@ -785,7 +784,7 @@ def test_a_version_without_its_export_is_refused_without_torch_and_exported_with
     assert done.returncode == 0, done.stderr[-3000:]
     message = done.stdout.strip()
     assert message.startswith(f"refused: version {version.version} of {version.name!r}"), message
-    assert f"fashion-search export --version {version.version}" in message
+    assert f"python -m model_server export --version {version.version}" in message
     assert "no torch" in message
     assert loader.remote_manifest(client, version) is None
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]

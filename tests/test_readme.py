@@ -75,16 +75,20 @@ def test_cli_commands_parse() -> None:
 
 
 def test_module_commands_parse() -> None:
+    from functions.events.__main__ import build_parser as events_parser
     from functions.local_invoke import build_parser as local_invoke_parser
+    from model_server.commands import build_parser as model_server_parser
     from stack.airflow import build_parser as airflow_parser
 
-    for module, parser in (("stack.airflow", airflow_parser), ("functions.local_invoke",
-                                                               local_invoke_parser)):  # fmt: skip
+    for module, parser in (
+        ("stack.airflow", airflow_parser),
+        ("functions.local_invoke", local_invoke_parser),
+        ("functions.events", events_parser),
+        ("model_server", model_server_parser),
+    ):
         assert _python_module(module), module
         for argv in _python_module(module):
             parser().parse_args(argv)
-    for argv in _python_module("model_server"):
-        assert argv == []
 
 
 def test_uv_is_found_without_it_on_path(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """Each deployable role's entry points load only what its extra in pyproject.toml declares: no
-torch, open_clip, streamlit or playwright where the role does not install them."""
+torch, open_clip, streamlit or playwright where the role does not install them; the core
+imports no role."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -36,7 +38,7 @@ ENTRY_POINTS = {
     "serve-gpu": "import model_server.__main__, model_server.service",
     "ui": "from streamlit.testing.v1 import AppTest\n"
     "AppTest.from_file('ui/app.py', default_timeout=60).run()",
-    "train": "import fashion_search.cli, fashion_search.model.pipeline\n"
+    "train": "import fashion_search.cli, fashion_search.model.pipeline, model_server.commands\n"
     "import fashion_search.workflows.catalog, fashion_search.workflows.finetune\n"
     "import fashion_search.workflows.splits",
 }
@@ -145,6 +147,41 @@ def test_serving_an_export_loads_only_what_serve_declares(tmp_path: Path) -> Non
     allowed = {module for module, dist in GUARDED.items() if dist in declared}
     loaded = loaded_guarded_modules(SERVE_AN_EXPORT.format(folder=str(tmp_path)))
     assert loaded <= allowed, f"serve loads {sorted(loaded - allowed)} it does not declare"
+
+
+#: The roles' packages: the core (``fashion_search/``) is given what it needs of them.
+ROLE_PACKAGES = {"functions", "model_server"}
+
+
+def role_imports(source: str) -> list[str]:
+    """The modules of :data:`ROLE_PACKAGES` that ``source`` imports, at any depth (lazy imports
+    inside functions and ``TYPE_CHECKING`` blocks included)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [name for name in names if name.split(".")[0] in ROLE_PACKAGES]
+    return found
+
+
+def test_the_core_imports_no_role() -> None:
+    offending = {
+        str(path.relative_to(REPO_ROOT)): imported
+        for path in sorted((REPO_ROOT / "fashion_search").rglob("*.py"))
+        if (imported := role_imports(path.read_text()))
+    }
+    assert not offending, offending
+
+
+def test_the_import_check_sees_a_lazy_import() -> None:
+    """The check above can fail: an import inside a function is found."""
+    lazy = "def f():\n    from model_server.export import export_version\n    import functions\n"
+    assert role_imports(lazy) == ["model_server.export", "functions"]
+    assert role_imports("from fashion_search.settings import Settings\nimport functionsx") == []
 
 
 def test_the_probe_sees_a_guarded_module() -> None:

@@ -45,6 +45,7 @@ from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import ObjectStore
 from fashion_search.workflows import rollout
 from functions.api.errors import status_of
+from model_server.export import export_version
 from tests.conftest import catalog_database
 from tests.helpers import child_env, database, free_port, start_model_server
 
@@ -70,7 +71,7 @@ def rollout_settings(
     source = rolled.dataset_source
     for spec, seed in (("fashion-tiny", 0), ("fashion-tiny", 1), ("fashion-tiny-48", 2)):
         train_and_register(rolled, ModelSpec(spec), replace(TINY, seed=seed), source,
-                           limit=ROWS, progress=False)  # fmt: skip
+                           export_version, limit=ROWS, progress=False)  # fmt: skip
     server = start_model_server(rolled, tmp_path_factory.mktemp("rollout-model-server"))
     try:
         with catalog_database(rolled, ROWS):
@@ -183,17 +184,17 @@ def test_a_rollout_of_the_same_dimension_under_search_load_and_uploads(
     held_out = next(iter_dataset(rollout_settings.dataset_source, offset=ROWS, limit=1)).image
     with SearchLoop(service) as loop:
         prepared = rollout.prepare(rollout_settings, "2")
-        assert prepared["state"] == "building" and prepared["dimension"] == 64
+        assert prepared.state == "building" and prepared.dimension == 64
         # An upload during the build: searchable under v1 now, embedded into v2 as well.
         [outcome] = processor.process([_upload(rollout_settings, store, "during/1.jpg", held_out)])
         product_id = outcome.results[0].id  # type: ignore[union-attr]
         assert _top_hit_of_image(service, held_out) == (product_id, "1")
         assert catalog.products.get(product_id, catalog.versions.get("2")).embedding is not None
         built = rollout.build(rollout_settings, "2", batch_size=8)
-        assert built["coverage_percent"] == 100.0
+        assert built.coverage_percent == 100.0
         assert catalog.versions.get("2").state == "ready" and _serving(catalog) == "1"
         switched = rollout.switch(rollout_settings, "2")
-        assert switched["serving"] == "2" and switched["previous"] == "1"
+        assert switched.serving == "2" and switched.previous == "1"
     assert _check_answers(loop, catalog, client) == {"1", "2"}
     assert _top_hit_of_image(service, held_out) == (product_id, "2")
     assert catalog.versions.get("1").state == "ready"  # kept for the rollback window
@@ -236,7 +237,7 @@ def test_a_rollout_of_another_dimension_under_search_load(
     assert _serving(catalog) == "1"
     with SearchLoop(service) as loop:
         report = rollout.rollout(rollout_settings, "3", batch_size=8)
-    assert report["prepare"]["dimension"] == 48 and report["prepare"]["retired"] == ["2"]
+    assert report.prepare.dimension == 48 and report.prepare.retired == ["2"]
     assert _check_answers(loop, catalog, client) == {"1", "3"}
     assert catalog.versions.get("2").state == "retired"
     assert catalog.versions.get("1").state == "ready"  # nothing cleared: 64-d still there
@@ -267,9 +268,9 @@ def test_a_killed_build_resumes_and_never_switches_before_it_is_complete(
         catalog.versions.switch("2", 60)
     assert _serving(catalog) == "3"
     resumed = rollout.build(rollout_settings, "2")
-    assert resumed["embedded"] == coverage.products - coverage.embedded  # only what was left
-    assert resumed["coverage_percent"] == 100.0
-    assert rollout.switch(rollout_settings, "2")["previous"] == "3"
+    assert resumed.embedded == coverage.products - coverage.embedded  # only what was left
+    assert resumed.coverage_percent == 100.0
+    assert rollout.switch(rollout_settings, "2").previous == "3"
     assert _serving(catalog) == "2"
 
 

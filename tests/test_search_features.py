@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg_pool import ConnectionPool
 
-from fashion_search.ingest.classify import vote
+from fashion_search.catalog.vote import vote
 from fashion_search.search.service import MODIFIER_WEIGHT, SearchService
 from fashion_search.search.terms import NEGATIVE_WEIGHT, combine
 from fashion_search.settings import Settings

@@ -16,12 +16,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from fashion_search.ingest.publisher import kafka_config
-from fashion_search.settings import Settings, StackSettings
+from fashion_search.settings import ENV_FILE_VARIABLE, Settings, StackSettings
 from fashion_search.storage import ObjectStore
 from stack.orchestrator import down, status, up
 from stack.postgres import Postgres
 from stack.process import port_in_use
-from stack.secrets import ensure as ensure_secrets
+from stack.secrets import prepare
 from stack.service import StackError
 from tests.helpers import free_port
 
@@ -138,11 +138,14 @@ def test_mlflow_keeps_artifacts_in_the_object_store(
 
 
 @pytest.mark.stack  # starts servers of its own
-def test_pip_profile_fallbacks_serve_the_same_clients(tmp_path: Path) -> None:
+def test_pip_profile_fallbacks_serve_the_same_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stack = StackSettings(
         profile="pip", state_dir=tmp_path / "stack", kafka_port=free_port(), s3_port=free_port()
     )
-    ensure_secrets(stack.secrets_file)
+    monkeypatch.setenv(ENV_FILE_VARIABLE, str(stack.local_env_file))  # this stack's owner
+    prepare(Settings(stack=stack))
     settings = Settings(stack=stack)
     assert not settings.kafka.username, "Tansu has no SASL: its clients use PLAINTEXT"
     started = up(settings, ("kafka", "s3"))

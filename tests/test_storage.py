@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
 from fashion_search.errors import InvalidObjectKeyError, ObjectNotFoundError
-from fashion_search.settings import REPO_ROOT, Settings
+from fashion_search.settings import REPO_ROOT, Settings, variable
 from fashion_search.storage import ObjectStore, product_image_key, validate_object_key
 from tests.helpers import child_env
 
@@ -157,7 +157,8 @@ def test_presigned_urls_carry_the_session_token_of_temporary_credentials(
     store.put(bucket, key, b"signed with a session token", "application/octet-stream")
     temporary = _temporary_credentials(settings)
     env = {
-        **child_env(settings), **temporary, "FS_S3_ACCESS_KEY": "", "FS_S3_SECRET_KEY": "",
+        **child_env(settings), **temporary,
+        variable("storage.access_key"): "", variable("storage.secret_key"): "",
         "AWS_CONFIG_FILE": str(tmp_path / "none"),
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true",
     }  # fmt: skip

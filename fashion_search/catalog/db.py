@@ -11,6 +11,12 @@ from psycopg_pool import ConnectionPool
 
 from fashion_search.settings import Settings
 
+#: How long the pool retries (with a backoff from 1 s) to replace a connection before it gives
+#: up and lets the next request start a new attempt at once: psycopg_pool's default (300 s)
+#: doubles its delay up to a minute, so a database back after an outage of a minute or more
+#: waited up to that long for the pool to try again.
+RECONNECT_TIMEOUT_S = 2.0
+
 
 def create_pool(
     settings: Settings, conninfo: str | None = None, *, wait: bool = True
@@ -25,8 +31,11 @@ def create_pool(
 
     A connection is checked as it is handed out (one broken by a database restart is replaced,
     not returned), and waiting for one ends after ``settings.database.pool_timeout_s`` with
-    ``PoolTimeout``. ``wait=False`` returns before the first connection is made (the API: a
-    database that is down is a 503 per request, not a stall while the service is built).
+    ``PoolTimeout``. A connection the pool fails to replace is retried for
+    :data:`RECONNECT_TIMEOUT_S` only; then a waiting request starts a new attempt, so the pool
+    serves again within about a second of the database's return. ``wait=False`` returns
+    before the first connection is made (the API: a database that is down is a 503 per
+    request, not a stall while the service is built).
     """
 
     def configure(conn: psycopg.Connection[Any]) -> None:
@@ -49,6 +58,7 @@ def create_pool(
         configure=configure,
         check=ConnectionPool.check_connection,
         timeout=settings.database.pool_timeout_s,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
         open=False,
         name="catalog",
     )

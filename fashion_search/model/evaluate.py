@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fashion_search.catalog.models import ProductFields
-from fashion_search.ingest.classify import vote
+from fashion_search.catalog.vote import vote
 from fashion_search.learning.judged_queries import answerable, evaluate_judged, judged_queries
 from fashion_search.model.data import TRAINING_PHRASING, ProductImages, attribute_text
 from fashion_search.model.embed import embed_images, embed_texts

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
 
 from fashion_search.errors import FashionSearchError
 from fashion_search.learning.judgements import Judgements, training_pairs
@@ -27,11 +29,13 @@ from fashion_search.model.registry import (
 )
 from fashion_search.model.train import TrainConfig, train, train_heads
 from fashion_search.settings import Settings
-from model_server.export import export_version
 
 log = logging.getLogger(__name__)
 #: ``pretrained`` that starts from the champion's weights (what retraining does).
 START_FROM_CHAMPION = "champion"
+#: The one-time ONNX export of a registered version for serving; the model server's
+#: (:func:`model_server.export.export_version`), passed in by whoever runs the training.
+Exporter = Callable[[Settings, MlflowClient, RegisteredVersion], object]
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ def train_and_register(
     spec: ModelSpec,
     config: TrainConfig,
     source: str,
+    export: Exporter,
     limit: int | None = None,
     device: str = "cpu",
     experiment: str = "fashion-clip",
@@ -61,8 +66,8 @@ def train_and_register(
     feedback: Judgements | None = None,
 ) -> TrainingOutcome:
     """Train ``spec`` on the train split of ``source``, evaluate it and the current champion on
-    the same test split, register it and export its ONNX towers (:mod:`model_server.export`):
-    a served version always has its export. Whether it scores higher is ``better``; the
+    the same test split, register it and ``export`` its ONNX towers: a served version always
+    has its export. Whether it scores higher is ``better``; the
     champion alias moves only by a rollout (:mod:`fashion_search.workflows.rollout`), except
     for the first version (``promoted``), which has no catalog to keep searchable.
 
@@ -128,7 +133,7 @@ def train_and_register(
         version = register_clip(
             client, clip, run.info.run_id, settings.registry.model_name, split_id, metrics
         )
-        export_version(settings, client, version)
+        export(settings, client, version)
         current = champion(client, settings.registry.model_name, settings.registry.model_alias)
         champion_metrics = None
         if current is not None:

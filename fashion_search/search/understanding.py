@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from pydantic.alias_generators import to_camel
+
+from fashion_search.catalog.filters import Filters
+from fashion_search.search.terms import Term
 
 #: The fields a query's words are matched against (snake_case).
 UNDERSTOOD_FIELDS = ("gender", "base_colour", "article_type", "season", "usage")
@@ -44,8 +48,13 @@ MIN_TYPO_CHARS = 4
 _APOSTROPHES_AND_HYPHENS = re.compile("(?<=\\w)['\u2019-](?=\\w)")
 _NOT_A_WORD = re.compile(r"[^\w]+")
 
+#: How long the catalog's vocabulary is reused before it is read again.
+VOCABULARY_TTL_S = 60.0
+
 #: camelCase field -> the value, or the values, a query names (the shape of filters).
 Understood: TypeAlias = dict[str, str | list[str]]
+#: What a search does with what its query names: nothing, soft boosts, or filters.
+Understanding: TypeAlias = Literal["off", "boost", "filter"]
 Phrase: TypeAlias = tuple[str, ...]
 
 
@@ -248,3 +257,43 @@ class Vocabulary:
             out += phrase if catalog_words else [v[0] for v in match.named.values()]
             position = match.end
         return " ".join(out + tokens[position:])
+
+
+class QueryReader:
+    """Query understanding for searches: the catalog's vocabulary (``load``), read again every
+    :data:`VOCABULARY_TTL_S`, applied as a search's :data:`Understanding` asks."""
+
+    def __init__(self, load: Callable[[], Vocabulary]) -> None:
+        self._load = load
+        self._vocabulary: tuple[float, Vocabulary] | None = None
+
+    def vocabulary(self) -> Vocabulary:
+        """The catalog's vocabulary, at most :data:`VOCABULARY_TTL_S` old."""
+        now = time.monotonic()
+        if self._vocabulary is None or now - self._vocabulary[0] > VOCABULARY_TTL_S:
+            self._vocabulary = (now, self._load())
+        return self._vocabulary[1]
+
+    def understand(
+        self,
+        text: str,
+        mode: Understanding,
+        filters: Filters | None,
+        known: Callable[[], Understood] | None = None,
+    ) -> tuple[Understood, Filters | None]:
+        """What ``text`` names (over what ``known`` gives), and the filters (with it, when
+        understanding filters)."""
+        if mode == "off":
+            return {}, filters
+        understood = {**(known() if known else {}), **self.vocabulary().understand(text)}
+        if mode == "filter" and understood:
+            return understood, {**understood, **(filters or {})}
+        return understood, filters
+
+    def rewrite(self, terms: Sequence[Term], mode: Understanding) -> list[Term]:
+        """The terms in the catalog's words (synonyms, Spanish and typos read), unless
+        understanding is off."""
+        if mode == "off":
+            return list(terms)
+        vocabulary = self.vocabulary()
+        return [Term(vocabulary.rewrite(t.text), t.weight) for t in terms]

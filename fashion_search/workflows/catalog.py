@@ -11,7 +11,7 @@ takes only products without an embedding from the served version.
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
 
 import psycopg
 
@@ -30,7 +30,70 @@ from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
 
-def create_schema(settings: Settings, reset: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SchemaReport:
+    """What :func:`create_schema` did."""
+
+    reset: bool
+    applied: list[str]
+
+
+@dataclass(frozen=True)
+class LoadPart:
+    """Consecutive dataset rows that one task loads."""
+
+    offset: int
+    limit: int | None
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """How a load splits (:func:`plan_load`)."""
+
+    bulk: bool  # into an empty catalog, without the HNSW index
+    model_version: str | None  # the version that embeds it (None: the model server is down)
+    parts: list[LoadPart]
+
+
+@dataclass(frozen=True)
+class PartLoaded:
+    """What :func:`load_part` loaded and embedded."""
+
+    offset: int
+    loaded: int
+    skipped: int
+    rejected: int
+    model_version: str | None
+    embedded: int
+    embed_failed: int
+    embed_stopped: str | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """The live versions whose HNSW index :func:`finish_load` ensured."""
+
+    indexed: list[str]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EmbedReport:
+    """What :func:`embed_products` embedded (the first 20 failures) and the version's cutoff."""
+
+    shard: int
+    model_version: str
+    dimension: int
+    embedded: int
+    failed: int
+    failures: dict[str, str]
+    min_score: float | None
+    seconds: float
+    images_per_s: float
+
+
+def create_schema(settings: Settings, reset: bool = False) -> SchemaReport:
     """Apply the migrations (``reset`` first drops the catalog: products, embeddings, versions
     and migrations), and build the HNSW index of each live version if a killed bulk load left
     it dropped."""
@@ -48,7 +111,7 @@ def create_schema(settings: Settings, reset: bool = False) -> dict[str, Any]:
         versions = Catalog.of(pool).versions
         for version in versions.live():
             versions.ensure_index(version.model_version)
-    return {"reset": reset, "applied": applied}
+    return SchemaReport(reset, applied)
 
 
 def serving_version(catalog: Catalog, client: EmbeddingClient) -> CatalogVersion:
@@ -63,7 +126,7 @@ def serving_version(catalog: Catalog, client: EmbeddingClient) -> CatalogVersion
 
 def plan_load(
     settings: Settings, source: str, limit: int | None = None, shards: int = 1
-) -> dict[str, Any]:
+) -> LoadPlan:
     """How a load of ``source`` (first ``limit`` rows) splits into ``shards`` parts of
     consecutive rows (one part when the source's size is unknown), each for a task of its own.
 
@@ -73,10 +136,10 @@ def plan_load(
     rows = count_rows(source)
     total = limit if rows is None else (rows if limit is None else min(rows, limit))
     if total is None or shards <= 1:
-        parts = [{"offset": 0, "limit": total}]
+        parts = [LoadPart(0, total)]
     else:
         size = -(-total // shards)
-        parts = [{"offset": o, "limit": min(size, total - o)} for o in range(0, total, size)]
+        parts = [LoadPart(o, min(size, total - o)) for o in range(0, total, size)]
     with (
         create_pool(settings) as pool,
         EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
@@ -89,12 +152,12 @@ def plan_load(
         bulk = version is not None and catalog.products.count() == 0
         if bulk and version:
             catalog.versions.drop_index(version)
-    return {"bulk": bulk, "model_version": version, "parts": parts}
+    return LoadPlan(bulk, version, parts)
 
 
 def load_part(
     settings: Settings, source: str, offset: int = 0, limit: int | None = None
-) -> dict[str, Any]:
+) -> PartLoaded:
     """Load ``limit`` rows of ``source`` from ``offset``; products already stored are left as
     they are.
 
@@ -116,20 +179,20 @@ def load_part(
             catalog, store, source, offset=offset,
             limit=limit, skip_existing=True, progress=False, embed=embedder,
         )  # fmt: skip
-    return {
-        "offset": offset,
-        "loaded": summary.loaded,
-        "skipped": summary.skipped,
-        "rejected": len(summary.report.rejected),
-        "model_version": embedder.version,
-        "embedded": embedder.summary.embedded,
-        "embed_failed": len(embedder.summary.failed),
-        "embed_stopped": embedder.stopped,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    return PartLoaded(
+        offset=offset,
+        loaded=summary.loaded,
+        skipped=summary.skipped,
+        rejected=len(summary.report.rejected),
+        model_version=embedder.version,
+        embedded=embedder.summary.embedded,
+        embed_failed=len(embedder.summary.failed),
+        embed_stopped=embedder.stopped,
+        seconds=round(time.perf_counter() - started, 1),
+    )
 
 
-def finish_load(settings: Settings) -> dict[str, Any]:
+def finish_load(settings: Settings) -> Indexed:
     """After the parts (whether they succeeded or not): each live version's HNSW index built
     if a bulk load dropped it."""
     started = time.perf_counter()
@@ -138,17 +201,16 @@ def finish_load(settings: Settings) -> dict[str, Any]:
         live = [v.model_version for v in versions.live()]
         for version in live:
             versions.ensure_index(version)
-    return {"indexed": live, "seconds": round(time.perf_counter() - started, 1)}
+    return Indexed(live, round(time.perf_counter() - started, 1))
 
 
-def load_products(settings: Settings, source: str, limit: int | None = None) -> dict[str, Any]:
+def load_products(settings: Settings, source: str, limit: int | None = None) -> PartLoaded:
     """:func:`plan_load`, :func:`load_part` and :func:`finish_load` in one process."""
-    plan = plan_load(settings, source, limit)
+    [part] = plan_load(settings, source, limit).parts
     try:
-        loaded = load_part(settings, source, **plan["parts"][0])
+        return load_part(settings, source, part.offset, part.limit)
     finally:
         finish_load(settings)
-    return {**loaded, "bulk": plan["bulk"]}
 
 
 class _LoadEmbedder:
@@ -180,7 +242,7 @@ class _LoadEmbedder:
 
 def embed_products(
     settings: Settings, batch_size: int = 64, progress: bool = False, shard: Shard = WHOLE
-) -> dict[str, Any]:
+) -> EmbedReport:
     """Embed the products (of ``shard``) without an embedding of the serving version (in a new
     catalog the model server's champion becomes it); once it covers the catalog, a version
     without a relevance cutoff is calibrated (:mod:`fashion_search.learning.calibration`)."""
@@ -199,14 +261,14 @@ def embed_products(
             settings, catalog, client, catalog.versions.get(version.model_version)
         )
     took = time.perf_counter() - started
-    return {
-        "shard": shard.index,
-        "model_version": summary.model_version,
-        "dimension": version.dimension,
-        "embedded": summary.embedded,
-        "failed": len(summary.failed),
-        "failures": {str(k): v for k, v in list(summary.failed.items())[:20]},  # the first 20
-        "min_score": version.min_score,
-        "seconds": round(took, 1),
-        "images_per_s": round(summary.embedded / took, 1) if took else 0.0,
-    }
+    return EmbedReport(
+        shard=shard.index,
+        model_version=summary.model_version,
+        dimension=version.dimension,
+        embedded=summary.embedded,
+        failed=len(summary.failed),
+        failures={str(k): v for k, v in list(summary.failed.items())[:20]},
+        min_score=version.min_score,
+        seconds=round(took, 1),
+        images_per_s=round(summary.embedded / took, 1) if took else 0.0,
+    )

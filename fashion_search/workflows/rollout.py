@@ -23,7 +23,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -32,7 +33,7 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.embed import embed_catalog
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.shards import WHOLE, Shard
-from fashion_search.catalog.versions import IncompleteVersionError
+from fashion_search.catalog.versions import CatalogVersion, IncompleteVersionError, VersionState
 from fashion_search.embedding_client import EmbeddingClient, ModelServerUnavailableError
 from fashion_search.errors import (
     FashionSearchError,
@@ -42,6 +43,63 @@ from fashion_search.learning.calibration import calibrate_when_due
 from fashion_search.model.registry import configure_mlflow, registered_version
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Step 1's outcome: the version's state (``serving``: it already serves, nothing was done),
+    its dimension and partition, and the versions retired on the way."""
+
+    version: str
+    state: VersionState
+    dimension: int | None
+    partition: str | None
+    retired: list[str]
+
+
+@dataclass(frozen=True)
+class Built:
+    """Step 2's outcome for a shard: what it embedded, what failed (the first 20), coverage."""
+
+    version: str
+    shard: int
+    embedded: int
+    failed: int
+    failures: dict[str, str]
+    coverage_percent: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Switched:
+    """Step 3's outcome: the serving version, the one kept for a rollback and until when."""
+
+    serving: str
+    previous: str | None
+    rollback_until: str | None
+    switch_ms: float
+
+
+@dataclass(frozen=True)
+class RolledOut:
+    """The three steps' outcomes; build and switch are None when the version already served."""
+
+    prepare: Prepared
+    build: Built | None
+    switch: Switched | None
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """One version the catalog holds or held."""
+
+    version: str
+    state: VersionState
+    dimension: int
+    coverage_percent: float | None
+    megabytes: float
+    since: str
+    rollback_until: str | None
 
 
 @contextmanager
@@ -77,7 +135,7 @@ def wait_until_loaded(settings: Settings, version: str) -> int:
             time.sleep(0.5)
 
 
-def prepare(settings: Settings, version: str) -> dict[str, Any]:
+def prepare(settings: Settings, version: str) -> Prepared:
     """Step 1: the candidate alias on ``version``, loaded by the model server, and its
     partition in the catalog (``building``; kept as it is when the version is already there)."""
     registry = settings.registry
@@ -86,7 +144,7 @@ def prepare(settings: Settings, version: str) -> dict[str, Any]:
     with _catalog(settings) as catalog:
         serving = catalog.versions.find_serving()
         if serving is not None and serving.model_version == version:
-            return {"version": version, "state": "serving", "retired": []}
+            return Prepared(version, "serving", None, None, [])
         retired = []
         for kept in catalog.versions.live():
             if kept.state == "ready" and kept.retire_after and kept.model_version != version:
@@ -94,16 +152,13 @@ def prepare(settings: Settings, version: str) -> dict[str, Any]:
         client.set_registered_model_alias(registry.model_name, registry.candidate_alias, version)
         dimension = wait_until_loaded(settings, version)
         record = catalog.versions.create(version, dimension)
-    return {
-        "version": version, "state": record.state, "dimension": dimension,
-        "partition": record.partition, "retired": retired,
-    }  # fmt: skip
+    return Prepared(version, record.state, dimension, record.partition, retired)
 
 
 def build(
     settings: Settings, version: str, batch_size: int = 64, progress: bool = False,
     shard: Shard = WHOLE,
-) -> dict[str, Any]:  # fmt: skip
+) -> Built:  # fmt: skip
     """Step 2: embed every product (of ``shard``) into ``version``'s partition (only what is
     missing), then mark it ``ready`` if that covered the catalog (the last shard to end
     does) and calibrate its relevance cutoff."""
@@ -121,18 +176,18 @@ def build(
         )  # fmt: skip
         coverage = catalog.versions.mark_ready(version)
         calibrate_when_due(settings, catalog, client, catalog.versions.get(version))
-    return {
-        "version": version,
-        "shard": shard.index,
-        "embedded": summary.embedded,
-        "failed": len(summary.failed),
-        "failures": {str(k): v for k, v in list(summary.failed.items())[:20]},
-        "coverage_percent": round(coverage.percent, 3),
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    return Built(
+        version=version,
+        shard=shard.index,
+        embedded=summary.embedded,
+        failed=len(summary.failed),
+        failures={str(k): v for k, v in list(summary.failed.items())[:20]},
+        coverage_percent=round(coverage.percent, 3),
+        seconds=round(time.perf_counter() - started, 1),
+    )
 
 
-def switch(settings: Settings, version: str) -> dict[str, Any]:
+def switch(settings: Settings, version: str) -> Switched:
     """Step 3: ``version`` serves the catalog (atomically, once it covers every product: what
     arrived since the build is embedded first), then the champion alias follows and the
     candidate alias keeps the replaced version loaded for the rollback window."""
@@ -169,27 +224,26 @@ def switch(settings: Settings, version: str) -> dict[str, Any]:
         )
     else:
         _delete_alias(mlflow_client, settings, registry.candidate_alias)
-    return {
-        "serving": version,
-        "previous": kept.model_version if kept else None,
-        "rollback_until": kept.retire_after.isoformat(timespec="seconds")
-        if kept and kept.retire_after else None,
-        "switch_ms": round(switch_ms, 1),
-    }  # fmt: skip
+    return Switched(
+        serving=version,
+        previous=kept.model_version if kept else None,
+        rollback_until=_iso(kept.retire_after) if kept else None,
+        switch_ms=round(switch_ms, 1),
+    )
 
 
 def rollout(
     settings: Settings, version: str, batch_size: int = 64, progress: bool = False
-) -> dict[str, Any]:
+) -> RolledOut:
     """The three steps: prepare, build, switch."""
     prepared = prepare(settings, version)
-    if prepared["state"] == "serving":
-        return {"prepare": prepared}
+    if prepared.state == "serving":
+        return RolledOut(prepared, None, None)
     built = build(settings, version, batch_size, progress)
-    return {"prepare": prepared, "build": built, "switch": switch(settings, version)}
+    return RolledOut(prepared, built, switch(settings, version))
 
 
-def rollback(settings: Settings) -> dict[str, Any]:
+def rollback(settings: Settings) -> Switched:
     """Serve the version the last switch replaced again (while its window lasts): its
     embeddings and its model are still there, so it serves at once."""
     with _catalog(settings) as catalog:
@@ -197,9 +251,9 @@ def rollback(settings: Settings) -> dict[str, Any]:
     return switch(settings, target)
 
 
-def retire(settings: Settings, version: str) -> dict[str, Any]:
+def retire(settings: Settings, version: str) -> CatalogVersion:
     """Drop a version's embeddings (not the serving one's); the candidate alias is removed
-    when it points at it."""
+    when it points at it. Returns the version's record, retired."""
     with _catalog(settings) as catalog:
         record = catalog.versions.retire(version)
     client = configure_mlflow(settings)
@@ -210,32 +264,39 @@ def retire(settings: Settings, version: str) -> dict[str, Any]:
         candidate = None
     if candidate is not None and str(candidate.version) == version:
         _delete_alias(client, settings, alias)
-    return {"version": version, "state": record.state}
+    return record
 
 
-def retire_expired(settings: Settings) -> dict[str, Any]:
-    """Retire every replaced version whose rollback window has ended."""
+def retire_expired(settings: Settings) -> list[str]:
+    """Retire every replaced version whose rollback window has ended; their names."""
     with _catalog(settings) as catalog:
         expired = [v.model_version for v in catalog.versions.expired()]
-    return {"retired": [retire(settings, v)["version"] for v in expired]}
+    return [retire(settings, v).model_version for v in expired]
 
 
-def status(settings: Settings) -> list[dict[str, Any]]:
+def status(settings: Settings) -> list[VersionStatus]:
     """Every version the catalog holds or held: state, dimension, coverage, disk, window."""
     rows = []
     with _catalog(settings) as catalog:
         for v in catalog.versions.all():
             live = v.state != "retired"
             coverage = catalog.versions.coverage(v.model_version) if live else None
-            rows.append({
-                "version": v.model_version, "state": v.state, "dimension": v.dimension,
-                "coverage_percent": round(coverage.percent, 3) if coverage else None,
-                "megabytes": round(catalog.versions.storage_bytes(v.model_version) / 1e6, 1),
-                "since": v.state_since.isoformat(timespec="seconds"),
-                "rollback_until": v.retire_after.isoformat(timespec="seconds")
-                if v.retire_after else None,
-            })  # fmt: skip
+            rows.append(
+                VersionStatus(
+                    version=v.model_version,
+                    state=v.state,
+                    dimension=v.dimension,
+                    coverage_percent=round(coverage.percent, 3) if coverage else None,
+                    megabytes=round(catalog.versions.storage_bytes(v.model_version) / 1e6, 1),
+                    since=v.state_since.isoformat(timespec="seconds"),
+                    rollback_until=_iso(v.retire_after),
+                )
+            )
     return rows
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
 
 
 def _delete_alias(client: MlflowClient, settings: Settings, alias: str) -> None:

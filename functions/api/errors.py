@@ -9,7 +9,6 @@ import logging
 import math
 from typing import Any
 
-import grpc
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import FastAPI, Request
@@ -18,42 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from fashion_search.embedding_client import EmbeddingRequestError, ModelServerUnavailableError
-from fashion_search.errors import (
-    EmbeddingDimensionError,
-    FashionSearchError,
-    ImageTooLargeError,
-    InsufficientScopeError,
-    InvalidApiKeyError,
-    InvalidImageError,
-    MissingApiKeyError,
-    NoServingVersionError,
-    ObjectNotFoundError,
-    ProductNotEmbeddedError,
-    ProductNotFoundError,
-    RateLimitedError,
-    RequestTooLargeError,
-    ServingVersionUnavailableError,
-)
+from fashion_search.errors import FashionSearchError, RateLimitedError
 from fashion_search.faults import causes, is_transient
 
 log = logging.getLogger(__name__)
-
-_STATUS: tuple[tuple[type[FashionSearchError], int], ...] = (
-    (MissingApiKeyError, 401),
-    (InvalidApiKeyError, 401),
-    (InsufficientScopeError, 403),
-    (RateLimitedError, 429),
-    (RequestTooLargeError, 413),
-    (ProductNotFoundError, 404),
-    (ObjectNotFoundError, 404),
-    (ProductNotEmbeddedError, 409),
-    (ImageTooLargeError, 413),
-    (InvalidImageError, 422),
-    (ModelServerUnavailableError, 503),
-    (ServingVersionUnavailableError, 503),
-    (NoServingVersionError, 503),
-    (EmbeddingDimensionError, 503),  # catalog and served model disagree: a deployment problem
-)
 
 #: The errors a dependency's client raises, by the dependency named in the 503's message (the
 #: API role installs no Kafka client: the API never talks to Kafka).
@@ -96,17 +63,12 @@ RETRY_AFTER_S = 1
 
 
 def status_of(error: BaseException) -> int:
-    """HTTP status: a typed error's own; 503 for a dependency's transient fault; 400 for the
-    other typed errors (what the caller sent); 500 for anything else."""
-    if isinstance(error, FashionSearchError):
-        status = next((status for kind, status in _STATUS if isinstance(error, kind)), None)
-        if status is not None:
-            return status
+    """HTTP status: 503 for a dependency's transient fault (whatever error it was raised
+    under); a typed error's own (:attr:`FashionSearchError.http_status`); 500 for anything
+    else."""
     if is_transient(error):
         return 503
-    if isinstance(error, EmbeddingRequestError):
-        return 413 if error.code == grpc.StatusCode.RESOURCE_EXHAUSTED else 422
-    return 400 if isinstance(error, FashionSearchError) else 500
+    return error.http_status if isinstance(error, FashionSearchError) else 500
 
 
 def detail_of(error: BaseException) -> str:

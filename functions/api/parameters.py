@@ -18,7 +18,8 @@ from fashion_search.catalog.filters import Filters, FilterValue
 from fashion_search.catalog.limits import MAX_CANDIDATES, MAX_SIMILARITY, MIN_SIMILARITY
 from fashion_search.catalog.models import METADATA_FIELDS, values_annotation
 from fashion_search.errors import InvalidArgumentError
-from fashion_search.search.service import Collapse, Refinements, Understanding
+from fashion_search.search.service import Collapse, Refinements
+from fashion_search.search.understanding import Understanding
 
 
 async def metadata_filters(**given: FilterValue | None) -> Filters:

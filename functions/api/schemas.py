@@ -26,9 +26,9 @@ from fashion_search.search.service import (
     Refinements,
     SearchMode,
     SearchResult,
-    Understanding,
 )
 from fashion_search.search.terms import MAX_TERMS, MAX_WEIGHT, Term
+from fashion_search.search.understanding import Understanding
 
 
 class _Body(BaseModel):
