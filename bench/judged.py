@@ -29,7 +29,8 @@ from fashion_search.learning.judged_queries import (
     evaluate_judged,
     judged_queries,
 )
-from fashion_search.search.service import Refinements, SearchMode, SearchService
+from fashion_search.search.request import Refinements, SearchMode
+from fashion_search.search.service import SearchService
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
 

@@ -45,7 +45,8 @@ from fashion_search.model.data import attribute_text, in_test_split
 from fashion_search.model.evaluate import UNSEEN_PHRASING
 from fashion_search.model.fingerprint import fingerprint_bytes
 from fashion_search.search.collapse import NEAR_IDENTICAL_MAX_DIFF, collapse
-from fashion_search.search.service import Refinements, SearchMode, SearchResult, SearchService
+from fashion_search.search.request import Refinements, SearchMode
+from fashion_search.search.service import SearchResult, SearchService
 from fashion_search.search.terms import Term, combine
 from fashion_search.search.understanding import singular, words
 from fashion_search.settings import Settings, get_settings

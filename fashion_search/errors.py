@@ -72,6 +72,13 @@ class InvalidArgumentError(CatalogError):
     """A paging or search argument is out of range."""
 
 
+class InvalidRequestError(InvalidArgumentError):
+    """A search request has a value that does not validate (the same answer over REST and
+    GraphQL)."""
+
+    http_status = 422
+
+
 class StorageError(FashionSearchError):
     """An object-store operation was refused."""
 

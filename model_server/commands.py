@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
+from fashion_search.commands import run
 from fashion_search.errors import FashionSearchError
 from fashion_search.model import DEFAULT_ARCHITECTURE
 from fashion_search.settings import get_settings
@@ -51,12 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m model_server``."""
     args = build_parser().parse_args(argv)
-    try:
-        args.run(args)
-    except FashionSearchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run(args)
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -227,7 +227,7 @@ def test_graphql_nul_characters_and_out_of_range_integers_are_client_errors(
     client.app.dependency_overrides[get_service] = lambda: service  # type: ignore[attr-defined]
     client.app.dependency_overrides[get_products] = lambda: products  # type: ignore[attr-defined]
     response = client.post("/graphql", json={"query": query})
-    assert response.status_code == 400, response.text
+    assert 400 <= response.status_code < 500, response.text
     assert response.json()["errors"]
 
 

@@ -129,7 +129,7 @@ class Blocking:
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def text(self, *_: object) -> Any:
+    def search(self, *_: object) -> Any:
         self.entered.set()
         self.release.wait()
         raise ProductNotFoundError(7)  # any answer will do once released

@@ -159,7 +159,7 @@ def test_recreate_prod_database_loads_embeds_and_resumes_after_a_failed_task(
     # say why, the embed shards fail; what is stored stays consistent, and the next run
     # finishes the job, each shard embedding its own products.
     result = _dag(airflow, dags_settings, "recreate_prod_database", {"limit": 60},
-                  FS_MODEL_SERVER_ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
+                  FS_MODEL_SERVER__ADDRESS=f"127.0.0.1:{free_port()}")  # fmt: skip
     assert result.state == "failed"
     assert _report(result, "parts")["bulk"] is False
     parts = _reports(result, "loaded")
@@ -297,7 +297,7 @@ def test_finetune_resumes_after_its_serving_step_failed_without_a_second_version
             "limit": ROWS, "split_version": split_version, "precision": "fp32",
             "seed": 1}  # fmt: skip
     unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/none"
-    failed = _dag(airflow, dags_settings, "finetune", conf, FS_DATABASE_URL=unreachable)
+    failed = _dag(airflow, dags_settings, "finetune", conf, FS_DATABASE__URL=unreachable)
     assert failed.state == "failed"
     after = {
         v.version
@@ -390,7 +390,7 @@ def test_retrain_on_new_data_does_nothing_below_its_thresholds(
     new = _new_products(dags_settings)
     before, splits = _versions(dags_settings), _splits(dags_settings)
     result = _dag(airflow, dags_settings, "retrain_on_new_data", {"epochs": 1},
-                  FS_RETRAIN_MIN_NEW_PRODUCTS=str(new + 1))  # fmt: skip
+                  FS_RETRAIN__MIN_NEW_PRODUCTS=str(new + 1))  # fmt: skip
     assert result.state == "success", result.log[-3000:]
     check = _report(result, "retrain")
     assert (check["retrain"], check["new_products"]) == (False, new)
@@ -413,7 +413,7 @@ def test_retrain_on_new_data_retrains_on_the_catalog_above_them(
     before = _versions(dags_settings)
     result = _dag(airflow, dags_settings, "retrain_on_new_data",
                   {"epochs": 1, "batch_size": 16, "feedback": False},
-                  FS_RETRAIN_MIN_NEW_PRODUCTS=str(new))  # fmt: skip
+                  FS_RETRAIN__MIN_NEW_PRODUCTS=str(new))  # fmt: skip
     assert result.state == "success", result.log[-3000:]
     assert _report(result, "retrain")["retrain"] is True
     [version] = _versions(dags_settings) - before

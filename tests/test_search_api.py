@@ -275,12 +275,13 @@ def test_graphql_product_and_searches(api: TestClient) -> None:
 
 BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("GET", "/search/text", {"params": {"q": ""}}, 422, "at least 1 character"),
-    ("GET", "/search/text", {"params": {"q": "   "}}, 400, "query is empty"),
+    ("GET", "/search/text", {"params": {"q": "   "}}, 422, "query: must not be blank"),
     ("GET", "/search/text", {"params": {"q": "shirt", "k": 0}}, 422, "greater than or equal"),
     ("GET", "/search/text", {"params": {"q": "shirt", "k": 10_000}}, 422, "less than or equal"),
     ("GET", "/search/text", {"params": {"q": "shirt", "colour": "Red"}}, 400, "unknown query"),
     ("POST", "/search/text", {"json": {"q": "shirt", "filters": {"colour": "Red"}}}, 422,
-     "unknown filter field 'colour'"),  # the body does not validate: FastAPI's 422
+     "unknown filter field 'colour'"),
+    ("POST", "/search/text", {"json": {"q": "shirt", "key": "a.jpg"}}, 422, "unknown field(s) key"),
     ("POST", "/search/text", {"json": {"q": "shirt", "filters": {"year": "soon"}}}, 422,
      "needs an integer"),
     ("GET", "/search/text", {"params": {"q": "x" * 5000}}, 422, "at most 2000"),
@@ -293,8 +294,8 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     ("POST", "/search/image", {"json": {"key": "../../etc/passwd"}}, 400, "'..' segment"),
     ("POST", "/search/image", {"json": {"key": "a.jpg", "bucket": "fashion-models"}}, 400,
      "bucket must be one of"),
-    ("POST", "/search/image", {"json": {}}, 400, "exactly one of"),
-    ("POST", "/search/image", {"content": b"{not json"}, 400, "not a valid image search"),
+    ("POST", "/search/image", {"json": {}}, 422, "exactly one of"),
+    ("POST", "/search/image", {"content": b"{not json"}, 422, "body is not JSON"),
     ("POST", "/search/image", {"files": {"other": ("a.jpg", b"x", "image/jpeg")}}, 400,
      "field named 'image'"),
     ("GET", "/products/424242", {}, 404, "product 424242 does not exist"),
@@ -306,10 +307,10 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
      "first must be between"),
     ("POST", "/graphql", {"json": {"query": '{ products(after: "bogus") { totalCount } }'}}, 400,
      "not one this API returned"),
-    ("POST", "/graphql", {"json": {"query": '{ searchByText(query: "") { mode } }'}}, 400,
-     "query is empty"),
-    ("POST", "/graphql", {"json": {"query": '{ searchByText(query: "a", k: 0) { mode } }'}}, 400,
-     "k must be between"),
+    ("POST", "/graphql", {"json": {"query": '{ searchByText(query: "") { mode } }'}}, 422,
+     "query: String should have at least 1 character"),
+    ("POST", "/graphql", {"json": {"query": '{ searchByText(query: "a", k: 0) { mode } }'}}, 422,
+     "k: Input should be greater than or equal to 1"),
     ("POST", "/graphql",
      {"json": {"query": "{ " + " ".join(f"a{i}: product(id: \"1\") {{ id }}" for i in range(12))
                + " }"}}, 400, "aliases"),
@@ -331,6 +332,33 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
     assert response.status_code == status, response.text
     assert message in response.text
     assert catalog_digest(pool) == before
+
+
+#: Bad values of a search request, as REST query parameters and as GraphQL arguments.
+BAD_SEARCH_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"q": ""}, 'query: ""'),
+    ({"q": "   "}, 'query: "   "'),
+    ({"q": "x" * 2001}, f'query: "{"x" * 2001}"'),
+    ({"q": "-red"}, 'query: "-red"'),
+    ({"q": "a\x00b"}, 'query: "a\\u0000b"'),
+    ({"q": "shirt", "k": 0}, 'query: "shirt", k: 0'),
+    ({"q": "shirt", "k": 101}, 'query: "shirt", k: 101'),
+    ({"q": "shirt", "mode": "fuzzy"}, 'query: "shirt", mode: "fuzzy"'),
+    ({"q": "shirt", "minScore": 2}, 'query: "shirt", refine: {minScore: 2}'),
+    ({"q": "shirt", "candidates": 0}, 'query: "shirt", refine: {candidates: 0}'),
+    ({"q": "shirt", "collapse": "text"}, 'query: "shirt", refine: {collapse: "text"}'),
+    ({"q": "shirt", "understand": "maybe"}, 'query: "shirt", refine: {understand: "maybe"}'),
+]
+
+
+@pytest.mark.parametrize(("params", "arguments"), BAD_SEARCH_VALUES)
+def test_a_bad_search_value_gets_the_same_answer_over_rest_and_graphql(
+    api: TestClient, params: dict[str, Any], arguments: str
+) -> None:
+    rest = api.get("/search/text", params=params)
+    gql = graphql(api, f"{{ searchByText({arguments}) {{ mode }} }}")
+    assert rest.status_code == gql.status_code == 422, (rest.text, gql.text)
+    assert rest.json()["detail"] == gql.json()["errors"][0]["message"]
 
 
 @pytest.mark.parametrize(

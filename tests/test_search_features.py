@@ -158,7 +158,7 @@ def test_a_version_is_calibrated_on_the_judged_queries_and_searches_use_its_cuto
 ) -> None:
     from fashion_search.learning.calibration import KEEP_RELEVANT, calibrate
     from fashion_search.learning.judged_queries import judged_queries
-    from fashion_search.search.service import Refinements
+    from fashion_search.search.request import Refinements
 
     version = service.catalog.versions.serving()
     calibrated = calibrate(search_settings, service.catalog, service.embedder, version)

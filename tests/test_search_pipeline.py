@@ -22,7 +22,8 @@ from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import Embeddings, ModelVersionNotLoadedError
 from fashion_search.errors import ServingVersionUnavailableError
 from fashion_search.search.collapse import FINGERPRINT_BYTES
-from fashion_search.search.service import Refinements, SearchResult, SearchService
+from fashion_search.search.request import Refinements
+from fashion_search.search.service import SearchResult, SearchService
 from fashion_search.search.understanding import words
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore

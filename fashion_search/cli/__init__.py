@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from fashion_search.cli import access, catalog, evaluation, rollout, uploads
-from fashion_search.errors import FashionSearchError
+from fashion_search.commands import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,9 +22,4 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``fashion-search`` command."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.run(args)
-    except FashionSearchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run(args)

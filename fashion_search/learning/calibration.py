@@ -19,7 +19,8 @@ from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.learning.judged_queries import judged_queries
-from fashion_search.search.service import Refinements, SearchService
+from fashion_search.search.request import Refinements
+from fashion_search.search.service import SearchService
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 

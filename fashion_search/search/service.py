@@ -13,24 +13,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 from pydantic.alias_generators import to_camel, to_snake
 
-from fashion_search.catalog.filters import Filters, check_filters
-from fashion_search.catalog.limits import (
-    MAX_SIMILARITY,
-    MIN_SIMILARITY,
-    check_candidates,
-    check_k,
-    check_text,
-)
+from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.versions import CatalogVersion
@@ -45,19 +39,17 @@ from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCounts, count_facets
 from fashion_search.search.image_urls import ImageUrls
 from fashion_search.search.ranking import Candidates, RankPlan, rank
+from fashion_search.search.request import Refinements, SearchMode, SearchRequest
 from fashion_search.search.serving import Embedder, ServingEmbedder
-from fashion_search.search.terms import Term, check_terms, combine, parse_query, positive_text
+from fashion_search.search.terms import Term, combine, positive_text
 from fashion_search.search.understanding import (
     QueryReader,
-    Understanding,
     Understood,
     Vocabulary,
 )
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
 
-SearchMode = Literal["vector", "hybrid"]
-Collapse = Literal["image"]
 #: How many title matches a hybrid search adds to the vector candidates.
 HYBRID_CANDIDATES = 50
 #: The weight of a composed query's text modifier next to its image (weight 1).
@@ -65,18 +57,6 @@ MODIFIER_WEIGHT = 1.5
 #: What a composed query keeps of its image ("this, but in red": its gender and article type)
 #: unless the modifier names another value; understood like the modifier's words.
 IMAGE_ATTRIBUTES = ("gender", "article_type", "base_colour")
-
-
-@dataclass(frozen=True)
-class Refinements:
-    """What a search does with its ranked candidates besides keeping the first k; None takes
-    the setting (``settings.search``)."""
-
-    min_score: float | None = None
-    collapse: Collapse | None = None
-    facets: bool = False
-    candidates: int | None = None
-    understand: Understanding | None = None
 
 
 @dataclass(frozen=True)
@@ -184,36 +164,26 @@ class SearchService:
         self.image_url = image_url or ImageUrls(settings, store)
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
 
-    def _check(self, k: int, filters: Filters | None, refine: Refinements | None) -> Refinements:
-        """``refine`` with the settings' defaults; typed errors for a bad k, filter or value."""
-        check_k(k)
-        check_filters(filters)
-        refine = refine or Refinements()
+    def _refinements(self, request: SearchRequest) -> Refinements:
+        """The request's refinements, the settings' where it leaves them out."""
         search = self.settings.search
-        min_score = search.min_score if refine.min_score is None else refine.min_score
-        if min_score is not None and not MIN_SIMILARITY <= min_score <= MAX_SIMILARITY:
-            raise InvalidArgumentError(
-                f"minScore must be from {MIN_SIMILARITY:g} to {MAX_SIMILARITY:g}, got {min_score}"
-            )
-        candidates = refine.candidates
+        candidates = request.candidates
         if candidates is None:  # facets count 500; the ranking alone re-ranks fewer
-            candidates = search.candidates if refine.facets else search.rerank_candidates
-        check_candidates(candidates)
-        understand = refine.understand or search.understanding
-        if understand not in get_args(Understanding):
-            raise InvalidArgumentError(f"understand must be one of {get_args(Understanding)}")
-        if refine.collapse not in (None, *get_args(Collapse)):
-            raise InvalidArgumentError(f"collapse must be one of {get_args(Collapse)}")
-        return Refinements(min_score, refine.collapse, refine.facets, candidates, understand)
+            candidates = search.candidates if request.facets else search.rerank_candidates
+        return Refinements(
+            search.min_score if request.min_score is None else request.min_score,
+            request.collapse, request.facets, candidates,
+            request.understand or search.understanding,
+        )  # fmt: skip
 
-    def _text(self, text: str, what: str) -> str:
-        text = check_text(text, what).strip()
-        if not text:
-            raise InvalidArgumentError(f"{what} is empty")
-        limit = self.settings.model_server.max_text_chars
-        if len(text) > limit:
-            raise InvalidArgumentError(f"{what} has {len(text)} characters; at most {limit}")
-        return text
+    def search(self, request: SearchRequest) -> SearchResult:
+        """The products for a checked request (:class:`SearchRequest`)."""
+        refine = self._refinements(request)
+        if request.product_id is not None:
+            return self._similar(request, refine)
+        if request.query is None and request.terms is None:
+            return self._image(request, refine)
+        return self._text(request, refine)
 
     def text(
         self,
@@ -225,14 +195,62 @@ class SearchService:
     ) -> SearchResult:
         """Products for a text query (``-word`` terms push away from a word; or weighted
         terms): by embedding, or fused with full-text title search."""
-        max_chars = self.settings.model_server.max_text_chars
-        parsed = parse_query(self._text(query, "query")) if isinstance(query, str) else query
-        terms = check_terms(parsed, max_chars)
-        refine = self._check(k, filters, refine)
-        mode = mode or self.settings.search.mode
-        assert refine.understand is not None  # _check sets it
+        asked = (
+            {"query": query}
+            if isinstance(query, str)
+            else {"terms": [{"text": t.text, "weight": t.weight} for t in query]}
+        )
+        return self.search(SearchRequest.of(asked, **_common(k, filters, refine), mode=mode))
+
+    def image(
+        self,
+        image: bytes,
+        k: int = 10,
+        filters: Filters | None = None,
+        refine: Refinements | None = None,
+        modifier: str | None = None,
+    ) -> SearchResult:
+        """Products whose images look like ``image`` (encoded bytes), or, with a text
+        ``modifier`` ("in red"), like it changed so."""
+        request = SearchRequest.of(image=image, modifier=modifier, **_common(k, filters, refine))
+        return self.search(request)
+
+    def image_by_key(
+        self,
+        key: str,
+        bucket: str | None = None,
+        k: int = 10,
+        filters: Filters | None = None,
+        refine: Refinements | None = None,
+        modifier: str | None = None,
+    ) -> SearchResult:
+        """Image search with an image already in the store (images or uploads bucket)."""
+        request = SearchRequest.of(
+            key=key, bucket=bucket, modifier=modifier, **_common(k, filters, refine)
+        )
+        return self.search(request)
+
+    def similar(
+        self,
+        product_id: int,
+        k: int = 10,
+        filters: Filters | None = None,
+        refine: Refinements | None = None,
+        modifier: str | None = None,
+    ) -> SearchResult:
+        """Products closest to a catalog product's embedding of the serving version (the
+        product left out), or, with a text ``modifier``, to it changed so."""
+        request = SearchRequest.of(
+            product_id=product_id, modifier=modifier, **_common(k, filters, refine)
+        )
+        return self.search(request)
+
+    def _text(self, request: SearchRequest, refine: Refinements) -> SearchResult:
+        mode = request.mode or self.settings.search.mode
+        terms = request.query_terms()
+        assert refine.understand is not None  # _refinements sets it
         understood, filters = self.reader.understand(
-            positive_text(terms), refine.understand, filters
+            positive_text(terms), refine.understand, request.filters
         )
         terms = self.reader.rewrite(terms, refine.understand)
         titles: Future[list[tuple[int, float]]] | None = None
@@ -246,87 +264,57 @@ class SearchService:
         with _timed(timings, "model"):
             vectors, version = self.serving.embed(texts=[t.text for t in terms])
         vector = combine(np.stack(vectors), [t.weight for t in terms])
-        search = _Search(version, vector, k, filters, refine, understood, mode, titles)
+        search = _Search(version, vector, request.k, filters, refine, understood, mode, titles)
         return self._run(search, timings)
 
-    def image(
-        self,
-        image: bytes,
-        k: int = 10,
-        filters: Filters | None = None,
-        refine: Refinements | None = None,
-        modifier: str | None = None,
-    ) -> SearchResult:
-        """Products whose images look like ``image`` (encoded bytes), or, with a text
-        ``modifier`` ("in red"), like it changed so."""
+    def _image(self, request: SearchRequest, refine: Refinements) -> SearchResult:
+        """An image's search: given, or read from the store (images or uploads bucket)."""
+        limit = self.settings.search.max_upload_bytes
+        if request.key is not None:
+            storage = self.settings.storage
+            bucket = request.bucket or storage.images_bucket
+            allowed = (storage.images_bucket, storage.uploads_bucket)
+            if bucket not in allowed:
+                raise InvalidArgumentError(f"bucket must be one of {', '.join(allowed)}")
+            image = self.store.read(bucket, request.key, max_bytes=limit).data
+        else:
+            image = request.image or b""
         if not image:
             raise InvalidImageError("image is empty")
-        if len(image) > self.settings.search.max_upload_bytes:
-            raise ImageTooLargeError(
-                f"image has {len(image)} bytes; at most {self.settings.search.max_upload_bytes}"
-            )
-        refine = self._check(k, filters, refine)
-        texts = [] if modifier is None else [self._text(modifier, "modifier")]
+        if len(image) > limit:
+            raise ImageTooLargeError(f"image has {len(image)} bytes; at most {limit}")
+        modifier = request.modifier
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
-            vectors, version = self.serving.embed(texts=texts, images=[image])
-        return self._run(
-            self._composed(version, vectors, modifier, k, filters, refine, "image"), timings
-        )
+            vectors, version = self.serving.embed(
+                texts=[] if modifier is None else [modifier], images=[image]
+            )
+        search = self._composed(version, vectors, request, refine, "image")
+        return self._run(search, timings)
 
-    def image_by_key(
-        self,
-        key: str,
-        bucket: str | None = None,
-        k: int = 10,
-        filters: Filters | None = None,
-        refine: Refinements | None = None,
-        modifier: str | None = None,
-    ) -> SearchResult:
-        """Image search with an image already in the store (images or uploads bucket)."""
-        bucket = bucket or self.settings.storage.images_bucket
-        allowed = (self.settings.storage.images_bucket, self.settings.storage.uploads_bucket)
-        if bucket not in allowed:
-            raise InvalidArgumentError(f"bucket must be one of {', '.join(allowed)}")
-        limit = self.settings.search.max_upload_bytes
-        data = self.store.read(bucket, key, max_bytes=limit).data
-        return self.image(data, k, filters, refine, modifier)
-
-    def similar(
-        self,
-        product_id: int,
-        k: int = 10,
-        filters: Filters | None = None,
-        refine: Refinements | None = None,
-        modifier: str | None = None,
-    ) -> SearchResult:
-        """Products closest to a catalog product's embedding of the serving version (the
-        product left out), or, with a text ``modifier``, to it changed so."""
-        refine = self._check(k, filters, refine)
+    def _similar(self, request: SearchRequest, refine: Refinements) -> SearchResult:
+        assert request.product_id is not None
         timings: dict[str, float] = {}
         vectors: list[np.ndarray[Any, Any]] = []
-        if modifier is not None:
+        if request.modifier is not None:
             with _timed(timings, "model"):
-                vectors, version = self.serving.embed(texts=[self._text(modifier, "modifier")])
+                vectors, version = self.serving.embed(texts=[request.modifier])
         else:
             version = self.serving.version()
         with _timed(timings, "database"):
-            product = self.catalog.products.get(product_id, version)
+            product = self.catalog.products.get(request.product_id, version)
         if product.embedding is None:
-            raise ProductNotEmbeddedError(product_id)
+            raise ProductNotEmbeddedError(request.product_id)
         search = self._composed(
-            version, [product.embedding, *vectors], modifier, k, filters, refine, "similar",
-            image_of=product,
-        )  # fmt: skip
+            version, [product.embedding, *vectors], request, refine, "similar", image_of=product
+        )
         return self._run(search, timings)
 
     def _composed(
         self,
         version: CatalogVersion,
         vectors: Sequence[np.ndarray[Any, Any]],
-        modifier: str | None,
-        k: int,
-        filters: Filters | None,
+        request: SearchRequest,
         refine: Refinements,
         mode: str,
         image_of: Product | None = None,
@@ -335,15 +323,18 @@ class SearchService:
         out), with the modifier's (the second) when there is one; the modifier's attribute
         values are understood, over the image's own (:data:`IMAGE_ATTRIBUTES`)."""
         understood: Understood = {}
-        if modifier is not None:
-            assert refine.understand is not None  # _check sets it
+        filters: Filters | None = request.filters
+        if request.modifier is not None:
+            assert refine.understand is not None  # _refinements sets it
             understood, filters = self.reader.understand(
-                modifier, refine.understand, filters,
+                request.modifier, refine.understand, filters,
                 lambda: self._attributes_of_image(version, vectors[0], image_of),
             )  # fmt: skip
         vector = combine(np.stack(vectors), [1.0, MODIFIER_WEIGHT][: len(vectors)])
         exclude_id = image_of.id if image_of else None
-        return _Search(version, vector, k, filters, refine, understood, mode, exclude_id=exclude_id)
+        return _Search(
+            version, vector, request.k, filters, refine, understood, mode, exclude_id=exclude_id
+        )
 
     def _attributes_of_image(
         self, version: CatalogVersion, vector: np.ndarray[Any, Any], product: Product | None
@@ -433,3 +424,8 @@ def _arrays(pool: list[Neighbor], titles: dict[int, float], understood: Understo
         ),
         understood=len(wanted),
     )
+
+
+def _common(k: int, filters: Filters | None, refine: Refinements | None) -> dict[str, Any]:
+    """A request's fields besides what it searches for."""
+    return {"k": k, "filters": filters or {}, **dataclasses.asdict(refine or Refinements())}

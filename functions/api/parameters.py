@@ -1,5 +1,5 @@
-"""Query-string parameters shared by the routes: metadata filters, search refinements, and no
-unknown names.
+"""Query-string parameters shared by the routes: metadata filters, a search's k and
+refinements, and no unknown names.
 
 Both are ``async`` (they only parse), so FastAPI runs them on the event loop rather than in its
 thread pool (see :func:`functions.api.dependencies.get_service`)."""
@@ -7,7 +7,7 @@ thread pool (see :func:`functions.api.dependencies.get_service`)."""
 from __future__ import annotations
 
 import inspect
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.dependencies.models import Dependant
@@ -15,11 +15,9 @@ from fastapi.routing import APIRoute
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters, FilterValue
-from fashion_search.catalog.limits import MAX_CANDIDATES, MAX_SIMILARITY, MIN_SIMILARITY
+from fashion_search.catalog.limits import MAX_K
 from fashion_search.catalog.models import METADATA_FIELDS, values_annotation
 from fashion_search.errors import InvalidArgumentError
-from fashion_search.search.service import Collapse, Refinements
-from fashion_search.search.understanding import Understanding
 
 
 async def metadata_filters(**given: FilterValue | None) -> Filters:
@@ -62,27 +60,25 @@ async def reject_unknown_parameters(request: Request) -> None:
         )
 
 
-async def search_refinements(
+async def search_values(
+    k: Annotated[int, Query(description=f"how many hits (1 to {MAX_K})")] = 10,
     min_score: Annotated[
-        float | None,
-        Query(
-            alias="minScore",
-            ge=MIN_SIMILARITY,
-            le=MAX_SIMILARITY,
-            description="hits below this similarity are cut",
-        ),
+        float | None, Query(alias="minScore", description="hits below this similarity are cut")
     ] = None,
     collapse: Annotated[
-        Collapse | None, Query(description="image: one hit per near-identical image")
+        str | None, Query(description="image: one hit per near-identical image")
     ] = None,
     facets: Annotated[bool, Query(description="facet counts over the candidates")] = False,
     candidates: Annotated[
-        int | None,
-        Query(ge=1, le=MAX_CANDIDATES, description="ranked candidates facets and collapse see"),
+        int | None, Query(description="ranked candidates facets and collapse see")
     ] = None,
     understand: Annotated[
-        Understanding | None, Query(description="query understanding: off, boost or filter")
+        str | None, Query(description="query understanding: off, boost or filter")
     ] = None,
-) -> Refinements:
-    """What a search does with its ranked candidates, from the query string."""
-    return Refinements(min_score, collapse, facets, candidates, understand)
+) -> dict[str, Any]:
+    """How many hits and the refinements, from the query string, as they were sent: the
+    search request checks them (:class:`~fashion_search.search.request.SearchRequest`)."""
+    return {
+        "k": k, "min_score": min_score, "collapse": collapse, "facets": facets,
+        "candidates": candidates, "understand": understand,
+    }  # fmt: skip

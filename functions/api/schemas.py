@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
-from fashion_search.catalog.filters import FilterValue, check_filters
-from fashion_search.catalog.limits import (
-    MAX_CANDIDATES,
-    MAX_K,
-    MAX_PRODUCT_ID,
-    MAX_QUERY_CHARS,
-    MAX_SIMILARITY,
-    MIN_SIMILARITY,
-    NO_NUL_PATTERN,
-)
 from fashion_search.catalog.models import Product, ProductFields
-from fashion_search.errors import InvalidFilterError
+from fashion_search.errors import InvalidRequestError
 from fashion_search.search.facets import FacetCount
-from fashion_search.search.service import (
-    Collapse,
-    Hit,
-    Refinements,
-    SearchMode,
-    SearchResult,
-)
-from fashion_search.search.terms import MAX_TERMS, MAX_WEIGHT, Term
-from fashion_search.search.understanding import Understanding
+from fashion_search.search.request import SearchRequest
+from fashion_search.search.service import Hit, SearchResult
 
 
 class _Body(BaseModel):
@@ -127,88 +111,38 @@ class SearchOut(_Body):
         )
 
 
-Filters = dict[str, FilterValue]
+def request_schema(*names: str, **extra: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI schema of a search body: the fields ``names`` of
+    :class:`~fashion_search.search.request.SearchRequest` (camelCase, references inlined) and
+    the ``extra`` properties."""
+    schema = SearchRequest.model_json_schema(by_alias=True)
+    definitions = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        return [inline(item) for item in node] if isinstance(node, list) else node
+
+    properties = {name: inline(schema["properties"][name]) for name in names}
+    return {"type": "object", "properties": {**extra, **properties}}
 
 
-class _Filtered(_Body):
-    """A body with metadata filters, checked as it is read (422 for a bad field or value)."""
-
-    filters: Filters = Field(default_factory=dict, description="metadata field -> value(s)")
-
-    @field_validator("filters")
-    @classmethod
-    def _filters_are_usable(cls, filters: Filters) -> Filters:
-        try:
-            check_filters(filters)
-        except InvalidFilterError as error:
-            raise ValueError(str(error)) from error
-        return filters
+#: A search body's fields besides what it searches for.
+REFINED = ("k", "filters", "minScore", "collapse", "facets", "candidates", "understand")
 
 
-MinScore = Annotated[
-    float | None,
-    Field(ge=MIN_SIMILARITY, le=MAX_SIMILARITY, description="hits below this similarity are cut"),
-]
-Candidates = Annotated[
-    int | None,
-    Field(ge=1, le=MAX_CANDIDATES, description="ranked candidates facets and collapse look at"),
-]
-Modifier = Annotated[
-    str | None,
-    Field(
-        min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN,
-        description='text that changes the image query ("in red")',
-    ),
-]  # fmt: skip
-
-
-class _Refined(_Filtered):
-    """A search body's refinements of its ranked candidates (see :class:`Refinements`)."""
-
-    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
-    min_score: MinScore = None
-    collapse: Collapse | None = None
-    facets: bool = False
-    candidates: Candidates = None
-    understand: Understanding | None = None
-
-    def refinements(self) -> Refinements:
-        """The service's refinements."""
-        return Refinements(
-            self.min_score, self.collapse, self.facets, self.candidates, self.understand
-        )
-
-
-class TermIn(_Body):
-    """A weighted query term (a negative weight pushes away from it)."""
-
-    text: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN)]
-    weight: Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-MAX_WEIGHT, le=MAX_WEIGHT)]
-
-
-class TextSearchIn(_Refined):
-    """``POST /search/text``: a query string (``-word`` negates), or weighted terms."""
-
-    q: Annotated[
-        Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN)]
-        | Annotated[list[TermIn], Field(min_length=1, max_length=MAX_TERMS)],
-        Field(union_mode="left_to_right", description="the query, or weighted terms"),
-    ]
-    mode: SearchMode | None = None
-
-    def query(self) -> str | list[Term]:
-        """The service's query."""
-        if isinstance(self.q, str):
-            return self.q
-        return [Term(t.text, t.weight) for t in self.q]
-
-
-class ImageSearchIn(_Refined):
-    """``POST /search/image`` as JSON: a base64 image, the key of an image in the store, or a
-    catalog product's id; with a text ``modifier``, a composed query ("this, but in red")."""
-
-    image_base64: str | None = None
-    key: Annotated[str | None, Field(max_length=1024, pattern=NO_NUL_PATTERN)] = None
-    bucket: str | None = None
-    product_id: Annotated[int | None, Field(ge=1, le=MAX_PRODUCT_ID)] = None
-    modifier: Modifier = None
+def request_from_body(
+    body: Mapping[str, Any], schema: dict[str, Any], **renamed: Callable[[Any], str]
+) -> SearchRequest:
+    """The search request of a JSON body of ``schema`` (its properties only); a property of
+    ``renamed`` becomes the request field its function names for its value."""
+    unknown = sorted(set(body) - set(schema["properties"]))
+    if unknown:
+        known = ", ".join(schema["properties"])
+        raise InvalidRequestError(f"unknown field(s) {', '.join(unknown)}; known: {known}")
+    values = {
+        (renamed[name](value) if name in renamed else name): value for name, value in body.items()
+    }
+    return SearchRequest.of(values)

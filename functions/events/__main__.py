@@ -16,7 +16,7 @@ from typing import Any
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.feedback import FeedbackRepository
-from fashion_search.errors import FashionSearchError
+from fashion_search.commands import run
 from fashion_search.ingest.publisher import KafkaPublisher
 from fashion_search.settings import get_settings
 from fashion_search.telemetry.logs import configure_logging
@@ -44,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.run is not _run:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        args.run(args)
-    except FashionSearchError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run(args)
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -45,15 +45,8 @@ from fashion_search.errors import InvalidArgumentError
 from fashion_search.learning.feedback import Feedback
 from fashion_search.search.facets import FacetCounts
 from fashion_search.search.products import ProductService
-from fashion_search.search.service import (
-    Hit,
-    Refinements,
-    SearchMode,
-    SearchResult,
-    SearchService,
-    decode_base64_image,
-)
-from fashion_search.search.terms import Term
+from fashion_search.search.request import SearchRequest
+from fashion_search.search.service import Hit, SearchResult, SearchService, decode_base64_image
 from fashion_search.settings import AccessSettings, get_settings
 from functions.api.access import requires
 from functions.api.dependencies import get_products, get_service
@@ -97,7 +90,8 @@ class Product:
     @strawberry.field(description="Products that look like this one, best first.")
     async def similar(self, info: Info[dict[str, Any], None], k: int = 5) -> list[SearchHit]:
         service: SearchService = info.context["service"]
-        result = await run_in_threadpool(service.similar, int(self.id), k)
+        request = SearchRequest.of(product_id=int(self.id), k=k)
+        result = await run_in_threadpool(service.search, request)
         return [SearchHit.of(hit) for hit in result.hits]
 
     @classmethod
@@ -211,14 +205,9 @@ class Refine:
     )
 
     @staticmethod
-    def of(refine: Refine | None) -> Refinements | None:
-        """As the service's refinements (it checks the values)."""
-        if refine is None:
-            return None
-        return Refinements(
-            refine.min_score, refine.collapse, refine.facets,  # type: ignore[arg-type]
-            refine.candidates, refine.understand,  # type: ignore[arg-type]
-        )  # fmt: skip
+    def values(refine: Refine | None) -> dict[str, Any]:
+        """The refinements as a search request's values (the request checks them)."""
+        return {} if refine is None else dataclasses.asdict(refine)
 
 
 @strawberry.input(description="A weighted query term (a negative weight pushes away from it).")
@@ -334,17 +323,11 @@ class Query:
         refine: Refine | None = None,
     ) -> SearchResults:
         service: SearchService = info.context["service"]
-        if mode not in (None, "vector", "hybrid"):
-            raise InvalidArgumentError("mode must be vector or hybrid")
-        if (query is None) == (terms is None):
-            raise InvalidArgumentError("give exactly one of query or terms")
-        chosen: SearchMode | None = mode  # type: ignore[assignment]
-        asked: str | list[Term] = (
-            query if query is not None else [Term(t.text, t.weight) for t in terms or []]
-        )
-        result = await run_in_threadpool(
-            service.text, asked, k, _filters(filter), chosen, Refine.of(refine)
-        )
+        request = SearchRequest.of(
+            Refine.values(refine), query=query, k=k, filters=_filters(filter), mode=mode,
+            terms=None if terms is None else [dataclasses.asdict(t) for t in terms],
+        )  # fmt: skip
+        result = await run_in_threadpool(service.search, request)
         return SearchResults.of(result)
 
     @strawberry.field(
@@ -361,9 +344,11 @@ class Query:
         modifier: str | None = None,
     ) -> SearchResults:
         service: SearchService = info.context["service"]
-        result = await run_in_threadpool(
-            service.similar, _product_id(id), k, _filters(filter), Refine.of(refine), modifier
-        )
+        request = SearchRequest.of(
+            Refine.values(refine), product_id=_product_id(id), k=k, filters=_filters(filter),
+            modifier=modifier,
+        )  # fmt: skip
+        result = await run_in_threadpool(service.search, request)
         return SearchResults.of(result)
 
     @strawberry.field(
@@ -380,10 +365,11 @@ class Query:
         modifier: str | None = None,
     ) -> SearchResults:
         service: SearchService = info.context["service"]
-        image = decode_base64_image(image_base64)
-        result = await run_in_threadpool(
-            service.image, image, k, _filters(filter), Refine.of(refine), modifier
-        )
+        request = SearchRequest.of(
+            Refine.values(refine), image=decode_base64_image(image_base64), k=k,
+            filters=_filters(filter), modifier=modifier,
+        )  # fmt: skip
+        result = await run_in_threadpool(service.search, request)
         return SearchResults.of(result)
 
     @strawberry.field(description="How many products matching the filter have each value.")

@@ -10,14 +10,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from fashion_search.catalog.api_keys import ApiKey
-from fashion_search.errors import ImageTooLargeError, InvalidArgumentError
+from fashion_search.errors import ImageTooLargeError, InvalidArgumentError, InvalidRequestError
+from fashion_search.search.request import SearchRequest
 from fashion_search.search.service import SearchService, decode_base64_image
 from fashion_search.settings import Settings
 from functions.api.access import require_scope, requires
 from functions.api.dependencies import Service
 from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import reject_unknown_parameters
-from functions.api.schemas import ImageSearchIn, SearchOut
+from functions.api.schemas import REFINED, SearchOut, request_from_body, request_schema
 
 router = APIRouter(
     tags=["search"],
@@ -40,13 +41,16 @@ async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-#: The multipart form's text fields (besides the file ``image``): ImageSearchIn's refinements.
-_FORM_FIELDS = (
-    "k", "filters", "modifier", "minScore", "collapse", "facets", "candidates", "understand",
+#: The JSON body: an image (base64), a key or a product id, and the search's values.
+_JSON_BODY = request_schema(
+    "key", "bucket", "productId", "modifier", *REFINED,
+    imageBase64={"type": "string", "description": "a base64 image (or a data: URL)"},
 )  # fmt: skip
+#: The multipart form's text fields (besides the file ``image``).
+_FORM_FIELDS = ("modifier", *REFINED)
 
 
-async def _from_form(request: Request, service: SearchService) -> SearchOut:
+async def _from_form(request: Request, service: SearchService) -> SearchRequest:
     limit = service.settings.search.max_upload_bytes
     async with request.form(
         max_files=1, max_fields=len(_FORM_FIELDS) + 1, max_part_size=limit + 1
@@ -62,15 +66,25 @@ async def _from_form(request: Request, service: SearchService) -> SearchOut:
             f"unknown form field(s) {', '.join(unknown)}; known: image, {', '.join(_FORM_FIELDS)}"
         )
     try:
-        body = ImageSearchIn.model_validate(
-            {**fields, "filters": json.loads(fields.get("filters") or "{}")}
-        )
-    except ValueError as error:  # pydantic's ValidationError and JSON's errors are ValueErrors
-        raise InvalidArgumentError(f"form fields are not valid: {error}") from error
-    result = await run_in_threadpool(
-        service.image, data, body.k, body.filters, body.refinements(), body.modifier
-    )
-    return SearchOut.of(result)
+        filters = json.loads(fields.get("filters") or "{}")
+    except ValueError as error:
+        raise InvalidRequestError(f"filters: not JSON ({error})") from error
+    return SearchRequest.of({**fields, "filters": filters}, image=data)
+
+
+async def _from_json(request: Request) -> SearchRequest:
+    raw = await request.body()  # at most the route's limit (functions/api/body_limit.py)
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        raise InvalidRequestError(f"body is not JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise InvalidRequestError("body must be a JSON object")
+    if "imageBase64" in body:
+        if not isinstance(body["imageBase64"], str):
+            raise InvalidRequestError("imageBase64: Input should be a valid string")
+        body["imageBase64"] = decode_base64_image(body["imageBase64"])
+    return request_from_body(body, _JSON_BODY, imageBase64=lambda _: "image")
 
 
 @router.post(
@@ -79,21 +93,15 @@ async def _from_form(request: Request, service: SearchService) -> SearchOut:
     openapi_extra={
         "requestBody": {
             "content": {
-                "application/json": {"schema": ImageSearchIn.model_json_schema(by_alias=True)},
+                "application/json": {"schema": _JSON_BODY},
                 _MULTIPART: {
                     "schema": {
                         "type": "object",
                         "required": ["image"],
                         "properties": {
                             "image": {"type": "string", "format": "binary"},
+                            **request_schema(*_FORM_FIELDS)["properties"],
                             "filters": {"type": "string", "description": "JSON object"},
-                            **{
-                                name: ImageSearchIn.model_json_schema(by_alias=True)["properties"][
-                                    name
-                                ]
-                                for name in _FORM_FIELDS
-                                if name != "filters"
-                            },
                         },
                     }
                 },
@@ -109,23 +117,9 @@ async def search_image(
     image in the images bucket; in the uploads bucket with an admin key only) or ``productId``
     (a catalog product's image); ``modifier`` changes it by text ("in red")."""
     if request.headers.get("content-type", "").startswith(_MULTIPART):
-        return await _from_form(request, service)
-    raw = await request.body()  # at most the route's limit (functions/api/body_limit.py)
-    try:
-        body = ImageSearchIn.model_validate_json(raw)
-    except ValueError as error:
-        raise InvalidArgumentError(f"body is not a valid image search request: {error}") from error
-    sources = [body.image_base64, body.key, body.product_id]
-    if sum(source is not None for source in sources) != 1:
-        raise InvalidArgumentError("give exactly one of imageBase64, key or productId")
-    args = (body.k, body.filters, body.refinements(), body.modifier)
-    if body.product_id is not None:
-        result = await run_in_threadpool(service.similar, body.product_id, *args)
-    elif body.key is not None:
-        if body.bucket == service.settings.storage.uploads_bucket:
-            require_scope(caller, "admin")
-        result = await run_in_threadpool(service.image_by_key, body.key, body.bucket, *args)
+        asked = await _from_form(request, service)
     else:
-        image = decode_base64_image(body.image_base64 or "")
-        result = await run_in_threadpool(service.image, image, *args)
-    return SearchOut.of(result)
+        asked = await _from_json(request)
+    if asked.key is not None and asked.bucket == service.settings.storage.uploads_bucket:
+        require_scope(caller, "admin")
+    return SearchOut.of(await run_in_threadpool(service.search, asked))

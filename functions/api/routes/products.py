@@ -3,27 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
 from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import (
-    MAX_K,
     MAX_PREFIX_CHARS,
     MAX_PRODUCT_ID,
-    MAX_QUERY_CHARS,
     MAX_SUGGESTIONS,
     NO_NUL_PATTERN,
 )
-from fashion_search.search.service import Refinements
+from fashion_search.search.request import SearchRequest
 from functions.api.access import requires
 from functions.api.dependencies import Products, Service
 from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import (
     metadata_filters,
     reject_unknown_parameters,
-    search_refinements,
+    search_values,
 )
 from functions.api.schemas import (
     FacetCountsOut,
@@ -82,12 +80,10 @@ def similar_products(
     service: Service,
     product_id: ProductId,
     filters: Annotated[Filters, Depends(metadata_filters)],
-    refine: Annotated[Refinements, Depends(search_refinements)],
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    modifier: Annotated[
-        str | None, Query(min_length=1, max_length=MAX_QUERY_CHARS, pattern=NO_NUL_PATTERN)
-    ] = None,
+    values: Annotated[dict[str, Any], Depends(search_values)],
+    modifier: Annotated[str | None, Query(description='a text change ("in red")')] = None,
 ) -> SearchOut:
     """The k products nearest to this product's embedding, itself left out; with a text
     ``modifier``, to it changed so ("in red")."""
-    return SearchOut.of(service.similar(product_id, k, filters, refine, modifier))
+    request = SearchRequest.of(values, product_id=product_id, filters=filters, modifier=modifier)
+    return SearchOut.of(service.search(request))

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from fashion_search.catalog.filters import Filters
-from fashion_search.catalog.limits import MAX_K, MAX_QUERY_CHARS, NO_NUL_PATTERN
-from fashion_search.search.service import Refinements, SearchMode
+from fashion_search.search.request import SearchRequest
 from functions.api.access import requires
 from functions.api.dependencies import Service
 from functions.api.errors import ERROR_RESPONSES
-from functions.api.parameters import (
-    metadata_filters,
-    reject_unknown_parameters,
-    search_refinements,
-)
-from functions.api.schemas import SearchOut, TextSearchIn
+from functions.api.parameters import metadata_filters, reject_unknown_parameters, search_values
+from functions.api.schemas import REFINED, SearchOut, request_from_body, request_schema
 
 router = APIRouter(
     tags=["search"],
@@ -30,29 +25,39 @@ router = APIRouter(
 @router.get("/search/text", summary="Search by text")
 async def search_text(
     service: Service,
-    q: Annotated[
-        str,
-        Query(
-            min_length=1,
-            max_length=MAX_QUERY_CHARS,
-            pattern=NO_NUL_PATTERN,
-            description="the query",
-        ),
-    ],
+    q: Annotated[str, Query(description="the query (`-word` pushes away from a word)")],
     filters: Annotated[Filters, Depends(metadata_filters)],
-    refine: Annotated[Refinements, Depends(search_refinements)],
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-    mode: SearchMode | None = None,
+    values: Annotated[dict[str, Any], Depends(search_values)],
+    mode: Annotated[str | None, Query(description="vector, or hybrid (with title matches)")] = None,
 ) -> SearchOut:
     """The k best products for ``q`` (``-word`` pushes away from a word); ``mode`` hybrid
     fuses full-text title matches."""
-    return SearchOut.of(await run_in_threadpool(service.text, q, k, filters, mode, refine))
+    request = SearchRequest.of(values, query=q, filters=filters, mode=mode)
+    return SearchOut.of(await run_in_threadpool(service.search, request))
 
 
-@router.post("/search/text", summary="Search by text (JSON body)")
-async def search_text_body(service: Service, body: TextSearchIn) -> SearchOut:
+_BODY = request_schema(
+    "mode", *REFINED,
+    q={"anyOf": [request_schema("query")["properties"]["query"],
+                 request_schema("terms")["properties"]["terms"]],
+       "description": "the query, or weighted terms"},
+)  # fmt: skip
+
+
+def _query_or_terms(q: Any) -> str:
+    return "terms" if isinstance(q, list) else "query"
+
+
+@router.post(
+    "/search/text",
+    summary="Search by text (JSON body)",
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": _BODY}}}},
+)
+async def search_text_body(
+    service: Service, body: Annotated[dict[str, Any], Body(include_in_schema=False)]
+) -> SearchOut:
     """Same as GET, with the query (or weighted terms) and filters in a JSON body."""
-    result = await run_in_threadpool(
-        service.text, body.query(), body.k, body.filters, body.mode, body.refinements()
+    request = request_from_body(
+        body, _BODY, q=lambda q: "terms" if isinstance(q, list) else "query"
     )
-    return SearchOut.of(result)
+    return SearchOut.of(await run_in_threadpool(service.search, request))
