@@ -117,7 +117,10 @@ def timed_run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -
     with ThreadPoolExecutor(concurrency) as pool:
         list(pool.map(one, range(n)))
     took = time.perf_counter() - started
-    result = {"p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95), "rps": n / took}
+    result = {
+        "p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
+        "p99": _percentile(latencies, 99), "rps": n / took,
+    }  # fmt: skip
     result.update({name: statistics.mean(values) for name, values in parts.items()})
     result["rest"] = statistics.mean(latencies) - sum(statistics.mean(v) for v in parts.values())
     return result

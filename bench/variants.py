@@ -1,17 +1,20 @@
 """Same-run A/B of serving variants on the headline figures, interleaved round by round.
 
 Each variant is a name, the code it runs (this checkout, or another one such as a git worktree of
-an older commit) and ``FS_*`` variables; for each round and variant the model server and the
-API are started afresh from that code on the running stack's catalog, then measured:
+an older commit: ``@DIR`` for the model server and the API, ``api@DIR`` for the API only, when
+the older model server cannot load today's model) and ``FS_*`` variables; for each round and
+variant the model server and the API are started afresh from that code on the running stack's
+catalog, then measured:
 
     .venv/bin/python -m bench.variants --rounds 3 \\
         --variant 'defaults' --variant 'one thread:FS_MODEL_THREADS=1' \\
-        --variant 'before:@../before-worktree'
+        --variant 'before:api@../before-worktree'
 
-Figures: text search p50/p95 at concurrency 1 and req/s at 32 (HTTP, hybrid), image search p50
-at concurrency 1, and the model server's images/s at batch 32 (gRPC); each variant's median over
-the rounds, with its ratio to the first variant's. Stop ``make up``'s model server and API
-first (``python -m stack.apps down``): the variants use their ports.
+Figures: text search p50/p95 at concurrency 1, req/s at 8 and 32 and p99 at 32 (HTTP, every
+setting at its default), image search p50 at concurrency 1 and req/s at 8, and the model
+server's images/s at batch 32 (gRPC); each variant's median over the rounds, with its ratio to
+the first variant's. Stop ``make up``'s model server and API first (``python -m stack.apps
+down``): the variants use their ports.
 """
 
 from __future__ import annotations
@@ -37,8 +40,11 @@ from fashion_search.settings import REPO_ROOT, get_settings
 from stack.process import ManagedProcess
 from stack.service import http_ok
 
-FIGURES = ("text p50 c=1", "text p95 c=1", "text req/s c=32", "image p50 c=1", "images/s bs32")
-HIGHER_IS_BETTER = {"text req/s c=32", "images/s bs32"}
+FIGURES = (
+    "text p50 c=1", "text p95 c=1", "text req/s c=8", "text req/s c=32", "text p99 c=32",
+    "image p50 c=1", "image req/s c=8", "images/s bs32",
+)  # fmt: skip
+HIGHER_IS_BETTER = {"text req/s c=8", "text req/s c=32", "image req/s c=8", "images/s bs32"}
 
 
 @dataclass
@@ -47,17 +53,20 @@ class Variant:
 
     name: str
     code: Path = REPO_ROOT
+    api_code: Path = REPO_ROOT
     env: dict[str, str] = field(default_factory=dict)
     runs: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
     def parse(cls, spec: str) -> Variant:
-        """``name[:@DIR][:VAR=VALUE...]``."""
+        """``name[:@DIR|:api@DIR][:VAR=VALUE...]``."""
         name, *parts = spec.split(":")
         variant = cls(name)
         for part in parts:
             if part.startswith("@"):
-                variant.code = Path(part[1:]).resolve()
+                variant.code = variant.api_code = Path(part[1:]).resolve()
+            elif part.startswith("api@"):
+                variant.api_code = Path(part[4:]).resolve()
             else:
                 key, value = part.split("=", 1)
                 variant.env[key] = value
@@ -67,16 +76,17 @@ class Variant:
 def _start(variant: Variant, run_dir: Path) -> list[ManagedProcess]:
     """The variant's model server, then its API, each once it answers."""
     settings = get_settings()
-    python = variant.code / ".venv" / "bin" / "python"
-    env = {**os.environ, **variant.env, "PYTHONPATH": str(variant.code)}
     started = []
-    for name, argv, ready in (
-        ("model-server", ["-m", "model_server"], _model_ready),
-        ("api", ["-m", "functions"], lambda: http_ok(f"{settings.search.api_url}/health")),
-    ):
+    for name, argv, ready, code in (
+        ("model-server", ["-m", "model_server"], _model_ready, variant.code),
+        ("api", ["-m", "functions"], lambda: http_ok(f"{settings.search.api_url}/health"),
+         variant.api_code),
+    ):  # fmt: skip
+        python = code / ".venv" / "bin" / "python"
+        env = {**os.environ, **variant.env, "PYTHONPATH": str(code)}
         process = ManagedProcess(f"variant-{name}", run_dir, run_dir)
         process.start([str(python if python.exists() else sys.executable), *argv], env,
-                      cwd=variant.code)  # fmt: skip
+                      cwd=code)  # fmt: skip
         started.append(process)
         if not process.wait_ready(ready, 600):
             for p in started:
@@ -106,13 +116,17 @@ def _measure(requests: int, queries: list[str], images: list[bytes]) -> dict[str
         return http.request("POST", "/search/image", body, {"Content-Type": content_type})
 
     text_c1 = timed_run(text, requests, 1)
+    text_c32 = timed_run(text, requests, 32)
     with EmbeddingClient(settings.model_server.address, timeout_s=120) as client:
         rate = raw_image_rate(client, images[:160], 32)
     return {
         "text p50 c=1": text_c1["p50"],
         "text p95 c=1": text_c1["p95"],
-        "text req/s c=32": timed_run(text, requests, 32)["rps"],
+        "text req/s c=8": timed_run(text, requests, 8)["rps"],
+        "text req/s c=32": text_c32["rps"],
+        "text p99 c=32": text_c32["p99"],
         "image p50 c=1": timed_run(image, requests // 2, 1)["p50"],
+        "image req/s c=8": timed_run(image, requests // 2, 8)["rps"],
         "images/s bs32": rate,
     }
 
@@ -158,6 +172,7 @@ def main() -> None:
     report.add(
         "variants: " + "; ".join(
             f"{v.name} = {v.code.name if v.code != REPO_ROOT else 'this checkout'}"
+            + (f" (API: {v.api_code.name})" if v.api_code != v.code else "")
             + "".join(f" {k}={x}" for k, x in v.env.items())
             for v in args.variant
         )

@@ -393,10 +393,11 @@ class IngestSettings(_Group):
     vote_temperature: float = Field(0.0, ge=0.0)
     # While a dependency is down: how long one invocation tries a batch again (it must fit in
     # the function's timeout, 60 s in template.yaml), the first backoff (doubled each try) and
-    # the longest; past the budget the event source delivers the batch again.
+    # the longest (short: uploads flow again within seconds of the dependency's return); past
+    # the budget the event source delivers the batch again.
     retry_budget_s: float = 30.0
     retry_base_s: float = 0.5
-    retry_max_s: float = 10.0
+    retry_max_s: float = 2.0
     # Invocations of a batch failing with an error of its own (not a dependency's) before it
     # is split to find the message at fault.
     invoke_attempts: int = 3

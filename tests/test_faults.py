@@ -36,6 +36,8 @@ from tests.test_ingest import Outputs, _start_group_at_end
 UPLOADS = 200
 #: How long PostgreSQL and MinIO stay down: longer than any retry budget of the function.
 OUTAGE_S = 90.0
+#: How soon after PostgreSQL is back the dispatcher stores uploads again.
+RECOVERY_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +196,15 @@ def _outage_mid_stream(
     os.kill(pid, signal.SIGSTOP)  # a backlog builds up
     while len(uploader.etags) < len(items) // 2:
         time.sleep(0.2)
+    stored = len(uploaded_versions(settings, prefix))  # the dispatcher is stopped
     with stopped(stack, role):
         os.kill(pid, signal.SIGCONT)
         time.sleep(OUTAGE_S)
+    if role == "postgres":  # the backlog flows again within seconds of the database's return
+        back = time.monotonic()
+        while len(uploaded_versions(settings, prefix)) <= stored:
+            assert time.monotonic() - back < RECOVERY_S, "no upload stored since the return"
+            time.sleep(0.1)
     mended = _assert_catalog_becomes(
         settings, outputs, prefix, uploader.done(),
         reconcile_after_s=None if role != "s3" else 20.0,
