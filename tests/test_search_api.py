@@ -183,7 +183,8 @@ def test_hybrid_search_adds_title_matches_to_the_similarity(
     body = api.get("/search/text", params=params).json()
     assert body["mode"] == "hybrid" and titles
     assert [h["id"] for h in body["hits"]] == [i for i, _ in expected]
-    assert [h["score"] for h in body["hits"]] == pytest.approx([s for _, s in expected])
+    # the API's query vector is normalised again (terms.combine): equal to float32 precision
+    assert [h["score"] for h in body["hits"]] == pytest.approx([s for _, s in expected], abs=1e-6)
 
 
 @pytest.mark.parametrize("how", ["multipart", "base64", "data-url", "key"])

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Self
+from typing import Any, Self, cast
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
@@ -33,7 +34,8 @@ class ProductOut(ProductFields):
     def of(cls, product: Product, image_url: str, **extra: object) -> Self:
         """From a catalog product (``extra``: the fields a subclass adds)."""
         fields = product.model_dump(include=set(ProductOut.model_fields) - {"image_url"})
-        return cls.model_validate({**fields, "image_url": image_url, **extra})
+        values: dict[str, Any] = {**fields, "image_url": image_url, **extra}
+        return cast(Self, cls.model_construct(**values))  # the catalog's own: not validated
 
 
 class HitOut(ProductOut):
@@ -109,6 +111,13 @@ class SearchOut(_Body):
             below_cutoff=result.below_cutoff,
             facets=None if result.facets is None else facet_counts_out(result.facets),
         )
+
+
+def search_response(result: SearchResult) -> Response:
+    """A search result's JSON (:class:`SearchOut`), serialised once: a route that returned the
+    model would have FastAPI validate it again and encode it through ``jsonable_encoder``."""
+    body = SearchOut.of(result).model_dump_json(by_alias=True)
+    return Response(body, media_type="application/json")
 
 
 def request_schema(*names: str, **extra: dict[str, Any]) -> dict[str, Any]:

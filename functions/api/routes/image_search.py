@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -18,7 +18,13 @@ from functions.api.access import require_scope, requires
 from functions.api.dependencies import Service
 from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import reject_unknown_parameters
-from functions.api.schemas import REFINED, SearchOut, request_from_body, request_schema
+from functions.api.schemas import (
+    REFINED,
+    SearchOut,
+    request_from_body,
+    request_schema,
+    search_response,
+)
 
 router = APIRouter(
     tags=["search"],
@@ -90,6 +96,7 @@ async def _from_json(request: Request) -> SearchRequest:
 @router.post(
     "/search/image",
     summary="Search by image",
+    response_model=SearchOut,
     openapi_extra={
         "requestBody": {
             "content": {
@@ -112,7 +119,7 @@ async def _from_json(request: Request) -> SearchRequest:
 )
 async def search_image(
     request: Request, service: Service, caller: Annotated[ApiKey | None, requires("search")]
-) -> SearchOut:
+) -> Response:
     """A multipart upload (field ``image``), or JSON with ``imageBase64``, ``key`` (of an
     image in the images bucket; in the uploads bucket with an admin key only) or ``productId``
     (a catalog product's image); ``modifier`` changes it by text ("in red")."""
@@ -122,4 +129,4 @@ async def search_image(
         asked = await _from_json(request)
     if asked.key is not None and asked.bucket == service.settings.storage.uploads_bucket:
         require_scope(caller, "admin")
-    return SearchOut.of(await run_in_threadpool(service.search, asked))
+    return search_response(await run_in_threadpool(service.search, asked))

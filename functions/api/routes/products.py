@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import (
@@ -29,6 +29,7 @@ from functions.api.schemas import (
     SearchOut,
     SuggestionOut,
     facet_counts_out,
+    search_response,
 )
 
 router = APIRouter(
@@ -75,15 +76,19 @@ def get_product(products: Products, product_id: ProductId) -> ProductOut:
     return ProductOut.of(product, products.image_url(product))
 
 
-@router.get("/products/{product_id}/similar", summary="Products that look like this one")
+@router.get(
+    "/products/{product_id}/similar",
+    summary="Products that look like this one",
+    response_model=SearchOut,
+)
 def similar_products(
     service: Service,
     product_id: ProductId,
     filters: Annotated[Filters, Depends(metadata_filters)],
     values: Annotated[dict[str, Any], Depends(search_values)],
     modifier: Annotated[str | None, Query(description='a text change ("in red")')] = None,
-) -> SearchOut:
+) -> Response:
     """The k products nearest to this product's embedding, itself left out; with a text
     ``modifier``, to it changed so ("in red")."""
     request = SearchRequest.of(values, product_id=product_id, filters=filters, modifier=modifier)
-    return SearchOut.of(service.search(request))
+    return search_response(service.search(request))
