@@ -442,9 +442,6 @@ class SearchSettings(_Group):
     # it stays under the 40 worker threads the handlers run on, so an admitted request never
     # waits for one.
     api_max_in_flight: int = 0
-    # API server processes (uvicorn workers), each with its own pools and caches and its own
-    # admission limit; the metrics endpoint reports the first process only when there are more.
-    api_workers: int = Field(1, ge=1)
     # Hits whose cosine similarity to the query is below this are cut (a search's `minScore`
     # overrides it; -1 cuts nothing). Unset: the serving version's own cutoff, calibrated on
     # the judged queries when its catalog embeddings were built (`fashion-search calibrate`).

@@ -25,11 +25,8 @@ def main() -> None:
         replicas = catalog.replicas
         REGISTRY.register(CatalogReplicas(lambda: [h.as_check() for h in replicas.health()]))
     serve_metrics(settings)
-    workers = settings.search.api_workers
     uvicorn.run(
-        "functions.api.app:create_app" if workers > 1 else create_app(),
-        factory=workers > 1,
-        workers=workers,
+        create_app(),
         host=settings.search.api_host,
         port=settings.search.api_port,
         log_level="info",
