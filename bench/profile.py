@@ -29,7 +29,7 @@ from bench.report import Report, Table, add_markdown_option
 from bench.search import HttpClient
 from fashion_search.dataset import iter_dataset
 from fashion_search.settings import get_settings
-from stack.process import ManagedProcess
+from stack.apps import app_process
 
 #: The processes sampled (``make up``'s programs).
 PROCESSES = ("api", "model-server")
@@ -38,9 +38,7 @@ TOP = 18
 
 
 def _pid(name: str) -> int:
-    settings = get_settings()
-    state = settings.stack.state_dir
-    pid = ManagedProcess(name, state / "run", state / "logs").pid()
+    pid = app_process(get_settings(), name).pid()
     if pid is None:
         sys.exit(f"{name} is not running: make up first")
     return pid

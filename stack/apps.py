@@ -155,7 +155,8 @@ def app_environment(settings: Settings, app: App) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _process(settings: Settings, name: str) -> ManagedProcess:
+def app_process(settings: Settings, name: str) -> ManagedProcess:
+    """The supervised app ``name`` (its pid file and log in the stack's state directory)."""
     return ManagedProcess(name, settings.stack.state_dir / "run", settings.stack.state_dir / "logs")
 
 
@@ -167,7 +168,7 @@ def backoff(settings: Settings) -> Backoff:
 
 def start(settings: Settings, app: App, timeout_s: float = 300) -> None:
     """Start ``app`` (supervised) unless it runs; wait until it is ready."""
-    process = _process(settings, app.name)
+    process = app_process(settings, app.name)
     if process.pid() is None:
         process.start(
             [app.executable(settings) if app.executable else sys.executable, *app.argv],
@@ -238,7 +239,7 @@ def start_airflow(settings: Settings, password: str) -> None:
 def down(settings: Settings) -> None:
     """Stop the programs (UI first)."""
     for name in reversed(apps(settings)):
-        if _process(settings, name).stop():
+        if app_process(settings, name).stop():
             print(f"{name}: stopped")
 
 

@@ -139,13 +139,6 @@ class SearchRequest(BaseModel):
             return parse_query(self.query)
         return [Term(t.text.strip(), t.weight) for t in self.terms or []]
 
-    @property
-    def refinements(self) -> Refinements:
-        """The request's refinements."""
-        return Refinements(
-            self.min_score, self.collapse, self.facets, self.candidates, self.understand
-        )
-
 
 def describe(error: ValidationError) -> str:
     """One line per bad value: where it is (camelCase) and what is wrong with it."""
