@@ -39,7 +39,12 @@ test: lint
 
 ## The tests that need no server (under a minute).
 test-unit: bootstrap
-	$(PY) -m pytest -m "not stack and not build" -q -n 2
+	$(PY) -m pytest -m "not stack and not build and not compose" -q -n 2
+
+## docker compose up for real (engine, images, the whole system; run alone: the native ports).
+.PHONY: test-compose
+test-compose: bootstrap
+	$(PY) -m pytest -m compose -s
 
 bench: bootstrap
 	$(PY) -m bench.catalog

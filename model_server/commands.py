@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--unless-champion", action="store_true", help="do nothing when the registry has one"
+    )
     p.set_defaults(run=_train)
 
     p = commands.add_parser(
@@ -80,6 +83,13 @@ def _train(args: argparse.Namespace) -> None:
 
     _log_to_stderr()
     settings = get_settings()
+    if args.unless_champion:
+        from fashion_search.model.registry import champion, configure_mlflow
+
+        registry = settings.registry
+        if champion(configure_mlflow(settings), registry.model_name, registry.model_alias):
+            print(f"{registry.model_name} has a champion already: nothing to train")
+            return
     recipe = recipe_for(args.architecture, args.pretrained)
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "seed", "precision")}
     recipe.update({k: v for k, v in overrides.items() if v is not None})

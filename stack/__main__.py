@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("up", "install what is missing and start"), ("down", "stop")):
         p = commands.add_parser(name, help=text)
-        default = "the default stack (not pg-replica)" if name == "up" else "all"
+        default = "the default stack (not pg-replica, docker)" if name == "up" else "all"
         p.add_argument(
             "services", nargs="*", type=_role, metavar="SERVICE", help=f"default: {default}"
         )

@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from fashion_search.settings import Settings
 from stack.secrets import (
+    CREDENTIALS,
     KAFKA_INGEST_USER,
     KAFKA_MINIO_USER,
     PG_REPLICATION_ROLE,
@@ -36,7 +37,8 @@ from stack.secrets import (
     S3_MODEL_SERVER_USER,
     S3_UPLOADER_USER,
     Secrets,
-    load_for,
+    load,
+    secrets_file,
 )
 
 log = logging.getLogger("stack.access")
@@ -210,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
-    apply(settings, load_for(settings), tuple(args.parts) or tuple(PARTS))
+    secrets = load(secrets_file(settings.stack), names=CREDENTIALS)  # of these servers only
+    apply(settings, secrets, tuple(args.parts) or tuple(PARTS))
     return 0
 
 

@@ -22,9 +22,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from psycopg.conninfo import make_conninfo
-
-from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.settings import ENV_FILE_VARIABLE, REPO_ROOT, Settings, get_settings, variable
 from stack import airflow
 from stack.process import ManagedProcess
@@ -42,7 +39,6 @@ from stack.secrets import (
 )
 from stack.service import http_ok
 from stack.supervisor import Backoff
-from stack.topics import group_has_member
 
 
 @dataclass(frozen=True)
@@ -76,9 +72,19 @@ def metrics_url(settings: Settings, name: str) -> str:
     return f"http://{settings.telemetry.metrics_bind}:{port}/metrics"
 
 
+# The readiness checks import what they use: `check NAME` runs in each role's image (compose's
+# healthchecks), which has only that role's dependencies.
 def _model_server_ready(settings: Settings) -> bool:
+    from fashion_search.embedding_client import EmbeddingClient
+
     with EmbeddingClient(settings.model_server.address, timeout_s=2) as client:
         return client.healthy()
+
+
+def _dispatcher_ready(settings: Settings) -> bool:
+    from stack.topics import group_has_member
+
+    return group_has_member(settings, settings.ingest.group_id)
 
 
 def _airflow_app(settings: Settings, command: str) -> App:
@@ -116,7 +122,7 @@ def apps(settings: Settings) -> dict[str, App]:
         ),
         "dispatcher": App(
             "dispatcher", ["-m", "functions.events", "kafka"],
-            lambda s: group_has_member(s, s.ingest.group_id),
+            _dispatcher_ready,
             pg_role=PG_INGEST_ROLE, s3_user=S3_INGEST_USER, kafka_user=KAFKA_INGEST_USER,
         ),
         **{f"airflow-{c}": _airflow_app(settings, c) for c in airflow.SERVER_COMMANDS},
@@ -149,6 +155,8 @@ def app_environment(settings: Settings, app: App) -> dict[str, str]:
             settings.stack.metrics_ports_from + METRICS_APPS.index(app.name)
         )
     if pg_role:
+        from psycopg.conninfo import make_conninfo
+
         env[variable("database.url")] = make_conninfo(
             settings.database.url, user=pg_role, password=secrets.pg_passwords[pg_role]
         )
@@ -188,23 +196,11 @@ def _cli(*args: str, env: dict[str, str] | None = None, module: str = "fashion_s
     )  # fmt: skip
 
 
-def _has_champion(settings: Settings) -> bool:
-    from fashion_search.model.registry import champion, configure_mlflow
-
-    return (
-        champion(
-            configure_mlflow(settings), settings.registry.model_name, settings.registry.model_alias
-        )
-        is not None
-    )
-
-
 def up(settings: Settings) -> None:
     """Model (trained if missing), model server, catalog embeddings, API, UI."""
     programs = apps(settings)
-    if not _has_champion(settings):
-        print("no registered champion: training the offline default model (~25 min on 2 cores)")
-        _cli("train", module="model_server")
+    # The offline default model when the registry has no champion (~25 min on 2 cores).
+    _cli("train", "--unless-champion", module="model_server")
     start(settings, programs["model-server"])
     _cli("embed")
     # The UI's own key (search scope), registered once from the secrets file.

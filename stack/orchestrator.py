@@ -12,6 +12,7 @@ from pathlib import Path
 
 from fashion_search.settings import Settings
 from stack import access, secrets
+from stack.docker import DockerEngine
 from stack.kafka import Kafka, Tansu
 from stack.localstack import LocalStack
 from stack.mlflow_server import MLflowServer
@@ -29,10 +30,12 @@ IMPLEMENTATIONS: dict[str, tuple[type[Service], ...]] = {
     "s3": (MinIO, MotoS3),
     "mlflow": (MLflowServer,),
     "localstack": (LocalStack,),
+    "docker": (DockerEngine,),
 }
 ROLES = tuple(IMPLEMENTATIONS)
-#: Started only when named (``python -m stack up pg-replica``): the rest is the default stack.
-OPTIONAL_ROLES = ("pg-replica",)
+#: Started only when named (``python -m stack up pg-replica docker``): the rest is the default
+#: stack.
+OPTIONAL_ROLES = ("pg-replica", "docker")
 DEFAULT_ROLES = tuple(r for r in ROLES if r not in OPTIONAL_ROLES)
 
 

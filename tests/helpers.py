@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -79,6 +80,90 @@ def scrape(port: int) -> dict[str, float]:
             labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
+
+
+#: The settings that name a TCP port of the stack on 127.0.0.1, as ``group.field``.
+STACK_PORTS = (
+    *(f"stack.{name}_port" for name in ("pg", "pg_replica", "s3", "s3_console", "kafka",
+                                        "kafka_controller", "mlflow", "localstack", "airflow")),
+    "model_server.port", "search.api_port", "search.ui_port",
+)  # fmt: skip
+
+
+def stack_ports(settings: Settings) -> dict[str, int]:
+    """Every TCP port the stack of ``settings`` listens on, by setting (the apps' metrics as
+    ``metrics[i]``)."""
+    ports = {name: int(getattr(getattr(settings, name.split(".")[0]), name.split(".")[1]))
+             for name in STACK_PORTS}  # fmt: skip
+    ports.update({f"metrics[{i}]": settings.stack.metrics_ports_from + i for i in range(3)})
+    return ports
+
+
+def listening_ports() -> set[int]:
+    """The TCP ports something listens on here (IPv4 and IPv6)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":  # LISTEN
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def process_groups() -> dict[int, tuple[int, int]]:
+    """pid -> (process group, session) of every process here that is not a zombie."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if fields[0] != "Z":
+            found[int(stat.parent.name)] = (int(fields[2]), int(fields[3]))
+    return found
+
+
+def _mine() -> set[int]:
+    """This process, its ancestors and every process of its session (the test's own)."""
+    mine, pid = {os.getpid()}, os.getppid()
+    with contextlib.suppress(OSError):
+        while pid > 1:
+            mine.add(pid)
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    session = os.getsid(0)
+    return mine | {pid for pid, (_, sid) in process_groups().items() if sid == session}
+
+
+def stack_sessions(settings: Settings) -> set[int]:
+    """The sessions of the stack's programs (each leads one: the pids of its pid files)."""
+    return {int(f.read_text()) for f in (settings.stack.state_dir / "run").glob("*.pid")}
+
+
+def leftovers(settings: Settings, sessions: Iterable[int] = (), repo: bool = True) -> list[str]:
+    """What of the stack of ``settings`` still runs: each process (but the test's own) of one of
+    ``sessions`` (:func:`stack_sessions` before it stopped), or whose command line or working
+    directory lies in its state directory (or, with ``repo``, in the repository), or whose
+    environment names the state directory; and each of its ports that something listens on.
+    (A process that retitles itself, as Airflow's do, may no longer show its environment.)"""
+    state, sessions = str(settings.stack.state_dir), set(sessions)
+    roots = (state, str(REPO_ROOT)) if repo else (state,)
+    found, mine = [], _mine()
+    for pid, (_, sid) in sorted(process_groups().items()):
+        proc = Path(f"/proc/{pid}")
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = str((proc / "cwd").readlink())
+            environ = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        ours = any(root in cmdline or f"{cwd}/".startswith(f"{root}/") for root in roots)
+        if pid not in mine and (sid in sessions or ours or state in environ):
+            found.append(f"process {pid} (session {sid}): {cmdline.strip()}")
+    listening = listening_ports()
+    found += [f"port {name} {port} listening" for name, port in stack_ports(settings).items()
+              if port in listening]  # fmt: skip
+    return found
 
 
 def child_env(settings: Settings) -> dict[str, str]:

@@ -1,5 +1,6 @@
 """docker-compose.yml is valid for Docker Compose (validated by the compose CLI, no daemon),
-holds no password, and gives each service its own role's credentials only."""
+holds no password, and gives each service its own role's credentials only (the secrets service
+generates them into a volume per service). tests/test_compose_up.py runs it for real."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import re
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,35 +19,30 @@ import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.compose_cli import compose_command
-from stack.secrets import VARIABLES as COMPOSE_SECRETS
+from stack.secrets import (
+    COMPOSE_MOUNT,
+    COMPOSE_SERVICES,
+    VARIABLES,
+    distribute,
+    read_env_file,
+)
 from stack.secrets import ensure as write_compose_env
-from stack.secrets import read_env_file
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 
-def _compose(env_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``docker compose --env-file ENV_FILE -f docker-compose.yml ARGS``, without any
-    FS_SECRET_* of this environment."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("FS_SECRET_")}
+def _compose(*args: str) -> subprocess.CompletedProcess[str]:
+    """``docker compose -f docker-compose.yml ARGS``."""
     return subprocess.run(
-        [*compose_command(Settings()), "--env-file", str(env_file), "-f", str(COMPOSE_FILE),
-         *args], capture_output=True, text=True, check=False, env=environ,
+        [*compose_command(Settings()), "-f", str(COMPOSE_FILE), *args],
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A secrets file as ``python -m stack.secrets`` writes it."""
-    path = tmp_path_factory.mktemp("compose") / "compose.env"
-    assert write_compose_env(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def config(env_file: Path) -> dict[str, Any]:
-    """The compose file as Docker Compose resolves it with that secrets file."""
-    result = _compose(env_file, "config", "--format", "json")
+def config() -> dict[str, Any]:
+    """The compose file as Docker Compose resolves it (no settings needed)."""
+    result = _compose("--profile", "dashboards", "config", "--format", "json")
     assert result.returncode == 0, result.stderr
     resolved: dict[str, Any] = json.loads(result.stdout)
     return resolved
@@ -60,11 +57,16 @@ def test_compose_file_is_valid_and_complete(config: dict[str, Any]) -> None:
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["minio"]["image"].startswith("minio/minio:")
     assert services["localstack"]["image"].startswith("localstack/localstack:")
-    # The project's services share one image built from the one Dockerfile.
-    built = {name for name, s in services.items() if "build" in s}
-    assert {"setup", "mlflow", "catalog"} | apps <= built
+    # The project's services run the image of their role: a target of the one Dockerfile.
+    built = {name: s["build"]["target"] for name, s in services.items() if "build" in s}
+    assert {"setup", "mlflow", "catalog"} | apps <= set(built)
+    assert built["api"] == "api" and built["dispatcher"] == "ingest"
+    assert built["model-server"] == "serve" and built["ui"] == "ui"
+    jobs = ("secrets", "setup", "mlflow", "catalog", "model-init", "embed", "airflow")
+    assert {built[name] for name in jobs} == {"train"}
+    for name, target in built.items():
+        assert services[name]["image"] == f"fashion-search-{target}:latest", name
     assert "/app/dags" in services["airflow"]["volumes"][0]["target"]
-    assert {services[name]["image"] for name in built} == {"fashion-search:latest"}
     minio = services["minio"]
     assert minio["environment"]["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "fashion.uploads"
     # Events raised while Kafka is away wait on a volume of their own.
@@ -87,7 +89,7 @@ def test_compose_rejects_a_broken_file(tmp_path) -> None:  # type: ignore[no-unt
 LONG_RUNNING = {"postgres", "postgres-replica", "kafka", "minio", "localstack", "mlflow",
                 "model-server", "dispatcher", "api", "ui", "airflow", "prometheus",
                 "grafana"}  # fmt: skip
-ONE_SHOT = {"setup", "catalog", "model-init"}
+ONE_SHOT = {"secrets", "setup", "catalog", "model-init", "embed"}
 #: The project's apps: each checked by the local stack's readiness check of the same name.
 APPS = {"model-server", "dispatcher", "api", "ui"}
 
@@ -114,9 +116,10 @@ def test_every_long_running_service_has_a_healthcheck() -> None:
         assert check and check["test"], name
         if name in APPS | {"mlflow", "airflow"}:
             assert {"interval", "timeout", "retries", "start_period"} <= set(check), name
-    for name in APPS:
+    for name in APPS:  # with the service's secrets, as its entrypoint starts it
         test = services[name]["healthcheck"]["test"]
-        assert test == ["CMD", "python", "-m", "stack.apps", "check", name], name
+        check = ["python", "-m", "stack.apps", "check", name]
+        assert test == ["CMD", "python", "-m", "stack.secrets", "exec", "--", *check], name
 
 
 def test_the_healthchecks_name_apps_the_local_stack_knows() -> None:
@@ -137,7 +140,7 @@ def test_the_secrets_file_is_written_once_with_random_distinct_values(tmp_path: 
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     first = path.read_text()
     values = read_env_file(path)
-    assert set(values) == set(COMPOSE_SECRETS)
+    assert set(values) == set(VARIABLES)
     assert len(set(values.values())) == len(values)  # distinct
     for name, value in values.items():
         assert len(value) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", value), name
@@ -148,15 +151,6 @@ def test_the_secrets_file_is_written_once_with_random_distinct_values(tmp_path: 
     other = tmp_path / "other.env"
     assert write_compose_env(other)
     assert not set(read_env_file(other).values()) & set(values.values())  # random
-
-
-def test_compose_fails_clearly_without_the_secrets_file(tmp_path: Path) -> None:
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    result = _compose(empty, "config", "--quiet")
-    assert result.returncode != 0
-    assert "FS_SECRET_" in result.stderr
-    assert "python -m stack.secrets" in result.stderr, result.stderr
 
 
 def _references(value: Any) -> Iterator[str]:
@@ -171,83 +165,121 @@ def _references(value: Any) -> Iterator[str]:
         yield str(value)
 
 
+_SECRET = re.compile(r"FS_SECRET_\w+")
+
+
 def test_no_password_is_written_in_the_compose_file() -> None:
-    """Each secret is a required variable of the secrets file (``${FS_SECRET_*:?...}``, so
-    compose stops with a message without it); nothing else looks like a password."""
+    """Each secret is a reference replaced in the container (``$${FS_SECRET_*}``) or a file of
+    the service's secrets volume; nothing else looks like a password."""
     text = COMPOSE_FILE.read_text()
-    referenced = set(re.findall(r"\$\{(FS_SECRET_\w+)", text))
-    assert referenced == set(COMPOSE_SECRETS)  # each generated one is used, none is missing
-    for name in referenced:  # every reference requires it, with the way to make the file
-        assert not re.search(rf"\$\{{{name}(?!:\?python -m stack\.secrets)", text), name
-    for old in ("fashion-secret", "postgres:postgres", "POSTGRES_PASSWORD: postgres"):
+    assert set(_SECRET.findall(text)) <= set(VARIABLES)
+    assert set().union(*COMPOSE_SERVICES.values()) == set(VARIABLES)  # each one is used
+    for old in ("fashion-secret", "postgres:postgres", "POSTGRES_PASSWORD: postgres", ":?"):
         assert old not in text
     secret_name = re.compile(r"PASSWORD|SECRET|JAAS|^FS_API_KEY$")
+    reference = re.compile(r"\$\$\{FS_SECRET_\w+\}")
     for service, spec in _services().items():
         for key, value in (spec.get("environment") or {}).items():
             if secret_name.search(key) and not key.endswith("_FILE"):  # a path is no secret
-                assert re.fullmatch(r"\$\{FS_SECRET_\w+:\?[^}]+\}", str(value)), (service, key)
+                assert reference.fullmatch(str(value)), (service, key)
             for url in re.findall(r"\w+://[^\s@/]+@", str(value)):  # user:password@host
                 password = url.split("://", 1)[1].rsplit(":", 1)[-1]
-                assert password.startswith("${FS_SECRET_"), (service, key)
-        for string in _references(spec.get("command")):  # the Kafka users' SCRAM passwords
-            for password in re.findall(r"password=([^\],\s]+)", string):
-                assert password.startswith("$$SCRAM_"), (service, string)
+                assert password.startswith("$${FS_SECRET_"), (service, key)
+        for string in _references([spec.get("command"), spec.get("entrypoint")]):
+            for password in re.findall(r"password=([^\]]+)", string):  # Kafka's SCRAM users
+                assert password.startswith("$$(secret FS_SECRET_"), (service, string)
 
 
-#: The secrets each service may see (every other service's role is not its business).
-OWN_SECRETS: dict[str, set[str]] = {
-    "postgres": {"FS_SECRET_PG_OWNER"},
-    "postgres-replica": {"FS_SECRET_PG_REPLICATION"},
-    "kafka": {"FS_SECRET_KAFKA_ADMIN", "FS_SECRET_KAFKA_MINIO", "FS_SECRET_KAFKA_INGEST"},
-    "minio": {"FS_SECRET_S3_ROOT", "FS_SECRET_KAFKA_MINIO"},
-    "localstack": set(),
-    # gives each its password
-    "setup": set(COMPOSE_SECRETS) - {"FS_SECRET_AIRFLOW_ADMIN", "FS_SECRET_GRAFANA_ADMIN"},
-    "mlflow": {"FS_SECRET_S3_MLFLOW"},
-    "catalog": {"FS_SECRET_PG_OWNER", "FS_SECRET_S3_ROOT"},  # migrates the schema
-    "model-init": {"FS_SECRET_PG_OWNER", "FS_SECRET_S3_ROOT"},
-    "model-server": {"FS_SECRET_S3_MODEL_SERVER"},
-    "dispatcher": {"FS_SECRET_PG_INGEST", "FS_SECRET_S3_INGEST", "FS_SECRET_KAFKA_INGEST"},
-    "api": {"FS_SECRET_PG_API", "FS_SECRET_S3_API"},
-    "ui": {"FS_SECRET_UI_API_KEY"},
-    "airflow": {"FS_SECRET_PG_OWNER", "FS_SECRET_S3_ROOT", "FS_SECRET_KAFKA_INGEST",
-                "FS_SECRET_AIRFLOW_ADMIN"},
-    "prometheus": set(),
-    "grafana": {"FS_SECRET_GRAFANA_ADMIN"},
-}  # fmt: skip
+def _mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["source"]: v for v in service.get("volumes", []) if v["type"] == "volume"}
 
 
-def test_each_service_gets_its_own_roles_secrets_only(
-    config: dict[str, Any], env_file: Path
-) -> None:
-    secrets = read_env_file(env_file)
+def test_each_service_gets_its_own_secrets_only(config: dict[str, Any]) -> None:
+    """A service refers only to the secrets of its own volume, mounted read-only at
+    COMPOSE_MOUNT, and starts after the secrets service; that one alone mounts them all."""
     services = config["services"]
-    assert set(services) == set(OWN_SECRETS)
+    assert set(COMPOSE_SERVICES) <= set(services)
     for name, service in services.items():
-        seen = " ".join(_references({k: service.get(k) for k in ("environment", "command")}))
-        found = {secret for secret, value in secrets.items() if value in seen}
-        assert found == OWN_SECRETS[name], name
+        volumes = {s for s in _mounts(service) if s.startswith("secrets-")}
+        if name == "secrets":
+            assert volumes == {f"secrets-{s}" for s in [*COMPOSE_SERVICES, "all"]}
+            continue
+        parts = {k: service.get(k) for k in ("environment", "command", "entrypoint")}
+        used = set(_SECRET.findall(" ".join(_references(parts))))
+        own = set(COMPOSE_SERVICES.get(name, ()))
+        assert used <= own, (name, used - own)
+        assert volumes == ({f"secrets-{name}"} if own else set()), name
+        if own:
+            volume = _mounts(service)[f"secrets-{name}"]
+            assert volume["target"] == str(COMPOSE_MOUNT) and volume.get("read_only"), name
+    for name in COMPOSE_SERVICES:  # started after the secrets exist (directly or not)
+        waits, seen = {name}, set()
+        while waits - seen:
+            current = (waits - seen).pop()
+            seen.add(current)
+            waits |= set(services[current].get("depends_on", {}))
+        assert "secrets" in waits, name
     api = services["api"]["environment"]
     assert api["FS_API_SEARCH_ACCESS"] == "key"
-    assert api["FS_DATABASE_URL"].startswith("postgresql://fashion_api:")
+    assert api["FS_DATABASE_URL"].startswith("postgresql://fashion_api:$${FS_SECRET_PG_API}@")
     assert api["FS_S3_ACCESS_KEY"] == "fashion-api"
     dispatcher = services["dispatcher"]["environment"]
     assert dispatcher["FS_DATABASE_URL"].startswith("postgresql://fashion_ingest:")
     assert dispatcher["FS_S3_ACCESS_KEY"] == dispatcher["FS_KAFKA_USERNAME"] == "fashion-ingest"
-    assert services["ui"]["environment"]["FS_API_KEY"] == secrets["FS_SECRET_UI_API_KEY"]
+    assert services["ui"]["environment"]["FS_API_KEY"] == "$${FS_SECRET_UI_API_KEY}"
     # The setup service registers the UI's key and gives every role its password.
     setup = " ".join(services["setup"]["command"])
     assert "python -m stack.access apply" in setup
     assert "api-keys create --name ui --scope search --key-from-env FS_API_KEY" in setup
     postgres = services["postgres"]["environment"]
-    assert postgres["POSTGRES_PASSWORD"] == secrets["FS_SECRET_PG_OWNER"]
+    assert postgres["POSTGRES_PASSWORD_FILE"] == f"{COMPOSE_MOUNT}/FS_SECRET_PG_OWNER"
     assert postgres["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
     assert postgres["POSTGRES_INITDB_ARGS"] == "--auth=scram-sha-256"
     minio = services["minio"]["environment"]
-    assert minio["MINIO_ROOT_PASSWORD"] == secrets["FS_SECRET_S3_ROOT"]
     assert minio["MINIO_NOTIFY_KAFKA_SASL_PRIMARY"] == "on"
     assert minio["MINIO_NOTIFY_KAFKA_SASL_MECHANISM_PRIMARY"] == "sha256"
-    assert minio["MINIO_NOTIFY_KAFKA_SASL_PASSWORD_PRIMARY"] == secrets["FS_SECRET_KAFKA_MINIO"]
+
+
+def test_the_secrets_service_gives_each_service_its_own(tmp_path: Path) -> None:
+    distribute(tmp_path)
+    everything = read_env_file(tmp_path / "all" / "secrets.env")
+    assert set(everything) == set(VARIABLES)
+    for service, names in COMPOSE_SERVICES.items():
+        folder = tmp_path / service
+        assert read_env_file(folder / "env") == {n: everything[n] for n in names}, service
+        assert {p.name for p in folder.iterdir()} == {"env", *names}
+        for name in names:
+            assert (folder / name).read_text() == everything[name]
+    distribute(tmp_path)  # again (every `docker compose up`): the same secrets
+    assert read_env_file(tmp_path / "all" / "secrets.env") == everything
+
+
+def _exec_in_fork(folder: Path, environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``exec_with_secrets`` in a child process: the printed FS_DATABASE_URL it ends up with."""
+    code = (
+        "import sys; from pathlib import Path; from stack.secrets import exec_with_secrets\n"
+        "exec_with_secrets([sys.executable, '-c', "
+        "'import os; print(os.environ[\"FS_DATABASE_URL\"])'], Path(sys.argv[1]))"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+        env={**os.environ, **environ}, cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+
+
+def test_a_container_starts_with_its_secrets_in_place(tmp_path: Path) -> None:
+    """The images' entrypoint replaces each reference with the service's own secret, and
+    refuses to start when a reference is not its own."""
+    distribute(tmp_path)
+    secret = read_env_file(tmp_path / "api" / "env")["FS_SECRET_PG_API"]
+    url = "postgresql://fashion_api:${FS_SECRET_PG_API}@postgres:5432/fashion"
+    result = _exec_in_fork(tmp_path / "api", {"FS_DATABASE_URL": url})
+    assert result.stdout.strip() == url.replace("${FS_SECRET_PG_API}", secret), result.stderr
+    owner = url.replace("PG_API", "PG_OWNER")  # not the api's
+    result = _exec_in_fork(tmp_path / "api", {"FS_DATABASE_URL": owner})
+    assert result.returncode != 0 and "FS_SECRET_PG_OWNER" in result.stderr
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert dockerfile.count('ENTRYPOINT ["python", "-m", "stack.secrets", "exec", "--"]') == 6
 
 
 def test_kafka_clients_authenticate_with_scram() -> None:
@@ -275,13 +307,14 @@ def test_airflow_needs_its_admin_login() -> None:
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
     users = [u.split(":") for u in env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")]
     assert users == [["admin", "admin"]]
-    assert env["FS_AIRFLOW_ADMIN_PASSWORD"].startswith("${FS_SECRET_AIRFLOW_ADMIN:?")
+    assert env["FS_AIRFLOW_ADMIN_PASSWORD"] == "$${FS_SECRET_AIRFLOW_ADMIN}"
     passwords = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     assert passwords.startswith("/opt/airflow-home/")  # on its volume, writable
     script = airflow["command"][-1]
     assert "$$FS_AIRFLOW_ADMIN_PASSWORD" in script
     assert "$$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in script
-    assert script.rstrip().endswith("exec /opt/airflow-venv/bin/airflow standalone")
+    assert 'export PATH="/opt/airflow-venv/bin:$$PATH"' in script
+    assert script.rstrip().endswith("exec airflow standalone")
 
 
 def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_theirs() -> None:
@@ -306,8 +339,8 @@ def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_
         assert services[name]["environment"]["FS_METRICS_BIND"] == "0.0.0.0"
     mounts = " ".join(services["grafana"]["volumes"])
     assert "./observability/grafana/provisioning:/etc/grafana/provisioning" in mounts
-    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
-        "${FS_SECRET_GRAFANA_ADMIN:?"
+    assert services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == (
+        f"{COMPOSE_MOUNT}/FS_SECRET_GRAFANA_ADMIN"
     )
 
     from fastapi.testclient import TestClient

@@ -26,17 +26,20 @@ GUARDED = {
     "streamlit": "streamlit",
     "playwright": "playwright",
 }
+#: What every role's image runs too: its entrypoint (the service's secrets) and healthcheck.
+IMAGE = "import stack.secrets, stack.apps\n"
 #: Each role's entry points: what its processes and functions import and build when they start.
 ENTRY_POINTS = {
-    "api": "import functions.__main__\n"
+    "api": IMAGE + "import functions.__main__\n"
     "import functions.handlers.health, functions.handlers.image_search\n"
     "import functions.handlers.metadata, functions.handlers.text_search\n"
     "from functions.api.app import create_app\n"
     "create_app()",
-    "ingest": "import functions.events.__main__, functions.handlers.bucket_event",
-    "serve": "import model_server.__main__, model_server.service",
-    "serve-gpu": "import model_server.__main__, model_server.service",
-    "ui": "from streamlit.testing.v1 import AppTest\n"
+    "ingest": IMAGE + "import functions.events.__main__, functions.handlers.bucket_event",
+    "serve": IMAGE + "import model_server.__main__, model_server.service",
+    "serve-gpu": IMAGE + "import model_server.__main__, model_server.service",
+    "setup": IMAGE + "import stack.__main__, stack.access, fashion_search.cli",
+    "ui": IMAGE + "from streamlit.testing.v1 import AppTest\n"
     "AppTest.from_file('ui/app.py', default_timeout=60).run()",
     "train": "import fashion_search.cli, fashion_search.model.pipeline, model_server.commands\n"
     "import fashion_search.workflows.catalog, fashion_search.workflows.finetune\n"

@@ -1,0 +1,3 @@
+#!/bin/bash
+# java on the broker's classpath: kafka-run-class.sh CLASS ARGS...
+exec java ${KAFKA_HEAP_OPTS:-} ${KAFKA_OPTS:-} -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.yaml -cp "/opt/kafka/libs/*" "$@"
