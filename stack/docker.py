@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -107,9 +108,17 @@ class DockerEngine(Service):
     def _restore_host(self, state: dict[str, object]) -> None:
         for bridge in _bridges() - set(state["bridges"]):  # type: ignore[call-overload]
             subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
+        rules = str(state["iptables"])
+        iptables = require_tool("iptables")
+        for table in {"filter", "nat"} - set(re.findall(r"^\*(\w+)", rules, flags=re.M)):
+            # A table that did not exist before (restoring the rest leaves it): emptied.
+            for change in ("-F", "-X"):
+                subprocess.run([iptables, "-t", table, change], capture_output=True, check=False)
+            if table == "filter":
+                subprocess.run([iptables, "-P", "FORWARD", "ACCEPT"], check=False)
         restore = subprocess.run(
-            [require_tool("iptables-restore")],
-            input=str(state["iptables"]), capture_output=True, text=True, check=False,
+            [require_tool("iptables-restore")], input=rules, capture_output=True, text=True,
+            check=False,
         )  # fmt: skip
         if restore.returncode != 0:
             raise StackError(f"docker: iptables-restore failed: {restore.stderr}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -102,6 +103,14 @@ def _wait_until_up(deployment: Deployment, timeout_s: float) -> None:
         time.sleep(5)
 
 
+def _host() -> list[str]:
+    """What dockerd changes on the host: iptables rules (without counters), bridges, forwarding."""
+    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
+    state = [re.sub(r"\[\d+:\d+\]", "", line) for line in rules.splitlines() if line[:1] != "#"]
+    bridges = sorted(p.parent.name for p in Path("/sys/class/net").glob("*/bridge"))
+    return [*state, *bridges, Path("/proc/sys/net/ipv4/ip_forward").read_text()]
+
+
 def _leftovers(docker: str) -> list[str]:
     """Containers, networks and volumes of the test's project."""
     found = []
@@ -125,6 +134,7 @@ def deployment() -> Iterator[Deployment]:
     engine = DockerEngine(settings)
     t0 = time.perf_counter()
     engine.install()
+    host = _host()
     started_engine = engine.start()
     timings["engine"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -163,8 +173,9 @@ def deployment() -> Iterator[Deployment]:
             os.environ.pop(name, None)
         print("compose timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
         assert not _leftovers(require_tool("docker"))
-        if started_engine:
-            engine.stop()
+        if started_engine:  # stopped, and what it changed on the host restored
+            assert engine.stop()
+            assert _host() == host
 
 
 def test_the_readme_searches_return_hits(deployment: Deployment) -> None:
