@@ -11,18 +11,20 @@
 
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
-# Python, uv and the lock file: what every role starts from.
+# Python, uv and the lock file: what every role starts from (the dependencies' layers change with
+# the lock file only; README.md, the project's metadata, comes with the source).
 FROM python:3.11-slim-bookworm AS python-base
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1 UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_PYTHON_DOWNLOADS=never PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 \
     FS_PROJECT_PYTHON=/opt/venv/bin/python
 WORKDIR /app
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 
 # The source tree with its generated gRPC stubs (grpcio-tools stays out of the role images).
 FROM python-base AS source
 RUN uv sync --frozen --no-dev --only-group proto --no-install-project
+COPY README.md ./
 COPY proto ./proto
 COPY scripts ./scripts
 COPY fashion_search ./fashion_search

@@ -41,6 +41,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 #: The label holding a stand-in's input digest (rebuilt when it changes).
 DIGEST_LABEL = "io.fashion-search.inputs"
+#: The label of the project's role images.
+ROLE_LABEL = "io.fashion-search.role"
 #: The mc client for the MinIO healthcheck: a commit of github.com/minio/mc (2025-03-13),
 #: resolvable through the Go module proxy.
 MC_VERSION = "v0.0.0-20250313080218-cf909e1063a9"
@@ -93,8 +95,10 @@ def _minio(settings: Settings, context: Path) -> None:
 
 
 def _localstack(settings: Settings, context: Path) -> None:
-    """The LocalStack runtime's pinned requirements (stack/localstack.py)."""
+    """The LocalStack runtime's pinned requirements (stack/localstack.py), and uv to install
+    them (pip took 123 s, most of the stand-ins' build)."""
     (context / "requirements.txt").write_text("\n".join(LOCALSTACK_REQUIREMENTS) + "\n")
+    shutil.copy2(require_tool("uv"), context / "uv")
 
 
 @dataclass(frozen=True)
@@ -161,7 +165,8 @@ class Images:
         self.registry = True  # until a pull says the registry cannot be reached
         self.base_checked = False
 
-    def _run(self, *args: str, what: str, timeout_s: float = 1800) -> None:
+    def run(self, *args: str, what: str, timeout_s: float = 1800) -> None:
+        """``docker ARGS`` (the classic builder); StackError with its output when it fails."""
         env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # BuildKit needs buildx, not in Debian
         run_checked([self.docker, *args], what, timeout_s=timeout_s, env=env)
 
@@ -224,7 +229,7 @@ class Images:
             if labels is not None and labels[DIGEST_LABEL] == digest:
                 yield Built(image, "cached", 0.0, self.size_mb(image), stand_in.provenance)
                 return
-            self._run(
+            self.run(
                 "build", "-q", "--label", f"{DIGEST_LABEL}={digest}", "-t", image, str(context),
                 what=f"docker build {image}",
             )  # fmt: skip
@@ -286,8 +291,8 @@ class Images:
         """The Dockerfile's target ``role`` as ``fashion-search-<role>:latest``."""
         started = time.perf_counter()
         image = f"fashion-search-{role}:latest"
-        self._run("build", "-q", "--target", role, "-t", image, str(REPO_ROOT),
-                  what=f"docker build --target {role}")  # fmt: skip
+        self.run("build", "-q", "--target", role, "--label", f"{ROLE_LABEL}={role}", "-t", image,
+                  str(REPO_ROOT), what=f"docker build --target {role}")  # fmt: skip
         seconds = time.perf_counter() - started
         return Built(image, "built", seconds, self.size_mb(image), f"Dockerfile target {role}")
 
@@ -309,12 +314,15 @@ def _mirror() -> str:
 
 
 def build(settings: Settings, roles: tuple[str, ...] = ROLES) -> Iterator[Built]:
-    """The external images (pulled, or built from the base), then the project's roles."""
+    """The external images (pulled, or built from the base), then the project's roles; then
+    the images they replaced are removed (only those: by their labels)."""
     images = Images(settings)
     for image in named_images():
         yield from images.external(image)
     for role in roles:
         yield images.role(role)
+    for label in (DIGEST_LABEL, ROLE_LABEL):
+        images.run("image", "prune", "-f", "--filter", f"label={label}", what="docker prune")
 
 
 def main(argv: list[str] | None = None) -> int:

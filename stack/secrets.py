@@ -1,12 +1,15 @@
 """The local stack's generated secrets: one random password per role and user, written once.
 
 ``python -m stack up`` (or ``python -m stack.secrets [PATH]``) creates
-``{FS_STACK__STATE_DIR}/secrets.env`` if it is missing: ``KEY=VALUE`` lines (docker compose reads
-such a file with ``--env-file``/``env_file``), mode 0600, each value from
+``{FS_STACK__STATE_DIR}/secrets.env`` if it is missing: ``KEY=VALUE`` lines, mode 0600, each
+value from
 :func:`secrets.token_urlsafe` (32 characters of ``[A-Za-z0-9_-]``: safe in a URL, a JAAS or
 ``--add-scram`` option and JSON, within MinIO's 8-40). Nothing is ever regenerated: the
 servers' data holds these passwords (``down --purge`` deletes both). Variables of the
-environment with the same names win over the file (a compose setup container gets them so).
+environment with the same names win over the file (a compose container gets them so).
+
+docker-compose.yml's ``secrets`` service makes the same file in a volume and gives each service
+only its own (:func:`distribute`); the project's images start through :func:`exec_with_secrets`.
 
 The owner's credentials (PostgreSQL superuser, MinIO root user, Kafka admin user) reach every
 process as ordinary settings: ``python -m stack up`` writes them to

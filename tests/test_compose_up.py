@@ -52,7 +52,6 @@ class Deployment:
 
     compose: list[str]
     secrets: dict[str, str]
-    timings: dict[str, float]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -126,6 +125,8 @@ def _leftovers(docker: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def deployment() -> Iterator[Deployment]:
+    """The engine (started unless one runs; then stopped, the host as before), the images, and
+    the compose project up with ROWS products and the tiny model; ``down -v`` after."""
     settings = Settings()
     dataset = Path(settings.dataset_source)
     if not dataset.is_file():
@@ -137,6 +138,16 @@ def deployment() -> Iterator[Deployment]:
     host = _host()
     started_engine = engine.start()
     timings["engine"] = time.perf_counter() - t0
+    try:
+        yield from _deploy(settings, dataset, timings)
+    finally:
+        print("compose timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+        if started_engine:
+            assert engine.stop()
+            assert _host() == host
+
+
+def _deploy(settings: Settings, dataset: Path, timings: dict[str, float]) -> Iterator[Deployment]:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "stack.images", "build"], check=True, cwd=REPO_ROOT)
     timings["images"] = time.perf_counter() - t0
@@ -148,14 +159,8 @@ def deployment() -> Iterator[Deployment]:
         "FS_COMPOSE_TRAIN_ARGS": f"--epochs 1 --limit {ROWS}",
     }
     os.environ.update(environ)
-    compose = [
-        *compose_command(settings),
-        "-p",
-        PROJECT,
-        "-f",
-        str(REPO_ROOT / "docker-compose.yml"),
-    ]
-    deployment = Deployment(compose, {}, timings)
+    compose_file = str(REPO_ROOT / "docker-compose.yml")
+    deployment = Deployment([*compose_command(settings), "-p", PROJECT, "-f", compose_file], {})
     try:
         t0 = time.perf_counter()
         deployment.run("up", "-d", "--no-build", timeout_s=900)
@@ -164,18 +169,16 @@ def deployment() -> Iterator[Deployment]:
         secrets = deployment.run("run", "--rm", "--no-deps", "secrets", "cat",
                                  "/secrets/all/secrets.env")  # fmt: skip
         deployment.secrets = parse_env(secrets)
+        t0 = time.perf_counter()
         yield deployment
+        timings["checks"] = time.perf_counter() - t0
     finally:
         t0 = time.perf_counter()
         deployment.run("down", "-v", "--remove-orphans", timeout_s=300)
         timings["down"] = time.perf_counter() - t0
         for name in environ:
             os.environ.pop(name, None)
-        print("compose timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
         assert not _leftovers(require_tool("docker"))
-        if started_engine:  # stopped, and what it changed on the host restored
-            assert engine.stop()
-            assert _host() == host
 
 
 def test_the_readme_searches_return_hits(deployment: Deployment) -> None:
