@@ -82,7 +82,7 @@ COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1 UV_PROJECT_ENVIRONMENT=/opt/venv \
     UV_PYTHON_INSTALL_DIR=/opt/python PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml uv.lock README.md ./
+COPY pyproject.toml uv.lock ./
 RUN uv python install 3.11 \
     && uv sync --frozen --no-dev --extra serve-gpu --no-install-project
 COPY --from=source /app /app

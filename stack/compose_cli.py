@@ -1,4 +1,4 @@
-"""The Docker Compose CLI for validating docker-compose.yml on machines without Docker's packages.
+"""The Docker Compose v2 CLI, to run and validate docker-compose.yml where docker lacks it.
 
 Compose v2 cannot be ``go install``-ed (its go.mod has exclude directives), so its module
 source is fetched through the Go module proxy and built as the main module, then installed

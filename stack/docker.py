@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from stack.service import InstallUnavailableError, Service, StackError, require_tool, run_checked
 
@@ -27,6 +28,18 @@ _IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 def _bridges() -> set[str]:
     """The host's bridge interfaces."""
     return {path.parent.name for path in Path("/sys/class/net").glob("*/bridge")}
+
+
+def host_state() -> dict[str, Any]:
+    """What dockerd changes on the host: the iptables rules, ``ip_forward`` and the bridges."""
+    rules = subprocess.run(
+        [require_tool("iptables-save")], capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        "iptables": rules,
+        "ip_forward": _IP_FORWARD.read_text().strip(),
+        "bridges": sorted(_bridges()),
+    }
 
 
 def engine_answers() -> bool:
@@ -75,15 +88,7 @@ class DockerEngine(Service):
     def prepare(self) -> None:
         """Save what dockerd changes on the host, to restore it at ``stop``."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        rules = subprocess.run(
-            [require_tool("iptables-save")], capture_output=True, text=True, check=True
-        ).stdout
-        state = {
-            "iptables": rules,
-            "ip_forward": _IP_FORWARD.read_text().strip(),
-            "bridges": sorted(_bridges()),
-        }
-        self._host_state.write_text(json.dumps(state))
+        self._host_state.write_text(json.dumps(host_state()))
 
     def command(self) -> list[str]:
         return [require_tool("dockerd"), "--pidfile", str(self.data_dir / "dockerd.pid")]
@@ -105,8 +110,8 @@ class DockerEngine(Service):
             self._host_state.unlink()
         return stopped
 
-    def _restore_host(self, state: dict[str, object]) -> None:
-        for bridge in _bridges() - set(state["bridges"]):  # type: ignore[call-overload]
+    def _restore_host(self, state: dict[str, Any]) -> None:
+        for bridge in _bridges() - set(state["bridges"]):
             subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
         rules = str(state["iptables"])
         iptables = require_tool("iptables")

@@ -33,7 +33,7 @@ from stack.kafka import Kafka
 from stack.localstack import REQUIREMENTS as LOCALSTACK_REQUIREMENTS
 from stack.postgres import BUNDLED as PG_INSTALL
 from stack.s3 import MinIO
-from stack.service import ASSETS, StackError, require_tool, run_checked
+from stack.service import ASSETS, StackError, go_install, require_tool, run_checked
 
 BASE = "fashion-search/debian:bookworm"
 DEBIAN_SUITE = "bookworm"
@@ -46,8 +46,13 @@ ROLE_LABEL = "io.fashion-search.role"
 #: The mc client for the MinIO healthcheck: a commit of github.com/minio/mc (2025-03-13),
 #: resolvable through the Go module proxy.
 MC_VERSION = "v0.0.0-20250313080218-cf909e1063a9"
-#: The project's deployable roles: the Dockerfile's targets, tagged fashion-search-<role>.
-ROLES = ("api", "ingest", "serve", "train", "ui")
+#: The project's deployable roles built here, tagged fashion-search-<role>: the Dockerfile's
+#: targets on its Python base (serve-gpu's CUDA base cannot be had without a registry).
+ROLES = tuple(
+    name
+    for name in re.findall(r"^FROM python-base AS (\S+)", DOCKERFILE.read_text(), flags=re.M)
+    if name != "source"
+)
 #: What cannot be built here, with the reason (their compose services are in a profile).
 UNBUILDABLE = {
     "grafana/grafana": "not packaged in Debian; its source build needs Node.js and Go for ~1 GB"
@@ -85,13 +90,7 @@ def _minio(settings: Settings, context: Path) -> None:
     minio.install()
     shutil.copy2(minio.binary, context / "minio")
     mc = settings.cache_dir / f"mc-{MC_VERSION}" / "mc"
-    if not mc.exists():
-        run_checked(
-            [require_tool("go"), "install", f"github.com/minio/mc@{MC_VERSION}"],
-            "go install mc",
-            env={**os.environ, "GOBIN": str(mc.parent), "CGO_ENABLED": "0"},
-        )
-    shutil.copy2(mc, context / "mc")
+    shutil.copy2(go_install("github.com/minio/mc", MC_VERSION, mc), context / "mc")
 
 
 def _localstack(settings: Settings, context: Path) -> None:

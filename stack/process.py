@@ -41,15 +41,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _session_groups(sid: int) -> set[int]:
-    """The process groups of session ``sid``'s live processes, from /proc (none without it)."""
-    groups = set()
+def process_groups() -> dict[int, tuple[int, int]]:
+    """pid -> (process group, session) of every live (not zombie) process, from /proc (none
+    without it)."""
+    found = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError):  # gone meanwhile
             state, _, group, session = stat.read_text().rsplit(")", 1)[1].split()[:4]
-            if session == str(sid) and state != "Z":
-                groups.add(int(group))
-    return groups
+            if state != "Z":
+                found[int(stat.parent.name)] = (int(group), int(session))
+    return found
+
+
+def _session_groups(sid: int) -> set[int]:
+    """The process groups of session ``sid``'s live processes."""
+    return {group for group, session in process_groups().values() if session == sid}
 
 
 def _signal_session(sid: int, sig: signal.Signals) -> None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fashion_search.storage import ObjectStore
 from stack.secrets import KAFKA_MINIO_USER, S3_ROOT_USER, load_for
-from stack.service import Service, http_get, python_venv, require_tool, run_checked
+from stack.service import Service, go_install, http_get, python_venv
 
 #: MinIO's last source-only publication resolvable through the Go module proxy (a commit of
 #: github.com/minio/minio, 2026-02-12; the RELEASE.* tags themselves are refused by the proxy).
@@ -41,14 +40,7 @@ class MinIO(S3Server):
         return self.settings.cache_dir / f"minio-{MINIO_VERSION}" / "minio"
 
     def install(self) -> None:
-        go = require_tool("go")
-        if self.binary.exists():
-            return
-        run_checked(
-            [go, "install", f"github.com/minio/minio@{MINIO_VERSION}"],
-            "go install minio",
-            env={**os.environ, "GOBIN": str(self.binary.parent), "CGO_ENABLED": "0"},
-        )
+        go_install("github.com/minio/minio", MINIO_VERSION, self.binary)
 
     def command(self) -> list[str]:
         return [

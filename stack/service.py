@@ -86,6 +86,18 @@ def python_venv(directory: Path, requirements: Sequence[str], what: str) -> Path
     return python
 
 
+def go_install(module: str, version: str, binary: Path) -> Path:
+    """``binary``, built once (static) by ``go install MODULE@VERSION`` into its folder."""
+    go = require_tool("go")
+    if not binary.exists():
+        run_checked(
+            [go, "install", f"{module}@{version}"],
+            f"go install {module}",
+            env={**os.environ, "GOBIN": str(binary.parent), "CGO_ENABLED": "0"},
+        )
+    return binary
+
+
 class Service(ABC):
     """One component of the local stack, in one of its implementations."""
 

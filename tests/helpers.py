@@ -16,7 +16,7 @@ from PIL import Image
 
 from fashion_search.model.preprocess import decode_image, resize_square
 from fashion_search.settings import REPO_ROOT, Settings
-from stack.process import ManagedProcess
+from stack.process import ManagedProcess, process_groups
 from stack.process import free_port as free_port  # the tests take it from here
 
 if TYPE_CHECKING:
@@ -109,19 +109,6 @@ def listening_ports() -> set[int]:
                 if fields[3] == "0A":  # LISTEN
                     ports.add(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
-
-
-def process_groups() -> dict[int, tuple[int, int]]:
-    """pid -> (process group, session) of every process here that is not a zombie."""
-    found = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if fields[0] != "Z":
-            found[int(stat.parent.name)] = (int(fields[2]), int(fields[3]))
-    return found
 
 
 def _mine() -> set[int]:

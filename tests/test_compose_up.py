@@ -28,7 +28,7 @@ from PIL import Image
 
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.compose_cli import compose_command
-from stack.docker import DockerEngine
+from stack.docker import DockerEngine, host_state
 from stack.secrets import S3_PASSWORDS, S3_UPLOADER_USER, parse_env
 from stack.service import require_tool
 
@@ -102,12 +102,12 @@ def _wait_until_up(deployment: Deployment, timeout_s: float) -> None:
         time.sleep(5)
 
 
-def _host() -> list[str]:
-    """What dockerd changes on the host: iptables rules (without counters), bridges, forwarding."""
-    rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
-    state = [re.sub(r"\[\d+:\d+\]", "", line) for line in rules.splitlines() if line[:1] != "#"]
-    bridges = sorted(p.parent.name for p in Path("/sys/class/net").glob("*/bridge"))
-    return [*state, *bridges, Path("/proc/sys/net/ipv4/ip_forward").read_text()]
+def _host() -> dict[str, Any]:
+    """The host as dockerd changes it, its rules' counters and comments left out."""
+    state = host_state()
+    rules = state["iptables"].splitlines()
+    state["iptables"] = [re.sub(r"\[\d+:\d+\]", "", line) for line in rules if line[:1] != "#"]
+    return state
 
 
 def _leftovers(docker: str) -> list[str]:

@@ -16,12 +16,11 @@ import pytest
 
 from fashion_search.settings import Settings
 from stack import airflow, apps, orchestrator
-from stack.process import ManagedProcess
+from stack.process import ManagedProcess, process_groups
 from tests.helpers import (
     STACK_PORTS,
     free_port,
     leftovers,
-    process_groups,
     stack_sessions,
     until,
 )
