@@ -51,7 +51,7 @@ bench: bootstrap
 	$(PY) -m bench.search
 	$(PY) -m bench.ingest
 
-## Lambda artifacts of template.yaml: build/lambda/<role>/ for python3.12 (sizes: build/lambda/sizes.json).
+## Lambda artifacts of template.yaml: build/lambda/<role>/ for python3.13 (sizes: build/lambda/sizes.json).
 .PHONY: lambda
 lambda: bootstrap
 	$(PY) scripts/build_lambda.py

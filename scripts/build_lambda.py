@@ -1,5 +1,5 @@
 """Build the Lambda artifacts of template.yaml: one folder per role, with that role's locked
-dependencies only, for the Lambda runtime (python3.12 on x86_64, Amazon Linux 2023).
+dependencies only, for template.yaml's Lambda runtime (python3.13 on x86_64, Amazon Linux 2023).
 
     python scripts/build_lambda.py                      # api and ingest into build/lambda/
     python scripts/build_lambda.py api --python 3.11 --out /tmp/lambda
@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The Lambda runtime of template.yaml (Globals.Function.Runtime) and its platform.
-PYTHON_VERSION = "3.12"
+PYTHON_VERSION = re.findall(
+    r"^\s+Runtime: python(\S+)", (REPO_ROOT / "template.yaml").read_text(), re.M
+)[0]
 PLATFORM = "x86_64-manylinux_2_34"
 #: The project's packages in every artifact: the handlers (functions/) and what they import.
 PROJECT_PACKAGES = ("fashion_search", "functions")

@@ -14,8 +14,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fashion_search.settings import Settings
+from fashion_search.settings import REPO_ROOT, Settings
 from stack.service import StackError, require_tool, run_checked
+
+#: The whole system from images.
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 
 COMPOSE_MODULE = "github.com/docker/compose/v2"
 COMPOSE_VERSION = "v2.40.3"

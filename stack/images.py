@@ -29,15 +29,17 @@ from pathlib import Path
 import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
+from stack.compose_cli import COMPOSE_FILE
 from stack.kafka import Kafka
+from stack.lambda_runtime import LAMBDA_REPOSITORY, runtime, runtime_images
 from stack.localstack import REQUIREMENTS as LOCALSTACK_REQUIREMENTS
 from stack.postgres import BUNDLED as PG_INSTALL
 from stack.s3 import MinIO
 from stack.service import ASSETS, StackError, go_install, require_tool, run_checked
 
-BASE = "fashion-search/debian:bookworm"
-DEBIAN_SUITE = "bookworm"
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+#: The local Debian bases, by suite: bookworm for the project's images and the stand-ins, trixie
+#: for the Lambda runtime (its Python 3.13).
+BASE = "fashion-search/debian:{suite}"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 #: The label holding a stand-in's input digest (rebuilt when it changes).
 DIGEST_LABEL = "io.fashion-search.inputs"
@@ -46,6 +48,19 @@ ROLE_LABEL = "io.fashion-search.role"
 #: The mc client for the MinIO healthcheck: a commit of github.com/minio/mc (2025-03-13),
 #: resolvable through the Go module proxy.
 MC_VERSION = "v0.0.0-20250313080218-cf909e1063a9"
+#: AWS's runtime interface emulator: a commit (2026-10-30) served by the Go module proxy.
+RIE_MODULE = "github.com/aws/aws-lambda-runtime-interface-emulator"
+RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"
+#: AWS's runtime interface client in the Lambda runtime image.
+AWSLAMBDARIC = "awslambdaric==4.2.2"
+#: Docker's registry (distribution), served by the Go module proxy.
+REGISTRY_MODULE = "github.com/distribution/distribution/v3"
+REGISTRY_VERSION = "v3.1.2"
+#: Without a registry: a local one (this image, as this container, on this port) from which
+#: LocalStack pulls the Lambda runtime image (it pulls before every function's first start).
+LOCAL_REGISTRY_IMAGE = "registry:3"
+LOCAL_REGISTRY = "fashion-search-registry"
+LOCAL_REGISTRY_ADDRESS = "127.0.0.1:15001"
 #: The project's deployable roles built here, tagged fashion-search-<role>: the Dockerfile's
 #: targets on its Python base (serve-gpu's CUDA base cannot be had without a registry).
 ROLES = tuple(
@@ -100,6 +115,21 @@ def _localstack(settings: Settings, context: Path) -> None:
     shutil.copy2(require_tool("uv"), context / "uv")
 
 
+def _lambda_runtime(settings: Settings, context: Path) -> None:
+    """The runtime interface client's pin, uv to install it, and AWS's runtime interface
+    emulator (built once through the Go module proxy)."""
+    (context / "requirements.txt").write_text(AWSLAMBDARIC + "\n")
+    shutil.copy2(require_tool("uv"), context / "uv")
+    rie = settings.cache_dir / f"aws-lambda-rie-{RIE_VERSION}" / "aws-lambda-rie"
+    shutil.copy2(go_install(f"{RIE_MODULE}/cmd/aws-lambda-rie", RIE_VERSION, rie), context)
+
+
+def _registry(settings: Settings, context: Path) -> None:
+    """Docker's registry, built once through the Go module proxy."""
+    binary = settings.cache_dir / f"registry-{REGISTRY_VERSION}" / "registry"
+    shutil.copy2(go_install(f"{REGISTRY_MODULE}/cmd/registry", REGISTRY_VERSION, binary), context)
+
+
 @dataclass(frozen=True)
 class StandIn:
     """How an official image is built here: its folder of assets and the host inputs it needs."""
@@ -124,6 +154,15 @@ STAND_INS = {
         "localstack", "localstack-core 4.13.1 runtime (PyPI)", _localstack
     ),
     "prom/prometheus": StandIn("prometheus", "Debian bookworm's prometheus package (2.42)"),
+    LAMBDA_REPOSITORY: StandIn(
+        "lambda-python",
+        f"Debian trixie's python3.13, {AWSLAMBDARIC} (PyPI), AWS's runtime interface emulator"
+        " (Go module proxy)",
+        _lambda_runtime,
+    ),
+    "registry": StandIn(
+        "registry", f"distribution {REGISTRY_VERSION} (Go module proxy)", _registry
+    ),
 }
 
 
@@ -136,6 +175,7 @@ def named_images() -> list[str]:
     images = [a or b for a, b in names if (a or b) not in stages]
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"].values()
     images += [s["image"] for s in services if "image" in s and "build" not in s]
+    images += runtime_images()
     return list(dict.fromkeys(images))
 
 
@@ -162,7 +202,7 @@ class Images:
         self.settings = settings
         self.docker = require_tool("docker")
         self.registry = True  # until a pull says the registry cannot be reached
-        self.base_checked = False
+        self.bases: set[str] = set()  # the Debian suites checked (built or cached) in this run
 
     def run(self, *args: str, what: str, timeout_s: float = 1800) -> None:
         """``docker ARGS`` (the classic builder); StackError with its output when it fails."""
@@ -191,7 +231,7 @@ class Images:
             self.registry = False
         return result.returncode == 0
 
-    def _labels(self, image: str) -> dict[str, str] | None:
+    def labels(self, image: str) -> dict[str, str] | None:
         """The image's labels (None when the image is missing)."""
         labels = self._inspect(image, "{{json .Config.Labels}}")
         return None if labels is None else dict(json.loads(labels) or {})
@@ -201,7 +241,7 @@ class Images:
         else build its stand-in (after the base, the first time)."""
         started = time.perf_counter()
         name = repository(image)
-        labels = self._labels(image)
+        labels = self.labels(image)
         if labels is not None and DIGEST_LABEL not in labels:
             yield Built(image, "cached", 0.0, self.size_mb(image), "official")
             return
@@ -215,9 +255,11 @@ class Images:
         stand_in = STAND_INS.get(name)
         if stand_in is None:
             raise StackError(f"{image}: no stand-in is known; add one to stack/images.py")
-        if not self.base_checked:
-            self.base_checked = True
-            yield self.base()
+        dockerfile = (ASSETS / "images" / stand_in.folder / "Dockerfile").read_text()
+        suite = re.search(BASE.format(suite=r"(\w+)"), dockerfile)
+        if suite and suite[1] not in self.bases:
+            self.bases.add(suite[1])
+            yield self.base(suite[1])
             started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fs-image-") as tmp:
             context = Path(tmp)
@@ -229,7 +271,8 @@ class Images:
                 yield Built(image, "cached", 0.0, self.size_mb(image), stand_in.provenance)
                 return
             self.run(
-                "build", "-q", "--label", f"{DIGEST_LABEL}={digest}", "-t", image, str(context),
+                "build", "-q", "--force-rm", "--label", f"{DIGEST_LABEL}={digest}", "-t", image,
+                str(context),
                 what=f"docker build {image}",
             )  # fmt: skip
         seconds = time.perf_counter() - started
@@ -246,22 +289,25 @@ class Images:
             digest.update((self._inspect(parent[1], "{{.Id}}") or "").encode())
         return digest.hexdigest()[:16]
 
-    def base(self) -> Built:
-        """Debian bookworm (minbase) with the host's apt sources and CA certificates."""
+    def base(self, suite: str) -> Built:
+        """Debian ``suite`` (minbase) with the host's apt sources (for that suite) and CA
+        certificates."""
         started = time.perf_counter()
+        image = BASE.format(suite=suite)
         certs = sorted(Path("/usr/local/share/ca-certificates").glob("**/*.crt"))
         sources = [p for p in _apt_sources() if p.exists()]
-        digest = hashlib.sha256(DEBIAN_SUITE.encode())
+        host_suite = _host_suite()
+        digest = hashlib.sha256(suite.encode())
         for path in [*certs, *sources]:
             digest.update(path.read_bytes())
         label = digest.hexdigest()[:16]
-        if (self._labels(BASE) or {}).get(DIGEST_LABEL) == label:
-            return Built(BASE, "cached", 0.0, self.size_mb(BASE), "debootstrap")
+        if (self.labels(image) or {}).get(DIGEST_LABEL) == label:
+            return Built(image, "cached", 0.0, self.size_mb(image), "debootstrap")
         debootstrap = require_tool("debootstrap")
         with tempfile.TemporaryDirectory(prefix="fs-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
             run_checked(
-                [debootstrap, "--variant=minbase", "--include=ca-certificates", DEBIAN_SUITE,
+                [debootstrap, "--variant=minbase", "--include=ca-certificates", suite,
                  str(rootfs), _mirror()],
                 "debootstrap", timeout_s=900,
             )  # fmt: skip
@@ -269,7 +315,7 @@ class Images:
             for path in sources:
                 target = rootfs / path.relative_to("/")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
+                target.write_text(path.read_text().replace(host_suite, suite))
             for cert in certs:  # copied at build time, never committed
                 shutil.copy2(cert, rootfs / "usr/local/share/ca-certificates" / cert.name)
             run_checked(["chroot", str(rootfs), "update-ca-certificates"], "CA certificates")
@@ -279,27 +325,70 @@ class Images:
             run_checked(
                 [self.docker, "import", "-c", 'CMD ["/bin/bash"]',
                  "-c", f"ENV SSL_CERT_FILE={bundle} PIP_CERT={bundle} REQUESTS_CA_BUNDLE={bundle}",
-                 "-c", f"LABEL {DIGEST_LABEL}={label}", "-", BASE],
+                 "-c", f"LABEL {DIGEST_LABEL}={label}", "-", image],
                 "docker import", stdin=tar.stdout,
             )  # fmt: skip
             tar.wait()
         seconds = time.perf_counter() - started
-        return Built(BASE, "built", seconds, self.size_mb(BASE), "debootstrap")
+        return Built(image, "built", seconds, self.size_mb(image), "debootstrap")
+
+    def serve_runtime(self) -> Iterator[Built]:
+        """Without a registry: the local registry (its stand-in, started once as a container
+        that restarts with the engine) holding the Lambda runtime images LocalStack pulls."""
+        yield from self.external(LOCAL_REGISTRY_IMAGE)
+        started = time.perf_counter()
+        running = subprocess.run(
+            [self.docker, "container", "inspect", "--format", "{{.State.Running}}", LOCAL_REGISTRY],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()  # fmt: skip
+        if running != "true":
+            subprocess.run(
+                [self.docker, "rm", "-f", LOCAL_REGISTRY], capture_output=True, check=False
+            )
+            self.run("run", "-d", "--name", LOCAL_REGISTRY, "--restart", "unless-stopped",
+                     "-p", f"{LOCAL_REGISTRY_ADDRESS}:5000", LOCAL_REGISTRY_IMAGE,
+                     what="docker run registry")  # fmt: skip
+        local = local_runtime_image()
+        self.run("tag", runtime_images()[0], local, what="docker tag")
+        self.run("push", "-q", local, what=f"docker push {local}")
+        seconds = time.perf_counter() - started
+        mapping = lambda_image_mapping(self.settings)
+        yield Built(LOCAL_REGISTRY, "served", seconds, None, f"at {LOCAL_REGISTRY_ADDRESS}: "
+                    f"FS_COMPOSE_LAMBDA_IMAGES='{mapping}'")  # fmt: skip
 
     def role(self, role: str) -> Built:
         """The Dockerfile's target ``role`` as ``fashion-search-<role>:latest``."""
         started = time.perf_counter()
         image = f"fashion-search-{role}:latest"
-        self.run("build", "-q", "--target", role, "--label", f"{ROLE_LABEL}={role}", "-t", image,
-                  str(REPO_ROOT), what=f"docker build --target {role}")  # fmt: skip
+        self.run("build", "-q", "--force-rm", "--target", role, "--label", f"{ROLE_LABEL}={role}",
+                 "-t", image, str(REPO_ROOT), what=f"docker build --target {role}")  # fmt: skip
         seconds = time.perf_counter() - started
         return Built(image, "built", seconds, self.size_mb(image), f"Dockerfile target {role}")
+
+
+def lambda_image_mapping(settings: Settings) -> str:
+    """LocalStack's LAMBDA_RUNTIME_IMAGE_MAPPING: the local registry's runtime image where it is
+    a stand-in (no registry), else empty (LocalStack pulls AWS's)."""
+    if DIGEST_LABEL not in (Images(settings).labels(runtime_images()[0]) or {}):
+        return ""
+    return json.dumps({f"python{runtime()[0]}": local_runtime_image()})
+
+
+def local_runtime_image() -> str:
+    """The runtime image LocalStack asks for (the first name), in the local registry."""
+    return f"{LOCAL_REGISTRY_ADDRESS}/{runtime_images()[0].split('/', 1)[1]}"
 
 
 def _apt_sources() -> list[Path]:
     listed = Path("/etc/apt/sources.list.d")
     return [Path("/etc/apt/sources.list"), *sorted(listed.glob("*.list")),
             *sorted(listed.glob("*.sources"))]  # fmt: skip
+
+
+def _host_suite() -> str:
+    """The host's Debian suite (its /etc/os-release codename)."""
+    found = re.search(r"^VERSION_CODENAME=(\w+)", Path("/etc/os-release").read_text(), flags=re.M)
+    return found[1] if found else "bookworm"
 
 
 def _mirror() -> str:
@@ -318,6 +407,8 @@ def build(settings: Settings, roles: tuple[str, ...] = ROLES) -> Iterator[Built]
     images = Images(settings)
     for image in named_images():
         yield from images.external(image)
+    if lambda_image_mapping(settings):
+        yield from images.serve_runtime()
     for role in roles:
         yield images.role(role)
     for label in (DIGEST_LABEL, ROLE_LABEL):

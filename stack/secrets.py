@@ -279,14 +279,26 @@ def distribute(root: Path) -> None:
             path.chmod(0o444)
 
 
+def resolve(environment: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` with every ``${FS_SECRET_*}`` in a value replaced by ``secrets``; a
+    ValueError names those missing."""
+    resolved = {
+        k: _REFERENCE.sub(lambda m: secrets.get(m[1], m[0]), v) for k, v in environment.items()
+    }
+    unresolved = sorted({m for v in resolved.values() for m in _REFERENCE.findall(v)})
+    if unresolved:
+        raise ValueError(f"secrets {unresolved} are not given")
+    return resolved
+
+
 def exec_with_secrets(argv: list[str], folder: Path = COMPOSE_MOUNT) -> None:
     """Replace this process with ``argv``, its environment given the service's secrets
     (``folder/env``, when mounted) and every ``${FS_SECRET_*}`` in a value replaced by them."""
     values = {**read_env_file(folder / "env"), **os.environ}
-    environ = {k: _REFERENCE.sub(lambda m: values.get(m[1], m[0]), v) for k, v in values.items()}
-    unresolved = sorted({m for v in environ.values() for m in _REFERENCE.findall(v)})
-    if unresolved:
-        raise SystemExit(f"secrets {unresolved} are not in {folder / 'env'} nor the environment")
+    try:
+        environ = resolve(values, values)
+    except ValueError as error:
+        raise SystemExit(f"{error}: not in {folder / 'env'} nor the environment") from None
     os.execvpe(argv[0], argv, environ)
 
 

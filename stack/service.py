@@ -28,10 +28,12 @@ class InstallUnavailableError(StackError):
     """This machine lacks what the component's install needs (a toolchain, a registry)."""
 
 
-def run_checked(argv: Sequence[str], what: str, timeout_s: float = 900, **kwargs: object) -> None:
+def run_checked(
+    argv: Sequence[str], what: str, timeout_s: float = 900, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     """Run an install/setup command; StackError with its output when it fails."""
     try:
-        result = subprocess.run(
+        result: subprocess.CompletedProcess[str] = subprocess.run(
             list(argv), capture_output=True, text=True, timeout=timeout_s, check=False, **kwargs
         )  # type: ignore[call-overload]
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -39,6 +41,7 @@ def run_checked(argv: Sequence[str], what: str, timeout_s: float = 900, **kwargs
     if result.returncode != 0:
         output = (result.stdout + result.stderr)[-3000:]
         raise StackError(f"{what} failed (exit {result.returncode}):\n{output}")
+    return result
 
 
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, bytes]:

@@ -25,6 +25,7 @@ from stack.postgres import create_database
 from stack.process import ManagedProcess
 from stack.secrets import prepare
 from stack.service import http_ok
+from tests.compose_deployment import deployment  # noqa: F401  (the compose tests' shared fixture)
 from tests.helpers import database, start_process
 
 if TYPE_CHECKING:

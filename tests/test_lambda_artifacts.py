@@ -1,13 +1,13 @@
 """The Lambda artifacts template.yaml deploys (``scripts/build_lambda.py``): built for the
-runtime's Python (3.12) from the lock, one per role with that role's dependencies only, each
-under Lambda's 250 MB unzipped limit, and every handler of the role importable - and, for the
-HTTP ones, invocable - from the artifact alone in a clean interpreter.
+runtime's Python (template.yaml's: 3.13) from the lock, one per role with that role's
+dependencies only, each under Lambda's 250 MB unzipped limit, and every handler of the role
+importable - and, for the HTTP ones, invocable - from the artifact alone in a clean interpreter.
 
 Building both roles takes 10-20 s (2 cores; uv's cache warm, or empty: 211 MB of wheels from
-PyPI, ~20 s), the whole module ~45 s. The clean interpreter is a CPython 3.12 when this machine
-has one (``uv python find``, PATH, pyenv); else the same roles are also built for this
-interpreter's version and imported there, and the 3.12 artifacts are only checked for their
-binaries' tags.
+PyPI, ~20 s), the whole module ~45 s. The clean interpreter is the runtime's CPython when this
+machine has one (``uv python find``, PATH, pyenv); else the same roles are also built for this
+interpreter's version and imported there, and the runtime's artifacts are only checked for
+their binaries' tags. ``tests/test_functions_emulated.py`` runs them in the runtime's image.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ import pytest
 
 from fashion_search.settings import REPO_ROOT
 from functions.local_invoke import FUNCTION_TYPE, load_template
+from stack.lambda_runtime import runtime
 
 pytestmark = pytest.mark.build
 
 BUILD = REPO_ROOT / "scripts" / "build_lambda.py"
 TEMPLATE = REPO_ROOT / "template.yaml"
-RUNTIME = "3.12"
+RUNTIME = runtime()[0]
+CPYTHON = "cp" + RUNTIME.replace(".", "")  # cp313
 #: Lambda's limit on a function's unzipped code, as AWS defines 250 MB.
 UNZIPPED_LIMIT = 262_144_000
 #: Heavy dependencies of other roles (training, export, serving, UI, browser tests).
@@ -40,7 +42,7 @@ FOREIGN = ("torch", "open_clip", "streamlit", "playwright", "onnxruntime", "onnx
            "datasets", "pyarrow", "tokenizers", "transformers")  # fmt: skip
 #: Parts of the repository that are no function's code.
 NOT_CODE = ("stack", "model_server", "ui", "tests", "bench", "dags")
-#: Glibc of the python3.12 runtime (Amazon Linux 2023).
+#: Glibc of Lambda's Python runtimes (Amazon Linux 2023).
 RUNTIME_GLIBC = (2, 34)
 
 #: Run by the clean interpreter: import the handlers from the artifact alone (argv[1]), invoke
@@ -161,15 +163,15 @@ def probe(python: str, artifact: Path, handlers: list[str], cwd: Path) -> dict[s
 
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
-    """Every role of template.yaml built for the runtime (3.12)."""
-    return build(tmp_path_factory.mktemp("lambda-312"), RUNTIME)
+    """Every role of template.yaml built for the runtime."""
+    return build(tmp_path_factory.mktemp("lambda-runtime"), RUNTIME)
 
 
 @pytest.fixture(scope="session")
 def importable(
     artifacts: dict[str, Built], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, dict[str, Built]]:
-    """(interpreter, artifacts it can load): a CPython 3.12 and the runtime's artifacts, or
+    """(interpreter, artifacts it can load): the runtime's CPython and its artifacts, or
     this interpreter's version and artifacts built for it."""
     python = find_python(RUNTIME)
     if python is not None:
@@ -232,13 +234,13 @@ def _runs_on_the_runtime(tag: str) -> bool:
     if glibc is None or glibc > RUNTIME_GLIBC:
         return False
     if abi == "abi3":
-        return bool(re.fullmatch(r"cp3\d+", python)) and int(python[3:]) <= 12
-    return python == abi == "cp312"
+        return bool(re.fullmatch(r"cp3\d+", python)) and int(python[3:]) <= int(CPYTHON[3:])
+    return python == abi == CPYTHON
 
 
-def test_binaries_are_built_for_the_python312_runtime(artifacts: dict[str, Built]) -> None:
-    """Every wheel has a tag the runtime accepts (CPython 3.12 or abi3, x86_64, glibc <= 2.34)
-    and every extension module is CPython 3.12's or the stable ABI's."""
+def test_binaries_are_built_for_the_runtime(artifacts: dict[str, Built]) -> None:
+    """Every wheel has a tag the runtime accepts (its CPython or abi3, x86_64, glibc <= 2.34)
+    and every extension module is its CPython's or the stable ABI's."""
     for built in artifacts.values():
         for wheel in built.path.glob("*.dist-info/WHEEL"):
             tags = [line.split(": ", 1)[1] for line in wheel.read_text().splitlines()
@@ -247,7 +249,7 @@ def test_binaries_are_built_for_the_python312_runtime(artifacts: dict[str, Built
         extensions = [p.name for p in built.path.rglob("*.so") if ".cpython-" in p.name]
         assert extensions, built.role
         for name in extensions:
-            assert name.endswith(".cpython-312-x86_64-linux-gnu.so"), (built.role, name)
+            assert name.endswith(f".cpython-{CPYTHON[2:]}-x86_64-linux-gnu.so"), (built.role, name)
 
 
 def test_handlers_import_from_the_artifact_alone(

@@ -15,7 +15,7 @@ import pytest
 
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.process import ManagedProcess
-from tests.helpers import child_env, jpeg
+from tests.helpers import jpeg
 
 README = REPO_ROOT / "README.md"
 MAKE_UP_API = "http://127.0.0.1:18000"
@@ -76,13 +76,11 @@ def test_cli_commands_parse() -> None:
 
 def test_module_commands_parse() -> None:
     from functions.events.__main__ import build_parser as events_parser
-    from functions.local_invoke import build_parser as local_invoke_parser
     from model_server.commands import build_parser as model_server_parser
     from stack.airflow import build_parser as airflow_parser
 
     for module, parser in (
         ("stack.airflow", airflow_parser),
-        ("functions.local_invoke", local_invoke_parser),
         ("functions.events", events_parser),
         ("model_server", model_server_parser),
     ):
@@ -127,16 +125,3 @@ def test_curl_commands_answer(
         assert result.returncode == 0, (argv, result.stdout[-500:], result.stderr)
         body = json.loads(result.stdout)
         assert body and "errors" not in body, (argv, body)
-
-
-def test_local_invoke_commands_answer(search_settings: Settings) -> None:
-    for argv in _python_module("functions.local_invoke"):
-        if argv[0] == "BucketEventFunction":
-            continue  # needs the uploaded object: tests/test_local_invoke.py runs that path
-        result = subprocess.run(
-            [sys.executable, "-m", "functions.local_invoke", *argv],
-            capture_output=True, text=True, env=child_env(search_settings), cwd=REPO_ROOT,
-            timeout=120,
-        )  # fmt: skip
-        assert result.returncode == 0, (argv, result.stderr[-2000:])
-        assert json.loads(result.stdout)["statusCode"] == 200, (argv, result.stdout[-500:])

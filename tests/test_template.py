@@ -10,9 +10,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fashion_search.settings import REPO_ROOT, Settings
+from stack.lambda_runtime import template
 
 CFN_LINT = Path(sys.executable).parent / "cfn-lint"
 
@@ -50,14 +49,15 @@ def test_sam_validate_lint_passes(tmp_path: Path) -> None:
     assert "is a valid SAM Template" in result.stdout + result.stderr
 
 
-def test_functions_deploy_their_roles_artifact_on_python312() -> None:
+def test_functions_deploy_their_roles_artifact_on_the_runtime_built_here() -> None:
     """Each function's code is its role's artifact (scripts/build_lambda.py; an extra of
-    pyproject.toml), for python3.12; S3 is the region's, with the role's credentials."""
+    pyproject.toml), for python3.13 (the runtime whose image stack.images builds); S3 is the
+    region's, with the role's credentials."""
     from functions.local_invoke import FUNCTION_TYPE, function_spec, load_template
 
     template = load_template(REPO_ROOT / "template.yaml")
     defaults = template["Globals"]["Function"]
-    assert defaults["Runtime"] == "python3.12" and "CodeUri" not in defaults
+    assert defaults["Runtime"] == "python3.13" and "CodeUri" not in defaults
     variables = defaults["Environment"]["Variables"]
     assert variables["FS_S3_ACCESS_KEY"] == variables["FS_S3_SECRET_KEY"] == ""
     assert variables["FS_S3_REGION"] == {"Ref": "AWS::Region"}
@@ -89,24 +89,17 @@ def test_every_function_handler_exists() -> None:
         assert spec.environment["FS_MODEL_SERVER_ADDRESS"] == "127.0.0.1:50051"
 
 
-def _template() -> dict[str, Any]:
-    class Loader(yaml.SafeLoader):
-        """CloudFormation's short tags (!Ref, !GetAtt, ...) read as plain values."""
-
-    Loader.add_multi_constructor("!", lambda loader, _, node: None)
-    return dict(yaml.load((REPO_ROOT / "template.yaml").read_text(), Loader=Loader))
-
-
 def test_the_upload_queue_follows_aws_advice_for_lambda_and_matches_localstack() -> None:
     """Visibility timeout at least 6x the function timeout, maxReceiveCount at least 5 (AWS:
     using Lambda with Amazon SQS); the LocalStack queue is created with the same values."""
-    resources = _template()["Resources"]
+    resources = template()["Resources"]
     timeout = resources["BucketEventFunction"]["Properties"]["Timeout"]
     queue = resources["UploadsQueue"]["Properties"]
-    assert queue["VisibilityTimeout"] >= 6 * timeout
+    visibility = template()["Parameters"]["UploadsVisibilityTimeout"]
+    assert visibility["Default"] >= 6 * timeout and visibility["MinValue"] >= timeout
     assert queue["RedrivePolicy"]["maxReceiveCount"] >= 5
     init = (REPO_ROOT / "localstack" / "init" / "ready.d" / "10_resources.py").read_text()
-    assert re.search(r'"VisibilityTimeout": "(\d+)"', init)[1] == str(queue["VisibilityTimeout"])  # type: ignore[index]
+    assert re.search(r'"VisibilityTimeout": "(\d+)"', init)[1] == str(visibility["Default"])  # type: ignore[index]
     received = re.search(r'"maxReceiveCount": "(\d+)"', init)[1]  # type: ignore[index]
     assert received == str(queue["RedrivePolicy"]["maxReceiveCount"])
 
@@ -116,7 +109,7 @@ def test_the_bucket_functions_retry_budget_fits_inside_its_timeout() -> None:
     returns its partial batch response before Lambda stops the function."""
     from fashion_search.settings import Settings
 
-    function = _template()["Resources"]["BucketEventFunction"]["Properties"]
+    function = template()["Resources"]["BucketEventFunction"]["Properties"]
     settings = Settings()
     one_try = settings.database.pool_timeout_s + settings.ingest.retry_max_s
     assert settings.ingest.retry_budget_s + one_try < function["Timeout"]

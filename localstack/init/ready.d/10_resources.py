@@ -1,7 +1,7 @@
 """Create the LocalStack side of fashion-search: buckets, the upload-event queue with its
 dead-letter queue, and the S3 -> SQS notification of new uploads.
 
-LocalStack runs this file itself once it is ready (in its container, or natively through
+LocalStack runs this file itself once it is ready (natively, through
 ``python -m stack up``). Names come from the same FS_* variables as the project's settings.
 """
 
