@@ -120,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     beside = beside_compose(compose)
     headers = {"X-API-Key": beside.secrets[UI_API_KEY]}
     report = Report("bench.functions")
+    health = httpx.get(f"{API}/health", timeout=60).json()
+    report.add(
+        f"Beside compose project `{args.project}` ({health['catalog']['products']} products,"
+        f" model {health['modelServer']['model']} v{health['modelServer']['version']}). First"
+        " request: the first of this run (a cold start unless the path already ran); the"
+        " uploads are random images, one at a time."
+    )
 
     rows: list[tuple[str, float, list[float]]] = []
     rows.append(("FastAPI app (compose api)", *timed(get_ok(API + QUERY, headers), args.requests)))

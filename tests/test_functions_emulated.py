@@ -1,8 +1,11 @@
 """The functions of template.yaml in a real Lambda runtime, beside the compose deployment: the
 runtime's image as ``python -m stack.images build`` makes it (no registry), the artifacts of
 ``make lambda``, AWS SAM CLI's ``sam local invoke`` of every function with its event from
-``events/``, and ``sam local start-api`` (the HTTP API with its key authorizer) answering the
-README's searches and GraphQL as the FastAPI app (the compose ``api`` service) does.
+``events/``, ``sam local start-api`` (the HTTP API with its key authorizer) answering the
+README's searches and GraphQL as the FastAPI app (the compose ``api`` service) does, and
+template.yaml deployed to the deployment's LocalStack with ``sam deploy``: 50 uploads through
+its event source mapping, a database outage retried through it, the search function through
+its Lambda API.
 
 The functions join the deployment's network with the environment of their role's service
 (``stack.lambda_runtime env``: the search API's credentials, the upload path's). Runs with the
