@@ -215,3 +215,19 @@ def test_the_authorizer_handler_answers_with_the_keys_scope(
     assert handler(event({"X-API-Key": "fsk_admin"}), None)["context"] == {"scope": "admin"}
     assert handler(event({"x-api-key": "fsk_unknown"}), None)["isAuthorized"] is False
     assert handler(event({}), None)["isAuthorized"] is False
+
+
+def test_the_runtime_image_is_built_for_the_templates_runtime() -> None:
+    """The names ``sam local`` and LocalStack ask for, and the stand-in's Python (its Dockerfile
+    and bootstrap name the version) are the template's runtime."""
+    from stack.lambda_runtime import function_roles, runtime, runtime_images
+
+    version, architecture = runtime()
+    assert (version, architecture) == ("3.13", "x86_64")
+    assert runtime_images() == [
+        "public.ecr.aws/lambda/python:3.13", "public.ecr.aws/lambda/python:3.13-x86_64",
+    ]  # fmt: skip
+    assets = REPO_ROOT / "stack" / "assets" / "images" / "lambda-python"
+    for name in ("Dockerfile", "bootstrap"):
+        assert f"python{version}" in (assets / name).read_text(), name
+    assert set(function_roles().values()) == {"api", "ingest"}
