@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ class Functions:
     deployment: Deployment
     beside: ComposeFunctions
     env_file: Path
+    results: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @property
     def network(self) -> str:
@@ -85,12 +86,16 @@ class Functions:
         )  # fmt: skip
 
     def invoke(self, function: str, event: dict[str, Any], tmp: Path) -> Any:
-        """``sam local invoke FUNCTION`` with ``event``; the function's result."""
-        path = tmp / f"{function}-{uuid.uuid4().hex[:6]}.json"
-        path.write_text(json.dumps(event))
-        result = self.sam("local", "invoke", function, "--event", str(path))
-        assert result.returncode == 0, result.stdout + result.stderr
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        """``sam local invoke FUNCTION`` with ``event``; the function's result (remembered:
+        each invocation starts a container, ~25 s here)."""
+        text = json.dumps(event)
+        if (function, text) not in self.results:
+            path = tmp / f"{function}-{uuid.uuid4().hex[:6]}.json"
+            path.write_text(text)
+            result = self.sam("local", "invoke", function, "--event", str(path))
+            assert result.returncode == 0, result.stdout + result.stderr
+            self.results[function, text] = json.loads(result.stdout.strip().splitlines()[-1])
+        return self.results[function, text]
 
 
 @pytest.fixture(scope="module")
@@ -156,38 +161,6 @@ def test_every_function_runs_in_the_lambda_runtime_with_its_events(
                 assert _unsigned(body) == _unsigned(expected.json()), (function, name)
 
 
-def test_the_authorizer_lets_valid_keys_through_only(functions: Functions, tmp_path: Path) -> None:
-    event = _event("health.json", functions.deployment)
-    assert functions.invoke("AuthorizerFunction", event, tmp_path) == {
-        "isAuthorized": True, "context": {"scope": "search"},
-    }  # fmt: skip
-    event["headers"]["x-api-key"] = "fs_not-a-key"
-    assert functions.invoke("AuthorizerFunction", event, tmp_path)["isAuthorized"] is False
-
-
-def test_the_bucket_event_function_stores_an_upload_and_dead_letters_a_corrupt_one(
-    functions: Functions, tmp_path: Path
-) -> None:
-    secrets = functions.deployment.secrets
-    s3 = boto3.client(
-        "s3", endpoint_url="http://127.0.0.1:19000", region_name="us-east-1",
-        aws_access_key_id=S3_UPLOADER_USER,
-        aws_secret_access_key=secrets[S3_PASSWORDS[S3_UPLOADER_USER]],
-    )  # fmt: skip
-    image = io.BytesIO()
-    Image.new("RGB", (60, 80), (30, 30, 200)).save(image, format="JPEG")
-    template = json.loads((EVENTS / "s3_put_upload.json").read_text())
-    # "duplicate" when the dispatcher (MinIO -> Kafka) stored the upload first
-    cases = ((image.getvalue(), {"created", "duplicate"}), (b"GIF89a", {"dead-letter"}))
-    for body, expected in cases:
-        key = f"sam-invoke/{uuid.uuid4().hex[:8]}.jpg"
-        etag = s3.put_object(Bucket="fashion-uploads", Key=key, Body=body)["ETag"].strip('"')
-        event = copy.deepcopy(template)
-        event["Records"][0]["s3"]["object"].update(key=key, size=len(body), eTag=etag)
-        counts = functions.invoke("BucketEventFunction", event, tmp_path)
-        assert sum(counts.values()) == 1 and set(counts) <= expected, counts
-
-
 #: The deployment's services as the host reaches them (its published ports).
 PUBLISHED = {"postgres:5432": "127.0.0.1:15432", "http://minio:9000": "http://127.0.0.1:19000",
              "model-server:50051": "127.0.0.1:50051"}  # fmt: skip
@@ -219,6 +192,38 @@ def test_local_invoke_answers_as_sam_local_invoke(functions: Functions, tmp_path
             assert _hits(local_body) == _hits(sam_body) != [], name
         else:
             assert local_body == sam_body, name
+
+
+def test_the_authorizer_lets_valid_keys_through_only(functions: Functions, tmp_path: Path) -> None:
+    event = _event("health.json", functions.deployment)
+    assert functions.invoke("AuthorizerFunction", event, tmp_path) == {
+        "isAuthorized": True, "context": {"scope": "search"},
+    }  # fmt: skip
+    event["headers"]["x-api-key"] = "fs_not-a-key"
+    assert functions.invoke("AuthorizerFunction", event, tmp_path)["isAuthorized"] is False
+
+
+def test_the_bucket_event_function_stores_an_upload_and_dead_letters_a_corrupt_one(
+    functions: Functions, tmp_path: Path
+) -> None:
+    secrets = functions.deployment.secrets
+    s3 = boto3.client(
+        "s3", endpoint_url="http://127.0.0.1:19000", region_name="us-east-1",
+        aws_access_key_id=S3_UPLOADER_USER,
+        aws_secret_access_key=secrets[S3_PASSWORDS[S3_UPLOADER_USER]],
+    )  # fmt: skip
+    image = io.BytesIO()
+    Image.new("RGB", (60, 80), (30, 30, 200)).save(image, format="JPEG")
+    template = json.loads((EVENTS / "s3_put_upload.json").read_text())
+    # "duplicate" when the dispatcher (MinIO -> Kafka) stored the upload first
+    cases = ((image.getvalue(), {"created", "duplicate"}), (b"GIF89a", {"dead-letter"}))
+    for body, expected in cases:
+        key = f"sam-invoke/{uuid.uuid4().hex[:8]}.jpg"
+        etag = s3.put_object(Bucket="fashion-uploads", Key=key, Body=body)["ETag"].strip('"')
+        event = copy.deepcopy(template)
+        event["Records"][0]["s3"]["object"].update(key=key, size=len(body), eTag=etag)
+        counts = functions.invoke("BucketEventFunction", event, tmp_path)
+        assert sum(counts.values()) == 1 and set(counts) <= expected, counts
 
 
 @pytest.fixture(scope="module")
