@@ -18,7 +18,6 @@ import argparse
 import io
 import json
 import random
-import statistics
 import tempfile
 import time
 import uuid
@@ -31,14 +30,14 @@ import httpx
 from PIL import Image
 
 from bench.report import Report, Table, add_markdown_option
+from bench.search import percentile
 from fashion_search.settings import REPO_ROOT, get_settings
-from stack.compose_cli import COMPOSE_FILE, compose_command
+from stack.compose_cli import COMPOSE_FILE, compose_command, deployment_secrets
 from stack.compose_outputs import upload_messages
-from stack.lambda_runtime import beside_compose, start_api
+from stack.lambda_runtime import beside_compose, deployed_function, localstack, start_api
 from stack.secrets import S3_PASSWORDS, S3_UPLOADER_USER, UI_API_KEY
 
 API = "http://127.0.0.1:18000"
-LOCALSTACK = "http://127.0.0.1:14566"
 MINIO = "http://127.0.0.1:19000"
 QUERY = "/search/text?q=navy+blue+casual+shirt+for+men&k=5"
 
@@ -56,10 +55,6 @@ def timed(call: Callable[[], None], n: int) -> tuple[float, list[float]]:
     return first, warm
 
 
-def p95(values: list[float]) -> float:
-    return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
-
-
 def get_ok(url: str, headers: dict[str, str]) -> Callable[[], None]:
     def call() -> None:
         answer = httpx.get(url, headers=headers, timeout=300)
@@ -69,18 +64,11 @@ def get_ok(url: str, headers: dict[str, str]) -> Callable[[], None]:
     return call
 
 
-def localstack(service: str) -> Any:
-    return boto3.client(  # type: ignore[call-overload]
-        service, endpoint_url=LOCALSTACK, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )  # fmt: skip
-
-
 def invoke_text_search(key: str) -> Callable[[], None]:
     """Invoke the deployed text search function on LocalStack with the GET event."""
-    lambdas = localstack("lambda")
-    names = [f["FunctionName"] for f in lambdas.list_functions()["Functions"]]
-    [name] = [n for n in names if n.startswith("fashion-search-TextSearchFunction-")]
+    settings = get_settings()
+    lambdas = localstack("lambda", settings)
+    name = deployed_function("TextSearchFunction", settings)
     event = json.loads((REPO_ROOT / "events" / "text_search_get.json").read_text())
     event["headers"]["x-api-key"] = key
 
@@ -117,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     compose = [*compose_command(settings), "-p", args.project, "-f", str(COMPOSE_FILE)]
-    beside = beside_compose(compose)
+    beside = beside_compose(compose, deployment_secrets(compose))
     headers = {"X-API-Key": beside.secrets[UI_API_KEY]}
     report = Report("bench.functions")
     health = httpx.get(f"{API}/health", timeout=60).json()
@@ -139,33 +127,37 @@ def main(argv: list[str] | None = None) -> int:
             )
     invoke = invoke_text_search(headers["X-API-Key"])
     rows.append(("LocalStack Lambda Invoke", *timed(invoke, args.requests)))
-    baseline = statistics.median(rows[0][2])
+    baseline = percentile(rows[0][2], 50)
     table = Table(
         f"text search '{QUERY}': first request and {args.requests} warm ones",
         ["path", "first s", "warm p50 ms", "warm p95 ms", "p50 / FastAPI"],
     )
     for name, first, warm in rows:
-        p50 = statistics.median(warm)
-        table.rows.append([name, first, p50 * 1000, p95(warm) * 1000, f"{p50 / baseline:.1f}x"])
+        p50 = percentile(warm, 50)
+        table.rows.append(
+            [name, first, p50 * 1000, percentile(warm, 95) * 1000, f"{p50 / baseline:.1f}x"]
+        )
     report.add(table)
 
     minio = boto3.client(
         "s3", endpoint_url=MINIO, region_name="us-east-1", aws_access_key_id=S3_UPLOADER_USER,
         aws_secret_access_key=beside.secrets[S3_PASSWORDS[S3_UPLOADER_USER]],
     )  # fmt: skip
-    local_s3 = localstack("s3")
+    local_s3 = localstack("s3", settings)
     paths = [
         ("MinIO -> Kafka -> dispatcher", upload_latencies(minio, compose, args.uploads, 1)),
         ("LocalStack S3 -> SQS -> Lambda", upload_latencies(local_s3, compose, args.uploads, 2)),
     ]
-    baseline = statistics.median(paths[0][1])
+    baseline = percentile(paths[0][1], 50)
     table = Table(
         f"upload -> output message, {args.uploads} uploads 0.5 s apart",
         ["path", "messages", "p50 s", "p95 s", "p50 / MinIO path"],
     )
     for name, latencies in paths:
-        p50 = statistics.median(latencies)
-        table.rows.append([name, len(latencies), p50, p95(latencies), f"{p50 / baseline:.1f}x"])
+        p50 = percentile(latencies, 50)
+        table.rows.append(
+            [name, len(latencies), p50, percentile(latencies, 95), f"{p50 / baseline:.1f}x"]
+        )
     report.add(table)
     report.write_markdown(args.markdown)
     return 0

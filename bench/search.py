@@ -96,7 +96,8 @@ class HttpClient:
         return json.loads(data)  # type: ignore[no-any-return]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` (NaN for none)."""
     return float(np.percentile(values, q)) if values else float("nan")
 
 
@@ -118,8 +119,8 @@ def timed_run(call: Callable[[int], dict[str, Any]], n: int, concurrency: int) -
         list(pool.map(one, range(n)))
     took = time.perf_counter() - started
     result = {
-        "p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
-        "p99": _percentile(latencies, 99), "rps": n / took,
+        "p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
+        "p99": percentile(latencies, 99), "rps": n / took,
     }  # fmt: skip
     result.update({name: statistics.mean(values) for name, values in parts.items()})
     result["rest"] = statistics.mean(latencies) - sum(statistics.mean(v) for v in parts.values())

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from fashion_search.settings import REPO_ROOT, Settings
+from stack.secrets import parse_env
 from stack.service import StackError, require_tool, run_checked
 
 #: The whole system from images.
@@ -67,3 +68,13 @@ def compose_command(settings: Settings) -> list[str]:
         (plugins / "docker-compose").symlink_to(binary)
         return [docker, "compose"]
     return [str(binary)]
+
+
+def deployment_secrets(compose: list[str]) -> dict[str, str]:
+    """Every secret of the compose deployment ``compose`` (the argv prefix naming its project),
+    as its one-shot ``secrets`` service keeps them."""
+    result = run_checked(
+        [*compose, "run", "--rm", "--no-deps", "secrets", "cat", "/secrets/all/secrets.env"],
+        "read the deployment's secrets", cwd=REPO_ROOT,
+    )  # fmt: skip
+    return parse_env(result.stdout)

@@ -33,8 +33,8 @@ import boto3
 import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
-from stack.compose_cli import COMPOSE_FILE, compose_command
-from stack.secrets import parse_env, resolve
+from stack.compose_cli import COMPOSE_FILE, compose_command, deployment_secrets
+from stack.secrets import resolve
 from stack.service import StackError, run_checked
 
 TEMPLATE = REPO_ROOT / "template.yaml"
@@ -120,16 +120,12 @@ class ComposeFunctions:
         }
 
 
-def beside_compose(compose: list[str]) -> ComposeFunctions:
-    """Read from the deployment ``compose`` (the argv prefix naming its project): the service
-    environments from ``compose config``, their secrets from the ``secrets`` service."""
-
-    def run(*args: str) -> str:
-        return run_checked([*compose, *args], f"docker compose {args[0]}").stdout
-
-    config = json.loads(run("config", "--format", "json"))
-    secrets = parse_env(
-        run("run", "--rm", "--no-deps", "secrets", "cat", "/secrets/all/secrets.env")
+def beside_compose(compose: list[str], secrets: dict[str, str]) -> ComposeFunctions:
+    """Read from the deployment ``compose`` (the argv prefix naming its project) the service
+    environments (``compose config``), their secrets given by ``secrets``
+    (:func:`~stack.compose_cli.deployment_secrets`)."""
+    config = json.loads(
+        run_checked([*compose, "config", "--format", "json"], "compose config").stdout
     )
     roles = {}
     for role, service in ROLE_SERVICES.items():
@@ -150,6 +146,35 @@ def sam(settings: Settings) -> Path:
     return settings.cache_dir / "bin" / "sam"
 
 
+def sam_local(
+    settings: Settings, command: str, env_file: Path, network: str, *args: str
+) -> list[str]:
+    """``sam local COMMAND ARGS`` on template.yaml (the artifacts of ``make lambda``), the
+    runtime image as built here, the functions on ``network`` with ``env_file``'s settings."""
+    return [
+        str(sam(settings)), "local", command, *args, "--template", str(TEMPLATE),
+        "--skip-pull-image", "--env-vars", str(env_file), "--docker-network", network,
+    ]  # fmt: skip
+
+
+def localstack(service: str, settings: Settings) -> Any:
+    """A boto3 client of LocalStack's ``service`` on its published endpoint."""
+    return boto3.client(  # type: ignore[call-overload]
+        service, endpoint_url=settings.ingest.sqs_endpoint_url,
+        region_name=settings.storage.region,
+        aws_access_key_id="test", aws_secret_access_key="test",
+    )  # fmt: skip
+
+
+def deployed_function(name: str, settings: Settings) -> str:
+    """The deployed name of the template's function ``name`` on LocalStack (the stack's
+    prefix, a suffix)."""
+    functions = localstack("lambda", settings).list_functions()["Functions"]
+    [found] = [f["FunctionName"] for f in functions
+               if f["FunctionName"].startswith(f"{STACK_NAME}-{name}-")]  # fmt: skip
+    return str(found)
+
+
 @contextmanager
 def start_api(settings: Settings, env_file: Path, network: str) -> Iterator[str]:
     """``sam local start-api`` (each function's container started on its first request) on a
@@ -158,9 +183,8 @@ def start_api(settings: Settings, env_file: Path, network: str) -> Iterator[str]
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = subprocess.Popen(
-        [str(sam(settings)), "local", "start-api", "--port", str(port), "--template",
-         str(TEMPLATE), "--skip-pull-image", "--env-vars", str(env_file), "--docker-network",
-         network, "--warm-containers", "LAZY"],
+        sam_local(settings, "start-api", env_file, network, "--port", str(port),
+                  "--warm-containers", "LAZY"),
         cwd=REPO_ROOT, env=sam_environment(settings), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
@@ -180,16 +204,10 @@ def start_api(settings: Settings, env_file: Path, network: str) -> Iterator[str]
         process.wait(timeout=60)
 
 
-def deploy(
-    settings: Settings, functions: ComposeFunctions, endpoint: str, **parameters: str
-) -> None:
-    """``sam deploy`` of template.yaml (the artifacts of ``make lambda``) to the LocalStack at
-    ``endpoint``, its parameters from ``functions`` (and ``parameters``)."""
-    s3 = boto3.client(
-        "s3", endpoint_url=endpoint, region_name=settings.storage.region,
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )  # fmt: skip
-    s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
+def deploy(settings: Settings, functions: ComposeFunctions, **parameters: str) -> None:
+    """``sam deploy`` of template.yaml (the artifacts of ``make lambda``) to LocalStack (its
+    published endpoint), its parameters from ``functions`` (and ``parameters``)."""
+    localstack("s3", settings).create_bucket(Bucket=ARTIFACTS_BUCKET)
     values = {**functions.parameters(), **parameters}
     overrides = [f"{key}={value}" for key, value in values.items()]
     run_checked(
@@ -198,7 +216,7 @@ def deploy(
          "--no-confirm-changeset", "--no-fail-on-empty-changeset",
          "--parameter-overrides", *overrides],
         "sam deploy", timeout_s=1200, cwd=REPO_ROOT,
-        env=sam_environment(settings, AWS_ENDPOINT_URL=endpoint),
+        env=sam_environment(settings, AWS_ENDPOINT_URL=settings.ingest.sqs_endpoint_url),
     )  # fmt: skip
 
 
@@ -215,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     compose = [*compose_command(settings), "-p", args.project, "-f", str(COMPOSE_FILE)]
-    functions = beside_compose(compose)
+    functions = beside_compose(compose, deployment_secrets(compose))
     if args.command == "deploy":
-        deploy(settings, functions, settings.ingest.sqs_endpoint_url)
+        deploy(settings, functions)
         print(f"deployed stack {STACK_NAME} to {settings.ingest.sqs_endpoint_url}")
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)

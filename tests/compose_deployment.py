@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from fashion_search.settings import REPO_ROOT, Settings
-from stack.compose_cli import COMPOSE_FILE, compose_command
+from stack.compose_cli import COMPOSE_FILE, compose_command, deployment_secrets
 from stack.compose_outputs import upload_messages
 from stack.docker import DockerEngine, host_state
 from stack.images import lambda_image_mapping
-from stack.secrets import parse_env
 from stack.service import require_tool
 
 PROJECT = "fs-compose-test"
@@ -164,9 +163,7 @@ def _deploy(settings: Settings, dataset: Path, timings: dict[str, float]) -> Ite
         deployment.run("up", "-d", "--no-build", timeout_s=900)
         _wait_until_up(deployment, timeout_s=1500)
         timings["up"] = time.perf_counter() - t0
-        secrets = deployment.run("run", "--rm", "--no-deps", "secrets", "cat",
-                                 "/secrets/all/secrets.env")  # fmt: skip
-        deployment.secrets = parse_env(secrets)
+        deployment.secrets = deployment_secrets(compose)
         t0 = time.perf_counter()
         yield deployment
         timings["checks"] = time.perf_counter() - t0

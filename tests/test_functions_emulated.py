@@ -39,9 +39,11 @@ from stack.lambda_runtime import (
     ComposeFunctions,
     beside_compose,
     deploy,
+    deployed_function,
     function_roles,
-    sam,
+    localstack,
     sam_environment,
+    sam_local,
     start_api,
 )
 from stack.secrets import S3_PASSWORDS, S3_UPLOADER_USER
@@ -50,7 +52,6 @@ from tests.compose_deployment import API, EXAMPLES, Deployment
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(1800)]
 
 SETTINGS = Settings()
-SAM = sam(SETTINGS)
 EVENTS = REPO_ROOT / "events"
 #: Each function's events (events/): what ``sam local invoke`` gives it.
 FUNCTION_EVENTS = {
@@ -75,16 +76,6 @@ class Functions:
     def network(self) -> str:
         return self.beside.network
 
-    def sam(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
-        """``sam ARGS`` from the repository (template.yaml, the artifacts), on the deployment's
-        network with the functions' environment."""
-        return subprocess.run(
-            [str(SAM), *args, "--template", "template.yaml", "--skip-pull-image",
-             "--env-vars", str(self.env_file), "--docker-network", self.network],
-            capture_output=True, text=True, timeout=timeout_s, check=False, cwd=REPO_ROOT,
-            env=sam_environment(SETTINGS),
-        )  # fmt: skip
-
     def invoke(self, function: str, event: dict[str, Any], tmp: Path) -> Any:
         """``sam local invoke FUNCTION`` with ``event``; the function's result (remembered:
         each invocation starts a container, ~25 s here)."""
@@ -92,7 +83,12 @@ class Functions:
         if (function, text) not in self.results:
             path = tmp / f"{function}-{uuid.uuid4().hex[:6]}.json"
             path.write_text(text)
-            result = self.sam("local", "invoke", function, "--event", str(path))
+            result = subprocess.run(
+                sam_local(SETTINGS, "invoke", self.env_file, self.network, function,
+                          "--event", str(path)),
+                capture_output=True, text=True, timeout=300, check=False, cwd=REPO_ROOT,
+                env=sam_environment(SETTINGS),
+            )  # fmt: skip
             assert result.returncode == 0, result.stdout + result.stderr
             self.results[function, text] = json.loads(result.stdout.strip().splitlines()[-1])
         return self.results[function, text]
@@ -106,7 +102,7 @@ def functions(deployment: Deployment, tmp_path_factory: pytest.TempPathFactory) 
         check=True, capture_output=True, cwd=REPO_ROOT,
     )  # fmt: skip
     assert set(function_roles().values()) <= {p.name for p in BUILD.iterdir()}
-    beside = beside_compose(deployment.compose)
+    beside = beside_compose(deployment.compose, deployment.secrets)
     env_file = tmp_path_factory.mktemp("sam") / "env.json"
     env_file.write_text(json.dumps(beside.env_vars()))
     return Functions(deployment, beside, env_file)
@@ -258,36 +254,21 @@ def test_start_api_refuses_requests_without_a_valid_key(api_url: str) -> None:
 
 # --- template.yaml deployed to LocalStack: S3 -> SQS -> its event source mapping -> Lambda ------
 
-LOCALSTACK = "http://127.0.0.1:14566"
 #: Uploads through the path: all but the last valid (distinct images), the last corrupt.
 UPLOADS = 50
 #: The queue's visibility timeout for the tests: a batch reported failed comes back after it.
 VISIBILITY_S = 65
 
 
-def _aws(service: str) -> Any:
-    return boto3.client(  # type: ignore[call-overload]
-        service, endpoint_url=LOCALSTACK, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def on_localstack(functions: Functions) -> Functions:
     """template.yaml deployed with ``sam deploy`` to the deployment's LocalStack."""
-    deploy(SETTINGS, functions.beside, LOCALSTACK, UploadsVisibilityTimeout=str(VISIBILITY_S))
+    deploy(SETTINGS, functions.beside, UploadsVisibilityTimeout=str(VISIBILITY_S))
     return functions
 
 
-def _deployed(name: str) -> str:
-    """The deployed function's physical name (the stack's prefix, a suffix)."""
-    names = [f["FunctionName"] for f in _aws("lambda").list_functions()["Functions"]]
-    [found] = [n for n in names if n.startswith(f"fashion-search-{name}-")]
-    return str(found)
-
-
 def _upload(prefix: str, bodies: list[bytes]) -> list[str]:
-    s3, keys = _aws("s3"), []
+    s3, keys = localstack("s3", SETTINGS), []
     for i, body in enumerate(bodies):
         keys.append(f"{prefix}{i:03d}.jpg")
         s3.put_object(Bucket="fashion-uploads", Key=keys[-1], Body=body)
@@ -317,11 +298,11 @@ def _check_created(deployment: Deployment, messages: list[dict[str, Any]], keys:
 
 
 def test_the_template_deploys_with_its_event_source_mapping(on_localstack: Functions) -> None:
-    lambdas = _aws("lambda")
+    lambdas = localstack("lambda", SETTINGS)
     for function in function_roles():
-        assert _deployed(function)
+        assert deployed_function(function, SETTINGS)
     [mapping] = lambdas.list_event_source_mappings()["EventSourceMappings"]
-    assert mapping["FunctionArn"].endswith(_deployed("BucketEventFunction"))
+    assert mapping["FunctionArn"].endswith(deployed_function("BucketEventFunction", SETTINGS))
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["BatchSize"] == 10 and mapping["State"] == "Enabled"
 
@@ -352,8 +333,9 @@ def test_a_database_outage_loses_no_upload(on_localstack: Functions) -> None:
         deployment.run("start", "postgres")
     messages = deployment.messages(prefix, len(keys), timeout_s=VISIBILITY_S * 3)
     _check_created(deployment, messages, keys)
-    dlq = _aws("sqs").get_queue_url(QueueName=f"{SETTINGS.ingest.uploads_queue}-dlq")["QueueUrl"]
-    attributes = _aws("sqs").get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])
+    sqs = localstack("sqs", SETTINGS)
+    dlq = sqs.get_queue_url(QueueName=f"{SETTINGS.ingest.uploads_queue}-dlq")["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["All"])
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
@@ -364,8 +346,10 @@ def test_the_search_functions_answer_through_localstacks_lambda_api(
     invoked through its Lambda API, with the same hits as the FastAPI app."""
     deployment = on_localstack.deployment
     event = _event("text_search_get.json", deployment)
-    answer = _aws("lambda").invoke(FunctionName=_deployed("TextSearchFunction"),
-                                   Payload=json.dumps(event).encode())  # fmt: skip
+    function = deployed_function("TextSearchFunction", SETTINGS)
+    answer = localstack("lambda", SETTINGS).invoke(
+        FunctionName=function, Payload=json.dumps(event).encode()
+    )
     assert "FunctionError" not in answer
     result = json.loads(answer["Payload"].read())
     assert result["statusCode"] == 200, result
