@@ -33,15 +33,18 @@ lint: bootstrap
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-## Lint, types, then the tests against the real stack (started if needed, stopped after).
+## Lint, types, the tests against the real stack (started if needed, stopped after), then
+## docker compose and the functions on the emulators (skipped, saying why, while the native
+## stack holds the ports or where no engine can be installed).
 test: lint
 	$(PY) -m pytest
+	$(PY) -m pytest -m compose -s
 
 ## The tests that need no server (under a minute).
 test-unit: bootstrap
 	$(PY) -m pytest -m "not stack and not build and not compose" -q -n 2
 
-## docker compose up for real (engine, images, the whole system; run alone: the native ports).
+## Only docker compose up for real and the functions on the emulators (alone: the native ports).
 .PHONY: test-compose
 test-compose: bootstrap
 	$(PY) -m pytest -m compose -s

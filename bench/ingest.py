@@ -7,7 +7,9 @@ Uploads held-out product photos to the uploads bucket and times each one from th
 PUT to the arrival of its output-topic message (MinIO -> Kafka -> dispatcher -> function ->
 catalog -> Kafka): single uploads one at a time, then a burst uploaded at once (events/s end to
 end). The baseline, run in the same process on the same images: the model server's raw image
-embedding throughput (batches of 32), so the pipeline's overhead shows as a ratio. The products
+embedding throughput (batches of 32), so the pipeline's overhead shows as a ratio. The single
+uploads run twice: announced by MinIO's queued Kafka target alone (as before decision 0043),
+then by both targets (the default). The products
 the benchmark made are deleted afterwards (``--keep`` leaves them).
 """
 
@@ -33,6 +35,7 @@ from fashion_search.ingest.publisher import kafka_config
 from fashion_search.model.data import in_test_split
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
+from stack.s3 import announce_uploads
 
 
 class OutputWatcher:
@@ -102,9 +105,9 @@ def main() -> None:
     store = ObjectStore(settings)
     images = [
         item.image
-        for item in iter_dataset(settings.dataset_source, limit=(args.burst + args.singles) * 8)
+        for item in iter_dataset(settings.dataset_source, limit=(args.burst + 2 * args.singles) * 8)
         if in_test_split(item.image)
-    ][: args.burst + args.singles]
+    ][: args.burst + 2 * args.singles]
     run = uuid.uuid4().hex[:6]
 
     with EmbeddingClient(settings.model_server.address, timeout_s=120) as client:
@@ -121,13 +124,22 @@ def main() -> None:
         return key
 
     try:
+        bucket = settings.storage.uploads_bucket
+        queued: list[str] = []
+        announce_uploads(store, bucket, targets=("QUEUED",))
+        try:
+            for i in range(args.singles):
+                queued.append(upload(args.burst + i, "queued"))
+                watcher.wait(queued[-1:], 60)
+        finally:
+            announce_uploads(store, bucket)
         singles = []
         for i in range(args.singles):
-            singles.append(upload(args.burst + i, "single"))
+            singles.append(upload(args.burst + args.singles + i, "single"))
             watcher.wait(singles[-1:], 60)
         started = time.perf_counter()
-        with ThreadPoolExecutor(16) as pool:
-            burst = list(pool.map(lambda i: upload(i, "burst"), range(args.burst)))
+        with ThreadPoolExecutor(16) as threads:
+            burst = list(threads.map(lambda i: upload(i, "burst"), range(args.burst)))
         watcher.wait(burst, 600)
         burst_s = max(watcher.arrived[k] for k in burst) - started
     finally:
@@ -136,13 +148,16 @@ def main() -> None:
     def latencies(keys: list[str]) -> list[float]:
         return [(watcher.arrived[k] - sent[k]) * 1000 for k in keys]
 
-    single_ms, burst_ms = latencies(singles), latencies(burst)
+    queued_ms, single_ms, burst_ms = latencies(queued), latencies(singles), latencies(burst)
     rate = args.burst / burst_s
-    single_rate = 1000 / float(np.mean(single_ms))
+    queued_rate, single_rate = 1000 / float(np.mean(queued_ms)), 1000 / float(np.mean(single_ms))
     report.add(info.describe())
     header = ["run", "events/s", "p50 ms", "p95 ms", "ratio"]
     report.add(Table("uploads end to end (PUT to output message)", header, [
         ["model server raw (batches of 32)", f"{raw_rate:.1f}", "", "", 1.0],
+        [f"pipeline, {args.singles} single uploads, queued target alone", f"{queued_rate:.1f}",
+         f"{np.percentile(queued_ms, 50):.0f}", f"{np.percentile(queued_ms, 95):.0f}",
+         queued_rate / raw_rate],
         [f"pipeline, {args.singles} single uploads", f"{single_rate:.1f}",
          f"{np.percentile(single_ms, 50):.0f}", f"{np.percentile(single_ms, 95):.0f}",
          single_rate / raw_rate],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -78,3 +79,21 @@ def deployment_secrets(compose: list[str]) -> dict[str, str]:
         "read the deployment's secrets", cwd=REPO_ROOT,
     )  # fmt: skip
     return parse_env(result.stdout)
+
+
+def busy_ports(compose: list[str]) -> list[int]:
+    """The host ports the project ``compose`` publishes that something listens on already (the
+    native stack publishes the same ones)."""
+    argv = [*compose, "config", "--format", "json"]
+    config = json.loads(run_checked(argv, "compose config", cwd=REPO_ROOT).stdout)
+    ports = {
+        int(port["published"])
+        for service in config["services"].values()
+        for port in service.get("ports", [])
+    }
+    busy = []
+    for port in sorted(ports):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(port)
+    return busy

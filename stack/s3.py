@@ -11,8 +11,11 @@ from stack.service import Service, go_install, http_get, python_venv
 #: MinIO's last source-only publication resolvable through the Go module proxy (a commit of
 #: github.com/minio/minio, 2026-02-12; the RELEASE.* tags themselves are refused by the proxy).
 MINIO_VERSION = "v0.0.0-20260212201848-7aac2a2c5b7c"
-#: The Kafka notification target configured below, as MinIO names it.
-MINIO_KAFKA_ARN = "arn:minio:sqs::PRIMARY:kafka"
+#: MinIO's Kafka notification targets, both to the uploads topic: ``PRIMARY`` sends each event
+#: at once and drops it while Kafka is away; ``QUEUED`` keeps it on disk until Kafka has it,
+#: but sends only when MinIO next replays its queue (every 3 s: alone, it added 0-3 s to every
+#: upload). The dispatcher drops the second copy of an event (decision 0043).
+MINIO_KAFKA_TARGETS = ("PRIMARY", "QUEUED")
 
 
 class S3Server(Service):
@@ -59,25 +62,27 @@ class MinIO(S3Server):
             # The background scanner (usage totals, healing, lifecycle rules: none of which this
             # single-drive stack needs) took 16% of a core while idle, beside the model on 2.
             "MINIO_SCANNER_SPEED": "slowest",
-            "MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY": "on",
-            "MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY": s.kafka.bootstrap,
-            "MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY": s.kafka.uploads_topic,
+            **{k: v for target in MINIO_KAFKA_TARGETS for k, v in self._kafka(target).items()},
             # Events are kept on disk until Kafka has them: none is lost while it is away.
-            "MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY": str(self.events_dir),
-            **self._kafka_login(),
+            "MINIO_NOTIFY_KAFKA_QUEUE_DIR_QUEUED": str(self.events_dir),
         }
 
-    def _kafka_login(self) -> dict[str, str]:
-        """The notification target's SCRAM login (none for the fallback broker, no SASL)."""
-        if self.settings.stack.kafka_is_plaintext():
-            return {}
-        return {
-            "MINIO_NOTIFY_KAFKA_SASL_PRIMARY": "on",
-            "MINIO_NOTIFY_KAFKA_SASL_MECHANISM_PRIMARY": "sha256",
-            "MINIO_NOTIFY_KAFKA_SASL_USERNAME_PRIMARY": KAFKA_MINIO_USER,
-            "MINIO_NOTIFY_KAFKA_SASL_PASSWORD_PRIMARY": load_for(self.settings).kafka_users[
-                KAFKA_MINIO_USER
-            ],
+    def _kafka(self, target: str) -> dict[str, str]:
+        """A notification target to the uploads topic, with its SCRAM login (none for the
+        fallback broker, no SASL)."""
+        s = self.settings
+        env = {
+            f"MINIO_NOTIFY_KAFKA_ENABLE_{target}": "on",
+            f"MINIO_NOTIFY_KAFKA_BROKERS_{target}": s.kafka.bootstrap,
+            f"MINIO_NOTIFY_KAFKA_TOPIC_{target}": s.kafka.uploads_topic,
+        }
+        if s.stack.kafka_is_plaintext():
+            return env
+        return env | {
+            f"MINIO_NOTIFY_KAFKA_SASL_{target}": "on",
+            f"MINIO_NOTIFY_KAFKA_SASL_MECHANISM_{target}": "sha256",
+            f"MINIO_NOTIFY_KAFKA_SASL_USERNAME_{target}": KAFKA_MINIO_USER,
+            f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{target}": load_for(s).kafka_users[KAFKA_MINIO_USER],
         }
 
     @property
@@ -94,17 +99,20 @@ class MinIO(S3Server):
         announce_uploads(store, self.settings.storage.uploads_bucket)
 
 
-def announce_uploads(store: ObjectStore, bucket: str) -> None:
+def announce_uploads(
+    store: ObjectStore, bucket: str, targets: tuple[str, ...] = MINIO_KAFKA_TARGETS
+) -> None:
     """Make MinIO announce objects created in and removed from ``bucket`` on its Kafka
-    target."""
+    ``targets`` (both, unless a benchmark compares one)."""
     store.client.put_bucket_notification_configuration(
         Bucket=bucket,
         NotificationConfiguration={
             "QueueConfigurations": [
                 {
-                    "QueueArn": MINIO_KAFKA_ARN,
+                    "QueueArn": f"arn:minio:sqs::{target}:kafka",
                     "Events": ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
                 }
+                for target in targets
             ]
         },
     )

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from fashion_search.settings import REPO_ROOT, Settings
-from stack.compose_cli import COMPOSE_FILE, compose_command, deployment_secrets
+from stack.compose_cli import COMPOSE_FILE, busy_ports, compose_command, deployment_secrets
 from stack.compose_outputs import upload_messages
 from stack.docker import DockerEngine, host_state
 from stack.images import lambda_image_mapping
-from stack.service import require_tool
+from stack.service import InstallUnavailableError, require_tool
 
 PROJECT = "fs-compose-test"
 API = "http://127.0.0.1:18000"
@@ -130,7 +130,13 @@ def deployment() -> Iterator[Deployment]:
     timings: dict[str, float] = {}
     engine = DockerEngine(settings)
     t0 = time.perf_counter()
-    engine.install()
+    try:
+        engine.install()
+    except InstallUnavailableError as error:
+        pytest.skip(f"no container engine: {error}")
+    busy = busy_ports([*compose_command(settings), "-p", PROJECT, "-f", str(COMPOSE_FILE)])
+    if busy:
+        pytest.skip(f"ports the deployment publishes are in use (`make down`?): {busy}")
     host = _host()
     started_engine = engine.start()
     timings["engine"] = time.perf_counter() - t0

@@ -19,6 +19,7 @@ import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.compose_cli import compose_command
+from stack.s3 import MINIO_KAFKA_TARGETS
 from stack.secrets import (
     COMPOSE_MOUNT,
     COMPOSE_SERVICES,
@@ -68,9 +69,13 @@ def test_compose_file_is_valid_and_complete(config: dict[str, Any]) -> None:
         assert services[name]["image"] == f"fashion-search-{target}:latest", name
     assert "/app/dags" in services["airflow"]["volumes"][0]["target"]
     minio = services["minio"]
-    assert minio["environment"]["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "fashion.uploads"
-    # Events raised while Kafka is away wait on a volume of their own.
-    queue = minio["environment"]["MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY"]
+    # Both of the native stack's Kafka targets; events raised while Kafka is away wait on a
+    # volume of their own.
+    for target in MINIO_KAFKA_TARGETS:
+        assert minio["environment"][f"MINIO_NOTIFY_KAFKA_TOPIC_{target}"] == "fashion.uploads"
+        assert minio["environment"][f"MINIO_NOTIFY_KAFKA_SASL_{target}"] == "on"
+        assert f"MINIO_NOTIFY_KAFKA_SASL_PASSWORD_{target}=" in minio["entrypoint"][-1]
+    queue = minio["environment"]["MINIO_NOTIFY_KAFKA_QUEUE_DIR_QUEUED"]
     assert queue in {v["target"] for v in minio["volumes"] if v["type"] == "volume"}
 
 

@@ -382,6 +382,52 @@ def test_the_same_object_twice_makes_one_product_and_a_new_version_updates_it(
     assert len(ids) == 1 and len(rows) == 1 and rows[0][2] == second
 
 
+def test_each_upload_is_announced_twice_and_processed_once(
+    ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
+    ingest_pool: ConnectionPool, held_out: list[DatasetItem],
+) -> None:  # fmt: skip
+    """MinIO announces an upload through both its targets (at once, and from its disk queue
+    at the next replay, every 3 s); the dispatcher processes the first copy and drops the
+    second, so each upload has one output message."""
+    store = ObjectStore(ingest_settings)
+    bucket = ingest_settings.storage.uploads_bucket
+    prefix = f"copies/{uuid.uuid4().hex[:6]}/"
+    uploaded = _upload(store, bucket, held_out[57:62], prefix)
+
+    outputs.wait(_keys_done(prefix, set(uploaded)))
+    outputs.drain(4)  # past MinIO's next replay of its queue: a second output would come now
+    processed, dead_letters = outputs.for_prefix(prefix)
+    assert sorted(m["key"] for m in processed) == sorted(uploaded) and not dead_letters
+    assert {m["status"] for m in processed} == {"created"}
+    announced = _announced(ingest_settings, f"{bucket}/{prefix}", len(uploaded) * 2)
+    assert sorted(announced) == sorted(2 * [f"{bucket}/{key}" for key in uploaded])
+
+
+def _announced(settings: Settings, prefix: str, count: int) -> list[str]:
+    """The keys of the uploads topic's messages that start with ``prefix``, read from the
+    start until ``count`` of them are found (or 10 s pass without one)."""
+    consumer = Consumer(
+        kafka_config(
+            settings, {"group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"}
+        )
+    )
+    consumer.subscribe([settings.kafka.uploads_topic])
+    keys: list[str] = []
+    deadline = time.monotonic() + 10
+    try:
+        while len(keys) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            key = (message.key() or b"").decode()
+            if key.startswith(prefix):
+                keys.append(key)
+                deadline = time.monotonic() + 10
+    finally:
+        consumer.close()
+    return keys
+
+
 def test_the_image_copy_has_the_decoded_type_not_the_uploaders(
     ingest_settings: Settings, dispatcher: list[ManagedProcess], outputs: Outputs,
     ingest_pool: ConnectionPool, held_out: list[DatasetItem],

@@ -6,7 +6,9 @@ function returned. While a dependency is down (the function raises a transient e
 :func:`fashion_search.faults.is_transient`) consumption stops: the same batch is invoked again
 with backoff until it succeeds, nothing is committed or dead-lettered meanwhile. A batch that
 keeps failing with an error of its own is split, and a message that fails alone is
-dead-lettered with the error, so a poison message never blocks its partition.
+dead-lettered with the error, so a poison message never blocks its partition. A second copy
+of a message settled lately (MinIO sends each event twice, see
+:mod:`functions.events.recent_messages`) is committed without an invocation.
 
 A consumer can lose its group for good when the broker restarts (seen in the soak: the group
 empty, the consumer polling nothing, events piling up). When nothing has arrived for
@@ -32,6 +34,7 @@ from fashion_search.ingest.publisher import KafkaPublisher, kafka_config
 from fashion_search.settings import Settings
 from fashion_search.telemetry.metrics import INGEST_CONSUMER_LAG
 from functions.events.envelopes import kafka_event
+from functions.events.recent_messages import RecentMessages
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class KafkaDispatcher:
         self.function = function
         self.publisher = publisher
         self.stall_s = STALL_S
+        self.recent = RecentMessages()
         self.consumer = Consumer(
             kafka_config(
                 settings,
@@ -82,10 +86,13 @@ class KafkaDispatcher:
                 batch = self._next_batch()
                 self._report_lag()
                 if batch:
+                    new = self.recent.new(batch)
                     try:
-                        self._dispatch(batch, stop)
+                        if new:
+                            self._dispatch(new, stop)
                     except _StopRequestedError:
                         break
+                    self.recent.settled(new)
                     self._commit(batch)
                     quiet_since, lag = time.monotonic(), None
                 elif time.monotonic() - quiet_since > self.stall_s:
