@@ -165,6 +165,10 @@ def search_settings(
             "api_url": f"http://127.0.0.1:{api_port}",
             "ui_port": free_port(),
         },
+        # Business signals off: the search tests compare rankings with the vector math, and
+        # feedback recorded by one would lift products in another; test_business_signals
+        # turns them on.
+        signals={"popularity_weight": 0.0, "newness_weight": 0.0, "boost_weight": 0.0},
     )
     train_and_register(
         search, ModelSpec("fashion-tiny"), TrainConfig(epochs=1, batch_size=64, lr=5e-4),

@@ -93,8 +93,8 @@ def test_text_search_hits_are_the_nearest_products(api: TestClient, service: Sea
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
     ids = [h["id"] for h in hits]
-    assert np.allclose(cosine_scores(service, "navy blue casual shirt for men", ids), scores,
-                       atol=1e-4)  # fmt: skip
+    assert np.allclose(cosine_scores(service, "navy blue casual shirt for men", ids),
+                       [h["similarity"] for h in hits], atol=1e-4)  # fmt: skip
     exact = service.catalog.vectors.nearest(
         service.catalog.versions.serving(),
         service.embedder.embed_texts(["navy blue casual shirt for men"]).vectors[0],

@@ -72,6 +72,16 @@ def ids(body: dict[str, Any]) -> list[int]:
 # --- facets -------------------------------------------------------------------------------------
 
 
+def assert_parts(hit: dict[str, Any], **expected: float) -> None:
+    """The hit's score is the sum of its explained parts, similarity is its similarity, and
+    each part of ``expected`` is as given."""
+    parts = hit["explain"]
+    assert hit["score"] == pytest.approx(sum(parts.values()), abs=1e-4)
+    assert parts["similarity"] == pytest.approx(hit["similarity"], abs=1e-4)
+    for name, value in expected.items():
+        assert parts[name] == pytest.approx(value, abs=1e-4), name
+
+
 def test_search_facets_count_the_ranked_candidates(api: TestClient, service: SearchService) -> None:
     query = "black shoes for men"
     body = api.get("/search/text", params={"q": query, "mode": "vector", "facets": "true",
@@ -283,14 +293,14 @@ def test_a_composed_query_keeps_what_the_image_shows_unless_the_modifier_says_ot
 ) -> None:
     product = service.catalog.products.list_products(limit=1).items[0]
     colour = "Red" if product.base_colour != "Red" else "Blue"
-    asked = {"modifier": f"in {colour.lower()}", "understand": "boost"}
+    asked = {"modifier": f"in {colour.lower()}", "understand": "boost", "explain": "true"}
     body = api.get(f"/products/{product.id}/similar", params=asked).json()
     assert body["understood"] == {"gender": product.gender, "articleType": product.article_type,
                                   "baseColour": colour}  # fmt: skip
     boost = search_settings.search.understanding_boost
     for hit in body["hits"]:
         named = sum(hit[f] == v for f, v in body["understood"].items())
-        assert hit["score"] == pytest.approx(hit["similarity"] + boost * named, abs=1e-4)
+        assert_parts(hit, understanding=boost * named)
 
     image = ObjectStore(search_settings).get(
         search_settings.storage.images_bucket, product_image_key(product.id)
@@ -399,7 +409,7 @@ def test_shoppers_words_synonyms_occasions_typos_and_spanish_are_understood(
 def test_understanding_boosts_softly_and_filters_when_asked(
     api: TestClient, service: SearchService
 ) -> None:
-    query = {"q": "black shirts", "mode": "vector", "k": 10, "candidates": 300}  # all of them
+    query = {"q": "black shirts", "mode": "vector", "k": 10, "candidates": 300, "explain": True}
     plain = api.get("/search/text", params={**query, "understand": "off"}).json()["hits"]
     boosted = api.get("/search/text", params={**query, "understand": "boost"}).json()["hits"]
     filtered = api.get("/search/text", params={**query, "understand": "filter"}).json()["hits"]
@@ -415,7 +425,7 @@ def test_understanding_boosts_softly_and_filters_when_asked(
     boost = service.settings.search.understanding_boost
     for hit in boosted:
         named = (hit["baseColour"] == "Black") + (hit["articleType"] == "Shirts")
-        assert hit["score"] == pytest.approx(hit["similarity"] + boost * named, abs=1e-4)
+        assert_parts(hit, understanding=boost * named)
 
 
 @pytest.mark.parametrize(

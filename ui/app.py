@@ -102,6 +102,8 @@ def refinements() -> tuple[int, str, dict[str, Any]]:
     understand = st.sidebar.selectbox("Understand words like colours", UNDERSTANDING, key="und")
     if UNDERSTANDING[understand]:
         refine["understand"] = UNDERSTANDING[understand]
+    if st.sidebar.toggle("Explain the ranking", value=False, key="explain"):
+        refine["explain"] = True
     return k, "hybrid" if hybrid else "vector", refine
 
 
@@ -176,6 +178,9 @@ def grid(hits: list[dict[str, Any]], key: str, shown: Shown | None = None) -> No
                 same = f" · {hit['collapsed']} listings" if hit.get("collapsed", 1) > 1 else ""
                 st.caption(f"{hit['articleType']} · {hit['baseColour']} · score"
                            f" {hit['score']:.3f}{same}")  # fmt: skip
+                if hit.get("explain"):
+                    parts = hit["explain"].items()
+                    st.caption(" + ".join(f"{name} {value:.3f}" for name, value in parts if value))
                 feedback = (hit, position, shown) if shown else ()
                 st.button("Details", key=f"{key}-{hit['id']}", on_click=open_product,
                           args=(hit["id"], feedback))  # fmt: skip

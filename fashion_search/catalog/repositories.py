@@ -12,6 +12,7 @@ from fashion_search.catalog.embeddings import EmbeddingRepository
 from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.catalog.products import ProductRepository
 from fashion_search.catalog.replicas import ReplicatedReads
+from fashion_search.catalog.signals import SignalRepository
 from fashion_search.catalog.suggestions import SuggestionRepository
 from fashion_search.catalog.table import Connections
 from fashion_search.catalog.uploads import UploadRepository
@@ -22,8 +23,8 @@ from fashion_search.catalog.versions import CatalogVersions
 @dataclass(frozen=True)
 class Catalog:
     """Products (reads, listing, writes), vector search, uploads, embedding upkeep, the model
-    versions the catalog holds embeddings of, the API's keys, completions, and shoppers'
-    feedback."""
+    versions the catalog holds embeddings of, the API's keys, completions, shoppers'
+    feedback, and the ranking's business signals."""
 
     products: ProductRepository
     vectors: VectorSearch
@@ -33,6 +34,7 @@ class Catalog:
     api_keys: ApiKeyRepository
     suggestions: SuggestionRepository
     feedback: FeedbackRepository
+    signals: SignalRepository
     replicas: ReplicatedReads | None = None  # where the reads go, when there are replicas
 
     @classmethod
@@ -41,14 +43,15 @@ class Catalog:
 
         With ``reads`` (the API's), products, vector search, versions and completions read
         from the replicas (products missing there from ``pool`` too); uploads, embeddings,
-        keys and feedback keep to ``pool``: for a process that writes nothing else (the API)."""
+        keys, feedback and signals keep to ``pool``: for a process that writes nothing else
+        (the API)."""
         read: Connections = pool if reads is None else reads
         primary = None if reads is None else ProductRepository(pool)
         products = ProductRepository(read, primary)
         return cls(
             products, VectorSearch(read), UploadRepository(pool), EmbeddingRepository(pool),
             CatalogVersions(read), ApiKeyRepository(pool), SuggestionRepository(read),
-            FeedbackRepository(pool), reads,
+            FeedbackRepository(pool), SignalRepository(pool), reads,
         )  # fmt: skip
 
     @property

@@ -2,7 +2,8 @@
 
 A candidate's score is its cosine similarity to the query, plus ``title_weight`` times its
 title match's rank relative to the best title match (hybrid search), plus
-``understanding_boost`` for each understood value it has. The first ``depth`` candidates by
+``understanding_boost`` for each understood value it has, plus its business signals
+(:mod:`fashion_search.search.signals`). The first ``depth`` candidates by
 score (and every title match) are ranked; those below ``min_score`` are cut unless the query's
 words vouch for them (a title match, or every understood value); when the cutoff would leave
 nothing, the ranked candidates are kept and marked as below it (never an empty page).
@@ -10,7 +11,7 @@ nothing, the ranked candidates are kept and marked as below it (never an empty p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ class RankPlan:
 class Candidates:
     """Arrays over a search's candidates: product ids, cosine similarities, whether each
     matches the title search and its rank there (0 for none), how many understood values each
-    has, and how many values were understood."""
+    has, how many values were understood, and each business signal's contribution."""
 
     ids: Array
     similarity: Array
@@ -40,15 +41,18 @@ class Candidates:
     title: Array
     named: Array
     understood: int
+    signals: dict[str, Array] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Ranking:
     """The candidates kept, best first (indices into :class:`Candidates`), every candidate's
-    score, how many ranked candidates the cutoff dropped, and whether none passed it."""
+    score and what each part of it contributed, how many ranked candidates the cutoff
+    dropped, and whether none passed it."""
 
     kept: Array
     score: Array
+    parts: dict[str, Array]
     cut: int
     below_cutoff: bool
 
@@ -57,14 +61,16 @@ def rank(candidates: Candidates, plan: RankPlan) -> Ranking:
     """The candidates scored, ordered (ties by product id), and cut (module docstring)."""
     c = candidates
     best_title = float(c.title.max(initial=0.0))
-    score = c.similarity + plan.understanding_boost * c.named
+    parts = {"similarity": c.similarity, "understanding": plan.understanding_boost * c.named}
     if best_title > 0:
-        score = score + plan.title_weight * c.title / best_title
+        parts["title"] = plan.title_weight * c.title / best_title
+    parts |= c.signals
+    score = np.sum(list(parts.values()), axis=0)
     ranked = np.lexsort((c.ids, -score))[: max(plan.depth, int(np.count_nonzero(c.titled)))]
     if plan.min_score is None:
-        return Ranking(ranked, score, 0, False)
+        return Ranking(ranked, score, parts, 0, False)
     vouched = c.titled[ranked] | (c.understood > 0) & (c.named[ranked] == c.understood)
     kept = ranked[(c.similarity[ranked] >= plan.min_score) | vouched]
     if ranked.size and not kept.size:
-        return Ranking(ranked, score, 0, True)
-    return Ranking(kept, score, ranked.size - kept.size, False)
+        return Ranking(ranked, score, parts, 0, True)
+    return Ranking(kept, score, parts, ranked.size - kept.size, False)

@@ -49,6 +49,7 @@ class Refinements:
     facets: bool = False
     candidates: int | None = None
     understand: Understanding | None = None
+    explain: bool = False
 
 
 class TermIn(BaseModel):
@@ -91,6 +92,7 @@ class SearchRequest(BaseModel):
     facets: bool = False
     candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES)] | None = None
     understand: Understanding | None = None
+    explain: bool = False
 
     @field_validator("query", "modifier")
     @classmethod

@@ -5,7 +5,8 @@ query raises a typed error from :mod:`fashion_search.errors` and changes nothing
 its words name (:mod:`~fashion_search.search.understanding`), embeds the query by the version
 the catalog serves (:mod:`~fashion_search.search.serving`), gathers candidates from the
 catalog (nearest, nearest with the understood values, title matches), ranks and cuts them
-(:mod:`~fashion_search.search.ranking`), counts facets (:mod:`~fashion_search.search.facets`)
+with their business signals (:mod:`~fashion_search.search.ranking`,
+:mod:`~fashion_search.search.signals`), counts facets (:mod:`~fashion_search.search.facets`)
 and collapses identical images (:mod:`~fashion_search.search.collapse`).
 """
 
@@ -15,10 +16,11 @@ import base64
 import binascii
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from pydantic.alias_generators import to_camel, to_snake
 from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.signals import StoredSignals
 from fashion_search.catalog.versions import CatalogVersion
 from fashion_search.catalog.vote import vote
 from fashion_search.errors import (
@@ -41,6 +44,7 @@ from fashion_search.search.image_urls import ImageUrls
 from fashion_search.search.ranking import Candidates, RankPlan, rank
 from fashion_search.search.request import Refinements, SearchMode, SearchRequest
 from fashion_search.search.serving import Embedder, ServingEmbedder
+from fashion_search.search.signals import SignalWeights, contributions
 from fashion_search.search.terms import Term, combine, positive_text
 from fashion_search.search.understanding import (
     QueryReader,
@@ -62,13 +66,15 @@ IMAGE_ATTRIBUTES = ("gender", "article_type", "base_colour")
 @dataclass(frozen=True)
 class Hit:
     """A search result: the product, its ranking score, its cosine similarity to the query,
-    a presigned URL of its image, and how many candidates it stands for (collapse)."""
+    a presigned URL of its image, how many candidates it stands for (collapse), and (when
+    asked) what each part of the score contributed."""
 
     product: Product
     score: float
     image_url: str
     similarity: float | None = None
     collapsed: int = 1
+    explain: dict[str, float] | None = None
 
 
 @dataclass
@@ -112,7 +118,8 @@ def decode_base64_image(data: str) -> bytes:
 class _Search:
     """One search, ready to run: its vector (of ``version``), what it keeps, its filters and
     refinements, what its words name, its mode, its title matches (hybrid: running
-    meanwhile), and the catalog product it starts from (left out)."""
+    meanwhile), the catalog product it starts from (left out), and whether business signals
+    re-order its candidates."""
 
     version: CatalogVersion
     vector: np.ndarray[Any, Any]
@@ -123,6 +130,7 @@ class _Search:
     mode: str
     titles: Future[list[tuple[int, float]]] | None = None
     exclude_id: int | None = None
+    signals: bool = False
 
     @property
     def boosted(self) -> bool:
@@ -132,9 +140,9 @@ class _Search:
     @property
     def depth(self) -> int:
         """How many ranked candidates the search looks at: k, or the refinements'
-        candidates."""
+        candidates when something re-orders them."""
         refine = self.refine
-        looks_further = refine.facets or refine.collapse is not None or self.boosted
+        looks_further = refine.facets or refine.collapse is not None or self.boosted or self.signals
         return max(self.k, refine.candidates or self.k) if looks_further else self.k
 
 
@@ -162,6 +170,7 @@ class SearchService:
             lambda: Vocabulary.of(catalog.products.facets(), catalog.products.title_words())
         )
         self.image_url = image_url or ImageUrls(settings, store)
+        self.signals = SignalWeights.of(settings.signals)
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
 
     def _refinements(self, request: SearchRequest) -> Refinements:
@@ -173,7 +182,7 @@ class SearchService:
         return Refinements(
             search.min_score if request.min_score is None else request.min_score,
             request.collapse, request.facets, candidates,
-            request.understand or search.understanding,
+            request.understand or search.understanding, request.explain,
         )  # fmt: skip
 
     def search(self, request: SearchRequest) -> SearchResult:
@@ -264,7 +273,10 @@ class SearchService:
         with _timed(timings, "model"):
             vectors, version = self.serving.embed(texts=[t.text for t in terms])
         vector = combine(np.stack(vectors), [t.weight for t in terms])
-        search = _Search(version, vector, request.k, filters, refine, understood, mode, titles)
+        search = _Search(
+            version, vector, request.k, filters, refine, understood, mode, titles,
+            signals=self.signals.on,
+        )  # fmt: skip
         return self._run(search, timings)
 
     def _image(self, request: SearchRequest, refine: Refinements) -> SearchResult:
@@ -333,8 +345,9 @@ class SearchService:
         vector = combine(np.stack(vectors), [1.0, MODIFIER_WEIGHT][: len(vectors)])
         exclude_id = image_of.id if image_of else None
         return _Search(
-            version, vector, request.k, filters, refine, understood, mode, exclude_id=exclude_id
-        )
+            version, vector, request.k, filters, refine, understood, mode,
+            exclude_id=exclude_id, signals=self.signals.on,
+        )  # fmt: skip
 
     def _attributes_of_image(
         self, version: CatalogVersion, vector: np.ndarray[Any, Any], product: Product | None
@@ -375,6 +388,11 @@ class SearchService:
         counted, collapsed, the first k kept with their image URLs."""
         with _timed(timings, "database"):
             pool, titles = self._candidates(search)
+        stored: Mapping[int, StoredSignals] = {}
+        if self.signals.stored and pool:
+            with _timed(timings, "signals"):
+                ids = [n.product.id for n in pool]
+                stored = self.catalog.signals.of(ids, self.signals.popularity_half_life_s)
         with _timed(timings, "ranking"):
             settings = self.settings.search
             min_score = search.refine.min_score
@@ -383,7 +401,8 @@ class SearchService:
             plan = RankPlan(
                 search.depth, settings.title_weight, settings.understanding_boost, min_score
             )
-            candidates = _arrays(pool, titles, search.understood if search.boosted else {})
+            understood = search.understood if search.boosted else {}
+            candidates = _arrays(pool, titles, understood, stored, self.signals)
             ranking = rank(candidates, plan)
             kept = [int(i) for i in ranking.kept]
             facets = count_facets(pool[i].product for i in kept) if search.refine.facets else None
@@ -395,7 +414,8 @@ class SearchService:
         with _timed(timings, "urls"):
             hits = [
                 Hit(pool[i].product, float(ranking.score[i]), self.image_url(pool[i].product),
-                    float(candidates.similarity[i]), count)
+                    float(candidates.similarity[i]), count,
+                    _explain(ranking.parts, i) if search.refine.explain else None)
                 for i, count in groups[: search.k]
             ]  # fmt: skip
         return SearchResult(
@@ -404,9 +424,15 @@ class SearchService:
         )  # fmt: skip
 
 
-def _arrays(pool: list[Neighbor], titles: dict[int, float], understood: Understood) -> Candidates:
-    """The ranking's arrays over ``pool``: similarities, title ranks, and how many of the
-    ``understood`` values (the boosted ones) each candidate has."""
+def _arrays(
+    pool: list[Neighbor],
+    titles: dict[int, float],
+    understood: Understood,
+    stored: Mapping[int, StoredSignals],
+    weights: SignalWeights,
+) -> Candidates:
+    """The ranking's arrays over ``pool``: similarities, title ranks, how many of the
+    ``understood`` values (the boosted ones) each candidate has, and its business signals."""
     wanted = [
         (to_snake(name), {value} if isinstance(value, str) else set(value))
         for name, value in understood.items()
@@ -423,7 +449,13 @@ def _arrays(pool: list[Neighbor], titles: dict[int, float], understood: Understo
             dtype=np.int64,
         ),
         understood=len(wanted),
+        signals=contributions([n.product for n in pool], stored, weights, datetime.now(UTC)),
     )
+
+
+def _explain(parts: Mapping[str, np.ndarray[Any, Any]], index: int) -> dict[str, float]:
+    """What each part of a candidate's score contributed, rounded."""
+    return {name: round(float(values[index]), 6) for name, values in parts.items()}
 
 
 def _common(k: int, filters: Filters | None, refine: Refinements | None) -> dict[str, Any]:

@@ -75,10 +75,13 @@ async def search_values(
     understand: Annotated[
         str | None, Query(description="query understanding: off, boost or filter")
     ] = None,
+    explain: Annotated[
+        bool, Query(description="each hit's score parts: relevance and business signals")
+    ] = False,
 ) -> dict[str, Any]:
     """How many hits and the refinements, from the query string, as they were sent: the
     search request checks them (:class:`~fashion_search.search.request.SearchRequest`)."""
     return {
         "k": k, "min_score": min_score, "collapse": collapse, "facets": facets,
-        "candidates": candidates, "understand": understand,
+        "candidates": candidates, "understand": understand, "explain": explain,
     }  # fmt: skip

@@ -40,19 +40,20 @@ class ProductOut(ProductFields):
 
 class HitOut(ProductOut):
     """A search hit: the product, its ranking score (cosine similarity, or fused rank score
-    plus boosts), its cosine similarity to the query, and how many near-identical images it
-    stands for (1 unless the search collapsed them)."""
+    plus boosts), its cosine similarity to the query, how many near-identical images it
+    stands for (1 unless the search collapsed them), and (``explain``) the score's parts."""
 
     score: float
     similarity: float | None
     collapsed: int
+    explain: dict[str, float] | None
 
     @classmethod
     def of_hit(cls, hit: Hit) -> HitOut:
         """From a service hit."""
         return cls.of(
             hit.product, hit.image_url, score=hit.score, similarity=hit.similarity,
-            collapsed=hit.collapsed,
+            collapsed=hit.collapsed, explain=hit.explain,
         )  # fmt: skip
 
 
@@ -139,7 +140,9 @@ def request_schema(*names: str, **extra: dict[str, Any]) -> dict[str, Any]:
 
 
 #: A search body's fields besides what it searches for.
-REFINED = ("k", "filters", "minScore", "collapse", "facets", "candidates", "understand")
+REFINED = (
+    "k", "filters", "minScore", "collapse", "facets", "candidates", "understand", "explain",
+)  # fmt: skip
 
 
 def request_from_body(

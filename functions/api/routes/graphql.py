@@ -106,12 +106,22 @@ class Product:
         )
 
 
+@strawberry.type(description="What one part of a hit's score contributed to it.")
+class ScorePart:
+    name: str
+    value: float
+
+
 @strawberry.type(description="A search hit: ranking score, cosine similarity and product.")
 class SearchHit:
     score: float
     similarity: float | None
     collapsed: int = strawberry.field(description="near-identical images it stands for")
     product: Product
+    explain: list[ScorePart] | None = strawberry.field(
+        description="the score's parts (similarity, title, understanding, business signals),"
+        " when the search asked (refine: {explain: true})"
+    )
 
     @classmethod
     def of(cls, hit: Hit) -> SearchHit:
@@ -119,6 +129,9 @@ class SearchHit:
         return cls(
             score=hit.score, similarity=hit.similarity, collapsed=hit.collapsed,
             product=Product.of(hit.product, hit.image_url),
+            explain=None if hit.explain is None else [
+                ScorePart(name=name, value=value) for name, value in hit.explain.items()
+            ],
         )  # fmt: skip
 
 
@@ -203,6 +216,7 @@ class Refine:
     understand: str | None = strawberry.field(
         default=None, description="query understanding: off, boost or filter"
     )
+    explain: bool = strawberry.field(default=False, description="each hit's score parts")
 
     @staticmethod
     def values(refine: Refine | None) -> dict[str, Any]:
