@@ -37,11 +37,11 @@ _DAY_S = 86_400.0
 class SignalWeights:
     """Each signal's weight (0 = off) and the half-lives of popularity and newness."""
 
-    popularity: float = 0.0
-    newness: float = 0.0
-    boost: float = 0.0
-    popularity_half_life_s: float = 7 * _DAY_S
-    newness_half_life_s: float = 30 * _DAY_S
+    popularity: float
+    newness: float
+    boost: float
+    popularity_half_life_s: float
+    newness_half_life_s: float
 
     @classmethod
     def of(cls, settings: SignalSettings) -> SignalWeights:
