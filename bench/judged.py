@@ -70,8 +70,7 @@ def run(
     queries: list[tuple[JudgedQuery, int]],
 ) -> dict[str, dict[str, float]]:
     """Per group metrics of one configuration."""
-    searcher = SearchService(settings.replace(search=config.search), service.catalog,
-                             service.store, service.embedder, service.image_url)  # fmt: skip
+    searcher = service.reconfigured(settings.replace(search=config.search))
     refine = Refinements(min_score=config.min_score, understand=config.understand)  # type: ignore[arg-type]
     totals = {q.text: n for q, n in queries}
 

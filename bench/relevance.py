@@ -202,8 +202,7 @@ def understanding_table(
     )
     runs = [(service, Refinements(understand="off"))]
     runs += [
-        (SearchService(settings.replace(search={"understanding_boost": b}), service.catalog,
-                       service.store, service.embedder, service.image_url),
+        (service.reconfigured(settings.replace(search={"understanding_boost": b})),
          Refinements(understand="boost"))
         for b in boosts
     ]  # fmt: skip

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 import psycopg
 
 from bench.judged import COLUMNS
 from bench.relevance import all_products
 from bench.report import Report, Table, add_markdown_option
+from bench.search import percentile
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
@@ -67,10 +67,7 @@ def random_signals(database_url: str, seed: float) -> Iterator[str]:
 
 def searcher(service: SearchService, signals: dict[str, float]) -> SearchService:
     """The service with other signal weights."""
-    settings = service.settings.replace(signals=signals)
-    return SearchService(
-        settings, service.catalog, service.store, service.embedder, service.image_url
-    )
+    return service.reconfigured(service.settings.replace(signals=signals))
 
 
 def weights(multiple: float) -> dict[str, float]:
@@ -125,13 +122,12 @@ def main() -> None:
                         started = time.perf_counter()
                         search.text(text, 10)
                         timings[name].append((time.perf_counter() - started) * 1000)
-            base = float(np.percentile(timings["off"], 50))
+            base = percentile(timings["off"], 50)
             cost = Table("text search, in process", ["signals", "searches", "p50 ms", "p95 ms",
                                                      "ratio"])  # fmt: skip
             for name, values in timings.items():
-                p50 = float(np.percentile(values, 50))
-                cost.rows.append([name, len(values), p50, float(np.percentile(values, 95)),
-                                  p50 / base])  # fmt: skip
+                p50 = percentile(values, 50)
+                cost.rows.append([name, len(values), p50, percentile(values, 95), p50 / base])
             report.add(cost)
     report.write_markdown(args.markdown)
 

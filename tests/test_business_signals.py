@@ -84,9 +84,7 @@ def clicks(search_service: SearchService) -> Iterator[list[Feedback]]:
 
 
 def _service(search_service: SearchService, **signals: float) -> SearchService:
-    s = search_service
-    settings = s.settings.replace(signals={**OFF, **signals})
-    return SearchService(settings, s.catalog, s.store, s.embedder, s.image_url)
+    return search_service.reconfigured(search_service.settings.replace(signals={**OFF, **signals}))
 
 
 def test_clicks_and_a_boost_lift_a_product_and_explain_says_by_how_much(

@@ -173,6 +173,11 @@ class SearchService:
         self.signals = SignalWeights.of(settings.signals)
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
 
+    def reconfigured(self, settings: Settings) -> SearchService:
+        """A service over the same catalog, store, model server and image URLs with other
+        settings (an evaluation's variant)."""
+        return SearchService(settings, self.catalog, self.store, self.embedder, self.image_url)
+
     def _refinements(self, request: SearchRequest) -> Refinements:
         """The request's refinements, the settings' where it leaves them out."""
         search = self.settings.search
