@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from fashion_search.settings import REPO_ROOT, Settings
 from stack.secrets import parse_env
@@ -81,11 +82,18 @@ def deployment_secrets(compose: list[str]) -> dict[str, str]:
     return parse_env(result.stdout)
 
 
+def compose_config(compose: list[str]) -> dict[str, Any]:
+    """The project ``compose`` (the argv prefix naming it) as ``docker compose config`` reads
+    it: variables interpolated, defaults filled in."""
+    argv = [*compose, "config", "--format", "json"]
+    config: dict[str, Any] = json.loads(run_checked(argv, "compose config", cwd=REPO_ROOT).stdout)
+    return config
+
+
 def busy_ports(compose: list[str]) -> list[int]:
     """The host ports the project ``compose`` publishes that something listens on already (the
     native stack publishes the same ones)."""
-    argv = [*compose, "config", "--format", "json"]
-    config = json.loads(run_checked(argv, "compose config", cwd=REPO_ROOT).stdout)
+    config = compose_config(compose)
     ports = {
         int(port["published"])
         for service in config["services"].values()

@@ -33,7 +33,7 @@ import boto3
 import yaml
 
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
-from stack.compose_cli import COMPOSE_FILE, compose_command, deployment_secrets
+from stack.compose_cli import COMPOSE_FILE, compose_command, compose_config, deployment_secrets
 from stack.secrets import resolve
 from stack.service import StackError, run_checked
 
@@ -124,9 +124,7 @@ def beside_compose(compose: list[str], secrets: dict[str, str]) -> ComposeFuncti
     """Read from the deployment ``compose`` (the argv prefix naming its project) the service
     environments (``compose config``), their secrets given by ``secrets``
     (:func:`~stack.compose_cli.deployment_secrets`)."""
-    config = json.loads(
-        run_checked([*compose, "config", "--format", "json"], "compose config").stdout
-    )
+    config = compose_config(compose)
     roles = {}
     for role, service in ROLE_SERVICES.items():
         variables = config["services"][service]["environment"]  # `$$` as in the file
