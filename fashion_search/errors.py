@@ -37,6 +37,16 @@ class ProductNotFoundError(CatalogError):
         self.product_id = product_id
 
 
+class RuleNotFoundError(CatalogError):
+    """No merchandising rule or synonym set has the requested id."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+    def __init__(self, rule_id: int) -> None:
+        super().__init__(f"rule {rule_id} does not exist")
+
+
 class EmbeddingDimensionError(CatalogError):
     """A vector does not have the catalog's embedding dimension."""
 

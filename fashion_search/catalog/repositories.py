@@ -12,6 +12,7 @@ from fashion_search.catalog.embeddings import EmbeddingRepository
 from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.catalog.products import ProductRepository
 from fashion_search.catalog.replicas import ReplicatedReads
+from fashion_search.catalog.rules import RuleRepository
 from fashion_search.catalog.signals import SignalRepository
 from fashion_search.catalog.suggestions import SuggestionRepository
 from fashion_search.catalog.table import Connections
@@ -24,7 +25,7 @@ from fashion_search.catalog.versions import CatalogVersions
 class Catalog:
     """Products (reads, listing, writes), vector search, uploads, embedding upkeep, the model
     versions the catalog holds embeddings of, the API's keys, completions, shoppers'
-    feedback, and the ranking's business signals."""
+    feedback, the ranking's business signals, and merchandising rules."""
 
     products: ProductRepository
     vectors: VectorSearch
@@ -35,6 +36,7 @@ class Catalog:
     suggestions: SuggestionRepository
     feedback: FeedbackRepository
     signals: SignalRepository
+    rules: RuleRepository
     replicas: ReplicatedReads | None = None  # where the reads go, when there are replicas
 
     @classmethod
@@ -43,7 +45,7 @@ class Catalog:
 
         With ``reads`` (the API's), products, vector search, versions and completions read
         from the replicas (products missing there from ``pool`` too); uploads, embeddings,
-        keys, feedback and signals keep to ``pool``: for a process that writes nothing else
+        keys, feedback, signals and rules keep to ``pool``: for a process that writes nothing else
         (the API)."""
         read: Connections = pool if reads is None else reads
         primary = None if reads is None else ProductRepository(pool)
@@ -51,7 +53,7 @@ class Catalog:
         return cls(
             products, VectorSearch(read), UploadRepository(pool), EmbeddingRepository(pool),
             CatalogVersions(read), ApiKeyRepository(pool), SuggestionRepository(read),
-            FeedbackRepository(pool), SignalRepository(pool), reads,
+            FeedbackRepository(pool), SignalRepository(pool), RuleRepository(pool), reads,
         )  # fmt: skip
 
     @property

@@ -140,14 +140,24 @@ class VectorSearch(Table):
         k: int = 10,
         filters: Filters | None = None,
         excluded: Sequence[str] = (),
+        alternatives: Sequence[Sequence[str]] = (),
     ) -> list[tuple[int, float]]:
-        """Full-text matches of ``text`` on product titles (every word must match) that match
-        none of the ``excluded`` texts, best first, as ``(id, rank)`` pairs.
+        """Full-text matches of ``text`` on product titles (every word must match, and one
+        text of each group of ``alternatives``) that match none of the ``excluded`` texts,
+        best first, as ``(id, rank)`` pairs.
 
         The rank is PostgreSQL's ``ts_rank_cd``; words are stemmed, stop words dropped.
         """
         check_candidates(k)
         where, params = where_clause(filters)
+        wanted: sql.Composable = sql.SQL("plainto_tsquery('english', %(t)s)")
+        for g, group in enumerate(alternatives):
+            either = sql.SQL(" || ").join(
+                sql.SQL("plainto_tsquery('english', {})").format(sql.Placeholder(f"a{g}_{i}"))
+                for i in range(len(group))
+            )
+            wanted = sql.SQL("{} && ({})").format(wanted, either)
+            params |= {f"a{g}_{i}": alt for i, alt in enumerate(group)}
         if excluded:
             where = sql.SQL(
                 "{} AND NOT EXISTS (SELECT FROM unnest(%(excluded)s::text[]) AS x(t)"
@@ -155,10 +165,10 @@ class VectorSearch(Table):
             ).format(where)
             params["excluded"] = list(excluded)
         query = sql.SQL(
-            "SELECT id, ts_rank_cd(title_search, q) AS rank"
-            " FROM products p, plainto_tsquery('english', %(t)s) AS q"
-            " WHERE title_search @@ q AND {where} ORDER BY rank DESC, id LIMIT %(k)s"
-        ).format(where=where)
+            "SELECT id, ts_rank_cd(title_search, w.q) AS rank"
+            " FROM products p, (SELECT {wanted} AS q) w"
+            " WHERE title_search @@ w.q AND {where} ORDER BY rank DESC, id LIMIT %(k)s"
+        ).format(wanted=wanted, where=where)
         params.update(t=text, k=k)
         with self.pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()

@@ -52,7 +52,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 @contextmanager
-def _search_service(settings: Settings) -> Iterator[SearchService]:
+def search_service(settings: Settings) -> Iterator[SearchService]:
     """The search service in this process, on the configured catalog and model server."""
     from fashion_search.embedding_client import EmbeddingClient
     from fashion_search.search.service import SearchService
@@ -78,7 +78,7 @@ def _eval_search(args: argparse.Namespace) -> None:
     queries_from = [f for f in held_out if f.product_display_name in chosen]
     print(f"{len(chosen)} title queries sampled from {len(titles)} held-out titles")
     results: dict[str, dict[str, float]] = {}
-    with _search_service(settings) as service:
+    with search_service(settings) as service:
         for mode in ("vector", "hybrid"):
 
             def rank(text: str, mode: str = mode) -> list[ProductFields]:
@@ -97,7 +97,7 @@ def _eval(args: argparse.Namespace) -> None:
     from fashion_search.learning.judgements import Judgements, evaluate_judgements
 
     settings = get_settings()
-    with _search_service(settings) as service:
+    with search_service(settings) as service:
         records = service.catalog.feedback.records()
         judgements = Judgements.of(records)
         print(

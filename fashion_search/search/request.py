@@ -50,6 +50,7 @@ class Refinements:
     candidates: int | None = None
     understand: Understanding | None = None
     explain: bool = False
+    rules: bool = True
 
 
 class TermIn(BaseModel):
@@ -93,6 +94,7 @@ class SearchRequest(BaseModel):
     candidates: Annotated[int, Field(ge=1, le=MAX_CANDIDATES)] | None = None
     understand: Understanding | None = None
     explain: bool = False
+    rules: bool = True
 
     @field_validator("query", "modifier")
     @classmethod

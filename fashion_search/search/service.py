@@ -41,15 +41,16 @@ from fashion_search.errors import (
 from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCounts, count_facets
 from fashion_search.search.image_urls import ImageUrls
+from fashion_search.search.merchandising import Merchandising
 from fashion_search.search.ranking import Candidates, RankPlan, rank
 from fashion_search.search.request import Refinements, SearchMode, SearchRequest
+from fashion_search.search.rules import Effects, matching
 from fashion_search.search.serving import Embedder, ServingEmbedder
 from fashion_search.search.signals import SignalWeights, contributions
 from fashion_search.search.terms import Term, combine, positive_text
 from fashion_search.search.understanding import (
     QueryReader,
     Understood,
-    Vocabulary,
 )
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
@@ -67,7 +68,8 @@ IMAGE_ATTRIBUTES = ("gender", "article_type", "base_colour")
 class Hit:
     """A search result: the product, its ranking score, its cosine similarity to the query,
     a presigned URL of its image, how many candidates it stands for (collapse), and (when
-    asked) what each part of the score contributed."""
+    asked) what each part of the score contributed (a pinned hit: ``pinned``, its
+    position)."""
 
     product: Product
     score: float
@@ -83,7 +85,8 @@ class SearchResult:
     query was understood to name, the relevance cutoff and how many candidates it dropped, and
     facet counts over the kept candidates (when asked). ``below_cutoff``: no candidate passed
     the cutoff, so the hits are the nearest ones below it (never an empty page for a query
-    the catalog has candidates for)."""
+    the catalog has candidates for). ``rules``: the merchandising rules that applied, and
+    ``redirect``, the filters they sent the search to."""
 
     hits: list[Hit]
     mode: str
@@ -94,6 +97,8 @@ class SearchResult:
     facets: FacetCounts | None = None
     min_score: float | None = None
     below_cutoff: bool = False
+    rules: tuple[int, ...] = ()
+    redirect: Filters | None = None
 
 
 @contextmanager
@@ -118,8 +123,8 @@ def decode_base64_image(data: str) -> bytes:
 class _Search:
     """One search, ready to run: its vector (of ``version``), what it keeps, its filters and
     refinements, what its words name, its mode, its title matches (hybrid: running
-    meanwhile), the catalog product it starts from (left out), and whether business signals
-    re-order its candidates."""
+    meanwhile), the catalog product it starts from (left out), whether business signals
+    re-order its candidates, and what merchandising rules do to it."""
 
     version: CatalogVersion
     vector: np.ndarray[Any, Any]
@@ -131,6 +136,7 @@ class _Search:
     titles: Future[list[tuple[int, float]]] | None = None
     exclude_id: int | None = None
     signals: bool = False
+    effects: Effects = field(default_factory=Effects)
 
     @property
     def boosted(self) -> bool:
@@ -142,7 +148,11 @@ class _Search:
         """How many ranked candidates the search looks at: k, or the refinements'
         candidates when something re-orders them."""
         refine = self.refine
-        looks_further = refine.facets or refine.collapse is not None or self.boosted or self.signals
+        effects = self.effects
+        looks_further = (
+            refine.facets or refine.collapse is not None or self.boosted or self.signals
+            or bool(effects.hidden or effects.adjustments)
+        )  # fmt: skip
         return max(self.k, refine.candidates or self.k) if looks_further else self.k
 
 
@@ -166,8 +176,10 @@ class SearchService:
         self.store = store
         self.embedder = embedder
         self.serving = ServingEmbedder(catalog, embedder, version)
+        self.merchandising = Merchandising(catalog.rules, catalog.products.facets)
         self.reader = QueryReader(
-            lambda: Vocabulary.of(catalog.products.facets(), catalog.products.title_words())
+            lambda: (catalog.products.facets(), catalog.products.title_words()),
+            lambda: self.merchandising.book().synonym_sets,
         )
         self.image_url = image_url or ImageUrls(settings, store)
         self.signals = SignalWeights.of(settings.signals)
@@ -187,7 +199,7 @@ class SearchService:
         return Refinements(
             search.min_score if request.min_score is None else request.min_score,
             request.collapse, request.facets, candidates,
-            request.understand or search.understanding, request.explain,
+            request.understand or search.understanding, request.explain, request.rules,
         )  # fmt: skip
 
     def search(self, request: SearchRequest) -> SearchResult:
@@ -263,16 +275,18 @@ class SearchService:
         mode = request.mode or self.settings.search.mode
         terms = request.query_terms()
         assert refine.understand is not None  # _refinements sets it
-        understood, filters = self.reader.understand(
-            positive_text(terms), refine.understand, request.filters
-        )
+        text = positive_text(terms)
+        understood, filters = self.reader.understand(text, refine.understand, request.filters)
+        effects = self._effects(refine, text, understood, filters)
+        filters = effects.redirected(filters)
+        title_text, alternatives = self.reader.title_query(text, refine.understand)
         terms = self.reader.rewrite(terms, refine.understand)
         titles: Future[list[tuple[int, float]]] | None = None
         if mode == "hybrid":  # the title search needs no embedding: it runs meanwhile
             negatives = [t.text for t in terms if t.weight < 0]
             titles = self._lexical.submit(
-                self.catalog.vectors.title_match_ids, positive_text(terms), HYBRID_CANDIDATES,
-                filters, negatives,
+                self.catalog.vectors.title_match_ids, title_text, HYBRID_CANDIDATES, filters,
+                negatives, alternatives,
             )  # fmt: skip
         timings: dict[str, float] = {}
         with _timed(timings, "model"):
@@ -280,9 +294,17 @@ class SearchService:
         vector = combine(np.stack(vectors), [t.weight for t in terms])
         search = _Search(
             version, vector, request.k, filters, refine, understood, mode, titles,
-            signals=self.signals.on,
+            signals=self.signals.on, effects=effects,
         )  # fmt: skip
         return self._run(search, timings)
+
+    def _effects(
+        self, refine: Refinements, text: str | None, understood: Understood, filters: Filters | None
+    ) -> Effects:
+        """What the merchandising rules in force do to a search (none when it asks so)."""
+        if not refine.rules:
+            return Effects()
+        return matching(self.merchandising.book().rules, text, understood, filters or {})
 
     def _image(self, request: SearchRequest, refine: Refinements) -> SearchResult:
         """An image's search: given, or read from the store (images or uploads bucket)."""
@@ -347,11 +369,12 @@ class SearchService:
                 request.modifier, refine.understand, filters,
                 lambda: self._attributes_of_image(version, vectors[0], image_of),
             )  # fmt: skip
+        effects = self._effects(refine, request.modifier, understood, filters)
         vector = combine(np.stack(vectors), [1.0, MODIFIER_WEIGHT][: len(vectors)])
         exclude_id = image_of.id if image_of else None
         return _Search(
-            version, vector, request.k, filters, refine, understood, mode,
-            exclude_id=exclude_id, signals=self.signals.on,
+            version, vector, request.k, effects.redirected(filters), refine, understood, mode,
+            exclude_id=exclude_id, signals=self.signals.on, effects=effects,
         )  # fmt: skip
 
     def _attributes_of_image(
@@ -388,11 +411,32 @@ class SearchService:
             unique |= {n.product.id: n for n in vectors.of_ids(version, vector, missing)}
         return list(unique.values()), titles
 
+    def _pinned(self, search: _Search) -> dict[int, Neighbor]:
+        """The products the rules pin, by position, with their similarity to the query;
+        those the search's filters exclude or a rule hides are not."""
+        effects = search.effects
+        if not effects.pins:
+            return {}
+        ids = list(effects.pins.values())
+        found = {
+            n.product.id: n for n in self.catalog.vectors.of_ids(search.version, search.vector, ids)
+        }
+        return {
+            position: found[i]
+            for position, i in effects.pins.items()
+            if i in found and i != search.exclude_id
+            and effects.pinnable(found[i].product, search.filters)
+        }  # fmt: skip
+
     def _run(self, search: _Search, timings: dict[str, float]) -> SearchResult:
         """Candidates gathered, ranked and cut (:func:`~fashion_search.search.ranking.rank`),
         counted, collapsed, the first k kept with their image URLs."""
+        effects = search.effects
         with _timed(timings, "database"):
             pool, titles = self._candidates(search)
+            pool = [n for n in pool if n.product.id not in effects.hidden]
+            pinned = self._pinned(search)
+            pinned_ids = {n.product.id for n in pinned.values()}
         stored: Mapping[int, StoredSignals] = {}
         if self.signals.stored and pool:
             with _timed(timings, "signals"):
@@ -407,7 +451,7 @@ class SearchService:
                 search.depth, settings.title_weight, settings.understanding_boost, min_score
             )
             understood = search.understood if search.boosted else {}
-            candidates = _arrays(pool, titles, understood, stored, self.signals)
+            candidates = _arrays(pool, titles, understood, stored, self.signals, effects)
             ranking = rank(candidates, plan)
             kept = [int(i) for i in ranking.kept]
             facets = count_facets(pool[i].product for i in kept) if search.refine.facets else None
@@ -416,16 +460,26 @@ class SearchService:
                 if search.refine.collapse == "image"
                 else [(i, 1) for i in kept]
             )
+        explain = search.refine.explain
         with _timed(timings, "urls"):
             hits = [
                 Hit(pool[i].product, float(ranking.score[i]), self.image_url(pool[i].product),
                     float(candidates.similarity[i]), count,
-                    _explain(ranking.parts, i) if search.refine.explain else None)
-                for i, count in groups[: search.k]
-            ]  # fmt: skip
+                    _explain(ranking.parts, i) if explain else None)
+                for i, count in groups
+                if pool[i].product.id not in pinned_ids
+            ][: search.k]  # fmt: skip
+            for position, near in sorted(pinned.items()):
+                similarity = near.score if near.similarity is None else near.similarity
+                hits.insert(
+                    min(position, len(hits) + 1) - 1,
+                    Hit(near.product, similarity, self.image_url(near.product), similarity,
+                        explain={"pinned": float(position)} if explain else None),
+                )  # fmt: skip
         return SearchResult(
-            hits, search.mode, search.version.model_version, timings, search.understood,
-            ranking.cut, facets, min_score, ranking.below_cutoff,
+            hits[: search.k], search.mode, search.version.model_version, timings,
+            search.understood, ranking.cut, facets, min_score, ranking.below_cutoff,
+            effects.rule_ids, effects.redirect or None,
         )  # fmt: skip
 
 
@@ -435,9 +489,14 @@ def _arrays(
     understood: Understood,
     stored: Mapping[int, StoredSignals],
     weights: SignalWeights,
+    effects: Effects,
 ) -> Candidates:
     """The ranking's arrays over ``pool``: similarities, title ranks, how many of the
-    ``understood`` values (the boosted ones) each candidate has, and its business signals."""
+    ``understood`` values (the boosted ones) each candidate has, its business signals and
+    what the rules' boosts and burials add."""
+    signals = contributions([n.product for n in pool], stored, weights, datetime.now(UTC))
+    if effects.adjustments:
+        signals["rules"] = np.array([effects.adjustment(n.product) for n in pool])
     wanted = [
         (to_snake(name), {value} if isinstance(value, str) else set(value))
         for name, value in understood.items()
@@ -454,7 +513,7 @@ def _arrays(
             dtype=np.int64,
         ),
         understood=len(wanted),
-        signals=contributions([n.product for n in pool], stored, weights, datetime.now(UTC)),
+        signals=signals,
     )
 
 

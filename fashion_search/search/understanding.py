@@ -21,9 +21,7 @@ text tower and the title search.
 from __future__ import annotations
 
 import json
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -33,7 +31,9 @@ from typing import Any, Literal, TypeAlias
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters
+from fashion_search.search.synonyms import Phrase, Synonyms, SynonymSet
 from fashion_search.search.terms import Term
+from fashion_search.search.words import words
 
 #: The fields a query's words are matched against (snake_case).
 UNDERSTOOD_FIELDS = ("gender", "base_colour", "article_type", "season", "usage")
@@ -45,8 +45,6 @@ PLURAL_ONLY = frozenset(
 LEXICON = Path(__file__).with_name("lexicon.json")
 #: Words shorter than this are never read as typos (too many near misses).
 MIN_TYPO_CHARS = 4
-_APOSTROPHES_AND_HYPHENS = re.compile("(?<=\\w)['\u2019-](?=\\w)")
-_NOT_A_WORD = re.compile(r"[^\w]+")
 
 #: How long the catalog's vocabulary is reused before it is read again.
 VOCABULARY_TTL_S = 60.0
@@ -55,14 +53,8 @@ VOCABULARY_TTL_S = 60.0
 Understood: TypeAlias = dict[str, str | list[str]]
 #: What a search does with what its query names: nothing, soft boosts, or filters.
 Understanding: TypeAlias = Literal["off", "boost", "filter"]
-Phrase: TypeAlias = tuple[str, ...]
-
-
-def words(text: str) -> list[str]:
-    """Lower-cased words of ``text`` without accents, apostrophes and hyphens inside words."""
-    folded = unicodedata.normalize("NFKD", text.lower())
-    plain = "".join(c for c in folded if not unicodedata.combining(c))
-    return _NOT_A_WORD.sub(" ", _APOSTROPHES_AND_HYPHENS.sub("", plain)).split()
+#: The catalog's values of each field (camelCase) and how many titles each word is in.
+CatalogWords: TypeAlias = tuple[Mapping[str, Iterable[str | int]], Mapping[str, int]]
 
 
 def singular(word: str) -> str:
@@ -131,18 +123,25 @@ class Match:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """Phrases (tuples of words) -> the values they name; the words of product titles."""
+    """Phrases (tuples of words) -> the values they name; the words of product titles; the
+    merchandisers' synonym sets."""
 
     phrases: Mapping[Phrase, Mapping[str, tuple[str, ...]]]
     title_words: Mapping[str, int] = field(default_factory=dict)
+    synonyms: Synonyms = field(default_factory=lambda: Synonyms({}, {}, ()))
 
     @classmethod
     def of(
-        cls, values: Mapping[str, Iterable[str | int]], title_words: Mapping[str, int] = {}
+        cls,
+        values: Mapping[str, Iterable[str | int]],
+        title_words: Mapping[str, int] = {},
+        synonym_sets: Sequence[SynonymSet] = (),
     ) -> Vocabulary:
-        """From each understood field's values (``values`` keyed by camelCase field name) and
-        the lexicon; ``title_words``: how many titles each word is in (typos are read only
-        for words in none)."""
+        """From each understood field's values (``values`` keyed by camelCase field name), the
+        merchandisers' synonym sets (checked: :func:`~fashion_search.search.synonyms.
+        check_sets`) and the lexicon; ``title_words``: how many titles each word is in (typos
+        are read only for words in none)."""
+        synonyms = Synonyms.of(synonym_sets, title_words)
         known = {
             to_camel(f): {str(v) for v in values.get(to_camel(f), ())} for f in UNDERSTOOD_FIELDS
         }
@@ -156,14 +155,14 @@ class Vocabulary:
             for value in sorted(kept):
                 for form in _forms(value):
                     add(form, name, (value,))
-        for entry in lexicon():
+        for entry in [*synonyms.entries, *lexicon()]:  # the merchandisers' first
             for name, named in entry.items():
                 if name == "words" or name not in known:
                     continue
                 present = tuple(v for v in named if v in known[name])
                 for phrase in entry["words"]:
                     add(words(phrase), name, present)
-        return cls(phrases, dict(title_words))
+        return cls(phrases, dict(title_words), synonyms)
 
     @cached_property
     def longest(self) -> int:
@@ -214,7 +213,7 @@ class Vocabulary:
     def matches(self, text: str) -> tuple[list[str], list[Match]]:
         """The words of ``text`` (typos read) and the phrases found in them, longest first, left
         to right."""
-        tokens = self.corrected(words(text))
+        tokens = self.corrected(self.synonyms.rewrite(words(text)))
         found: list[Match] = []
         start, longest = 0, self.longest
         while start < len(tokens):
@@ -246,7 +245,7 @@ class Vocabulary:
         ``sneakers for men`` is ``Casual Shoes for men``), typos read, the other words kept;
         ``text`` itself when nothing is found."""
         tokens, found = self.matches(text)
-        if not found:
+        if not found and tokens == words(text):
             return text
         out: list[str] = []
         position = 0
@@ -258,20 +257,49 @@ class Vocabulary:
             position = match.end
         return " ".join(out + tokens[position:])
 
+    def title_query(self, text: str) -> tuple[str, list[list[str]]]:
+        """What the title search looks for: the words of ``text`` outside synonym phrases (in
+        the catalog's words: :meth:`rewrite`), and for each synonym phrase, its alternatives
+        (a title needs one of each)."""
+        tokens = words(text)
+        spans = self.synonyms.spans(tokens)
+        if not spans:
+            return self.rewrite(text), []
+        rest: list[str] = []
+        position = 0
+        for start, end, _ in spans:
+            rest += tokens[position:start]
+            position = end
+        rest += tokens[position:]
+        groups = [[" ".join(p) for p in self.synonyms.alternatives[s[2]]] for s in spans]
+        return self.rewrite(" ".join(rest)) if rest else "", groups
+
 
 class QueryReader:
-    """Query understanding for searches: the catalog's vocabulary (``load``), read again every
-    :data:`VOCABULARY_TTL_S`, applied as a search's :data:`Understanding` asks."""
+    """Query understanding for searches: the catalog's values and title words (``load``, read
+    again every :data:`VOCABULARY_TTL_S`) and the merchandisers' synonym sets (as
+    ``synonym_sets`` gives them, each call) as one vocabulary, applied as a search's
+    :data:`Understanding` asks."""
 
-    def __init__(self, load: Callable[[], Vocabulary]) -> None:
+    def __init__(
+        self,
+        load: Callable[[], CatalogWords],
+        synonym_sets: Callable[[], Sequence[SynonymSet]] = tuple,
+    ) -> None:
         self._load = load
-        self._vocabulary: tuple[float, Vocabulary] | None = None
+        self._synonym_sets = synonym_sets
+        self._words: tuple[float, CatalogWords] | None = None
+        self._vocabulary: tuple[tuple[float, Sequence[SynonymSet]], Vocabulary] | None = None
 
     def vocabulary(self) -> Vocabulary:
-        """The catalog's vocabulary, at most :data:`VOCABULARY_TTL_S` old."""
+        """The vocabulary of the catalog's words, at most :data:`VOCABULARY_TTL_S` old, and of
+        the current synonym sets (built again when either changes)."""
         now = time.monotonic()
-        if self._vocabulary is None or now - self._vocabulary[0] > VOCABULARY_TTL_S:
-            self._vocabulary = (now, self._load())
+        if self._words is None or now - self._words[0] > VOCABULARY_TTL_S:
+            self._words = (now, self._load())
+        key = (self._words[0], tuple(self._synonym_sets()))
+        if self._vocabulary is None or self._vocabulary[0] != key:
+            self._vocabulary = (key, Vocabulary.of(*self._words[1], key[1]))
         return self._vocabulary[1]
 
     def understand(
@@ -297,3 +325,8 @@ class QueryReader:
             return list(terms)
         vocabulary = self.vocabulary()
         return [Term(vocabulary.rewrite(t.text), t.weight) for t in terms]
+
+    def title_query(self, text: str, mode: Understanding) -> tuple[str, list[list[str]]]:
+        """What the title search looks for (:meth:`Vocabulary.title_query`): ``text`` itself
+        when understanding is off."""
+        return (text, []) if mode == "off" else self.vocabulary().title_query(text)

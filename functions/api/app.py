@@ -11,7 +11,15 @@ from fashion_search.telemetry.tracing import tracing
 from functions.api.admission import AdmissionLimit
 from functions.api.body_limit import BodyLimit
 from functions.api.errors import install_error_handlers
-from functions.api.routes import feedback, graphql, health, image_search, products, text_search
+from functions.api.routes import (
+    feedback,
+    graphql,
+    health,
+    image_search,
+    merchandising,
+    products,
+    text_search,
+)
 
 ALL_ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -20,6 +28,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     products.router,
     graphql.router,
     feedback.router,
+    merchandising.router,
 )
 
 
@@ -47,7 +56,7 @@ def create_app(*routers: APIRouter, max_in_flight: int | None = None) -> FastAPI
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[o.strip() for o in settings.access.cors_origins.split(",") if o.strip()],
-        allow_methods=["GET", "POST"],
+        allow_methods=["GET", "POST", "DELETE"],
         allow_headers=["Content-Type", API_KEY_HEADER],
     )
     app.add_middleware(AdmissionLimit, limit=max_in_flight or settings.search.api_max_in_flight)

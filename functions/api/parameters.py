@@ -78,10 +78,13 @@ async def search_values(
     explain: Annotated[
         bool, Query(description="each hit's score parts: relevance and business signals")
     ] = False,
+    rules: Annotated[
+        bool, Query(description="apply the merchandising rules (false: preview without)")
+    ] = True,
 ) -> dict[str, Any]:
     """How many hits and the refinements, from the query string, as they were sent: the
     search request checks them (:class:`~fashion_search.search.request.SearchRequest`)."""
     return {
         "k": k, "min_score": min_score, "collapse": collapse, "facets": facets,
-        "candidates": candidates, "understand": understand, "explain": explain,
+        "candidates": candidates, "understand": understand, "explain": explain, "rules": rules,
     }  # fmt: skip

@@ -86,7 +86,8 @@ class SearchOut(_Body):
     """Hits, best first, with the model version that embedded the query and timings; the
     attribute values the query was understood to name (a value, or several), the relevance
     cutoff applied and how many candidates it dropped, whether no candidate passed it (then
-    the hits are the nearest below it), and facet counts over the candidates (when asked)."""
+    the hits are the nearest below it), facet counts over the candidates (when asked), the
+    merchandising rules that applied and the filters they redirected the search to."""
 
     mode: str
     model_version: str | None
@@ -97,6 +98,8 @@ class SearchOut(_Body):
     min_score: float | None
     below_cutoff: bool
     facets: FacetCountsOut | None
+    rules: list[int]
+    redirect: dict[str, Any] | None
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchOut:
@@ -111,6 +114,8 @@ class SearchOut(_Body):
             min_score=result.min_score,
             below_cutoff=result.below_cutoff,
             facets=None if result.facets is None else facet_counts_out(result.facets),
+            rules=list(result.rules),
+            redirect=None if result.redirect is None else dict(result.redirect),
         )
 
 
@@ -142,6 +147,7 @@ def request_schema(*names: str, **extra: dict[str, Any]) -> dict[str, Any]:
 #: A search body's fields besides what it searches for.
 REFINED = (
     "k", "filters", "minScore", "collapse", "facets", "candidates", "understand", "explain",
+    "rules",
 )  # fmt: skip
 
 

@@ -1,9 +1,10 @@
 """Lambda function: product metadata (``/graphql``, ``/products/{id}[/similar]``,
-``/facets[/counts]``, ``/suggest``) and ``POST /feedback``."""
+``/facets[/counts]``, ``/suggest``), ``POST /feedback`` and the merchandising rules
+(``/rules``)."""
 
 from __future__ import annotations
 
 from functions.api.lambda_adapter import lambda_handler
-from functions.api.routes import feedback, graphql, products
+from functions.api.routes import feedback, graphql, merchandising, products
 
-handler = lambda_handler(graphql.router, products.router, feedback.router)
+handler = lambda_handler(graphql.router, products.router, feedback.router, merchandising.router)

@@ -3,9 +3,11 @@
 ``products`` is a Relay-style connection with opaque cursors; depth, token, alias and cost
 limits (:mod:`functions.api.graphql_cost`) refuse expensive documents before they run, and
 introspection and the GraphiQL page are off unless ``FS_GRAPHQL_INTROSPECTION`` turns them on.
-``recordFeedback`` is the one mutation. A request that fails as a whole (syntax, validation,
-limits, bad arguments) is answered with a 4xx status and the GraphQL errors, each with its
-status in ``extensions``; field errors in an otherwise answered query keep GraphQL's 200.
+``recordFeedback`` records a shopper's signal; ``rules``, ``addRule`` and ``removeRule`` (an
+admin key) manage merchandising rules and synonym sets. A request that fails as a whole
+(syntax, validation, limits, bad arguments) is answered with a 4xx status and the GraphQL
+errors, each with its status in ``extensions``; field errors in an otherwise answered query
+keep GraphQL's 200.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import strawberry
 from cross_web import HTTPException
 from fastapi import Depends
 from graphql import GraphQLError
 from pydantic import ValidationError
+from pydantic.alias_generators import to_camel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,21 +37,24 @@ from strawberry.extensions import (
 )
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.scalars import JSON
 from strawberry.types import ExecutionContext, ExecutionResult, Info
 from strawberry.types.unset import UNSET
 
 from fashion_search.catalog import models
+from fashion_search.catalog.api_keys import ApiKey
 from fashion_search.catalog.filters import Filters
 from fashion_search.catalog.limits import MAX_K, MAX_PAGE_SIZE, MAX_PRODUCT_ID, MAX_SUGGESTIONS
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
-from fashion_search.errors import InvalidArgumentError
+from fashion_search.catalog.rules import StoredEntry
+from fashion_search.errors import InvalidArgumentError, InvalidRequestError
 from fashion_search.learning.feedback import Feedback
 from fashion_search.search.facets import FacetCounts
 from fashion_search.search.products import ProductService
 from fashion_search.search.request import SearchRequest
 from fashion_search.search.service import Hit, SearchResult, SearchService, decode_base64_image
 from fashion_search.settings import AccessSettings, get_settings
-from functions.api.access import requires
+from functions.api.access import require_scope, requires
 from functions.api.dependencies import get_products, get_service
 from functions.api.errors import ERROR_RESPONSES, RETRY_AFTER_S, detail_of, status_of
 from functions.api.graphql_cost import QueryCostLimiter
@@ -181,6 +187,10 @@ class SearchResults:
         description="no candidate passed the cutoff: the hits are the nearest below it"
     )
     facets: list[Facet] | None = strawberry.field(description="counts over the candidates")
+    rules: list[int] = strawberry.field(description="the merchandising rules that applied")
+    redirect: list[FieldValue] | None = strawberry.field(
+        description="the filters a rule redirected the search to"
+    )
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResults:
@@ -189,16 +199,23 @@ class SearchResults:
             mode=result.mode,
             model_version=result.model_version,
             hits=[SearchHit.of(h) for h in result.hits],
-            understood=[
-                FieldValue(field=f, value=v)
-                for f, values in result.understood.items()
-                for v in ([values] if isinstance(values, str) else values)
-            ],
+            understood=_field_values(result.understood),
             cut=result.cut,
             min_score=result.min_score,
             below_cutoff=result.below_cutoff,
             facets=None if result.facets is None else Facet.all_of(result.facets),
+            rules=list(result.rules),
+            redirect=None if result.redirect is None else _field_values(result.redirect),
         )
+
+
+def _field_values(values: Filters) -> list[FieldValue]:
+    """Each field's value, or each of its values, as a pair (camelCase field)."""
+    return [
+        FieldValue(field=to_camel(f), value=str(v))
+        for f, given in values.items()
+        for v in ([given] if isinstance(given, str | int) else given)
+    ]
 
 
 @strawberry.input(description="What a search does with its ranked candidates.")
@@ -217,6 +234,9 @@ class Refine:
         default=None, description="query understanding: off, boost or filter"
     )
     explain: bool = strawberry.field(default=False, description="each hit's score parts")
+    rules: bool = strawberry.field(
+        default=True, description="apply the merchandising rules (false: preview without)"
+    )
 
     @staticmethod
     def values(refine: Refine | None) -> dict[str, Any]:
@@ -280,9 +300,9 @@ def _after_id(cursor: str | None) -> int | None:
     raise InvalidArgumentError(f"cursor {cursor!r} is not one this API returned")
 
 
-def _product_id(id: strawberry.ID) -> int:
+def _product_id(id: strawberry.ID, what: str = "product") -> int:
     if not str(id).isdigit() or not 1 <= int(id) <= MAX_PRODUCT_ID:
-        raise InvalidArgumentError(f"product id must be an integer from 1 to {MAX_PRODUCT_ID}")
+        raise InvalidArgumentError(f"{what} id must be an integer from 1 to {MAX_PRODUCT_ID}")
     return int(id)
 
 
@@ -393,6 +413,13 @@ class Query:
         products: ProductService = info.context["products"]
         return Facet.all_of(await run_in_threadpool(products.facet_counts, _filters(filter)))
 
+    @strawberry.field(description="Merchandising rules and synonym sets, oldest first (admin).")
+    async def rules(self, info: Info[dict[str, Any], None]) -> list[MerchandisingRule]:
+        require_scope(info.context["caller"], "admin")
+        service: SearchService = info.context["service"]
+        entries = await run_in_threadpool(service.merchandising.entries)
+        return [MerchandisingRule.of(e) for e in entries]
+
     @strawberry.field(description="Completions of a prefix: attribute values, then titles.")
     async def suggest(
         self, info: Info[dict[str, Any], None], prefix: str, limit: int = 8
@@ -400,6 +427,23 @@ class Query:
         products: ProductService = info.context["products"]
         found = await run_in_threadpool(products.suggest, prefix, limit)
         return [Suggestion(text=s.text, kind=s.kind) for s in found]
+
+
+@strawberry.type(description="A merchandising rule or synonym set, who created it and when.")
+class MerchandisingRule:
+    id: strawberry.ID
+    kind: str = strawberry.field(description="rule or synonyms")
+    body: JSON = strawberry.field(description="what it says (the REST body of POST /rules)")
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, entry: StoredEntry) -> MerchandisingRule:
+        """From a stored entry."""
+        return cls(
+            id=strawberry.ID(str(entry.id)), kind=entry.kind, body=cast(JSON, entry.body),
+            created_by=entry.created_by, created_at=entry.created_at,
+        )  # fmt: skip
 
 
 @strawberry.type(description="A recorded feedback: its id and when it was recorded.")
@@ -436,6 +480,25 @@ class Mutation:
             ) from error
         stored = await run_in_threadpool(service.catalog.feedback.record, feedback)
         return FeedbackReceipt(id=strawberry.ID(str(stored.id)), created_at=stored.created_at)
+
+    @strawberry.mutation(
+        description="Add a merchandising rule or synonym set (admin): the body of POST /rules."
+    )
+    async def add_rule(self, info: Info[dict[str, Any], None], body: JSON) -> MerchandisingRule:
+        caller: ApiKey | None = info.context["caller"]
+        require_scope(caller, "admin")
+        if not isinstance(body, dict):
+            raise InvalidRequestError("body must be an object")
+        service: SearchService = info.context["service"]
+        by = f"api-key:{caller.name}" if caller else "api"
+        return MerchandisingRule.of(await run_in_threadpool(service.merchandising.add, body, by))
+
+    @strawberry.mutation(description="Remove a merchandising rule or synonym set (admin).")
+    async def remove_rule(self, info: Info[dict[str, Any], None], id: strawberry.ID) -> bool:
+        require_scope(info.context["caller"], "admin")
+        service: SearchService = info.context["service"]
+        await run_in_threadpool(service.merchandising.remove, _product_id(id, "rule"))
+        return True
 
 
 def _status(error: GraphQLError) -> int:
@@ -518,11 +581,16 @@ def build_schema(access: AccessSettings) -> strawberry.Schema:
     return _Schema(query=Query, mutation=Mutation, extensions=extensions)
 
 
+#: The router's access check; the context reuses its answer (FastAPI runs it once).
+_search_access = requires("search")
+
+
 async def _context(
     service: SearchService = Depends(get_service),  # noqa: B008
     products: ProductService = Depends(get_products),  # noqa: B008
+    caller: ApiKey | None = _search_access,  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    return {"service": service, "products": products}
+    return {"service": service, "products": products, "caller": caller}
 
 
 def build_router(access: AccessSettings) -> GraphQLRouter[dict[str, Any], None]:
@@ -534,7 +602,7 @@ def build_router(access: AccessSettings) -> GraphQLRouter[dict[str, Any], None]:
         context_getter=_context,
         tags=["graphql"],
         graphql_ide="graphiql" if access.graphql_introspection else None,
-        dependencies=[requires("search")],
+        dependencies=[_search_access],
         responses=ERROR_RESPONSES,
     )
 
