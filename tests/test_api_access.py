@@ -9,6 +9,7 @@ import base64
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -60,15 +61,17 @@ def keys(search_service: SearchService) -> dict[str, str]:
     }
 
 
-def row(kind: str, route: str, path: str = "", **kwargs: Any) -> tuple[str, str, Any]:
-    """A request of ``route`` ("METHOD /template"), to ``path`` (default: the template)."""
+def row(kind: str, route: str, path: Any = "", **kwargs: Any) -> tuple[str, str, Any]:
+    """A request of ``route`` ("METHOD /template"), to ``path`` (default: the template; a
+    function: called for each request, as are the functions among ``kwargs``)."""
     method, template = route.split(" ")
     return kind, route, (method, path or template, kwargs)
 
 
 @pytest.fixture(scope="module")
-def requests(search_service: SearchService, search_settings: Settings) -> dict[str, Any]:
-    """One request of each route and GraphQL field: name -> (kind, route, request)."""
+def requests(search_service: SearchService, search_settings: Settings) -> Iterator[dict[str, Any]]:
+    """One request of each route and GraphQL field: name -> (kind, route, request); the rules
+    they make are removed after."""
     product = search_service.catalog.products.list_products(limit=1).items[0]
     store = search_service.store
     image = store.get(search_settings.storage.images_bucket, product_image_key(product.id))
@@ -77,6 +80,11 @@ def requests(search_service: SearchService, search_settings: Settings) -> dict[s
     by_upload = {"key": upload_key, "bucket": search_settings.storage.uploads_bucket}
     image_b64 = base64.b64encode(image).decode()
     pid = product.id
+    rule = {"when": {"query": "matrix rule query"}, "then": {"hide": [pid]}}
+
+    def new_rule() -> int:
+        return search_service.merchandising.add(rule, "matrix").id
+
     routes = {
         "GET /health": row("public", "GET /health"),
         "GET /search/text": row("search", "GET /search/text", params={"q": "shirt"}),
@@ -100,12 +108,24 @@ def requests(search_service: SearchService, search_settings: Settings) -> dict[s
         "POST /graphql recordFeedback": row("search", "POST /graphql", json={"query": (
             f'mutation {{ recordFeedback(signal: "click", query: "shirt", productId: "{pid}",'
             ' position: 1, sessionId: "matrix") { id } }')}),  # a mutation: POST only
+        "GET /rules": row("admin", "GET /rules"),
+        "POST /rules": row("admin", "POST /rules", json=rule),
+        "DELETE /rules/{rule_id}": row("admin", "DELETE /rules/{rule_id}",
+                                       lambda: f"/rules/{new_rule()}"),
+        "POST /graphql rules": row("admin", "POST /graphql", json={"query": "{ rules { id } }"}),
+        "GET /graphql rules": row("admin", "GET /graphql", params={"query": "{ rules { id } }"}),
+        "POST /graphql addRule": row("admin", "POST /graphql", json={
+            "query": "mutation($b: JSON!) { addRule(body: $b) { id } }", "variables": {"b": rule}}),
+        "POST /graphql removeRule": row("admin", "POST /graphql", json=lambda: {
+            "query": f'mutation {{ removeRule(id: "{new_rule()}") }}'}),
     }  # fmt: skip
     for field, query in GRAPHQL_FIELDS.items():
         document = query % {"id": pid, "image": image_b64}
         routes[f"POST /graphql {field}"] = row("search", "POST /graphql", json={"query": document})
         routes[f"GET /graphql {field}"] = row("search", "GET /graphql", params={"query": document})
-    return routes
+    yield routes
+    for entry in search_service.merchandising.entries():
+        search_service.merchandising.remove(entry.id)
 
 
 def test_the_matrix_names_every_route(
@@ -127,14 +147,18 @@ def test_every_route_and_field_answers_each_caller_as_documented(
     for name, (kind, _, (method, path, kwargs)) in requests.items():
         for caller in CALLERS:
             headers = {"X-API-Key": keys[caller]} if keys[caller] else {}
-            response = api.request(method, path, headers=headers, **kwargs)
-            created = response.status_code == 201  # POST /feedback: a record made
-            got[name, caller] = 200 if created else response.status_code
+            fresh = {k: v() if callable(v) else v for k, v in kwargs.items()}  # a rule to remove
+            response = api.request(
+                method, path() if callable(path) else path, headers=headers, **fresh
+            )
+            done = response.status_code in (201, 204)  # a record made, or removed
+            got[name, caller] = 200 if done else response.status_code
             want[name, caller] = EXPECTED[search][kind][caller]
             if response.status_code == 200 and "graphql" in name:
                 assert not response.json().get("errors"), (name, caller, response.text)
             if response.status_code in (401, 403):
-                assert response.json()["detail"], (name, caller)
+                body = response.json()  # a route's refusal, or an admin field's (GraphQL)
+                assert body.get("detail") or body["errors"][0]["message"], (name, caller)
     wrong = {k: (got[k], want[k]) for k in got if got[k] != want[k]}
     assert not wrong, wrong
 

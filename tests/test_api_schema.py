@@ -6,11 +6,15 @@ access matrix is tests/test_api_access.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import graphql
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.graphql import nodes
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -38,11 +42,43 @@ BOUNDED = settings(
 )
 
 
+def _json_node(value: Any) -> Any:
+    """A JSON value as a GraphQL literal."""
+    if isinstance(value, dict):
+        return nodes.Object([
+            graphql.ObjectFieldNode(name=graphql.NameNode(value=k), value=_json_node(v))
+            for k, v in value.items()
+        ])  # fmt: skip
+    if isinstance(value, list):
+        return nodes.List([_json_node(v) for v in value])
+    if value is None:
+        return nodes.Null
+    if isinstance(value, bool):
+        return nodes.Boolean(value)
+    return (nodes.Int if isinstance(value, int) else nodes.String)(value)
+
+
+#: The JSON scalar (a merchandising rule's body): rule-shaped names among random ones.
+_NAMES = st.sampled_from(["when", "then", "query", "hide", "pin", "synonyms", "words"]) | (
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
+)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+    max_leaves=8,
+)
+schemathesis.graphql.scalar("JSON", _JSON.map(_json_node))
+
+
 @pytest.fixture(scope="module")
-def admin_app(search_service: SearchService) -> tuple[Any, str]:
+def admin_app(search_service: SearchService) -> Iterator[tuple[Any, str]]:
+    """The API with an admin key; the merchandising rules its examples made are removed
+    after (other tests' searches would see them)."""
     client = api_client(search_service, "key")
     _, key = search_service.catalog.api_keys.create("schemathesis", "admin")
-    return client.app, key
+    yield client.app, key
+    for entry in search_service.merchandising.entries():
+        search_service.merchandising.remove(entry.id)
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """The Streamlit UI driven two ways: Streamlit's AppTest for its logic, and headless Chromium
-(Debian's package, through Playwright) against the running app for one real search, with a
-screenshot saved to test-artifacts/."""
+(Debian's package, through Playwright) against the running app for one real search and the
+merchandising page's preview, with screenshots saved to test-artifacts/."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -16,6 +17,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from fashion_search.storage import ObjectStore, product_image_key
 from stack.process import ManagedProcess
@@ -36,6 +39,16 @@ def app(
     at = AppTest.from_file(str(REPO_ROOT / "ui" / "app.py"), default_timeout=60)
     yield at.run()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def merchandiser(search_settings: Settings) -> Iterator[tuple[str, Catalog]]:
+    """An admin key of the test catalog, and the catalog (its rules are removed after)."""
+    with create_pool(search_settings) as pool:
+        catalog = Catalog.of(pool)
+        yield catalog.api_keys.create("ui-merchandiser", "admin")[1], catalog
+        with pool.connection() as conn:
+            conn.execute("DELETE FROM merchandising_rules")
 
 
 def first_product(settings: Settings) -> int:
@@ -192,8 +205,49 @@ def test_api_errors_are_shown_not_raised(app: AppTest) -> None:
     assert app.sidebar.multiselect(key="f-gender")  # the menus stay
 
 
+def test_the_merchandising_page_adds_previews_and_removes_a_rule(
+    search_settings: Settings,
+    api_server: ManagedProcess,
+    merchandiser: tuple[str, Catalog],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FS_API_URL", search_settings.search.api_url)
+    get_settings.cache_clear()
+    page = AppTest.from_file(str(REPO_ROOT / "ui" / "pages" / "merchandising.py"),
+                             default_timeout=60).run()  # fmt: skip
+    assert not page.exception and "admin key" in page.info[0].value
+    page.text_input(key="admin-key").input("fsk_not-a-key").run()
+    assert page.error and "not a valid key" in page.error[0].value
+    page.text_input(key="admin-key").input(merchandiser[0]).run()
+    top = api_search(search_settings, q="watch", k=3, minScore=-1, collapse=None)["hits"][0]
+    hide = {"when": {"query": "watch"}, "then": {"hide": [top["id"]]}}
+    page.text_area(key="rule-body").input('{"when": {}}')  # sent by the form's Add
+    page.button[0].click().run()
+    assert page.error and "needs a condition" in page.error[0].value
+    page.text_area(key="rule-body").input(json.dumps(hide))
+    page.button[0].click().run()
+    assert page.success and "rule" in page.success[0].value
+    page.text_input(key="preview-query").input("watch").run()
+    assert not page.exception and not page.error
+    (rule,) = merchandiser[1].rules.all()
+    assert f"rules applied: {rule.id}" in " ".join(c.value for c in page.caption)
+    with_rules, without = (sub.value for sub in page.subheader)
+    assert (with_rules, without) == ("With the rules", "Without them")
+    shown = [m.value for m in page.markdown if m.value.startswith("**")]
+    half = len(shown) // 2
+    assert top["productDisplayName"] in shown[half] and all(
+        top["productDisplayName"] not in s for s in shown[:half]
+    ), shown
+    page.button(key="remove").click().run()
+    assert merchandiser[1].rules.all() == []
+    get_settings.cache_clear()
+
+
 def test_real_search_in_headless_chromium(
-    search_settings: Settings, api_server: ManagedProcess, tmp_path_factory: pytest.TempPathFactory
+    search_settings: Settings,
+    api_server: ManagedProcess,
+    merchandiser: tuple[str, Catalog],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -216,6 +270,12 @@ def test_real_search_in_headless_chromium(
          "--server.address", "127.0.0.1", "--server.headless", "true",
          "--browser.gatherUsageStats", "false"],
         search_settings, tmp_path_factory.mktemp("ui"), lambda: http_ok(f"{url}/_stcore/health"),
+    )  # fmt: skip
+    jeans = api_search(search_settings, q="blue jeans", k=10, minScore=-1, collapse=None)["hits"]
+    pinned = jeans[7]
+    merchandiser[1].rules.add(
+        "rule", {"when": {"query": "blue jeans"},
+                 "then": {"pin": [{"productId": pinned["id"], "position": 1}]}}, "test",
     )  # fmt: skip
     try:
         with sync_playwright() as playwright:
@@ -268,6 +328,19 @@ def test_real_search_in_headless_chromium(
                 modifier.press("Enter")
                 page.get_by_text("by image, in red", exact=False).first.wait_for(timeout=60_000)
                 page.screenshot(path=str(ARTIFACTS / "ui-composed.png"), full_page=True)
+
+                page.goto(f"{url}/merchandising")  # a rule pins the 8th jeans at the top
+                page.get_by_label("Admin API key").fill(merchandiser[0])
+                page.get_by_label("Admin API key").press("Enter")
+                page.get_by_label("Preview a query").fill("blue jeans")
+                page.get_by_label("Preview a query").press("Enter")
+                page.get_by_text("Without them").wait_for(timeout=60_000)
+                page.wait_for_function(
+                    "[...document.images].length >= 20"
+                    " && [...document.images].every(i => i.complete)", timeout=60_000,
+                )  # fmt: skip
+                page.screenshot(path=str(ARTIFACTS / "ui-merchandising.png"), full_page=True)
+                previewed = page.inner_text("body")
             except Exception as error:  # what the page showed, for the next reader of a failure
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "ui-failure.png"), full_page=True)
@@ -283,5 +356,8 @@ def test_real_search_in_headless_chromium(
     assert sum("shirt" in t.lower() for t in titles) >= 10, titles
     assert re.search(r"\w \([1-9]\d*\)", counted), counted  # the menu counts the results
     assert "weak matches hidden" in cut
+    with_rules = previewed.split("Without them")[0]
+    first = with_rules.split("With the rules")[1].strip().splitlines()[0]
+    assert first == f"1. {pinned['productDisplayName']}" and "· pinned" in with_rules, previewed
     for name in ("ui-search.png", "ui-suggest.png", "ui-facets.png", "ui-composed.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000

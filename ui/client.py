@@ -121,6 +121,22 @@ class SearchApi:
                 "sessionId": session_id, "modelVersion": model_version}  # fmt: skip
         self._json(self._http.post("/feedback", json=body))
 
+    def rules(self) -> list[dict[str, Any]]:
+        """``GET /rules`` (an admin key): every rule and synonym set, oldest first."""
+        result: list[dict[str, Any]] = self._json(self._http.get("/rules"))
+        return result
+
+    def add_rule(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /rules`` (an admin key): the stored rule or synonym set."""
+        result: dict[str, Any] = self._json(self._http.post("/rules", json=body))
+        return result
+
+    def remove_rule(self, rule_id: int) -> None:
+        """``DELETE /rules/{id}`` (an admin key)."""
+        response = self._http.delete(f"/rules/{rule_id}")
+        if response.status_code != 204:
+            self._json(response)
+
 
 def _form_value(value: object) -> str:
     """A value as a form field or query parameter (booleans as ``true``/``false``)."""
