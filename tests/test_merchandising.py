@@ -1,8 +1,8 @@
 """Merchandising. Business signals in the ranking: popularity from recorded feedback, newness,
 and the merchandising boost, weighted by settings, explained per hit through REST and GraphQL.
 Rules (pin, hide, boost, bury, redirect) and synonym sets: matched and applied in the ranking,
-managed by the CLI, REST and GraphQL, seen by another process within seconds. Bad input is
-refused with nothing stored."""
+managed by the CLI, REST and GraphQL, seen by another process within seconds. One result per
+style, its other colours as variants. Bad input is refused with nothing stored."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from fashion_search.search.request import Refinements
 from fashion_search.search.rules import Rule
 from fashion_search.search.service import SearchResult, SearchService
 from fashion_search.search.signals import POPULARITY_HALF, SignalWeights, contributions
+from fashion_search.search.styles import colour_words, group_by_style, style_key
 from fashion_search.search.synonyms import SynonymSet, check_sets
 from fashion_search.search.understanding import Vocabulary
 from fashion_search.settings import REPO_ROOT, SignalSettings
@@ -465,3 +466,68 @@ def test_rules_through_rest_graphql_and_the_cli(
     assert str(hidden) not in " ".join(r[:54] for r in rows) and str(hidden) in rows[0][54:]
     assert f"rule {entry.id} removed" in run("remove", str(entry.id)).stdout
     assert rules.entries() == []
+
+
+# One result per style.
+
+
+def _titled(id: int, title: str, colour: str, article_type: str = "Tshirts") -> Product:
+    return Product(id=id, product_display_name=title, image_key="a.jpg", base_colour=colour,
+                   article_type=article_type)  # fmt: skip
+
+
+def test_colour_variants_group_under_the_first_and_a_repeated_colour_stands_alone() -> None:
+    colours = colour_words(["Grey", "Black", "Navy Blue"])
+    products = [
+        _titled(1, "Puma Men Grey T-shirt", "Grey"),
+        _titled(2, "Puma Women Black T-shirt", "Black"),
+        _titled(3, "Puma Men Navy Blue Shirt", "Navy Blue", "Shirts"),  # another article type
+        _titled(4, "Puma Men Grey T-shirt", "Grey"),  # a colour the style shows: its own hit
+        _titled(5, "Puma Men Navy Blue T-shirt", "Navy Blue"),
+        _titled(6, "Nike Men Grey T-shirt", "Grey"),
+    ]
+    assert style_key(products[0], colours) == ("Tshirts", "puma tshirt")
+    grouped = group_by_style(products, lambda p: p, colours)
+    assert [(p.id, [v.id for v in variants]) for p, variants in grouped] == [
+        (1, [2, 5]), (3, []), (4, []), (6, []),
+    ]  # fmt: skip
+
+
+def test_search_grouped_by_style_through_the_service_rest_and_graphql(
+    search_service: SearchService,
+) -> None:
+    refine = Refinements(min_score=-1.0, candidates=300)
+    plain = search_service.text("maxima dial watch", 100, mode="vector", refine=refine)
+    grouped = search_service.text(
+        "maxima dial watch", 30, mode="vector", refine=replace(refine, group="style")
+    )
+    colours = search_service.reader.vocabulary().colours
+    shown = [h.product.id for h in grouped.hits]
+    variants = [v.product.id for h in grouped.hits for v in h.variants]
+    assert any(len(h.variants) >= 2 for h in grouped.hits), "the test catalog has 3 Maxima colours"
+    assert not set(shown) & set(variants) and len(set(variants)) == len(variants)
+    assert shown == [i for i in _ids(plain) if i not in variants][: len(shown)]  # order kept
+    for hit in grouped.hits:
+        styles = {style_key(v.product, colours) for v in hit.variants}
+        assert styles <= {style_key(hit.product, colours)}
+        hues = [hit.product.base_colour, *(v.product.base_colour for v in hit.variants)]
+        assert len(set(hues)) == len(hues)
+    with api_client(search_service) as api:
+        params = {"q": "maxima dial watch", "k": 30, "minScore": -1, "candidates": 300,
+                  "mode": "vector", "group": "style"}  # fmt: skip
+        body = api.get("/search/text", params=params).json()
+        assert [h["id"] for h in body["hits"]] == shown
+        assert [[v["id"] for v in h["variants"]] for h in body["hits"]] == [
+            [v.product.id for v in h.variants] for h in grouped.hits
+        ]
+        assert all(v["imageUrl"].startswith("http") for h in body["hits"] for v in h["variants"])
+        document = """{ searchByText(query: "maxima dial watch", k: 30, mode: "vector",
+            refine: {minScore: -1, candidates: 300, group: "style"})
+            { hits { product { id } variants { id baseColour imageUrl } } } }"""
+        data = api.post("/graphql", json={"query": document}).json()
+        assert not data.get("errors"), data
+        hits = data["data"]["searchByText"]["hits"]
+        assert [[v["id"] for v in h["variants"]] for h in hits] == [
+            [str(v["id"]) for v in h["variants"]] for h in body["hits"]
+        ]
+        assert api.get("/search/text", params={**params, "group": "brand"}).status_code == 422

@@ -133,6 +133,19 @@ def test_ranking_controls_reach_the_api(app: AppTest, search_settings: Settings)
     assert any(f"{cut['cut']} weak matches hidden" in c.value for c in app.caption)
 
 
+def test_one_result_per_style_shows_the_other_colours_as_swatches(
+    app: AppTest, search_settings: Settings
+) -> None:
+    app.sidebar.toggle(key="group").set_value(True).run()
+    search(app, "maxima dial watch")
+    expected = api_search(search_settings, q="maxima dial watch", group="style")["hits"]
+    assert result_ids(app, "text-") == [h["id"] for h in expected]
+    swatched = [h for h in expected if h["variants"]]
+    assert swatched, "the test catalog has Maxima watches in 3 colours"
+    colours = {caption for image in app.image for caption in image.captions}
+    assert {v["baseColour"] for h in swatched for v in h["variants"]} <= colours
+
+
 def test_the_cutoff_toggle_says_what_the_server_does(
     app: AppTest, search_settings: Settings
 ) -> None:
@@ -341,6 +354,17 @@ def test_real_search_in_headless_chromium(
                 )  # fmt: skip
                 page.screenshot(path=str(ARTIFACTS / "ui-merchandising.png"), full_page=True)
                 previewed = page.inner_text("body")
+
+                page.goto(f"{url}/?q=maxima+dial+watch")  # in 3 colours in the test catalog
+                page.get_by_text("score", exact=False).first.wait_for(timeout=60_000)
+                page.get_by_text("One result per style", exact=False).click()
+                page.get_by_text("Maroon", exact=True).or_(
+                    page.get_by_text("Brown", exact=True)
+                ).first.wait_for(timeout=60_000)  # a swatch's caption
+                page.wait_for_function(
+                    "[...document.images].every(i => i.complete)", timeout=60_000
+                )  # fmt: skip
+                page.screenshot(path=str(ARTIFACTS / "ui-styles.png"), full_page=True)
             except Exception as error:  # what the page showed, for the next reader of a failure
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "ui-failure.png"), full_page=True)

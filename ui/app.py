@@ -1,5 +1,6 @@
 """fashion-search UI: search by text (with suggestions while typing) or image (changed by text:
-"in red"), filter with facet counts, browse results, open a product and its look-alikes.
+"in red"), filter with facet counts, browse results (one per style, other colours as swatches,
+when asked), open a product and its look-alikes.
 ``?q=...`` in the URL runs a text search; ``?product=ID`` opens a product. Opening a text
 search's result, adding it to the cart or marking it "not relevant" is sent as feedback."""
 
@@ -91,6 +92,8 @@ def refinements() -> tuple[int, str, dict[str, Any]]:
     refine: dict[str, Any] = {"facets": True}
     if st.sidebar.toggle("One result per image", value=True, key="collapse"):
         refine["collapse"] = "image"
+    if st.sidebar.toggle("One result per style (other colours as swatches)", key="group"):
+        refine["group"] = "style"
     # On, as the server does by default: hits below the model version's cutoff are hidden.
     if st.sidebar.toggle("Hide weak matches", value=True, key="cutoff"):
         if st.sidebar.toggle("My own minimum similarity", value=False, key="own-cutoff"):
@@ -181,6 +184,10 @@ def grid(hits: list[dict[str, Any]], key: str, shown: Shown | None = None) -> No
                 if hit.get("explain"):
                     parts = hit["explain"].items()
                     st.caption(" + ".join(f"{name} {value:.3f}" for name, value in parts if value))
+                if hit.get("variants"):
+                    swatches = hit["variants"]
+                    st.image([v["imageUrl"] for v in swatches], width=48,
+                             caption=[v["baseColour"] or "" for v in swatches])  # fmt: skip
                 feedback = (hit, position, shown) if shown else ()
                 st.button("Details", key=f"{key}-{hit['id']}", on_click=open_product,
                           args=(hit["id"], feedback))  # fmt: skip

@@ -33,6 +33,7 @@ from fashion_search.search.understanding import Understanding
 
 SearchMode: TypeAlias = Literal["vector", "hybrid"]
 Collapse: TypeAlias = Literal["image"]
+Group: TypeAlias = Literal["style"]
 #: Longest object key an image search may name.
 MAX_KEY_CHARS = 1024
 
@@ -51,6 +52,7 @@ class Refinements:
     understand: Understanding | None = None
     explain: bool = False
     rules: bool = True
+    group: Group | None = None
 
 
 class TermIn(BaseModel):
@@ -95,6 +97,7 @@ class SearchRequest(BaseModel):
     understand: Understanding | None = None
     explain: bool = False
     rules: bool = True
+    group: Group | None = None
 
     @field_validator("query", "modifier")
     @classmethod

@@ -7,7 +7,8 @@ the catalog serves (:mod:`~fashion_search.search.serving`), gathers candidates f
 catalog (nearest, nearest with the understood values, title matches), ranks and cuts them
 with their business signals (:mod:`~fashion_search.search.ranking`,
 :mod:`~fashion_search.search.signals`), counts facets (:mod:`~fashion_search.search.facets`)
-and collapses identical images (:mod:`~fashion_search.search.collapse`).
+collapses identical images (:mod:`~fashion_search.search.collapse`) and groups colour variants
+(:mod:`~fashion_search.search.styles`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from fashion_search.search.request import Refinements, SearchMode, SearchRequest
 from fashion_search.search.rules import Effects, matching
 from fashion_search.search.serving import Embedder, ServingEmbedder
 from fashion_search.search.signals import SignalWeights, contributions
+from fashion_search.search.styles import group_by_style
 from fashion_search.search.terms import Term, combine, positive_text
 from fashion_search.search.understanding import (
     QueryReader,
@@ -65,11 +67,19 @@ IMAGE_ATTRIBUTES = ("gender", "article_type", "base_colour")
 
 
 @dataclass(frozen=True)
+class Variant:
+    """Another colour of a hit's style: the product and a presigned URL of its image."""
+
+    product: Product
+    image_url: str
+
+
+@dataclass(frozen=True)
 class Hit:
     """A search result: the product, its ranking score, its cosine similarity to the query,
     a presigned URL of its image, how many candidates it stands for (collapse), and (when
     asked) what each part of the score contributed (a pinned hit: ``pinned``, its
-    position)."""
+    position); grouped by style, its other colours among the candidates."""
 
     product: Product
     score: float
@@ -77,6 +87,7 @@ class Hit:
     similarity: float | None = None
     collapsed: int = 1
     explain: dict[str, float] | None = None
+    variants: tuple[Variant, ...] = ()
 
 
 @dataclass
@@ -150,7 +161,8 @@ class _Search:
         refine = self.refine
         effects = self.effects
         looks_further = (
-            refine.facets or refine.collapse is not None or self.boosted or self.signals
+            refine.facets or refine.collapse is not None or refine.group is not None
+            or self.boosted or self.signals
             or bool(effects.hidden or effects.adjustments)
         )  # fmt: skip
         return max(self.k, refine.candidates or self.k) if looks_further else self.k
@@ -200,6 +212,7 @@ class SearchService:
             search.min_score if request.min_score is None else request.min_score,
             request.collapse, request.facets, candidates,
             request.understand or search.understanding, request.explain, request.rules,
+            request.group,
         )  # fmt: skip
 
     def search(self, request: SearchRequest) -> SearchResult:
@@ -430,7 +443,7 @@ class SearchService:
 
     def _run(self, search: _Search, timings: dict[str, float]) -> SearchResult:
         """Candidates gathered, ranked and cut (:func:`~fashion_search.search.ranking.rank`),
-        counted, collapsed, the first k kept with their image URLs."""
+        counted, collapsed, grouped by style, the first k kept with their image URLs."""
         effects = search.effects
         with _timed(timings, "database"):
             pool, titles = self._candidates(search)
@@ -460,15 +473,21 @@ class SearchService:
                 if search.refine.collapse == "image"
                 else [(i, 1) for i in kept]
             )
+            organic = [(i, n) for i, n in groups if pool[i].product.id not in pinned_ids]
+            styled: list[tuple[tuple[int, int], list[tuple[int, int]]]] = [(g, []) for g in organic]
+            if search.refine.group == "style":
+                colours = self.reader.vocabulary().colours
+                styled = group_by_style(organic, lambda g: pool[g[0]].product, colours)
         explain = search.refine.explain
         with _timed(timings, "urls"):
             hits = [
                 Hit(pool[i].product, float(ranking.score[i]), self.image_url(pool[i].product),
                     float(candidates.similarity[i]), count,
-                    _explain(ranking.parts, i) if explain else None)
-                for i, count in groups
-                if pool[i].product.id not in pinned_ids
-            ][: search.k]  # fmt: skip
+                    _explain(ranking.parts, i) if explain else None,
+                    tuple(Variant(pool[j].product, self.image_url(pool[j].product))
+                          for j, _ in variants))
+                for (i, count), variants in styled[: search.k]
+            ]  # fmt: skip
             for position, near in sorted(pinned.items()):
                 similarity = near.score if near.similarity is None else near.similarity
                 hits.insert(

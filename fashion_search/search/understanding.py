@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeAlias
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import Filters
+from fashion_search.search.styles import colour_words
 from fashion_search.search.synonyms import Phrase, Synonyms, SynonymSet
 from fashion_search.search.terms import Term
 from fashion_search.search.words import words
@@ -124,11 +125,12 @@ class Match:
 @dataclass(frozen=True)
 class Vocabulary:
     """Phrases (tuples of words) -> the values they name; the words of product titles; the
-    merchandisers' synonym sets."""
+    merchandisers' synonym sets; the words of the catalog's colours."""
 
     phrases: Mapping[Phrase, Mapping[str, tuple[str, ...]]]
     title_words: Mapping[str, int] = field(default_factory=dict)
     synonyms: Synonyms = field(default_factory=lambda: Synonyms({}, {}, ()))
+    colours: frozenset[str] = frozenset()
 
     @classmethod
     def of(
@@ -162,7 +164,8 @@ class Vocabulary:
                 present = tuple(v for v in named if v in known[name])
                 for phrase in entry["words"]:
                     add(words(phrase), name, present)
-        return cls(phrases, dict(title_words), synonyms)
+        colours = colour_words(values.get("baseColour", ()))
+        return cls(phrases, dict(title_words), synonyms, colours)
 
     @cached_property
     def longest(self) -> int:

@@ -81,10 +81,14 @@ async def search_values(
     rules: Annotated[
         bool, Query(description="apply the merchandising rules (false: preview without)")
     ] = True,
+    group: Annotated[
+        str | None, Query(description="style: one hit per style, its other colours as variants")
+    ] = None,
 ) -> dict[str, Any]:
     """How many hits and the refinements, from the query string, as they were sent: the
     search request checks them (:class:`~fashion_search.search.request.SearchRequest`)."""
     return {
         "k": k, "min_score": min_score, "collapse": collapse, "facets": facets,
         "candidates": candidates, "understand": understand, "explain": explain, "rules": rules,
+        "group": group,
     }  # fmt: skip

@@ -38,15 +38,25 @@ class ProductOut(ProductFields):
         return cast(Self, cls.model_construct(**values))  # the catalog's own: not validated
 
 
+class VariantOut(_Body):
+    """Another colour of a hit's style (``group=style``): its product id, colour and image."""
+
+    id: int
+    base_colour: str | None
+    image_url: str
+
+
 class HitOut(ProductOut):
     """A search hit: the product, its ranking score (cosine similarity, or fused rank score
     plus boosts), its cosine similarity to the query, how many near-identical images it
-    stands for (1 unless the search collapsed them), and (``explain``) the score's parts."""
+    stands for (1 unless the search collapsed them), (``explain``) the score's parts, and
+    (``group=style``) the other colours of its style."""
 
     score: float
     similarity: float | None
     collapsed: int
     explain: dict[str, float] | None
+    variants: list[VariantOut]
 
     @classmethod
     def of_hit(cls, hit: Hit) -> HitOut:
@@ -54,6 +64,8 @@ class HitOut(ProductOut):
         return cls.of(
             hit.product, hit.image_url, score=hit.score, similarity=hit.similarity,
             collapsed=hit.collapsed, explain=hit.explain,
+            variants=[VariantOut(id=v.product.id, base_colour=v.product.base_colour,
+                                 image_url=v.image_url) for v in hit.variants],
         )  # fmt: skip
 
 
@@ -147,7 +159,7 @@ def request_schema(*names: str, **extra: dict[str, Any]) -> dict[str, Any]:
 #: A search body's fields besides what it searches for.
 REFINED = (
     "k", "filters", "minScore", "collapse", "facets", "candidates", "understand", "explain",
-    "rules",
+    "rules", "group",
 )  # fmt: skip
 
 

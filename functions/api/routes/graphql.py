@@ -118,6 +118,13 @@ class ScorePart:
     value: float
 
 
+@strawberry.type(description="Another colour of a hit's style.")
+class Variant:
+    id: strawberry.ID
+    base_colour: str | None
+    image_url: str
+
+
 @strawberry.type(description="A search hit: ranking score, cosine similarity and product.")
 class SearchHit:
     score: float
@@ -127,6 +134,9 @@ class SearchHit:
     explain: list[ScorePart] | None = strawberry.field(
         description="the score's parts (similarity, title, understanding, business signals),"
         " when the search asked (refine: {explain: true})"
+    )
+    variants: list[Variant] = strawberry.field(
+        description='the other colours of its style (refine: {group: "style"})'
     )
 
     @classmethod
@@ -138,6 +148,9 @@ class SearchHit:
             explain=None if hit.explain is None else [
                 ScorePart(name=name, value=value) for name, value in hit.explain.items()
             ],
+            variants=[Variant(id=strawberry.ID(str(v.product.id)),
+                              base_colour=v.product.base_colour, image_url=v.image_url)
+                      for v in hit.variants],
         )  # fmt: skip
 
 
@@ -236,6 +249,9 @@ class Refine:
     explain: bool = strawberry.field(default=False, description="each hit's score parts")
     rules: bool = strawberry.field(
         default=True, description="apply the merchandising rules (false: preview without)"
+    )
+    group: str | None = strawberry.field(
+        default=None, description="style: one hit per style, its other colours as variants"
     )
 
     @staticmethod
