@@ -48,7 +48,7 @@ from fashion_search.search.collapse import NEAR_IDENTICAL_MAX_DIFF, collapse
 from fashion_search.search.request import Refinements, SearchMode
 from fashion_search.search.service import SearchResult, SearchService
 from fashion_search.search.terms import Term, combine
-from fashion_search.search.understanding import singular, words
+from fashion_search.search.words import singular, words
 from fashion_search.settings import Settings, get_settings
 from fashion_search.storage import ObjectStore
 

@@ -56,6 +56,16 @@ class RuleRepository(Table):
             cur = conn.execute("DELETE FROM merchandising_rules WHERE id = %s", (entry_id,))
             return cur.rowcount > 0
 
+    def version(self) -> tuple[int, int]:
+        """What changes whenever an entry is added or removed (entries are never edited): how
+        many there are and the sum of their ids."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*), coalesce(sum(id), 0) FROM merchandising_rules"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
     def all(self) -> list[StoredEntry]:
         """Every entry, oldest first."""
         with self.pool.connection() as conn:

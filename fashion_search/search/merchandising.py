@@ -70,14 +70,17 @@ class Merchandising:
     ) -> None:
         self.repository = repository
         self.facets = facets
-        self._book: tuple[float, RuleBook] | None = None
+        self._book: tuple[float, tuple[int, int], RuleBook] | None = None
 
     def book(self) -> RuleBook:
-        """The rules and synonym sets in force, read at most :data:`RULES_TTL_S` ago."""
+        """The rules and synonym sets in force, as they were at most :data:`RULES_TTL_S` ago
+        (read again only when the table's version changed)."""
         now = time.monotonic()
         if self._book is None or now - self._book[0] > RULES_TTL_S:
-            self._book = (now, self._read())
-        return self._book[1]
+            version = self.repository.version()
+            kept = self._book[2] if self._book and self._book[1] == version else None
+            self._book = (now, version, kept or self._read())
+        return self._book[2]
 
     def _read(self) -> RuleBook:
         rules, sets = [], []

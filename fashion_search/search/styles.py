@@ -1,12 +1,12 @@
 """One result per style: colour variants of a product grouped under its best-ranked one.
 
 Two products are variants of one style when they have the same article type and the same
-title once colour words (the words of the catalog's base colours) and gender words are
+title words once colour words (the words of the catalog's base colours) and gender words are
 removed ("Puma Men Grey T-shirt" and "Puma Women Black T-shirt" are ``puma tshirt``), and their
 colours differ: a product in a colour its style already shows stays a result of its own (a
 generic title such as "Catwalk Women Black Heels" names many different products). On the whole
-catalog this makes 25,306 groups of 44,072 products, 7,915 of them with two colours or more
-(docs/decisions/0045).
+catalog this makes 24,857 groups of 44,072 products, 7,955 of them with two colours or more
+(``python -m bench.merchandising``; docs/decisions/0045).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from fashion_search.catalog.models import Product
-from fashion_search.search.words import words
+from fashion_search.search.words import singular, words
 
 T = TypeVar("T")
 
@@ -32,9 +32,10 @@ def colour_words(colours: Iterable[str | int]) -> frozenset[str]:
 
 
 def style_key(product: Product, colours: frozenset[str]) -> tuple[str, str]:
-    """A product's style: its article type, and its title without colour and gender words."""
-    title = [w for w in words(product.product_display_name) if w not in colours | GENDER_WORDS]
-    return product.article_type or "", " ".join(title)
+    """A product's style: its article type, and the words of its title but colour and gender
+    words, in the singular, in alphabetical order ("Polo Grey TShirt" is "Grey Polo Tshirt")."""
+    title = {singular(w) for w in words(product.product_display_name)} - colours - GENDER_WORDS
+    return product.article_type or "", " ".join(sorted(title))
 
 
 def group_by_style(

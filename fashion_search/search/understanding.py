@@ -34,14 +34,10 @@ from fashion_search.catalog.filters import Filters
 from fashion_search.search.styles import colour_words
 from fashion_search.search.synonyms import Phrase, Synonyms, SynonymSet
 from fashion_search.search.terms import Term
-from fashion_search.search.words import words
+from fashion_search.search.words import singular, words
 
 #: The fields a query's words are matched against (snake_case).
 UNDERSTOOD_FIELDS = ("gender", "base_colour", "article_type", "season", "usage")
-#: Values named only in the plural (their singular is another word).
-PLURAL_ONLY = frozenset(
-    {"shorts", "jeans", "briefs", "boxers", "tights", "capris", "trousers", "glasses"}
-)
 #: The shoppers' words, by language.
 LEXICON = Path(__file__).with_name("lexicon.json")
 #: Words shorter than this are never read as typos (too many near misses).
@@ -56,19 +52,6 @@ Understood: TypeAlias = dict[str, str | list[str]]
 Understanding: TypeAlias = Literal["off", "boost", "filter"]
 #: The catalog's values of each field (camelCase) and how many titles each word is in.
 CatalogWords: TypeAlias = tuple[Mapping[str, Iterable[str | int]], Mapping[str, int]]
-
-
-def singular(word: str) -> str:
-    """An English plural's singular, by suffix (good enough for the catalog's article types)."""
-    if word in PLURAL_ONLY or len(word) < 4:
-        return word
-    if word.endswith("ies"):
-        return word[:-3] + "y"
-    if word.endswith(("sses", "xes", "ches", "shes")):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
 
 
 def one_edit_apart(a: str, b: str) -> bool:
