@@ -531,3 +531,56 @@ def test_search_grouped_by_style_through_the_service_rest_and_graphql(
             [str(v["id"]) for v in h["variants"]] for h in body["hits"]
         ]
         assert api.get("/search/text", params={**params, "group": "brand"}).status_code == 422
+
+
+def test_each_rule_kind_through_rest_and_graphql(
+    search_service: SearchService, rules: Merchandising
+) -> None:
+    _, admin = search_service.catalog.api_keys.create("rule-kinds", "admin")
+    keyed = {"X-API-Key": admin}
+    params = {"q": QUERY, "k": 10, "minScore": -1, "mode": "vector", "understand": "off"}
+    document = """{ searchByText(query: "%s", k: 10, mode: "vector",
+        refine: {minScore: -1, understand: "off", explain: true})
+        { rules redirect { field value }
+          hits { product { id gender } explain { name value } } } }"""
+    with api_client(search_service) as api:
+
+        def graphql() -> dict[str, Any]:
+            answer = api.post("/graphql", json={"query": document % QUERY}).json()
+            assert not answer.get("errors"), answer
+            result: dict[str, Any] = answer["data"]["searchByText"]
+            return result
+
+        ids = [h["id"] for h in api.get("/search/text", params=params).json()["hits"]]
+        other = next(p.id for p in search_service.catalog.products.list_products(limit=300).items
+                     if p.id not in ids)  # fmt: skip
+        kinds = {
+            "pin": {"pin": [{"productId": other, "position": 3}]},
+            "hide": {"hide": [ids[0]]},
+            "bury": {"bury": {"productIds": [ids[1]], "weight": 1}},
+            "boost": {"boost": {"productIds": [ids[9]], "weight": 1}},
+        }
+        for then in kinds.values():
+            added = api.post("/rules", json={"when": {"query": QUERY}, "then": then}, headers=keyed)
+            assert added.status_code == 201, added.text
+        body = api.get("/search/text", params={**params, "explain": "true"}).json()
+        shown = [h["id"] for h in body["hits"]]
+        assert len(body["rules"]) == 4 and shown[0] == ids[9] and shown[2] == other
+        assert ids[0] not in shown and ids[1] not in shown
+        assert body["hits"][0]["explain"]["rules"] == 1.0
+        assert body["hits"][2]["explain"] == {"pinned": 3.0}
+        found = graphql()
+        assert [int(h["product"]["id"]) for h in found["hits"]] == shown
+        assert found["rules"] == body["rules"] and found["redirect"] is None
+
+        gender = next(g for g in ("Women", "Men", "Boys", "Girls", "Unisex")
+                      if g not in {h["gender"] for h in body["hits"][:3]})  # fmt: skip
+        redirect = {"when": {"query": QUERY}, "then": {"redirect": {"gender": gender}}}
+        if api.post("/rules", json=redirect, headers=keyed).status_code == 422:
+            pytest.skip(f"the test catalog has no {gender} products")
+        body = api.get("/search/text", params=params).json()
+        assert body["redirect"] == {"gender": gender}
+        assert body["hits"] and all(h["gender"] == gender for h in body["hits"])
+        found = graphql()
+        assert found["redirect"] == [{"field": "gender", "value": gender}]
+        assert {h["product"]["gender"] for h in found["hits"]} == {gender}
