@@ -1,16 +1,21 @@
-"""Versioned migrations on the real PostgreSQL: re-runnable, and an existing catalog moved to
-per-version embeddings without re-embedding."""
+"""Versioned migrations on the real PostgreSQL: re-runnable, an existing catalog moved to
+per-version embeddings without re-embedding, and each role's grants."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
 import pytest
 from pgvector.psycopg import register_vector
+from psycopg import sql
 
 from fashion_search.catalog.migrate import discover_migrations, migrate
+from fashion_search.catalog.rules import RuleRepository
 
 
 def test_migrations_apply_once_then_noop(scratch_database: str) -> None:
@@ -99,3 +104,27 @@ def test_discover_refuses_gaps_and_bad_names(tmp_path: Path) -> None:
     (tmp_path / "3_bad.sql").write_text("SELECT 1;")
     with pytest.raises(ValueError, match="NNNN_name"):
         discover_migrations(tmp_path)
+
+
+def test_the_api_role_manages_merchandising_rules_and_the_upload_path_cannot(
+    scratch_database: str,
+) -> None:
+    migrate(scratch_database, 8)
+
+    class AsRole:
+        def __init__(self, role: str) -> None:
+            self.role = role
+
+        @contextmanager
+        def connection(self) -> Iterator[psycopg.Connection[Any]]:
+            with psycopg.connect(scratch_database) as conn:
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self.role)))
+                yield conn
+
+    rules = RuleRepository(AsRole("fashion_api"))  # type: ignore[arg-type]
+    entry = rules.add("synonyms", {"synonyms": ["jumper", "sweater"]}, "test")
+    assert rules.all() == [entry] and rules.version() == (1, entry.id)
+    assert rules.remove(entry.id) and rules.all() == []
+    upload_path = RuleRepository(AsRole("fashion_ingest"))  # type: ignore[arg-type]
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        upload_path.add("synonyms", {"synonyms": ["a", "b"]}, "test")

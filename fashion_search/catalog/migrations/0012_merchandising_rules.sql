@@ -8,3 +8,7 @@ CREATE TABLE merchandising_rules (
     created_by text NOT NULL CHECK (created_by <> ''),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- The API adds and removes them (an admin key; the add locks the table against a concurrent
+-- one, which needs DELETE or UPDATE) and reads them (SELECT, by default).
+GRANT INSERT, DELETE ON merchandising_rules TO fashion_api;
+GRANT USAGE ON SEQUENCE merchandising_rules_id_seq TO fashion_api;
