@@ -358,9 +358,10 @@ def test_real_search_in_headless_chromium(
                 page.goto(f"{url}/?q=maxima+dial+watch")  # in 3 colours in the test catalog
                 page.get_by_text("score", exact=False).first.wait_for(timeout=60_000)
                 page.get_by_text("One result per style", exact=False).click()
-                page.get_by_text("Maroon", exact=True).or_(
-                    page.get_by_text("Brown", exact=True)
-                ).first.wait_for(timeout=60_000)  # a swatch's caption
+                swatch = page.get_by_text("White", exact=True)  # a swatch's caption: the other
+                for colour in ("Brown", "Black"):  # colours of the first Maxima watch shown
+                    swatch = swatch.or_(page.get_by_text(colour, exact=True))
+                swatch.first.wait_for(timeout=60_000)
                 page.wait_for_function(
                     "[...document.images].every(i => i.complete)", timeout=60_000
                 )  # fmt: skip
