@@ -9,6 +9,8 @@ embedded by the served model), through the search service in process:
   of every kind (pin, hide, boost, bury, redirect; conditions on words that the judged queries
   contain, on understood values and on filters) and ``--synonym-sets`` synonym sets, all
   removed afterwards; the plain search reads the same synonym sets (they feed understanding).
+- rules: what keeping up with them costs a process (the version check every 2 s, a read after
+  a change).
 - styles: how many style groups the catalog has (and with two colours or more), and a few
   queries' first hits with and without grouping, to check by eye.
 """
@@ -29,6 +31,7 @@ from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
 from fashion_search.learning.judged_queries import answerable, judged_queries
+from fashion_search.search.merchandising import Merchandising
 from fashion_search.search.request import Refinements
 from fashion_search.search.service import SearchService
 from fashion_search.search.styles import colour_words, group_by_style, style_key
@@ -72,6 +75,24 @@ def random_rules(
     targets = [str(v) for v in facets["articleType"]]
     bodies += [{"words": [f"merch{i}word"], "synonyms": [rng.choice(targets)]} for i in range(sets)]
     return bodies
+
+
+def reading(merchandising: Merchandising, times: int = 50) -> Table:
+    """What a process pays to keep up with the rules: the version check every
+    ``RULES_TTL_S``, and reading and parsing every entry after a change."""
+    check, read = [], []
+    for _ in range(times):
+        started = time.perf_counter()
+        merchandising.repository.version()
+        check.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        merchandising.read()
+        read.append((time.perf_counter() - started) * 1000)
+    entries = len(merchandising.entries())
+    table = Table(f"keeping up with {entries} rules and sets", ["step", "p50 ms", "p95 ms"])
+    for name, values in (("version check (every 2 s)", check), ("read after a change", read)):
+        table.rows.append([name, percentile(values, 50), percentile(values, 95)])
+    return table
 
 
 def style_groups(service: SearchService) -> Table:
@@ -154,6 +175,7 @@ def main() -> None:
                 cost.rows.append([name, len(values), applied[name], p50, percentile(values, 95),
                                   p50 / baseline])  # fmt: skip
             report.add(cost)
+            report.add(reading(base.merchandising))
         finally:
             for entry in added:
                 base.merchandising.remove(entry.id)

@@ -79,10 +79,11 @@ class Merchandising:
         if self._book is None or now - self._book[0] > RULES_TTL_S:
             version = self.repository.version()
             kept = self._book[2] if self._book and self._book[1] == version else None
-            self._book = (now, version, kept or self._read())
+            self._book = (now, version, kept or self.read())
         return self._book[2]
 
-    def _read(self) -> RuleBook:
+    def read(self) -> RuleBook:
+        """The rules and synonym sets stored now (an entry that no longer parses is skipped)."""
         rules, sets = [], []
         for entry in self.repository.all():
             try:
