@@ -83,7 +83,7 @@ def reading(merchandising: Merchandising, times: int = 50) -> Table:
     check, read = [], []
     for _ in range(times):
         started = time.perf_counter()
-        merchandising.repository.version()
+        merchandising.catalog.rules.version()
         check.append((time.perf_counter() - started) * 1000)
         started = time.perf_counter()
         merchandising.read()

@@ -88,8 +88,7 @@ def _rules(args: argparse.Namespace) -> None:
     settings = get_settings()
     migrate(settings.database.url, settings.database.embedding_dim)
     with create_pool(settings) as pool:
-        catalog = Catalog.of(pool)
-        rules = Merchandising(catalog.rules, catalog.products.facets)
+        rules = Merchandising(Catalog.of(pool))
         if args.action == "add":
             entry = rules.add(_body(args.body), args.by)
             print(f"{entry.kind} {entry.id} added by {entry.created_by}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.filters import FilterValue
-from fashion_search.catalog.rules import EntryKind, RuleRepository, StoredEntry
+from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.rules import EntryKind, StoredEntry
 from fashion_search.errors import InvalidArgumentError, InvalidRequestError, RuleNotFoundError
 from fashion_search.search.request import describe
 from fashion_search.search.rules import Rule
@@ -60,16 +61,11 @@ def kind_of(entry: Rule | SynonymSet) -> EntryKind:
 
 
 class Merchandising:
-    """The rules and synonym sets of one catalog (``repository``), checked against its
-    products' attribute values (``facets``: camelCase field -> values)."""
+    """The rules and synonym sets of one catalog, checked against its products (read only
+    when first needed)."""
 
-    def __init__(
-        self,
-        repository: RuleRepository,
-        facets: Callable[[], Mapping[str, Sequence[str | int]]],
-    ) -> None:
-        self.repository = repository
-        self.facets = facets
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
         self._book: tuple[float, tuple[int, int], RuleBook] | None = None
 
     def book(self) -> RuleBook:
@@ -77,7 +73,7 @@ class Merchandising:
         (read again only when the table's version changed)."""
         now = time.monotonic()
         if self._book is None or now - self._book[0] > RULES_TTL_S:
-            version = self.repository.version()
+            version = self.catalog.rules.version()
             kept = self._book[2] if self._book and self._book[1] == version else None
             self._book = (now, version, kept or self.read())
         return self._book[2]
@@ -85,7 +81,7 @@ class Merchandising:
     def read(self) -> RuleBook:
         """The rules and synonym sets stored now (an entry that no longer parses is skipped)."""
         rules, sets = [], []
-        for entry in self.repository.all():
+        for entry in self.catalog.rules.all():
             try:
                 parsed = parse_entry(entry.body)
             except InvalidRequestError as error:  # stored by an older version: skipped
@@ -101,24 +97,24 @@ class Merchandising:
         """Check and store a rule or synonym set (module docstring)."""
         entry = parse_entry(body)
         if isinstance(entry, Rule):
-            unknown = self.repository.unknown_products(sorted(entry.then.product_ids()))
+            unknown = self.catalog.rules.unknown_products(sorted(entry.then.product_ids()))
             if unknown:
                 raise InvalidRequestError(f"no product has id {', '.join(map(str, unknown))}")
         self._check_values(entry)
         stored = entry.model_dump(by_alias=True, exclude_defaults=True)
-        added = self.repository.add(kind_of(entry), stored, created_by, self._check_synonyms)
+        added = self.catalog.rules.add(kind_of(entry), stored, created_by, self._check_synonyms)
         self._book = None  # this process sees it at once
         return added
 
     def remove(self, entry_id: int) -> None:
         """Remove a rule or synonym set; RuleNotFoundError when there is none."""
-        if not self.repository.remove(entry_id):
+        if not self.catalog.rules.remove(entry_id):
             raise RuleNotFoundError(entry_id)
         self._book = None
 
     def entries(self) -> list[StoredEntry]:
         """Every rule and synonym set, oldest first."""
-        return self.repository.all()
+        return self.catalog.rules.all()
 
     def _check_values(self, entry: Rule | SynonymSet) -> None:
         """InvalidRequestError for an attribute value that no product has."""
@@ -133,7 +129,7 @@ class Merchandising:
             adjust = entry.then.boost or entry.then.bury
             named += [entry.when.attributes, entry.when.filters, entry.then.redirect or {}]
             named.append((adjust.attributes or {}) if adjust else {})
-        facets = self.facets()
+        facets = self.catalog.products.facets()
         for values in named:
             for name, given in values.items():
                 have = {str(v) for v in facets.get(to_camel(name), ())}

@@ -188,7 +188,7 @@ class SearchService:
         self.store = store
         self.embedder = embedder
         self.serving = ServingEmbedder(catalog, embedder, version)
-        self.merchandising = Merchandising(catalog.rules, catalog.products.facets)
+        self.merchandising = Merchandising(catalog)
         self.reader = QueryReader(
             lambda: (catalog.products.facets(), catalog.products.title_words()),
             lambda: self.merchandising.book().synonym_sets,
