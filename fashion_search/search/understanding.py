@@ -4,7 +4,9 @@ The vocabulary is the catalog's own values of :data:`UNDERSTOOD_FIELDS` (lower-c
 written and in the singular: ``Shirts`` is also ``shirt``; plural-only garments such as
 ``Shorts`` are not, so "short sleeve" is no article type), and the shoppers' words of
 ``lexicon.json`` (kept there as data: everyday synonyms in British and American English,
-occasion and season words, Spanish), each naming one or more values. Accents, apostrophes and
+occasion and season words, Spanish), each naming one or more values, after the synonym sets
+merchandisers add (:mod:`~fashion_search.search.synonyms`: their phrases are replaced by their
+canonical ones before anything else is read). Accents, apostrophes and
 hyphens inside words are dropped before matching (``t-shirt`` is ``tshirt``, ``marrón`` is
 ``marron``), and the longest phrase wins (``navy blue`` over ``blue``, ``running shoes`` over
 ``running``). A word that is neither in the vocabulary nor in any product title, and is one
@@ -229,7 +231,7 @@ class Vocabulary:
         """``text`` in the catalog's words: each phrase found is replaced by the first value it
         names when it is not the catalog's own (``vestido rojo`` is ``Dresses Red``,
         ``sneakers for men`` is ``Casual Shoes for men``), typos read, the other words kept;
-        ``text`` itself when nothing is found."""
+        ``text`` itself when nothing is found or changed."""
         tokens, found = self.matches(text)
         if not found and tokens == words(text):
             return text
