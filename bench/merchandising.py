@@ -27,17 +27,15 @@ from typing import Any
 from bench.relevance import all_products
 from bench.report import Report, Table, add_markdown_option
 from bench.search import percentile
-from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.repositories import Catalog
-from fashion_search.embedding_client import EmbeddingClient
+from bench.signals import searcher, weights
+from fashion_search.cli.evaluation import search_service
 from fashion_search.learning.judged_queries import answerable, judged_queries
 from fashion_search.search.merchandising import Merchandising
 from fashion_search.search.request import Refinements
 from fashion_search.search.service import SearchService
 from fashion_search.search.styles import colour_words, group_by_style, style_key
 from fashion_search.search.words import words
-from fashion_search.settings import Settings, SignalSettings, get_settings
-from fashion_search.storage import ObjectStore
+from fashion_search.settings import get_settings
 
 #: Queries whose first hits are shown plain and one per style: the issue's example (one
 #: T-shirt in many colours), and two that name no colour.
@@ -135,13 +133,9 @@ def main() -> None:
     add_markdown_option(parser)
     args = parser.parse_args()
     report = Report("bench.merchandising")
-    settings: Settings = get_settings()
-    with create_pool(settings) as pool, EmbeddingClient(settings.model_server.address) as client:
-        catalog = Catalog.of(pool)
-        base = SearchService(settings, catalog, ObjectStore(settings), client)
-        off = dict.fromkeys(("popularity_weight", "newness_weight", "boost_weight"), 0.0)
-        plain = base.reconfigured(settings.replace(signals=off))
-        signals = base.reconfigured(settings.replace(signals=SignalSettings().model_dump()))
+    with search_service(get_settings()) as base:
+        catalog = base.catalog
+        plain, signals = searcher(base, weights(0)), searcher(base, weights(1))
         texts = [q.text for q, _ in answerable(judged_queries(), all_products(catalog), 1)]
         run = f"bench-merchandising-{time.time_ns()}"
         added = [base.merchandising.add(body, run) for body in random_rules(

@@ -32,6 +32,7 @@ from fashion_search.search.signals import POPULARITY_HALF, SignalWeights, contri
 from fashion_search.search.styles import colour_words, group_by_style, style_key
 from fashion_search.search.synonyms import SynonymSet, check_sets
 from fashion_search.search.understanding import Vocabulary
+from fashion_search.search.words import words
 from fashion_search.settings import REPO_ROOT, SignalSettings
 from tests.helpers import api_client, child_env
 
@@ -225,14 +226,15 @@ def test_a_rule_matches_its_query_understood_values_and_filters() -> None:
     rule = parse_entry({"when": {"query": "Red  Dress", "match": "contains"},
                         "then": {"hide": [1]}})  # fmt: skip
     assert isinstance(rule, Rule)
-    assert rule.when.matches("long red dress", {}, {})
-    assert not rule.when.matches("red long dress", {}, {}) and not rule.when.matches(None, {}, {})
+    assert rule.when.matches(words("long red dress"), {}, {})
+    assert not rule.when.matches(words("red long dress"), {}, {})
+    assert not rule.when.matches(None, {}, {})
     exact = parse_entry({"when": {"query": "red dress", "attributes": {"gender": "Women"}},
                          "then": {"hide": [1]}})  # fmt: skip
     assert isinstance(exact, Rule)
-    assert exact.when.matches("RED dress!", {"gender": ["Women", "Girls"]}, {})
-    assert not exact.when.matches("red dress", {"gender": "Men"}, {})
-    assert not exact.when.matches("long red dress", {"gender": "Women"}, {})
+    assert exact.when.matches(words("RED dress!"), {"gender": ["Women", "Girls"]}, {})
+    assert not exact.when.matches(words("red dress"), {"gender": "Men"}, {})
+    assert not exact.when.matches(words("long red dress"), {"gender": "Women"}, {})
 
 
 def test_synonym_sets_refuse_cycles_and_reuse_and_apply_in_understanding() -> None:

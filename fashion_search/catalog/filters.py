@@ -80,6 +80,11 @@ def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any
     return sql.SQL(" AND ").join(parts), params
 
 
+def filter_values(value: FilterValue) -> list[str | int]:
+    """A filter's value or values, as a list."""
+    return [value] if isinstance(value, str | int) else list(value)
+
+
 def check_filters(filters: Filters | None) -> None:
     """InvalidFilterError for an unknown field or an unusable value (before any work)."""
     where_clause(filters)

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.alias_generators import to_camel
 
-from fashion_search.catalog.filters import FilterValue
+from fashion_search.catalog.filters import FilterValue, filter_values
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.rules import EntryKind, StoredEntry
 from fashion_search.errors import InvalidArgumentError, InvalidRequestError, RuleNotFoundError
@@ -133,8 +133,7 @@ class Merchandising:
         for values in named:
             for name, given in values.items():
                 have = {str(v) for v in facets.get(to_camel(name), ())}
-                wanted = [given] if isinstance(given, str | int) else given
-                missing = [str(v) for v in wanted if str(v) not in have]
+                missing = [str(v) for v in filter_values(given) if str(v) not in have]
                 if missing:
                     raise InvalidRequestError(
                         f"no product has {to_camel(name)} {', '.join(map(repr, missing))}"

@@ -26,7 +26,13 @@ from typing import Annotated, Literal, Self
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel, to_snake
 
-from fashion_search.catalog.filters import FILTER_COLUMNS, Filters, FilterValue, check_filters
+from fashion_search.catalog.filters import (
+    FILTER_COLUMNS,
+    Filters,
+    FilterValue,
+    check_filters,
+    filter_values,
+)
 from fashion_search.catalog.limits import MAX_K, MAX_PRODUCT_ID, MAX_QUERY_CHARS, NO_NUL_PATTERN
 from fashion_search.catalog.models import Product
 from fashion_search.errors import FashionSearchError
@@ -63,7 +69,7 @@ def _admits(product: Product, values: Filters) -> bool:
     """Whether ``product`` has each field's value (or one of its values)."""
     for name, wanted in values.items():
         have = getattr(product, FILTER_COLUMNS[name])
-        if have not in ([wanted] if isinstance(wanted, str | int) else wanted):
+        if have not in filter_values(wanted):
             return False
     return True
 
@@ -74,9 +80,7 @@ def _includes(filters: Filters, values: Filters) -> bool:
     asked = {FILTER_COLUMNS.get(n, n): v for n, v in filters.items()}
     for name, wanted in values.items():
         have = asked.get(FILTER_COLUMNS[name])
-        have_all = [] if have is None else [have] if isinstance(have, str | int) else have
-        wanted_all = [wanted] if isinstance(wanted, str | int) else wanted
-        if not set(have_all) & set(wanted_all):
+        if have is None or not set(filter_values(have)) & set(filter_values(wanted)):
             return False
     return True
 
@@ -100,13 +104,13 @@ class When(_Body):
             raise ValueError("query has no words")
         return self
 
-    def matches(self, query: str | None, understood: Filters, filters: Filters) -> bool:
-        """Whether a search with ``query`` (None: no text), what it was understood to name,
-        and its filters meets every part of the condition."""
+    def matches(self, theirs: list[str] | None, understood: Filters, filters: Filters) -> bool:
+        """Whether a search with the query words ``theirs`` (None: no text), what it was
+        understood to name, and its filters meets every part of the condition."""
         if self.query is not None:
-            if query is None:
+            if theirs is None:
                 return False
-            mine, theirs = words(self.query), words(query)
+            mine = words(self.query)
             if self.match == "exact" and mine != theirs:
                 return False
             if self.match == "contains" and not any(
@@ -239,4 +243,5 @@ def matching(
     rules: Sequence[tuple[int, Rule]], query: str | None, understood: Filters, filters: Filters
 ) -> Effects:
     """The effects of the ``rules`` (id, rule) whose condition a search meets."""
-    return Effects.of([(i, r) for i, r in rules if r.when.matches(query, understood, filters)])
+    theirs = None if query is None else words(query)
+    return Effects.of([(i, r) for i, r in rules if r.when.matches(theirs, understood, filters)])

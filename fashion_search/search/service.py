@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from pydantic.alias_generators import to_camel, to_snake
 
-from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.filters import Filters, filter_values
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.signals import StoredSignals
@@ -516,10 +516,7 @@ def _arrays(
     signals = contributions([n.product for n in pool], stored, weights, datetime.now(UTC))
     if effects.adjustments:
         signals["rules"] = np.array([effects.adjustment(n.product) for n in pool])
-    wanted = [
-        (to_snake(name), {value} if isinstance(value, str) else set(value))
-        for name, value in understood.items()
-    ]
+    wanted = [(to_snake(name), set(filter_values(value))) for name, value in understood.items()]
     return Candidates(
         ids=np.array([n.product.id for n in pool], dtype=np.int64),
         similarity=np.array(

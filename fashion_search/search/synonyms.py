@@ -31,7 +31,7 @@ from pydantic.alias_generators import to_camel
 
 from fashion_search.catalog.limits import NO_NUL_PATTERN
 from fashion_search.errors import InvalidArgumentError
-from fashion_search.search.words import words
+from fashion_search.search.words import phrases_in, words
 
 #: Limits of one set.
 MAX_SYNONYMS = 20
@@ -186,17 +186,7 @@ class Synonyms:
     def spans(self, tokens: Sequence[str]) -> list[tuple[int, int, Phrase]]:
         """Where source phrases are in ``tokens`` (longest first, left to right): start, end,
         and the phrase."""
-        found, start = [], 0
-        while start < len(tokens):
-            for size in range(min(self.longest, len(tokens) - start), 0, -1):
-                phrase = tuple(tokens[start : start + size])
-                if phrase in self.canonical:
-                    found.append((start, start + size, phrase))
-                    start += size
-                    break
-            else:
-                start += 1
-        return found
+        return phrases_in(tokens, self.longest, lambda p: p if p in self.canonical else None)
 
     def rewrite(self, tokens: Sequence[str]) -> list[str]:
         """``tokens`` with each source phrase replaced by its canonical phrase."""

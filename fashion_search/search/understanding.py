@@ -36,7 +36,7 @@ from fashion_search.catalog.filters import Filters
 from fashion_search.search.styles import colour_words
 from fashion_search.search.synonyms import Phrase, Synonyms, SynonymSet
 from fashion_search.search.terms import Term
-from fashion_search.search.words import singular, words
+from fashion_search.search.words import phrases_in, singular, words
 
 #: The fields a query's words are matched against (snake_case).
 UNDERSTOOD_FIELDS = ("gender", "base_colour", "article_type", "season", "usage")
@@ -202,21 +202,15 @@ class Vocabulary:
         """The words of ``text`` (typos read) and the phrases found in them, longest first, left
         to right."""
         tokens = self.corrected(self.synonyms.rewrite(words(text)))
-        found: list[Match] = []
-        start, longest = 0, self.longest
-        while start < len(tokens):
-            for size in range(min(longest, len(tokens) - start), 0, -1):
-                phrase = tuple(tokens[start : start + size])
-                named = self.phrases.get(phrase)
-                if named is None and size == 1:
-                    named = self.phrases.get((singular(phrase[0]),))
-                if named is not None:
-                    found.append(Match(start, start + size, named))
-                    start += size
-                    break
-            else:
-                start += 1
-        return tokens, found
+        found = phrases_in(tokens, self.longest, self._named)
+        return tokens, [Match(start, end, named) for start, end, named in found]
+
+    def _named(self, phrase: Phrase) -> Mapping[str, tuple[str, ...]] | None:
+        """What ``phrase`` names (a single word also in the singular), if anything."""
+        named = self.phrases.get(phrase)
+        if named is None and len(phrase) == 1:
+            named = self.phrases.get((singular(phrase[0]),))
+        return named
 
     def understand(self, text: str) -> Understood:
         """camelCase field -> value (or values) for the phrases of ``text`` (the first per

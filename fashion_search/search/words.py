@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 #: Values named only in the plural (their singular is another word).
 PLURAL_ONLY = frozenset(
@@ -31,3 +35,22 @@ def singular(word: str) -> str:
     if word.endswith("s") and not word.endswith("ss"):
         return word[:-1]
     return word
+
+
+def phrases_in(
+    tokens: Sequence[str], longest: int, find: Callable[[tuple[str, ...]], T | None]
+) -> list[tuple[int, int, T]]:
+    """The phrases of ``tokens`` (up to ``longest`` words) that ``find`` knows, the longest
+    first, left to right, none overlapping: start, end, and what ``find`` gave."""
+    found: list[tuple[int, int, T]] = []
+    start = 0
+    while start < len(tokens):
+        for size in range(min(longest, len(tokens) - start), 0, -1):
+            known = find(tuple(tokens[start : start + size]))
+            if known is not None:
+                found.append((start, start + size, known))
+                start += size
+                break
+        else:
+            start += 1
+    return found

@@ -130,6 +130,11 @@ def require_scope(found: ApiKey | None, needed: Scope) -> None:
         raise InsufficientScopeError(f"this needs a key of scope {needed}, not {found.scope}")
 
 
+def recorded_as(caller: ApiKey | None) -> str:
+    """Who a change made through the API is recorded as: the caller's key, by its name."""
+    return f"api-key:{caller.name}" if caller else "api"
+
+
 def requires(needed: Scope) -> DependsParam:
     """A route dependency: the caller may use a route that needs ``needed``, within its rate."""
 

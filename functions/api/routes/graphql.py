@@ -43,7 +43,7 @@ from strawberry.types.unset import UNSET
 
 from fashion_search.catalog import models
 from fashion_search.catalog.api_keys import ApiKey
-from fashion_search.catalog.filters import Filters
+from fashion_search.catalog.filters import Filters, filter_values
 from fashion_search.catalog.limits import MAX_K, MAX_PAGE_SIZE, MAX_PRODUCT_ID, MAX_SUGGESTIONS
 from fashion_search.catalog.models import METADATA_FIELDS, ProductFields, values_annotation
 from fashion_search.catalog.rules import StoredEntry
@@ -54,7 +54,7 @@ from fashion_search.search.products import ProductService
 from fashion_search.search.request import SearchRequest
 from fashion_search.search.service import Hit, SearchResult, SearchService, decode_base64_image
 from fashion_search.settings import AccessSettings, get_settings
-from functions.api.access import require_scope, requires
+from functions.api.access import recorded_as, require_scope, requires
 from functions.api.dependencies import get_products, get_service
 from functions.api.errors import ERROR_RESPONSES, RETRY_AFTER_S, detail_of, status_of
 from functions.api.graphql_cost import QueryCostLimiter
@@ -227,7 +227,7 @@ def _field_values(values: Filters) -> list[FieldValue]:
     return [
         FieldValue(field=to_camel(f), value=str(v))
         for f, given in values.items()
-        for v in ([given] if isinstance(given, str | int) else given)
+        for v in filter_values(given)
     ]
 
 
@@ -506,7 +506,7 @@ class Mutation:
         if not isinstance(body, dict):
             raise InvalidRequestError("body must be an object")
         service: SearchService = info.context["service"]
-        by = f"api-key:{caller.name}" if caller else "api"
+        by = recorded_as(caller)
         return MerchandisingRule.of(await run_in_threadpool(service.merchandising.add, body, by))
 
     @strawberry.mutation(description="Remove a merchandising rule or synonym set (admin).")

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from fashion_search.catalog.api_keys import ApiKey
 from fashion_search.catalog.limits import MAX_PRODUCT_ID
 from fashion_search.catalog.rules import EntryKind, StoredEntry
-from functions.api.access import requires
+from functions.api.access import recorded_as, requires
 from functions.api.dependencies import Service
 from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import reject_unknown_parameters
@@ -70,8 +70,8 @@ async def add_rule(
 ) -> RuleOut:
     """A rule (``when``, ``then``, ``note``) or a synonym set (``synonyms``; ``words`` with
     ``synonyms`` or ``values``); 422 names what is wrong, and nothing is stored then."""
-    by = f"api-key:{caller.name}" if caller else "api"
-    return RuleOut.of(await run_in_threadpool(service.merchandising.add, body, by))
+    added = await run_in_threadpool(service.merchandising.add, body, recorded_as(caller))
+    return RuleOut.of(added)
 
 
 @router.delete(
