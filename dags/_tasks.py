@@ -85,14 +85,20 @@ def build_candidate(prepared: dict[str, Any], shard: dict[str, int]) -> dict[str
 
 @task.external_python(python=PROJECT_PYTHON, expect_airflow=False)
 def switch_serving(prepared: dict[str, Any]) -> dict[str, Any]:
+    """The switch; with FS_EXPERIMENTS__ROLLOUT_SHARE > 0, an experiment instead (the switch
+    waits for its verdict: decide_experiment)."""
     from dataclasses import asdict
 
     from fashion_search.settings import get_settings
+    from fashion_search.workflows.experiments import trial
     from fashion_search.workflows.rollout import switch
 
     if "skipped" in prepared or prepared["state"] == "serving":
         return {**prepared, "skipped": prepared.get("skipped", "already serving")}
-    return asdict(switch(get_settings(), prepared["version"]))
+    settings = get_settings()
+    if settings.experiments.rollout_share > 0:
+        return asdict(trial(settings, prepared["version"]))
+    return asdict(switch(settings, prepared["version"]))
 
 
 def roll_out(trained: Any) -> Any:

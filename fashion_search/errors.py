@@ -47,6 +47,20 @@ class RuleNotFoundError(CatalogError):
         super().__init__(f"rule {rule_id} does not exist")
 
 
+class ExperimentNotFoundError(CatalogError):
+    """No experiment has the requested id (or none has run yet)."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class ExperimentStateError(CatalogError):
+    """An experiment already runs (one at a time), or the one named has stopped."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class EmbeddingDimensionError(CatalogError):
     """A vector does not have the catalog's embedding dimension."""
 

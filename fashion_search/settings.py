@@ -479,8 +479,23 @@ class SignalSettings(_Group):
     boost_weight: float = Field(0.04, ge=0.0)
 
 
+class ExperimentSettings(_Group):
+    """Online experiments (fashion_search.experiments): when the sequential test may say stop."""
+
+    # The chance of a wrong "better" or "worse", however often the status is read.
+    alpha: float = Field(0.05, gt=0.0, lt=1.0)
+    # Sessions each arm needs before the test may decide (its variance is estimated).
+    min_sessions: int = Field(100, ge=2)
+    # finetune: the share of sessions a better candidate gets in an experiment before it may
+    # serve (decide_experiment switches when it wins, retires it when it loses); 0 switches
+    # at once.
+    rollout_share: float = Field(0.0, ge=0.0, lt=1.0)
+
+
 #: The request header that carries an API key (the API reads it, clients send it).
 API_KEY_HEADER = "X-API-Key"
+#: The request header that names the shopper's session (experiments assign arms by it).
+SESSION_HEADER = "X-Session-Id"
 
 
 class AccessSettings(_Group):
@@ -547,6 +562,7 @@ class Settings(_Group):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     signals: SignalSettings = Field(default_factory=SignalSettings)
+    experiments: ExperimentSettings = Field(default_factory=ExperimentSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)

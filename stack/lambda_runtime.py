@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import yaml
@@ -117,6 +118,8 @@ class ComposeFunctions:
             "KafkaBootstrap": ingest["FS_KAFKA_BOOTSTRAP"],
             "KafkaUsername": ingest["FS_KAFKA_USERNAME"],
             "KafkaPassword": ingest["FS_KAFKA_PASSWORD"],
+            # LocalStack's community edition has no HTTP API: the functions' own URLs instead.
+            "FunctionUrls": "true",
         }
 
 
@@ -171,6 +174,21 @@ def deployed_function(name: str, settings: Settings) -> str:
     [found] = [f["FunctionName"] for f in functions
                if f["FunctionName"].startswith(f"{STACK_NAME}-{name}-")]  # fmt: skip
     return str(found)
+
+
+def url_functions() -> list[str]:
+    """The functions template.yaml gives a function URL (``<function>Url``, FunctionUrls=true)."""
+    resources = template()["Resources"].items()
+    return [name.removesuffix("Url") for name, r in resources if r["Type"] == "AWS::Lambda::Url"]
+
+
+def function_url(name: str, settings: Settings) -> tuple[str, str]:
+    """Where the function URL of the template's function ``name`` on LocalStack answers: its
+    published endpoint, and the ``Host`` header that routes there (the URL's host,
+    ``<id>.lambda-url.<region>.localhost.localstack.cloud``, needs public DNS)."""
+    function = deployed_function(name, settings)
+    url = localstack("lambda", settings).get_function_url_config(FunctionName=function)
+    return settings.ingest.sqs_endpoint_url, urlsplit(url["FunctionUrl"]).netloc
 
 
 @contextmanager
@@ -235,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "deploy":
         deploy(settings, functions)
         print(f"deployed stack {STACK_NAME} to {settings.ingest.sqs_endpoint_url}")
+        for name in url_functions():
+            endpoint, host = function_url(name, settings)
+            print(f"{name}: curl -H 'Host: {host}' -H 'X-API-Key: ...' {endpoint}/...")
         return 0
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(functions.env_vars(), indent=2) + "\n")

@@ -6,13 +6,24 @@ are predictable, for tests of the search pipeline without a model."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+from fashion_search.catalog.db import create_pool
+from fashion_search.catalog.migrate import migrate
+from fashion_search.catalog.models import Product, ProductFields
+from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import Array, Embeddings, ModelInfo
 from fashion_search.search.understanding import words
+from fashion_search.settings import Settings
+from stack.postgres import create_database
+from tests.helpers import database
 
 DIMENSION = 64
 
@@ -55,3 +66,37 @@ class StandInEmbedder:
             "stand-in", "stand-in", self.version, DIMENSION, ["none"], False,
             versions={self.version: DIMENSION},
         )  # fmt: skip
+
+
+@contextmanager
+def stand_in_catalog(
+    stack_settings: Settings, fields: Sequence[ProductFields], name: str
+) -> Iterator[tuple[Settings, Catalog, np.ndarray]]:
+    """A database ``<stack's>_<name>`` (dropped after) holding ``fields`` embedded by their
+    titles as the stand-in version (:class:`StandInEmbedder`'s default); its settings (no
+    relevance cutoff), catalog and the vectors, in the order of ``fields``."""
+    settings = stack_settings.replace(
+        database=database(stack_settings, f"{stack_settings.database.name}_{name}"),
+        search={"min_score": None},
+    )
+    admin = make_conninfo(settings.database.url, dbname="postgres")
+    create_database(admin, settings.database.name)
+    try:
+        migrate(settings.database.url, DIMENSION)
+        with create_pool(settings) as pool:
+            catalog = Catalog.of(pool)
+            catalog.products.upsert_many(
+                [Product(**f.model_dump(), image_key=f"images/{f.id}.jpg") for f in fields]
+            )
+            vectors = np.stack([text_vector(f.product_display_name) for f in fields])
+            version = StandInEmbedder().version
+            catalog.versions.bootstrap(version, DIMENSION)
+            catalog.embeddings.set_embeddings(version, [f.id for f in fields], vectors)
+            yield settings, catalog, vectors
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
+                    sql.Identifier(settings.database.name)
+                )
+            )

@@ -9,12 +9,13 @@ import base64
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.experiments.design import Design
 from fashion_search.search.service import SearchService
 from fashion_search.settings import REPO_ROOT, Settings
 from fashion_search.storage import product_image_key
@@ -85,6 +86,23 @@ def requests(search_service: SearchService, search_settings: Settings) -> Iterat
     def new_rule() -> int:
         return search_service.merchandising.add(rule, "matrix").id
 
+    experiments = search_service.experiments
+    design = {"arms": [{"name": "A", "kind": "serving", "share": 0.5},
+                       {"name": "B", "kind": "mode", "value": "vector", "share": 0.5}]}  # fmt: skip
+
+    def none_running() -> str:
+        if search_service.catalog.experiments.running():
+            experiments.stop(None, "matrix")
+        return "/experiments"
+
+    def one_running(path: str) -> Callable[[], str]:
+        def started() -> str:
+            if not search_service.catalog.experiments.running():
+                experiments.start(Design.of(design), "matrix")
+            return path
+
+        return started
+
     routes = {
         "GET /health": row("public", "GET /health"),
         "GET /search/text": row("search", "GET /search/text", params={"q": "shirt"}),
@@ -118,6 +136,10 @@ def requests(search_service: SearchService, search_settings: Settings) -> Iterat
             "query": "mutation($b: JSON!) { addRule(body: $b) { id } }", "variables": {"b": rule}}),
         "POST /graphql removeRule": row("admin", "POST /graphql", json=lambda: {
             "query": f'mutation {{ removeRule(id: "{new_rule()}") }}'}),
+        "GET /experiments": row("admin", "GET /experiments", one_running("/experiments")),
+        "POST /experiments": row("admin", "POST /experiments", none_running, json=design),
+        "POST /experiments/stop": row("admin", "POST /experiments/stop",
+                                      one_running("/experiments/stop")),
     }  # fmt: skip
     for field, query in GRAPHQL_FIELDS.items():
         document = query % {"id": pid, "image": image_b64}
@@ -126,6 +148,7 @@ def requests(search_service: SearchService, search_settings: Settings) -> Iterat
     yield routes
     for entry in search_service.merchandising.entries():
         search_service.merchandising.remove(entry.id)
+    none_running()
 
 
 def test_the_matrix_names_every_route(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import random
 import re
 import time
 import uuid
@@ -483,3 +484,79 @@ def test_retraining_is_due_when_upload_labels_drift(dags_settings: Settings) -> 
             store.client.delete_object(Bucket=settings.storage.uploads_bucket, Key=key)
         reconcile_uploads(settings, function)  # their products leave the catalog
         store.delete_bucket(settings.storage.uploads_bucket)
+
+
+def _candidate(settings: Settings) -> str:
+    """A registered version whose training run says it beats the champion (untrained: its
+    quality is the shoppers' simulated clicks' to say)."""
+    outcome = train_and_register(
+        settings, ModelSpec("fashion-tiny"), TrainConfig(epochs=0), settings.dataset_source,
+        export_version, limit=ROWS, progress=False,
+    )  # fmt: skip
+    configure_mlflow(settings).set_tag(outcome.version.run_id, "better", "true")
+    return str(outcome.version.version)
+
+
+def _shoppers(settings: Settings, experiment: int, click: dict[str, float]) -> None:
+    """80 SIMULATED sessions of 2 searches each, assigned as the API would; a search is clicked
+    (position 1) with its arm's probability."""
+    from fashion_search.experiments.assignment import assign
+
+    rng = random.Random(experiment)
+    with create_pool(settings) as pool:
+        catalog = Catalog.of(pool)
+        running = catalog.experiments.get(experiment)
+        product = catalog.products.list_products(limit=1).items[0].id
+        for n in range(80):
+            session = f"sim-{experiment}-{n}"
+            arm = assign(experiment, running.design, session).name
+            for _ in range(2):
+                search = catalog.experiments.record_search(experiment, arm, session)
+                if rng.random() < click[arm]:
+                    catalog.feedback.record(Feedback(
+                        signal="click", query="shirt", product_id=product, position=1,
+                        session_id=session, search_id=search))  # fmt: skip
+
+
+def test_finetune_tries_a_candidate_on_shoppers_and_switches_only_when_it_wins(
+    airflow: LocalAirflow, dags_settings: Settings
+) -> None:
+    """With FS_EXPERIMENTS__ROLLOUT_SHARE, finetune's better candidate gets an experiment
+    instead of the switch; decide_experiment waits, then promotes a winner (it serves, with
+    the decision on its MLflow run) and retires a loser."""
+    client, name = configure_mlflow(dags_settings), dags_settings.registry.model_name
+    share = {"FS_EXPERIMENTS__ROLLOUT_SHARE": "0.5", "FS_EXPERIMENTS__MIN_SESSIONS": "20"}
+    for wins in (True, False):
+        served = champion(client, name, dags_settings.registry.model_alias)
+        assert served is not None
+        version = _candidate(dags_settings)
+        tried = _dag(airflow, dags_settings, "finetune", {}, mark_success="^train_model$",
+                     **share)  # fmt: skip
+        assert tried.state == "success", tried.log[-3000:]
+        experiment = _report(tried, "experiment")
+        assert (experiment["version"], experiment["share"]) == (version, 0.5)
+        assert _catalog(dags_settings) == [(served.version, _product_count(dags_settings))]
+        waiting = _dag(airflow, dags_settings, "decide_experiment", {}, **share)
+        assert _report(waiting, "decided")["decided"]["outcome"] == "waiting"
+        clicks = {"champion": 0.1, "candidate": 0.9} if wins else {"champion": 0.9,
+                                                                  "candidate": 0.1}  # fmt: skip
+        _shoppers(dags_settings, experiment["experiment"], clicks)
+        decided = _dag(airflow, dags_settings, "decide_experiment", {}, **share)
+        assert decided.state == "success", decided.log[-3000:]
+        outcome = _report(decided, "decided")["decided"]
+        assert outcome["outcome"] == ("promoted" if wins else "retired"), outcome
+        now = champion(client, name, dags_settings.registry.model_alias)
+        assert now is not None and now.version == (version if wins else served.version)
+        run = client.get_run(client.get_model_version(name, version).run_id)
+        assert run.data.tags["experiment_outcome"] == outcome["outcome"]
+        assert "experiment_p_value" in run.data.metrics
+        with create_pool(dags_settings) as pool:
+            catalog = Catalog.of(pool)
+            assert catalog.versions.get(version).state == ("serving" if wins else "retired")
+            assert catalog.experiments.running() is None
+
+
+def _product_count(settings: Settings) -> int:
+    with psycopg.connect(settings.database.url) as conn:
+        row = conn.execute("SELECT count(*) FROM products").fetchone()
+    return int(row[0]) if row else 0

@@ -4,8 +4,8 @@ runtime's image as ``python -m stack.images build`` makes it (no registry), the 
 ``events/``, ``sam local start-api`` (the HTTP API with its key authorizer) answering the
 README's searches and GraphQL as the FastAPI app (the compose ``api`` service) does, and
 template.yaml deployed to the deployment's LocalStack with ``sam deploy``: 50 uploads through
-its event source mapping, a database outage retried through it, the search function through
-its Lambda API.
+its event source mapping, a database outage retried through it, the search functions over HTTP
+through their function URLs.
 
 The functions join the deployment's network with the environment of their role's service
 (``stack.lambda_runtime env``: the search API's credentials, the upload path's). Runs with the
@@ -41,6 +41,7 @@ from stack.lambda_runtime import (
     deploy,
     deployed_function,
     function_roles,
+    function_url,
     localstack,
     sam_environment,
     sam_local,
@@ -339,19 +340,29 @@ def test_a_database_outage_loses_no_upload(on_localstack: Functions) -> None:
     assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "0"
 
 
-def test_the_search_functions_answer_through_localstacks_lambda_api(
-    on_localstack: Functions, tmp_path: Path
-) -> None:
-    """LocalStack's community edition has no HTTP API (API Gateway v2): the search function is
-    invoked through its Lambda API, with the same hits as the FastAPI app."""
-    deployment = on_localstack.deployment
-    event = _event("text_search_get.json", deployment)
-    function = deployed_function("TextSearchFunction", SETTINGS)
-    answer = localstack("lambda", SETTINGS).invoke(
-        FunctionName=function, Payload=json.dumps(event).encode()
-    )
-    assert "FunctionError" not in answer
-    result = json.loads(answer["Payload"].read())
-    assert result["statusCode"] == 200, result
-    expected = _app_answer(event, deployment).json()
-    assert _hits(json.loads(result["body"])) == _hits(expected) != []
+def test_the_search_functions_answer_over_http_on_localstack(on_localstack: Functions) -> None:
+    """LocalStack's community edition has no HTTP API (API Gateway v2): the text search, image
+    search and metadata functions answer through their function URLs on LocalStack's endpoint,
+    with the same hits as the FastAPI app, and check the key themselves."""
+    headers = on_localstack.deployment.headers
+    text, text_host = function_url("TextSearchFunction", SETTINGS)
+    for path in EXAMPLES:
+        answer = httpx.get(f"{text}{path}", headers={**headers, "Host": text_host}, timeout=120)
+        expected = httpx.get(f"{API}{path}", headers=headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert _hits(answer.json()) and _hits(answer.json()) == _hits(expected.json()), path
+    keyless = httpx.get(f"{text}{EXAMPLES[0]}", headers={"Host": text_host}, timeout=120)
+    assert keyless.status_code == 401, keyless.text
+    image, image_host = function_url("ImageSearchFunction", SETTINGS)
+    body = {"productId": answer.json()["hits"][0]["id"], "k": 5}  # a product of this catalog
+    answer = httpx.post(f"{image}/search/image", json=body,
+                        headers={**headers, "Host": image_host}, timeout=120)  # fmt: skip
+    expected = httpx.post(f"{API}/search/image", json=body, headers=headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert _hits(answer.json()) and _hits(answer.json()) == _hits(expected.json())
+    metadata, metadata_host = function_url("MetadataFunction", SETTINGS)
+    graphql = {"query": GRAPHQL}
+    answer = httpx.post(f"{metadata}/graphql", json=graphql,
+                        headers={**headers, "Host": metadata_host}, timeout=120)  # fmt: skip
+    expected = httpx.post(f"{API}/graphql", json=graphql, headers=headers, timeout=60)
+    assert answer.status_code == 200 and answer.json() == expected.json(), answer.text

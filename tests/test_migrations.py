@@ -14,8 +14,10 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from fashion_search.catalog.experiments import ExperimentRepository
 from fashion_search.catalog.migrate import discover_migrations, migrate
 from fashion_search.catalog.rules import RuleRepository
+from fashion_search.experiments.design import Design
 
 
 def test_migrations_apply_once_then_noop(scratch_database: str) -> None:
@@ -106,7 +108,7 @@ def test_discover_refuses_gaps_and_bad_names(tmp_path: Path) -> None:
         discover_migrations(tmp_path)
 
 
-def test_the_api_role_manages_merchandising_rules_and_the_upload_path_cannot(
+def test_the_api_role_manages_rules_and_experiments_and_the_upload_path_cannot(
     scratch_database: str,
 ) -> None:
     migrate(scratch_database, 8)
@@ -128,3 +130,11 @@ def test_the_api_role_manages_merchandising_rules_and_the_upload_path_cannot(
     upload_path = RuleRepository(AsRole("fashion_ingest"))  # type: ignore[arg-type]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         upload_path.add("synonyms", {"synonyms": ["a", "b"]}, "test")
+    # Experiments likewise: the API starts, records searches and stops; the upload path cannot.
+    design = Design.parse(["A=serving", "B=mode:vector"])
+    experiments = ExperimentRepository(AsRole("fashion_api"))  # type: ignore[arg-type]
+    started = experiments.start(design, "test")
+    assert experiments.record_search(started.id, "A", "s1") >= 1
+    assert not experiments.stop(started.id, "test", {"verdict": "keep running"}).running
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        ExperimentRepository(AsRole("fashion_ingest")).start(design, "test")  # type: ignore[arg-type]

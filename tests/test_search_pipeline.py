@@ -10,15 +10,9 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.migrate import migrate
-from fashion_search.catalog.models import Product, ProductFields
-from fashion_search.catalog.repositories import Catalog
+from fashion_search.catalog.models import ProductFields
 from fashion_search.embedding_client import Embeddings, ModelVersionNotLoadedError
 from fashion_search.errors import ServingVersionUnavailableError
 from fashion_search.search.collapse import FINGERPRINT_BYTES
@@ -27,9 +21,7 @@ from fashion_search.search.service import SearchResult, SearchService
 from fashion_search.search.understanding import words
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
-from stack.postgres import create_database
-from tests.helpers import database
-from tests.stand_in import DIMENSION, StandInEmbedder, text_vector
+from tests.stand_in import StandInEmbedder, stand_in_catalog
 
 #: Products of the slice.
 ROWS = 3000
@@ -48,40 +40,18 @@ class Pipeline:
 
 @pytest.fixture(scope="module")
 def pipeline(stack_settings: Settings, dataset_products: list[ProductFields]) -> Iterator[Pipeline]:
-    settings = stack_settings.replace(
-        database=database(stack_settings, f"{stack_settings.database.name}_pipeline"),
-        search={"min_score": None},
-    )
-    admin = make_conninfo(settings.database.url, dbname="postgres")
-    create_database(admin, settings.database.name)
     fields = dataset_products[:ROWS]
-    try:
-        migrate(settings.database.url, DIMENSION)
-        with create_pool(settings) as pool:
-            catalog = Catalog.of(pool)
-            catalog.products.upsert_many(
-                [Product(**f.model_dump(), image_key=f"images/{f.id}.jpg") for f in fields]
-            )
-            vectors = np.stack([text_vector(f.product_display_name) for f in fields])
-            # the first product and its nearest other product share one image (collapse)
-            twin = fields[int(np.argsort(-(vectors @ vectors[0]))[1])]
-            rng = np.random.default_rng(0)
-            prints = {f.id: rng.integers(0, 256, FINGERPRINT_BYTES, np.uint8).tobytes()
-                      for f in fields}  # fmt: skip
-            prints[twin.id] = prints[fields[0].id]
-            catalog.products.fill_fingerprints(prints)
-            embedder = StandInEmbedder()
-            catalog.versions.bootstrap(embedder.version, DIMENSION)
-            catalog.embeddings.set_embeddings(embedder.version, [f.id for f in fields], vectors)
-            service = SearchService(settings, catalog, ObjectStore(settings), embedder)
-            yield Pipeline(service, embedder, fields, twin)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE {} WITH (FORCE)").format(
-                    sql.Identifier(settings.database.name)
-                )
-            )
+    with stand_in_catalog(stack_settings, fields, "pipeline") as (settings, catalog, vectors):
+        # the first product and its nearest other product share one image (collapse)
+        twin = fields[int(np.argsort(-(vectors @ vectors[0]))[1])]
+        rng = np.random.default_rng(0)
+        prints = {f.id: rng.integers(0, 256, FINGERPRINT_BYTES, np.uint8).tobytes()
+                  for f in fields}  # fmt: skip
+        prints[twin.id] = prints[fields[0].id]
+        catalog.products.fill_fingerprints(prints)
+        embedder = StandInEmbedder()
+        service = SearchService(settings, catalog, ObjectStore(settings), embedder)
+        yield Pipeline(service, embedder, fields, twin)
 
 
 def _titles(result: SearchResult) -> list[set[str]]:

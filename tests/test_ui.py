@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +20,9 @@ from streamlit.testing.v1 import AppTest
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
+from fashion_search.experiments.assignment import assign
+from fashion_search.experiments.design import Design
+from fashion_search.experiments.service import EXPERIMENT_TTL_S, Experiments
 from fashion_search.settings import REPO_ROOT, Settings, get_settings
 from fashion_search.storage import ObjectStore, product_image_key
 from stack.process import ManagedProcess
@@ -209,6 +213,30 @@ def test_a_text_searchs_results_send_feedback(app: AppTest, search_settings: Set
                                      ("click", shown[0], 1, "shirt")]  # fmt: skip
     assert len({r[4] for r in sent}) == 1  # one session
     assert {r[5] for r in sent} == {api_search(search_settings, q="shirt")["modelVersion"]}
+
+
+def test_an_experiments_arm_is_named_and_its_search_gets_the_feedback(
+    app: AppTest, merchandiser: tuple[str, Catalog], search_settings: Settings
+) -> None:
+    """The UI's session is an experiment's shopper: the caption names the arm, and feedback
+    names the search the arm answered."""
+    catalog = merchandiser[1]
+    experiments = Experiments(catalog, search_settings.experiments)
+    started = experiments.start(Design.parse(["A=serving", "B=mode:vector"]), "ui-test")
+    try:
+        time.sleep(EXPERIMENT_TTL_S)  # the API reads the running experiment again
+        search(app, "shirt")
+        assert not app.exception
+        arm = assign(started.id, started.design, app.session_state["session-id"])
+        assert any(f"experiment {started.id}, arm {arm.name}" in c.value for c in app.caption)
+        shown = result_ids(app, "text-")
+        app.button(key=f"cart-text-{shown[0]}").click().run()
+        # the click reruns the page, which searches again: a second search, nothing done yet
+        outcomes = catalog.experiments.outcomes(started.id)
+        assert (outcomes[0].arm, outcomes[0].added_to_cart) == (arm.name, True)
+        assert {o.arm for o in outcomes} == {arm.name}
+    finally:
+        experiments.stop(started.id, "ui-test")
 
 
 def test_api_errors_are_shown_not_raised(app: AppTest) -> None:

@@ -116,10 +116,16 @@ def counts_of(facet_counts: dict[str, list[dict[str, Any]]] | None) -> Counts:
             for field, values in (facet_counts or {}).items()}  # fmt: skip
 
 
+def session_id() -> str:
+    """The shopper's session: experiments assign it an arm, feedback names it."""
+    session: str = st.session_state.setdefault("session-id", uuid.uuid4().hex)
+    return session
+
+
 def send_feedback(signal: str, hit: dict[str, Any], position: int, shown: Shown) -> None:
     """Record the shopper's ``signal`` on the hit at ``position`` of a text search."""
-    session = st.session_state.setdefault("session-id", uuid.uuid4().hex)
-    api().feedback(signal, shown.query, hit["id"], position, session, shown.model_version)
+    api().feedback(signal, shown.query, hit["id"], position, session_id(), shown.model_version,
+                   shown.search_id)  # fmt: skip
     if signal == "add_to_cart":
         st.toast(f"Added {hit['productDisplayName']} to the cart")
     elif signal == "not_relevant":
@@ -141,7 +147,8 @@ def close_product() -> None:
 
 
 def summary(result: dict[str, Any], what: str) -> None:
-    """What was searched: results, model, mode, what the query was understood to name, cut."""
+    """What was searched: results, model, mode, what the query was understood to name, cut,
+    and the experiment's arm that answered."""
     parts = [f"{len(result['hits'])} results", f"model version {result['modelVersion']}", what]
     if result.get("understood"):
         named = ", ".join(
@@ -153,6 +160,8 @@ def summary(result: dict[str, Any], what: str) -> None:
         parts.append(
             f"{result['cut']} weak matches hidden (similarity below {result['minScore']:g})"
         )
+    if result.get("experiment"):
+        parts.append(f"experiment {result['experiment']['id']}, arm {result['experiment']['arm']}")
     st.caption(" · ".join(parts))
     if result.get("belowCutoff"):
         st.warning("No close matches, showing the nearest.")
@@ -160,10 +169,12 @@ def summary(result: dict[str, Any], what: str) -> None:
 
 @dataclass(frozen=True)
 class Shown:
-    """What a text search's results were shown for: the query and the model version."""
+    """What a text search's results were shown for: the query, the model version, and the
+    experiment's search (when an experiment answered)."""
 
     query: str
     model_version: str | None
+    search_id: int | None = None
 
 
 def grid(hits: list[dict[str, Any]], key: str, shown: Shown | None = None) -> None:
@@ -243,9 +254,11 @@ def search_page(k: int, mode: str, refine: dict[str, Any]) -> Counts:
         search_box()
         query = st.session_state["query"]
         if query.strip():
-            result = api().search_text(query, k, filters, mode, refine)
+            result = api().search_text(query, k, filters, mode, refine, session_id())
             summary(result, mode)
-            grid(result["hits"], "text", Shown(query, result["modelVersion"]))
+            experiment = result.get("experiment") or {}
+            shown = Shown(query, result["modelVersion"], experiment.get("searchId"))
+            grid(result["hits"], "text", shown)
             counts = counts_of(result["facets"])
     with image_tab:
         upload = st.file_uploader("A product photo", type=["jpg", "jpeg", "png", "webp"])

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from fashion_search.errors import FashionSearchError
-from fashion_search.settings import API_KEY_HEADER
+from fashion_search.settings import API_KEY_HEADER, SESSION_HEADER
 
 
 class ApiError(FashionSearchError):
@@ -66,10 +66,15 @@ class SearchApi:
         filters: dict[str, list[str]],
         mode: str,
         refine: dict[str, Any] | None = None,
+        session_id: str | None = None,
     ) -> dict[str, Any]:
-        """``POST /search/text`` (``refine``: minScore, collapse, facets, understand...)."""
+        """``POST /search/text`` (``refine``: minScore, collapse, facets, understand...), for
+        the shopper's session (a running experiment answers with its arm)."""
         body = {"q": query, "k": k, "filters": filters, "mode": mode, **(refine or {})}
-        result: dict[str, Any] = self._json(self._http.post("/search/text", json=body))
+        headers = {SESSION_HEADER: session_id} if session_id else {}
+        result: dict[str, Any] = self._json(
+            self._http.post("/search/text", json=body, headers=headers)
+        )
         return result
 
     def search_image(
@@ -115,10 +120,13 @@ class SearchApi:
         return result
 
     def feedback(self, signal: str, query: str, product_id: int, position: int,
-                 session_id: str, model_version: str | None) -> None:  # fmt: skip
-        """``POST /feedback``: a shopper's signal on the result at ``position``."""
+                 session_id: str, model_version: str | None,
+                 search_id: int | None = None) -> None:  # fmt: skip
+        """``POST /feedback``: a shopper's signal on the result at ``position`` (of the
+        experiment's search ``search_id``, if one answered)."""
         body = {"signal": signal, "query": query, "productId": product_id, "position": position,
-                "sessionId": session_id, "modelVersion": model_version}  # fmt: skip
+                "sessionId": session_id, "modelVersion": model_version,
+                "searchId": search_id}  # fmt: skip
         self._json(self._http.post("/feedback", json=body))
 
     def rules(self) -> list[dict[str, Any]]:

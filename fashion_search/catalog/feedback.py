@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import psycopg
 from psycopg.rows import class_row
 
 from fashion_search.catalog.table import Table
-from fashion_search.errors import ProductNotFoundError
+from fashion_search.errors import InvalidRequestError, ProductNotFoundError
 from fashion_search.learning.feedback import Feedback, FeedbackRecord
 
 _ROWS = class_row(FeedbackRecord)
-_COLUMNS = "id, created_at, signal, query, product_id, position, session_id, model_version"
+_COLUMNS = (
+    "id, created_at, signal, query, product_id, position, session_id, model_version, search_id"
+)
 
 
 class FeedbackRepository(Table):
@@ -21,15 +24,20 @@ class FeedbackRepository(Table):
 
     def record(self, feedback: Feedback) -> FeedbackRecord:
         """Store ``feedback``; ProductNotFoundError (nothing stored) when its product is not in
-        the catalog."""
-        with self.pool.connection() as conn, conn.cursor(row_factory=_ROWS) as cur:
-            stored: FeedbackRecord | None = cur.execute(
-                f"INSERT INTO feedback (signal, query, product_id, position, session_id,"
-                f" model_version) SELECT %s, %s, p.id, %s, %s, %s FROM products p WHERE p.id = %s"
-                f" RETURNING {_COLUMNS}",
-                (feedback.signal, feedback.query, feedback.position, feedback.session_id,
-                 feedback.model_version, feedback.product_id),
-            ).fetchone()  # fmt: skip
+        the catalog, InvalidRequestError when it names a search no experiment answered."""
+        try:
+            with self.pool.connection() as conn, conn.cursor(row_factory=_ROWS) as cur:
+                stored: FeedbackRecord | None = cur.execute(
+                    f"INSERT INTO feedback (signal, query, product_id, position, session_id,"
+                    f" model_version, search_id) SELECT %s, %s, p.id, %s, %s, %s, %s"
+                    f" FROM products p WHERE p.id = %s RETURNING {_COLUMNS}",
+                    (feedback.signal, feedback.query, feedback.position, feedback.session_id,
+                     feedback.model_version, feedback.search_id, feedback.product_id),
+                ).fetchone()  # fmt: skip
+        except psycopg.errors.ForeignKeyViolation:
+            raise InvalidRequestError(
+                f"searchId: {feedback.search_id} is not a search of an experiment"
+            ) from None
         if stored is None:
             raise ProductNotFoundError(feedback.product_id)
         return stored

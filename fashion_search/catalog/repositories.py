@@ -9,6 +9,7 @@ from psycopg_pool import ConnectionPool
 
 from fashion_search.catalog.api_keys import ApiKeyRepository
 from fashion_search.catalog.embeddings import EmbeddingRepository
+from fashion_search.catalog.experiments import ExperimentRepository
 from fashion_search.catalog.feedback import FeedbackRepository
 from fashion_search.catalog.products import ProductRepository
 from fashion_search.catalog.replicas import ReplicatedReads
@@ -25,7 +26,7 @@ from fashion_search.catalog.versions import CatalogVersions
 class Catalog:
     """Products (reads, listing, writes), vector search, uploads, embedding upkeep, the model
     versions the catalog holds embeddings of, the API's keys, completions, shoppers'
-    feedback, the ranking's business signals, and merchandising rules."""
+    feedback, the ranking's business signals, merchandising rules, and online experiments."""
 
     products: ProductRepository
     vectors: VectorSearch
@@ -37,6 +38,7 @@ class Catalog:
     feedback: FeedbackRepository
     signals: SignalRepository
     rules: RuleRepository
+    experiments: ExperimentRepository
     replicas: ReplicatedReads | None = None  # where the reads go, when there are replicas
 
     @classmethod
@@ -45,15 +47,16 @@ class Catalog:
 
         With ``reads`` (the API's), products, vector search, versions and completions read
         from the replicas (products missing there from ``pool`` too); uploads, embeddings,
-        keys, feedback, signals and rules keep to ``pool``: for a process that writes nothing else
-        (the API)."""
+        keys, feedback, signals, rules and experiments keep to ``pool``: for a process that
+        writes nothing else (the API)."""
         read: Connections = pool if reads is None else reads
         primary = None if reads is None else ProductRepository(pool)
         products = ProductRepository(read, primary)
         return cls(
             products, VectorSearch(read), UploadRepository(pool), EmbeddingRepository(pool),
             CatalogVersions(read), ApiKeyRepository(pool), SuggestionRepository(read),
-            FeedbackRepository(pool), SignalRepository(pool), RuleRepository(pool), reads,
+            FeedbackRepository(pool), SignalRepository(pool), RuleRepository(pool),
+            ExperimentRepository(pool), reads,
         )  # fmt: skip
 
     @property

@@ -1,12 +1,20 @@
 """``fashion-search`` command: catalog administration, rollouts, evaluation, uploads, access,
-merchandising."""
+merchandising, online experiments."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from fashion_search.cli import access, catalog, evaluation, merchandising, rollout, uploads
+from fashion_search.cli import (
+    access,
+    catalog,
+    evaluation,
+    experiments,
+    merchandising,
+    rollout,
+    uploads,
+)
 from fashion_search.commands import run
 
 
@@ -14,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``fashion-search`` command line; each command's function is its ``run`` default."""
     parser = argparse.ArgumentParser(prog="fashion-search", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (catalog, evaluation, uploads, access, rollout, merchandising):
+    for group in (catalog, evaluation, uploads, access, rollout, merchandising, experiments):
         group.register(commands)
     return parser
 

@@ -34,7 +34,8 @@ def _text(max_length: int) -> object:
 
 
 class Feedback(BaseModel):
-    """One signal on one product shown at ``position`` (1 = the top hit) for ``query``."""
+    """One signal on one product shown at ``position`` (1 = the top hit) for ``query``; in an
+    experiment, the search that showed it."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
@@ -44,6 +45,8 @@ class Feedback(BaseModel):
     position: Annotated[int, Field(strict=True, ge=1, le=MAX_CANDIDATES)]
     session_id: Annotated[str, _text(MAX_SESSION_ID_CHARS)]
     model_version: Annotated[str, _text(MAX_MODEL_VERSION_CHARS)] | None = None
+    #: The experiment's search the product was shown by (its answer's ``experiment.searchId``).
+    search_id: Annotated[int, Field(strict=True, ge=1, le=2**63 - 1)] | None = None
 
 
 class FeedbackRecord(Feedback):

@@ -39,6 +39,9 @@ from fashion_search.errors import (
     InvalidImageError,
     ProductNotEmbeddedError,
 )
+from fashion_search.experiments.assignment import assign
+from fashion_search.experiments.design import SETTING_VALUES
+from fashion_search.experiments.service import Experiments
 from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCounts, count_facets
 from fashion_search.search.image_urls import ImageUrls
@@ -90,6 +93,16 @@ class Hit:
     variants: tuple[Variant, ...] = ()
 
 
+@dataclass(frozen=True)
+class Shown:
+    """The experiment and arm that answered a search, and the search's id (feedback names it:
+    what the shopper did is credited to that arm)."""
+
+    experiment_id: int
+    arm: str
+    search_id: int
+
+
 @dataclass
 class SearchResult:
     """Hits, best first, with the serving model version and where the time went; what the
@@ -97,7 +110,8 @@ class SearchResult:
     facet counts over the kept candidates (when asked). ``below_cutoff``: no candidate passed
     the cutoff, so the hits are the nearest ones below it (never an empty page for a query
     the catalog has candidates for). ``rules``: the merchandising rules that applied, and
-    ``redirect``, the filters they sent the search to."""
+    ``redirect``, the filters they sent the search to. ``experiment``: the experiment and arm
+    that answered, and the search's id there."""
 
     hits: list[Hit]
     mode: str
@@ -110,6 +124,7 @@ class SearchResult:
     below_cutoff: bool = False
     rules: tuple[int, ...] = ()
     redirect: Filters | None = None
+    experiment: Shown | None = None
 
 
 @contextmanager
@@ -195,6 +210,8 @@ class SearchService:
         )
         self.image_url = image_url or ImageUrls(settings, store)
         self.signals = SignalWeights.of(settings.signals)
+        self.experiments = Experiments(catalog, settings.experiments)
+        self._versions: dict[str, SearchService] = {}
         self._lexical = ThreadPoolExecutor(4, thread_name_prefix="title-search")
 
     def reconfigured(self, settings: Settings) -> SearchService:
@@ -215,8 +232,34 @@ class SearchService:
             request.group,
         )  # fmt: skip
 
-    def search(self, request: SearchRequest) -> SearchResult:
-        """The products for a checked request (:class:`SearchRequest`)."""
+    def search(self, request: SearchRequest, session_id: str | None = None) -> SearchResult:
+        """The products for a checked request (:class:`SearchRequest`); a shopper's session
+        in a running experiment gets its arm's answer, which names the experiment and arm."""
+        experiment = self.experiments.running() if session_id else None
+        if experiment is None or session_id is None:
+            return self._search(request)
+        arm = assign(experiment.id, experiment.design, session_id)
+        if arm.kind in SETTING_VALUES:  # the arm's setting, whatever the request asked for
+            result = self._search(request.model_copy(update={arm.kind: arm.value}))
+        else:
+            result = self._version(arm.value)._search(request)
+        search_id = self.catalog.experiments.record_search(experiment.id, arm.name, session_id)
+        result.experiment = Shown(experiment.id, arm.name, search_id)
+        return result
+
+    def _version(self, version: str | None) -> SearchService:
+        """The service that searches catalog version ``version`` (None: the serving one)."""
+        if version is None:
+            return self
+        service = self._versions.get(version)
+        if service is None:
+            service = SearchService(
+                self.settings, self.catalog, self.store, self.embedder, self.image_url, version
+            )
+            self._versions[version] = service
+        return service
+
+    def _search(self, request: SearchRequest) -> SearchResult:
         refine = self._refinements(request)
         if request.product_id is not None:
             return self._similar(request, refine)

@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
+from fashion_search.experiments.service import Status
 from fashion_search.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,51 @@ class CatalogCoverage(Collector):
         except Exception as error:  # the catalog is away: the rest of the scrape still answers
             log.warning("catalog coverage not read: %s", error)
         yield family
+
+
+class ExperimentFigures(Collector):
+    """``fashion_search_experiment_sessions``, ``..._searches``, ``..._figure`` (each figure by
+    name) per arm of the running experiment, and ``..._p_value`` of each arm against the first
+    (the always-valid one), analysed from the catalog at each scrape."""
+
+    def __init__(self, read: Callable[[], Status | None]) -> None:
+        self.read = read  # the running experiment's status, None when none runs
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["experiment", "arm"]
+        sessions = GaugeMetricFamily(
+            "fashion_search_experiment_sessions",
+            "Sessions of the running experiment",
+            labels=labels,
+        )
+        searches = GaugeMetricFamily(
+            "fashion_search_experiment_searches", "Searches it answered", labels=labels
+        )
+        figures = GaugeMetricFamily(
+            "fashion_search_experiment_figure",
+            "Click-through at 10, add-to-cart, first-click reciprocal rank, not-relevant rates",
+            labels=[*labels, "figure"],
+        )
+        p_values = GaugeMetricFamily(
+            "fashion_search_experiment_p_value",
+            "Always-valid p-value of an arm against the first, on click-through at 10",
+            labels=labels,
+        )
+        try:
+            status = self.read()
+        except Exception as error:  # the catalog is away: the rest of the scrape still answers
+            log.warning("experiment figures not read: %s", error)
+            status = None
+        if status is not None:
+            experiment = str(status.experiment.id)
+            for arm in status.analysis.arms:
+                sessions.add_metric([experiment, arm.arm], arm.sessions)
+                searches.add_metric([experiment, arm.arm], arm.searches)
+                for name, estimate in arm.figures.items():
+                    figures.add_metric([experiment, arm.arm, name], estimate.value)
+            for comparison in status.analysis.comparisons:
+                p_values.add_metric([experiment, comparison.arm], comparison.p_value)
+        yield from (sessions, searches, figures, p_values)
 
 
 #: A replica's check: address, whether reads may go to it, lag in bytes and seconds (None: not

@@ -12,6 +12,7 @@ from functions.api.admission import AdmissionLimit
 from functions.api.body_limit import BodyLimit
 from functions.api.errors import install_error_handlers
 from functions.api.routes import (
+    experiments,
     feedback,
     graphql,
     health,
@@ -29,6 +30,7 @@ ALL_ROUTERS: tuple[APIRouter, ...] = (
     graphql.router,
     feedback.router,
     merchandising.router,
+    experiments.router,
 )
 
 

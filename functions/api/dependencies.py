@@ -6,16 +6,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Header
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.feedback import FeedbackRepository
+from fashion_search.catalog.limits import NO_NUL_PATTERN
 from fashion_search.catalog.replicas import ReplicatedReads
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.embedding_client import EmbeddingClient
+from fashion_search.learning.feedback import MAX_SESSION_ID_CHARS
 from fashion_search.search.products import ProductService
 from fashion_search.search.service import SearchService
-from fashion_search.settings import get_settings
+from fashion_search.settings import SESSION_HEADER, get_settings
 from fashion_search.storage import ObjectStore
 
 
@@ -62,3 +64,22 @@ async def get_feedback(service: Service) -> FeedbackRepository:
 
 
 FeedbackStore = Annotated[FeedbackRepository, Depends(get_feedback)]
+
+
+async def get_session(
+    session: Annotated[
+        str | None,
+        Header(
+            alias=SESSION_HEADER,
+            min_length=1,
+            max_length=MAX_SESSION_ID_CHARS,
+            pattern=NO_NUL_PATTERN,
+            description="the shopper's session: a running experiment answers with its arm",
+        ),
+    ] = None,
+) -> str | None:
+    """The shopper's session (header ``X-Session-Id``), if the request names one."""
+    return session
+
+
+Session = Annotated[str | None, Depends(get_session)]

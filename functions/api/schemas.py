@@ -94,12 +94,22 @@ def facet_counts_out(counts: dict[str, list[FacetCount]]) -> FacetCountsOut:
     }
 
 
+class ExperimentOut(_Body):
+    """The experiment and arm that answered a search, and the search's id there (feedback's
+    ``searchId``)."""
+
+    id: int
+    arm: str
+    search_id: int
+
+
 class SearchOut(_Body):
     """Hits, best first, with the model version that embedded the query and timings; the
     attribute values the query was understood to name (a value, or several), the relevance
     cutoff applied and how many candidates it dropped, whether no candidate passed it (then
     the hits are the nearest below it), facet counts over the candidates (when asked), the
-    merchandising rules that applied and the filters they redirected the search to."""
+    merchandising rules that applied and the filters they redirected the search to; in a running
+    experiment, the experiment and arm that answered."""
 
     mode: str
     model_version: str | None
@@ -112,6 +122,7 @@ class SearchOut(_Body):
     facets: FacetCountsOut | None
     rules: list[int]
     redirect: dict[str, Any] | None
+    experiment: ExperimentOut | None
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchOut:
@@ -128,6 +139,13 @@ class SearchOut(_Body):
             facets=None if result.facets is None else facet_counts_out(result.facets),
             rules=list(result.rules),
             redirect=None if result.redirect is None else dict(result.redirect),
+            experiment=None
+            if result.experiment is None
+            else ExperimentOut(
+                id=result.experiment.experiment_id,
+                arm=result.experiment.arm,
+                search_id=result.experiment.search_id,
+            ),
         )
 
 

@@ -1,10 +1,12 @@
 """Lambda function: product metadata (``/graphql``, ``/products/{id}[/similar]``,
-``/facets[/counts]``, ``/suggest``), ``POST /feedback`` and the merchandising rules
-(``/rules``)."""
+``/facets[/counts]``, ``/suggest``), ``POST /feedback``, the merchandising rules (``/rules``)
+and online experiments (``/experiments``)."""
 
 from __future__ import annotations
 
 from functions.api.lambda_adapter import lambda_handler
-from functions.api.routes import feedback, graphql, merchandising, products
+from functions.api.routes import experiments, feedback, graphql, merchandising, products
 
-handler = lambda_handler(graphql.router, products.router, feedback.router, merchandising.router)
+handler = lambda_handler(
+    graphql.router, products.router, feedback.router, merchandising.router, experiments.router
+)

@@ -55,7 +55,7 @@ from fashion_search.search.request import SearchRequest
 from fashion_search.search.service import Hit, SearchResult, SearchService, decode_base64_image
 from fashion_search.settings import AccessSettings, get_settings
 from functions.api.access import recorded_as, require_scope, requires
-from functions.api.dependencies import get_products, get_service
+from functions.api.dependencies import Session, get_products, get_service
 from functions.api.errors import ERROR_RESPONSES, RETRY_AFTER_S, detail_of, status_of
 from functions.api.graphql_cost import QueryCostLimiter
 
@@ -186,6 +186,13 @@ class Suggestion:
     kind: str
 
 
+@strawberry.type(description="The running experiment and arm that answered a search.")
+class ExperimentShown:
+    id: strawberry.ID
+    arm: str
+    search_id: strawberry.ID = strawberry.field(description="what feedback's searchId names")
+
+
 @strawberry.type(description="Search hits, best first, and the model version that produced them.")
 class SearchResults:
     mode: str
@@ -204,6 +211,9 @@ class SearchResults:
     redirect: list[FieldValue] | None = strawberry.field(
         description="the filters a rule redirected the search to"
     )
+    experiment: ExperimentShown | None = strawberry.field(
+        description="the running experiment and arm that answered (header X-Session-Id)"
+    )
 
     @classmethod
     def of(cls, result: SearchResult) -> SearchResults:
@@ -219,6 +229,13 @@ class SearchResults:
             facets=None if result.facets is None else Facet.all_of(result.facets),
             rules=list(result.rules),
             redirect=None if result.redirect is None else _field_values(result.redirect),
+            experiment=None
+            if result.experiment is None
+            else ExperimentShown(
+                id=strawberry.ID(str(result.experiment.experiment_id)),
+                arm=result.experiment.arm,
+                search_id=strawberry.ID(str(result.experiment.search_id)),
+            ),
         )
 
 
@@ -377,7 +394,7 @@ class Query:
             Refine.values(refine), query=query, k=k, filters=_filters(filter), mode=mode,
             terms=None if terms is None else [dataclasses.asdict(t) for t in terms],
         )  # fmt: skip
-        result = await run_in_threadpool(service.search, request)
+        result = await run_in_threadpool(service.search, request, info.context["session"])
         return SearchResults.of(result)
 
     @strawberry.field(
@@ -398,7 +415,7 @@ class Query:
             Refine.values(refine), product_id=_product_id(id), k=k, filters=_filters(filter),
             modifier=modifier,
         )  # fmt: skip
-        result = await run_in_threadpool(service.search, request)
+        result = await run_in_threadpool(service.search, request, info.context["session"])
         return SearchResults.of(result)
 
     @strawberry.field(
@@ -419,7 +436,7 @@ class Query:
             Refine.values(refine), image=decode_base64_image(image_base64), k=k,
             filters=_filters(filter), modifier=modifier,
         )  # fmt: skip
-        result = await run_in_threadpool(service.search, request)
+        result = await run_in_threadpool(service.search, request, info.context["session"])
         return SearchResults.of(result)
 
     @strawberry.field(description="How many products matching the filter have each value.")
@@ -483,12 +500,14 @@ class Mutation:
         position: int,
         session_id: str,
         model_version: str | None = None,
+        search_id: strawberry.ID | None = None,
     ) -> FeedbackReceipt:
         service: SearchService = info.context["service"]
         try:
             feedback = Feedback(
                 signal=signal, query=query, product_id=_product_id(product_id),
                 position=position, session_id=session_id, model_version=model_version,
+                search_id=None if search_id is None else _product_id(search_id, "search"),
             )  # fmt: skip
         except ValidationError as error:
             raise InvalidArgumentError(
@@ -602,11 +621,12 @@ _search_access = requires("search")
 
 
 async def _context(
+    session: Session,
     service: SearchService = Depends(get_service),  # noqa: B008
     products: ProductService = Depends(get_products),  # noqa: B008
     caller: ApiKey | None = _search_access,  # type: ignore[assignment]
 ) -> dict[str, Any]:
-    return {"service": service, "products": products, "caller": caller}
+    return {"service": service, "products": products, "caller": caller, "session": session}
 
 
 def build_router(access: AccessSettings) -> GraphQLRouter[dict[str, Any], None]:

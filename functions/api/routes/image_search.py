@@ -15,7 +15,7 @@ from fashion_search.search.request import SearchRequest
 from fashion_search.search.service import SearchService, decode_base64_image
 from fashion_search.settings import Settings
 from functions.api.access import require_scope, requires
-from functions.api.dependencies import Service
+from functions.api.dependencies import Service, Session
 from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import reject_unknown_parameters
 from functions.api.schemas import (
@@ -118,7 +118,10 @@ async def _from_json(request: Request) -> SearchRequest:
     },
 )
 async def search_image(
-    request: Request, service: Service, caller: Annotated[ApiKey | None, requires("search")]
+    request: Request,
+    service: Service,
+    session: Session,
+    caller: Annotated[ApiKey | None, requires("search")],
 ) -> Response:
     """A multipart upload (field ``image``), or JSON with ``imageBase64``, ``key`` (of an
     image in the images bucket; in the uploads bucket with an admin key only) or ``productId``
@@ -129,4 +132,4 @@ async def search_image(
         asked = await _from_json(request)
     if asked.key is not None and asked.bucket == service.settings.storage.uploads_bucket:
         require_scope(caller, "admin")
-    return search_response(await run_in_threadpool(service.search, asked))
+    return search_response(await run_in_threadpool(service.search, asked, session))

@@ -16,7 +16,7 @@ from fashion_search.catalog.limits import (
 )
 from fashion_search.search.request import SearchRequest
 from functions.api.access import requires
-from functions.api.dependencies import Products, Service
+from functions.api.dependencies import Products, Service, Session
 from functions.api.errors import ERROR_RESPONSES
 from functions.api.parameters import (
     metadata_filters,
@@ -83,6 +83,7 @@ def get_product(products: Products, product_id: ProductId) -> ProductOut:
 )
 def similar_products(
     service: Service,
+    session: Session,
     product_id: ProductId,
     filters: Annotated[Filters, Depends(metadata_filters)],
     values: Annotated[dict[str, Any], Depends(search_values)],
@@ -91,4 +92,4 @@ def similar_products(
     """The k products nearest to this product's embedding, itself left out; with a text
     ``modifier``, to it changed so ("in red")."""
     request = SearchRequest.of(values, product_id=product_id, filters=filters, modifier=modifier)
-    return search_response(service.search(request))
+    return search_response(service.search(request, session))
