@@ -325,7 +325,11 @@ def test_airflow_needs_its_admin_login() -> None:
 def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_theirs() -> None:
     from prometheus_client.registry import REGISTRY
 
-    from fashion_search.telemetry.metrics import CatalogCoverage, CatalogReplicas
+    from fashion_search.telemetry.metrics import (
+        CatalogCoverage,
+        CatalogReplicas,
+        ExperimentFigures,
+    )
     from functions.api.app import create_app
     from stack.apps import METRICS_APPS
 
@@ -355,6 +359,7 @@ def test_prometheus_scrapes_every_app_with_metrics_and_the_dashboard_reads_only_
         *REGISTRY.collect(),
         *CatalogCoverage(list).collect(),
         *CatalogReplicas(list).collect(),
+        *ExperimentFigures(lambda: None).collect(),
     ]
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     exported = {

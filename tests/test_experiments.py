@@ -25,19 +25,21 @@ from fashion_search.errors import (
     ExperimentStateError,
     InvalidRequestError,
 )
-from fashion_search.experiments.analysis import SearchOutcome, analyse
+from fashion_search.experiments.analysis import SearchOutcome, analyse, analyse_interleaved
 from fashion_search.experiments.assignment import assign
 from fashion_search.experiments.design import Design
+from fashion_search.experiments.interleaving import INTERLEAVED, team_draft
+from fashion_search.experiments.service import Experiments
 from fashion_search.learning.feedback import Feedback
 from fashion_search.search.request import SearchRequest
 from fashion_search.search.service import SearchService
-from fashion_search.settings import REPO_ROOT, Settings
+from fashion_search.settings import REPO_ROOT, ExperimentSettings, Settings
 from fashion_search.storage import ObjectStore
 from tests.helpers import api_client
 from tests.stand_in import DIMENSION, StandInEmbedder, stand_in_catalog
 
 ROWS = 1000
-#: A second model version of the stand-in catalog: the same titles, other vectors.
+#: A second model version of the stand-in catalog: a worse one (its vectors shuffled).
 OTHER = "stand-in-2"
 
 
@@ -111,19 +113,70 @@ def test_the_sequential_test_finds_a_better_arm_and_rarely_a_difference_that_is_
     assert wrong <= 3  # alpha 0.05 of 20 is 1; 3 is far in the binomial's tail
     few = analyse(["A", "B"], _simulated({"A": 0.1, "B": 0.9}, 50, 2), 0.05, 100)
     assert few.verdict == "keep running"  # too few sessions to trust the variance
+    silent = analyse(["A", "B"], _simulated({"A": 0.0, "B": 0.0}, 1000, 3), 0.05, 100)
+    assert silent.verdict == "keep running"  # no click anywhere: no evidence either way
+
+
+def test_interleaving_takes_two_arms_only() -> None:
+    with pytest.raises(InvalidRequestError, match="exactly two arms"):
+        Design.parse(["A=serving", "B=mode:vector", "C=understand:off"], interleave=True)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_team_draft_keeps_each_rankings_order_and_balances_the_teams(seed: int) -> None:
+    rng = random.Random(seed)
+    first = rng.sample(range(30), 15)
+    second = rng.sample(range(30), 15)
+    merged = team_draft(first, second, 10, rng)
+    items = [item for item, _ in merged]
+    assert len(items) == len(set(items)) == 10
+    for team, ranking in ((0, first), (1, second)):
+        picks = [item for item, t in merged if t == team]
+        assert picks == sorted(picks, key=ranking.index)  # each team in its own order
+        # a team's pick is its best result not picked before it
+        for item in picks:
+            before = items[: items.index(item)]
+            assert item == next(r for r in ranking if r not in before)
+    counts = Counter(team for _, team in merged)
+    assert abs(counts[0] - counts[1]) <= 1
+    assert team_draft([1, 2], [2, 1], 5, rng) in ([(1, 0), (2, 1)], [(2, 1), (1, 0)])
+
+
+def _interleaved(better: float, sessions: int, seed: int) -> list[SearchOutcome]:
+    """Searches whose clicks go to the second arm's results with probability ``better``."""
+    rng, outcomes = random.Random(seed), []
+    for session in range(sessions):
+        for _ in range(rng.randint(1, 4)):
+            clicks = rng.randint(0, 2)
+            seconds = sum(rng.random() < better for _ in range(clicks))
+            outcomes.append(SearchOutcome(INTERLEAVED, str(session), None, False, False,
+                                          (clicks - seconds, seconds)))  # fmt: skip
+    return outcomes
+
+
+def test_the_interleaved_analysis_finds_the_preferred_arm() -> None:
+    preferred = analyse_interleaved(["A", "B"], _interleaved(0.6, 1000, 0), 0.05, 100)
+    assert preferred.verdict == "B better, stop"
+    assert preferred.arms[1].figures["win_rate"].value > preferred.arms[0].figures["win_rate"].value
+    assert analyse_interleaved(["A", "B"], _interleaved(0.4, 1000, 1), 0.05, 100).verdict == (
+        "A better, stop"
+    )
+    even = [
+        analyse_interleaved(["A", "B"], _interleaved(0.5, 1000, s), 0.05, 100) for s in range(20)
+    ]
+    assert sum(a.verdict != "keep running" for a in even) <= 3
 
 
 # --- against PostgreSQL, the stand-in embedder ---------------------------------------------
 
 
 class _TwoVersions(StandInEmbedder):
-    """Answers with the version asked (the other version's vectors reversed)."""
+    """Answers with the version asked: the other one is a worse model (the catalog holds its
+    embeddings shuffled between products)."""
 
     def embed_texts(self, texts: Sequence[str], version: str | None = None) -> Embeddings:
         answer = super().embed_texts(texts, version)
-        if version == OTHER:
-            return Embeddings(answer.vectors[:, ::-1].copy(), OTHER)
-        return answer
+        return Embeddings(answer.vectors, OTHER) if version == OTHER else answer
 
 
 @dataclass
@@ -137,7 +190,8 @@ def shop(stack_settings: Settings, dataset_products: list[ProductFields]) -> Ite
     fields = dataset_products[:ROWS]
     with stand_in_catalog(stack_settings, fields, "experiments") as (settings, catalog, vectors):
         catalog.versions.create(OTHER, DIMENSION)
-        catalog.embeddings.set_embeddings(OTHER, [f.id for f in fields], vectors[:, ::-1].copy())
+        shuffled = np.random.default_rng(0).permutation(len(fields))  # a worse model
+        catalog.embeddings.set_embeddings(OTHER, [f.id for f in fields], vectors[shuffled])
         catalog.versions.mark_ready(OTHER)
         service = SearchService(settings, catalog, ObjectStore(settings), _TwoVersions())
         yield Shop(service, fields)
@@ -336,3 +390,72 @@ def test_the_running_experiments_figures_are_prometheus_metrics(
     assert sum(samples["fashion_search_experiment_searches", a, None] for a in searched) == 4
     assert ("fashion_search_experiment_figure", searched[0], "ctr_at_10") in samples
     assert ("fashion_search_experiment_p_value", "B", None) in samples
+
+
+def test_an_interleaved_search_merges_both_arms_and_credits_the_clicked_one(
+    experiments: SearchService,
+) -> None:
+    started = experiments.experiments.start(
+        Design.parse(["A=serving", f"B=version:{OTHER}"], interleave=True), "t"
+    )
+    request = SearchRequest.of(query="red tshirt", k=10)
+    other = SearchService(experiments.settings, experiments.catalog, experiments.store,
+                          experiments.embedder, version=OTHER)  # fmt: skip
+    alone = {name: [h.product.id for h in service.search(request).hits]
+             for name, service in (("A", experiments), ("B", other))}  # fmt: skip
+    result = experiments.search(request, "both")
+    assert result.experiment is not None and result.experiment.arm == INTERLEAVED
+    assert {hit.arm for hit in result.hits} == {"A", "B"} and len(result.hits) == 10
+    for arm in started.design.arms:  # each arm's hits in that arm's own order
+        picked = [h.product.id for h in result.hits if h.arm == arm.name]
+        assert picked == [i for i in alone[arm.name] if i in picked]
+    clicked = next(hit for hit in result.hits if hit.arm == "B")
+    experiments.catalog.feedback.record(Feedback(
+        signal="click", query="red tshirt", product_id=clicked.product.id, position=1,
+        session_id="both", search_id=result.experiment.search_id))  # fmt: skip
+    status = experiments.experiments.status(started.id).to_json()
+    assert status["interleave"] is True
+    wins = {arm["name"]: arm["figures"]["winRate"]["value"] for arm in status["arms"]}
+    assert wins == {"A": 0.0, "B": 1.0}
+    rest = (
+        api_client(experiments)
+        .get("/search/text", params={"q": "red tshirt"}, headers={"X-Session-Id": "rest"})
+        .json()
+    )
+    assert rest["experiment"]["arm"] == INTERLEAVED and {h["arm"] for h in rest["hits"]} == {
+        "A",
+        "B",
+    }
+
+
+@pytest.mark.parametrize("interleave", [False, True])
+def test_simulated_shoppers_lead_the_experiment_to_the_better_version(
+    experiments: SearchService, shop: Shop, interleave: bool
+) -> None:
+    """SIMULATED shoppers search for a product's title (vector search, no understanding, as a
+    client may ask) and click, with a position bias (1/position) and noise (0.05), the hits
+    of the same article type and colour; the worse version loses, split or interleaved."""
+    started = experiments.experiments.start(
+        Design.parse(["A=serving", f"B=version:{OTHER}"], interleave=interleave), "sim"
+    )
+    judge = Experiments(experiments.catalog, ExperimentSettings(min_sessions=30))
+    rng = random.Random(int(interleave))
+    verdict, sessions = "keep running", 0
+    while verdict == "keep running" and sessions < 1000:
+        for _ in range(25):
+            session, sessions = f"sim-{interleave}-{sessions}", sessions + 1
+            wanted = rng.choice(shop.fields)
+            request = SearchRequest.of(query=wanted.product_display_name, k=10, mode="vector",
+                                       understand="off")  # fmt: skip
+            result = experiments.search(request, session)
+            assert result.experiment is not None
+            for position, hit in enumerate(result.hits, 1):
+                relevant = (hit.product.article_type, hit.product.base_colour) == (
+                    wanted.article_type, wanted.base_colour)  # fmt: skip
+                if rng.random() < (0.9 if relevant else 0.05) / position:
+                    experiments.catalog.feedback.record(Feedback(
+                        signal="click", query=request.query or "", product_id=hit.product.id,
+                        position=position, session_id=session,
+                        search_id=result.experiment.search_id))  # fmt: skip
+        verdict = judge.status(started.id).analysis.verdict
+    assert verdict == "A better, stop", (verdict, sessions)

@@ -25,9 +25,12 @@ GUARDED = {
     "open_clip": "open-clip-torch",
     "streamlit": "streamlit",
     "playwright": "playwright",
+    "psycopg": "psycopg",
 }
 #: What every role's image runs too: its entrypoint (the service's secrets) and healthcheck.
 IMAGE = "import stack.secrets, stack.apps\n"
+#: The model server's modules, and what it imports when it starts serving (its metrics).
+SERVE = "import model_server.__main__, model_server.service, fashion_search.telemetry.metrics"
 #: Each role's entry points: what its processes and functions import and build when they start.
 ENTRY_POINTS = {
     "api": IMAGE + "import functions.__main__\n"
@@ -36,8 +39,8 @@ ENTRY_POINTS = {
     "from functions.api.app import create_app\n"
     "create_app()",
     "ingest": IMAGE + "import functions.events.__main__, functions.handlers.bucket_event",
-    "serve": IMAGE + "import model_server.__main__, model_server.service",
-    "serve-gpu": IMAGE + "import model_server.__main__, model_server.service",
+    "serve": IMAGE + SERVE,
+    "serve-gpu": IMAGE + SERVE,
     "setup": IMAGE + "import stack.__main__, stack.access, fashion_search.cli",
     "ui": IMAGE + "from streamlit.testing.v1 import AppTest\n"
     "AppTest.from_file('ui/app.py', default_timeout=60).run()",

@@ -281,6 +281,17 @@ def test_the_merchandising_page_adds_previews_and_removes_a_rule(
     ), shown
     page.button(key="remove").click().run()
     assert merchandiser[1].rules.all() == []
+    experiments = Experiments(merchandiser[1], search_settings.experiments)
+    started = experiments.start(Design.parse(["A=serving", "B=mode:vector"]), "ui-test")
+    try:
+        page.run()
+        assert f"experiment {started.id} · running · verdict: keep running" in " ".join(
+            c.value for c in page.caption
+        )
+        arms = page.dataframe[-1].value["arm"].tolist()
+        assert arms == ["A=serving", "B=mode:vector"]
+    finally:
+        experiments.stop(started.id, "ui-test")
     get_settings.cache_clear()
 
 

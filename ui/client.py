@@ -139,6 +139,14 @@ class SearchApi:
         result: dict[str, Any] = self._json(self._http.post("/rules", json=body))
         return result
 
+    def experiment(self) -> dict[str, Any] | None:
+        """``GET /experiments`` (an admin key): the latest experiment's status, or None."""
+        response = self._http.get("/experiments")
+        if response.status_code == 404:
+            return None
+        result: dict[str, Any] = self._json(response)
+        return result
+
     def remove_rule(self, rule_id: int) -> None:
         """``DELETE /rules/{id}`` (an admin key)."""
         response = self._http.delete(f"/rules/{rule_id}")

@@ -98,28 +98,40 @@ class ExperimentRepository(Table):
             raise ExperimentStateError(f"experiment {experiment_id} has stopped already")
         return Experiment.of_row(row)
 
-    def record_search(self, experiment_id: int, arm: str, session_id: str) -> int:
-        """Record a search the experiment answered with ``arm``; its id (feedback names it)."""
+    def record_search(
+        self, experiment_id: int, arm: str, session_id: str, teams: dict[int, int] | None = None
+    ) -> int:
+        """Record a search the experiment answered with ``arm`` (interleaved: which of its two
+        arms put each product there, ``teams``); its id (feedback names it)."""
         with self.pool.connection() as conn:
             row = conn.execute(
-                "INSERT INTO experiment_searches (experiment_id, arm, session_id)"
-                " VALUES (%s, %s, %s) RETURNING id",
-                (experiment_id, arm, session_id),
+                "INSERT INTO experiment_searches (experiment_id, arm, session_id, teams)"
+                " VALUES (%s, %s, %s, %s) RETURNING id",
+                (experiment_id, arm, session_id, None if teams is None else Jsonb(teams)),
             ).fetchone()
         assert row is not None
         return int(row[0])
 
     def outcomes(self, experiment_id: int) -> list[SearchOutcome]:
         """What shoppers did after each of the experiment's searches: the position of their
-        first click (in time), any add-to-cart, any "not relevant"."""
+        first click (in time), any add-to-cart, any "not relevant"; for an interleaved search,
+        the clicks on each arm's products."""
         with self.pool.connection() as conn:
             rows = conn.execute(
                 "SELECT s.arm, s.session_id,"
                 " (array_agg(f.position ORDER BY f.id) FILTER (WHERE f.signal = 'click'))[1],"
                 " coalesce(bool_or(f.signal = 'add_to_cart'), false),"
-                " coalesce(bool_or(f.signal = 'not_relevant'), false)"
+                " coalesce(bool_or(f.signal = 'not_relevant'), false),"
+                " s.teams IS NOT NULL,"
+                " count(*) FILTER (WHERE f.signal = 'click'"
+                "   AND s.teams ->> f.product_id::text = '0'),"
+                " count(*) FILTER (WHERE f.signal = 'click'"
+                "   AND s.teams ->> f.product_id::text = '1')"
                 " FROM experiment_searches s LEFT JOIN feedback f ON f.search_id = s.id"
                 " WHERE s.experiment_id = %s GROUP BY s.id ORDER BY s.id",
                 (experiment_id,),
             ).fetchall()
-        return [SearchOutcome(*row) for row in rows]
+        return [
+            SearchOutcome(arm, session, click, cart, marked, (firsts, seconds) if teams else None)
+            for arm, session, click, cart, marked, teams, firsts, seconds in rows
+        ]

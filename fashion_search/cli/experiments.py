@@ -31,6 +31,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     a.add_argument("--arm", action="append", required=True, help="NAME=WHAT (two or more)")
     a.add_argument("--share", action="append", default=[], help="NAME=FRACTION (default: even)")
+    a.add_argument(
+        "--interleave", action="store_true", help="two arms merged in every list (team draft)"
+    )
     a.add_argument("--by", default=getpass.getuser(), help="who starts it (default: you)")
     for name, helped in (("status", "an experiment's figures and verdict"), ("stop", "stop it")):
         a = actions.add_parser(name, help=helped)
@@ -63,11 +66,13 @@ def _experiments_of_settings() -> Iterator[Experiments]:
 def _experiments(args: argparse.Namespace) -> None:
     with _experiments_of_settings() as experiments:
         if args.action == "start":
-            design = Design.parse(args.arm, _shares(args.share))
+            design = Design.parse(args.arm, _shares(args.share), args.interleave)
             started = experiments.start(design, args.by)
-            print(f"experiment {started.id} started by {started.started_by}:")
+            mode = "interleaved" if design.interleave else "split"
+            print(f"experiment {started.id} ({mode}) started by {started.started_by}:")
             for arm in design.arms:
-                print(f"  {arm.name}: {arm.label} ({arm.share:.0%} of sessions)")
+                share = "in every list" if design.interleave else f"{arm.share:.0%} of sessions"
+                print(f"  {arm.name}: {arm.label} ({share})")
             return
         if args.action == "stop":
             status = experiments.stop(args.id, args.by)
@@ -96,10 +101,11 @@ def report(status: Status) -> str:
             cells.append(f"{figure['value']:.3f} [{low:.3f}, {high:.3f}]".ljust(22))
         label = f"{arm['name']}={arm['arm']}"
         lines.append(f"{label:<16}{arm['sessions']:>9}{arm['searches']:>9}  " + "  ".join(cells))
+    measure = "preference per search" if e.design.interleave else "click-through at 10"
     for c in shown["comparisons"]:
         d = c["difference"]
         lines.append(
-            f"{c['arm']} - control, click-through at 10: {d['value']:+.3f}; always-valid"
+            f"{c['arm']} - control, {measure}: {d['value']:+.3f}; always-valid"
             f" p {c['pValue']:.3g}: {c['verdict']}"
         )
     lines.append(f"verdict: {shown['verdict']}")

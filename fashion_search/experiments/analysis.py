@@ -4,6 +4,9 @@ The unit is the session (assignment is by session, so a session's searches are n
 independent): each figure is a ratio of sums over sessions (clicked searches over searches),
 and its variance is the session-clustered (delta method) one. The 95% intervals are normal.
 
+An interleaved experiment (:mod:`.interleaving`) compares the arms within each search instead:
+its figure is each arm's win rate, and the test runs on the mean preference per search.
+
 The test is the mixture sequential probability ratio test (mSPRT; Johari, Pekelis and Walsh,
 "Always valid inference", 2017) on the difference in click-through at 10 between each arm and
 the first (the control): with the difference ``d``, its variance ``V`` and a normal mixture of
@@ -23,6 +26,8 @@ from typing import Literal
 
 import numpy as np
 
+from fashion_search.experiments.interleaving import preference
+
 #: Standard deviation of the effects the test mixes over (click-through at 10, absolute):
 #: effects of a few points are what a ranking or model change moves.
 MIXTURE_SD = 0.05
@@ -36,14 +41,16 @@ Verdict = Literal["keep running", "better, stop", "worse, stop"]
 @dataclass(frozen=True)
 class SearchOutcome:
     """What a shopper did after one search: the arm and session it was in, the position of
-    their first click (None: no click), whether they clicked in the first 10, added a shown
-    product to the cart, or marked one not relevant."""
+    their first click (None: no click), whether they added a shown product to the cart, or
+    marked one not relevant; for an interleaved search, the clicks each arm's results got."""
 
     arm: str
     session_id: str
     first_click: int | None
     added_to_cart: bool
     not_relevant: bool
+    #: An interleaved search's clicks credited to the first and the second arm.
+    credits: tuple[int, int] | None = None
 
     def value(self, figure: str) -> float:
         """What this search counts for ``figure`` (one of :data:`FIGURES`)."""
@@ -122,25 +129,32 @@ def figures_of(arm: str, outcomes: Sequence[SearchOutcome]) -> ArmFigures:
 
 
 def msprt(difference: Estimate, tau: float = MIXTURE_SD) -> float:
-    """The normal-mixture likelihood ratio of "no difference" against a difference."""
+    """The normal-mixture likelihood ratio of a difference against none (1: no evidence, as
+    when the variance is unknown, or zero with no difference)."""
     v, tau2 = difference.variance, tau * tau
     if not math.isfinite(v) or v <= 0:
-        return 1.0 if not math.isfinite(v) else math.inf
+        return math.inf if v == 0 and difference.value != 0 else 1.0
     exponent = tau2 * difference.value**2 / (2 * v * (v + tau2))
     return math.sqrt(v / (v + tau2)) * math.exp(min(exponent, 700.0))
+
+
+def sequential_test(arm: str, difference: Estimate, alpha: float, enough: bool) -> Comparison:
+    """``arm``'s difference from the control judged by the mSPRT: its always-valid p-value at
+    this look, and the call, once there is ``enough`` data (module docstring)."""
+    likelihood = msprt(difference)
+    p_value = min(1.0, 1.0 / likelihood)
+    verdict: Verdict = "keep running"
+    if enough and p_value <= alpha:
+        verdict = "better, stop" if difference.value > 0 else "worse, stop"
+    return Comparison(arm, difference, likelihood, p_value, verdict)
 
 
 def compare(control: ArmFigures, arm: ArmFigures, alpha: float, min_sessions: int) -> Comparison:
     """``arm`` against ``control`` on click-through at 10 (module docstring)."""
     a, b = control.figures["ctr_at_10"], arm.figures["ctr_at_10"]
     difference = Estimate(b.value - a.value, a.variance + b.variance)
-    ratio_ = msprt(difference)
-    p_value = min(1.0, 1.0 / ratio_) if ratio_ > 0 else 1.0
-    verdict: Verdict = "keep running"
     enough = min(control.sessions, arm.sessions) >= min_sessions
-    if enough and p_value <= alpha:
-        verdict = "better, stop" if difference.value > 0 else "worse, stop"
-    return Comparison(arm.arm, difference, ratio_, p_value, verdict)
+    return sequential_test(arm.arm, difference, alpha, enough)
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,27 @@ class Analysis:
         if decided and len(decided) == len(self.comparisons):
             return f"{self.arms[0].arm} better, stop"
         return "keep running"
+
+
+def analyse_interleaved(
+    arms: Sequence[str], outcomes: Iterable[SearchOutcome], alpha: float, min_sessions: int
+) -> Analysis:
+    """The analysis of an interleaving of two arms: each arm's win rate (the share of searches
+    whose clicks went more to its results), and the second against the first on the mean
+    preference (+1 a search the second won, -1 the first, 0 a tie), by the same test."""
+    sessions: dict[str, list[int]] = {}
+    for outcome in outcomes:
+        firsts, seconds = outcome.credits or (0, 0)
+        sessions.setdefault(outcome.session_id, []).append(preference(firsts, seconds))
+    counts = np.array([len(s) for s in sessions.values()], dtype=float)
+    wins = [np.array([s.count(side) for s in sessions.values()], dtype=float) for side in (-1, 1)]
+    figures = [
+        ArmFigures(arm, len(sessions), int(counts.sum()), {"win_rate": ratio(won, counts)})
+        for arm, won in zip(arms, wins, strict=True)
+    ]
+    difference = ratio(wins[1] - wins[0], counts)
+    comparison = sequential_test(arms[1], difference, alpha, len(sessions) >= min_sessions)
+    return Analysis(figures, [comparison])
 
 
 def analyse(

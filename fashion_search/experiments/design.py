@@ -67,11 +67,14 @@ class Arm(BaseModel):
 
 
 class Design(BaseModel):
-    """An experiment's arms (the first is the control), their shares summing to 1."""
+    """An experiment's arms (the first is the control), their shares summing to 1; or, with
+    ``interleave``, two arms whose rankings every session sees merged (team-draft: shares do
+    not apply)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     arms: Annotated[list[Arm], Field(min_length=2, max_length=MAX_ARMS)]
+    interleave: bool = False
 
     @model_validator(mode="after")
     def _arms_fit(self) -> Self:
@@ -83,6 +86,8 @@ class Design(BaseModel):
             raise ValueError("two arms do the same thing")
         if not math.isclose(sum(arm.share for arm in self.arms), 1.0, abs_tol=1e-9):
             raise ValueError("the arms' shares must sum to 1")
+        if self.interleave and len(self.arms) != 2:
+            raise ValueError("interleaving merges exactly two arms")
         return self
 
     @classmethod
@@ -94,7 +99,9 @@ class Design(BaseModel):
             raise InvalidRequestError(f"experiment: {describe(error)}") from None
 
     @classmethod
-    def parse(cls, arms: Sequence[str], shares: Mapping[str, float] = {}) -> Design:
+    def parse(
+        cls, arms: Sequence[str], shares: Mapping[str, float] = {}, interleave: bool = False
+    ) -> Design:
         """A design from ``NAME=WHAT`` arms and the shares named (the rest split evenly
         between the arms not named)."""
         parsed = []
@@ -110,7 +117,7 @@ class Design(BaseModel):
         left = 1.0 - sum(shares.values())
         for arm in parsed:
             arm["share"] = shares.get(arm["name"], left / len(rest) if rest else 0.0)
-        return cls.of({"arms": parsed})
+        return cls.of({"arms": parsed, "interleave": interleave})
 
     def arm(self, name: str) -> Arm:
         """The arm called ``name``; InvalidRequestError when there is none."""

@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 from fashion_search.catalog.experiments import Experiment
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.errors import InvalidRequestError, VersionNotFoundError
-from fashion_search.experiments.analysis import Analysis, Estimate, analyse
+from fashion_search.experiments.analysis import Analysis, Estimate, analyse, analyse_interleaved
 from fashion_search.experiments.design import Design
 from fashion_search.settings import ExperimentSettings
 
@@ -47,6 +47,7 @@ class Status:
             "startedAt": e.started_at.isoformat(),
             "stoppedBy": e.stopped_by,
             "stoppedAt": e.stopped_at.isoformat() if e.stopped_at else None,
+            "interleave": e.design.interleave,
             "arms": [
                 {
                     "name": arm.name,
@@ -120,7 +121,8 @@ class Experiments:
         experiment = self.catalog.experiments.get(experiment_id)
         outcomes = self.catalog.experiments.outcomes(experiment.id)
         arms = [arm.name for arm in experiment.design.arms]
-        analysis = analyse(arms, outcomes, self.settings.alpha, self.settings.min_sessions)
+        analysed = analyse_interleaved if experiment.design.interleave else analyse
+        analysis = analysed(arms, outcomes, self.settings.alpha, self.settings.min_sessions)
         return Status(experiment, analysis)
 
     def stop(self, experiment_id: int | None, stopped_by: str) -> Status:

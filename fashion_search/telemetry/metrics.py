@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector
 
-from fashion_search.experiments.service import Status
 from fashion_search.settings import Settings
+
+if TYPE_CHECKING:  # the model server's role has no database driver
+    from fashion_search.experiments.service import Status
 
 log = logging.getLogger(__name__)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -8,12 +8,13 @@ run (tags ``experiment_*``, metrics of each arm)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from fashion_search.catalog.db import create_pool
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.experiments.design import Design
-from fashion_search.experiments.service import Experiments, Status
+from fashion_search.experiments.service import EXPERIMENT_TTL_S, Experiments, Status
 from fashion_search.model.registry import configure_mlflow
 from fashion_search.settings import Settings
 from fashion_search.workflows.rollout import retire, switch
@@ -72,6 +73,9 @@ def decide(settings: Settings) -> Decided | None:
     if won:
         switch(settings, version)
     else:
+        # Search processes see the stop within EXPERIMENT_TTL_S; until then some still send
+        # the candidate's sessions to its embeddings, which the retirement drops.
+        time.sleep(2 * EXPERIMENT_TTL_S)
         retire(settings, version)
     decided = Decided(version, status.experiment.id, "promoted" if won else "retired", verdict)
     _log(settings, status, decided)

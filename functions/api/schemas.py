@@ -49,14 +49,16 @@ class VariantOut(_Body):
 class HitOut(ProductOut):
     """A search hit: the product, its ranking score (cosine similarity, or fused rank score
     plus boosts), its cosine similarity to the query, how many near-identical images it
-    stands for (1 unless the search collapsed them), (``explain``) the score's parts, and
-    (``group=style``) the other colours of its style."""
+    stands for (1 unless the search collapsed them), (``explain``) the score's parts,
+    (``group=style``) the other colours of its style, and in an interleaved experiment the arm
+    that put it there."""
 
     score: float
     similarity: float | None
     collapsed: int
     explain: dict[str, float] | None
     variants: list[VariantOut]
+    arm: str | None
 
     @classmethod
     def of_hit(cls, hit: Hit) -> HitOut:
@@ -66,6 +68,7 @@ class HitOut(ProductOut):
             collapsed=hit.collapsed, explain=hit.explain,
             variants=[VariantOut(id=v.product.id, base_colour=v.product.base_colour,
                                  image_url=v.image_url) for v in hit.variants],
+            arm=hit.arm,
         )  # fmt: skip
 
 

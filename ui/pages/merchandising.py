@@ -1,5 +1,6 @@
 """Merchandising page (an admin key): the rules and synonym sets in force, adding and removing
-them, and a query's results with the rules beside its results without them."""
+them, a query's results with the rules beside its results without them, and the latest online
+experiment's figures and verdict."""
 
 from __future__ import annotations
 
@@ -78,6 +79,28 @@ def manage(api: SearchApi) -> None:
             st.rerun()
 
 
+def experiment(api: SearchApi) -> None:
+    """The latest experiment: its arms' figures with 95% intervals, and the verdict."""
+    status = api.experiment()
+    if status is None:
+        st.caption("No experiment yet: `fashion-search experiments start`.")
+        return
+    state = "running" if status["running"] else f"stopped {status['stoppedAt']}"
+    st.caption(f"experiment {status['id']} · {state} · verdict: {status['verdict']}")
+
+    def shown(figure: dict[str, Any]) -> str:
+        low_high = figure["interval"]
+        band = f" [{low_high[0]:.3f}, {low_high[1]:.3f}]" if low_high else ""
+        return f"{figure['value']:.3f}{band}"
+
+    st.dataframe(
+        [{"arm": f"{a['name']}={a['arm']}", "sessions": a["sessions"], "searches": a["searches"],
+          **{name: shown(figure) for name, figure in a["figures"].items()}}
+         for a in status["arms"]],
+        hide_index=True, width="stretch",
+    )  # fmt: skip
+
+
 def main() -> None:
     """The page: an admin key, then the rules and the preview."""
     st.set_page_config(page_title="fashion-search · merchandising", page_icon="📌", layout="wide")
@@ -91,6 +114,8 @@ def main() -> None:
         preview(api)
         st.header("Rules and synonym sets")
         manage(api)
+        st.header("Online experiment")
+        experiment(api)
     except ApiError as error:
         st.error(error.detail)
 

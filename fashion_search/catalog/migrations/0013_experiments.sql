@@ -20,6 +20,7 @@ CREATE TABLE experiment_searches (
     experiment_id bigint NOT NULL REFERENCES experiments (id) ON DELETE CASCADE,
     arm           text NOT NULL,
     session_id    text NOT NULL,
+    teams         jsonb,  -- an interleaved search: product id -> 0 or 1, the arm that put it there
     created_at    timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX experiment_searches_experiment ON experiment_searches (experiment_id);

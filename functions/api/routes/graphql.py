@@ -138,6 +138,9 @@ class SearchHit:
     variants: list[Variant] = strawberry.field(
         description='the other colours of its style (refine: {group: "style"})'
     )
+    arm: str | None = strawberry.field(
+        description="in an interleaved experiment, the arm that put it there"
+    )
 
     @classmethod
     def of(cls, hit: Hit) -> SearchHit:
@@ -151,6 +154,7 @@ class SearchHit:
             variants=[Variant(id=strawberry.ID(str(v.product.id)),
                               base_colour=v.product.base_colour, image_url=v.image_url)
                       for v in hit.variants],
+            arm=hit.arm,
         )  # fmt: skip
 
 
