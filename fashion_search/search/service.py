@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +27,6 @@ from typing import Any
 import numpy as np
 from pydantic.alias_generators import to_camel, to_snake
 
-from fashion_search.catalog.experiments import Experiment
 from fashion_search.catalog.filters import Filters, filter_values
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.repositories import Catalog
@@ -41,9 +39,8 @@ from fashion_search.errors import (
     InvalidImageError,
     ProductNotEmbeddedError,
 )
-from fashion_search.experiments.assignment import assign
 from fashion_search.experiments.design import SETTING_VALUES, Arm
-from fashion_search.experiments.interleaving import INTERLEAVED, team_draft
+from fashion_search.experiments.routing import Shown, search_in
 from fashion_search.experiments.service import Experiments
 from fashion_search.search.collapse import collapse
 from fashion_search.search.facets import FacetCounts, count_facets
@@ -96,16 +93,6 @@ class Hit:
     explain: dict[str, float] | None = None
     variants: tuple[Variant, ...] = ()
     arm: str | None = None
-
-
-@dataclass(frozen=True)
-class Shown:
-    """The experiment and arm that answered a search, and the search's id (feedback names it:
-    what the shopper did is credited to that arm)."""
-
-    experiment_id: int
-    arm: str
-    search_id: int
 
 
 @dataclass
@@ -243,13 +230,9 @@ class SearchService:
         experiment = self.experiments.running() if session_id else None
         if experiment is None or session_id is None:
             return self._search(request)
-        if experiment.design.interleave:
-            return self._interleaved(experiment, request, session_id)
-        arm = assign(experiment.id, experiment.design, session_id)
-        result = self._arm_search(arm, request)
-        search_id = self.catalog.experiments.record_search(experiment.id, arm.name, session_id)
-        result.experiment = Shown(experiment.id, arm.name, search_id)
-        return result
+        return search_in(
+            experiment, request, session_id, self._arm_search, self.catalog.experiments
+        )
 
     def _arm_search(self, arm: Arm, request: SearchRequest) -> SearchResult:
         """The search as an experiment's arm answers it: its setting, whatever the request
@@ -257,27 +240,6 @@ class SearchService:
         if arm.kind in SETTING_VALUES:
             return self._search(request.model_copy(update={arm.kind: arm.value}))
         return self._version(arm.value)._search(request)
-
-    def _interleaved(
-        self, experiment: Experiment, request: SearchRequest, session_id: str
-    ) -> SearchResult:
-        """Both arms' hits merged by team draft, each hit naming the arm that put it there;
-        the first arm's answer otherwise (its mode, timings, understanding)."""
-        arms = experiment.design.arms
-        results = [self._arm_search(arm, request) for arm in arms]
-        hits = [{hit.product.id: hit for hit in result.hits} for result in results]
-        merged = team_draft(list(hits[0]), list(hits[1]), request.k, random.Random())
-        result = dataclasses.replace(
-            results[0],
-            hits=[
-                dataclasses.replace(hits[team][id_], arm=arms[team].name) for id_, team in merged
-            ],
-        )
-        search_id = self.catalog.experiments.record_search(
-            experiment.id, INTERLEAVED, session_id, dict(merged)
-        )
-        result.experiment = Shown(experiment.id, INTERLEAVED, search_id)
-        return result
 
     def _version(self, version: str | None) -> SearchService:
         """The service that searches catalog version ``version`` (None: the serving one)."""
