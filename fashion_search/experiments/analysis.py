@@ -28,8 +28,8 @@ import numpy as np
 
 from fashion_search.experiments.interleaving import preference
 
-#: Standard deviation of the effects the test mixes over (click-through at 10, absolute):
-#: effects of a few points are what a ranking or model change moves.
+#: Standard deviation of the effects the test mixes over (click-through at 10, or the mean
+#: preference of an interleaving, absolute): a few points are what a ranking or model moves.
 MIXTURE_SD = 0.05
 #: The figures reported per arm: name -> what a search counts for it.
 FIGURES = ("ctr_at_10", "add_to_cart_rate", "mrr_first_click", "not_relevant_rate")
@@ -88,8 +88,9 @@ class ArmFigures:
 
 @dataclass(frozen=True)
 class Comparison:
-    """An arm against the control on click-through at 10: the difference, the mixture
-    likelihood ratio, the always-valid p-value at this look, and the verdict."""
+    """An arm against the control (click-through at 10, or an interleaving's preference): the
+    difference, the mixture likelihood ratio, the always-valid p-value at this look, and the
+    verdict."""
 
     arm: str
     difference: Estimate

@@ -118,12 +118,7 @@ class Experiments:
 
     def status(self, experiment_id: int | None = None) -> Status:
         """The experiment (None: the latest) and its analysis now."""
-        experiment = self.catalog.experiments.get(experiment_id)
-        outcomes = self.catalog.experiments.outcomes(experiment.id)
-        arms = [arm.name for arm in experiment.design.arms]
-        analysed = analyse_interleaved if experiment.design.interleave else analyse
-        analysis = analysed(arms, outcomes, self.settings.alpha, self.settings.min_sessions)
-        return Status(experiment, analysis)
+        return self._status_of(self.catalog.experiments.get(experiment_id))
 
     def stop(self, experiment_id: int | None, stopped_by: str) -> Status:
         """Stop the experiment (None: the running one), its analysis now as the decision."""
@@ -131,20 +126,29 @@ class Experiments:
             running = self.catalog.experiments.running()
             if running is None:
                 raise InvalidRequestError("no experiment is running")
-            experiment_id = running.id
-        status = self.status(experiment_id)
+            status = self._status_of(running)
+        else:
+            status = self.status(experiment_id)
         decision = {
             "verdict": status.analysis.verdict,
             "comparisons": status.to_json()["comparisons"],
         }
-        experiment = self.catalog.experiments.stop(experiment_id, stopped_by, decision)
+        experiment = self.catalog.experiments.stop(status.experiment.id, stopped_by, decision)
         self._forget()
         return Status(experiment, status.analysis)
 
     def running_status(self) -> Status | None:
         """The running experiment's status, None when none runs (its metrics)."""
         running = self.catalog.experiments.running()
-        return None if running is None else self.status(running.id)
+        return None if running is None else self._status_of(running)
+
+    def _status_of(self, experiment: Experiment) -> Status:
+        """``experiment`` with the analysis of its outcomes now."""
+        outcomes = self.catalog.experiments.outcomes(experiment.id)
+        arms = [arm.name for arm in experiment.design.arms]
+        analysed = analyse_interleaved if experiment.design.interleave else analyse
+        analysis = analysed(arms, outcomes, self.settings.alpha, self.settings.min_sessions)
+        return Status(experiment, analysis)
 
     def running(self) -> Experiment | None:
         """The running experiment, as read at most :data:`EXPERIMENT_TTL_S` ago."""
