@@ -128,13 +128,14 @@ def main() -> None:
             ):
                 e50, e95, exact = _latencies(
                     lambda q, f=filters: [
-                        h.product.id for h in catalog.vectors.nearest(version, q, 10, f, exact=True)
+                        h.product.id
+                        for h in catalog.vectors.nearest(version, q, 10, f, exact=True).neighbors
                     ],
                     queries,
                 )
                 h50, h95, approx = _latencies(
                     lambda q, f=filters: [
-                        h.product.id for h in catalog.vectors.nearest(version, q, 10, f)
+                        h.product.id for h in catalog.vectors.nearest(version, q, 10, f).neighbors
                     ],
                     queries,
                 )

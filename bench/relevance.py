@@ -159,7 +159,7 @@ def composed_table(
             return key_of(p) == target
 
         def p10(vector: np.ndarray[Any, Any], source: Product = product) -> float:
-            near = catalog.vectors.nearest(serving, vector, 10, exclude_id=source.id)
+            near = catalog.vectors.nearest(serving, vector, 10, exclude_id=source.id).neighbors
             return sum(wanted(n.product) for n in near) / 10
 
         stored = catalog.products.get(product.id, serving)
@@ -246,7 +246,7 @@ def threshold_table(
         assert stored.image_fingerprint is not None
         assert stored.embedding is not None
         same.append(_max_diff(stored.image_fingerprint, fingerprint_bytes(_reencoded(image))))
-        near = service.catalog.vectors.nearest(serving, stored.embedding, 20)
+        near = service.catalog.vectors.nearest(serving, stored.embedding, 20).neighbors
         nearest = next(n.product for n in near if sha_of.get(n.product.id) != sha_of[product_id])
         assert nearest.image_fingerprint is not None
         other.append(_max_diff(stored.image_fingerprint, nearest.image_fingerprint))

@@ -187,8 +187,10 @@ def _recall(catalog: Catalog, client: EmbeddingClient, queries: list[str]) -> st
     vectors = client.embed_texts(queries, serving.model_version).vectors
     recalls = []
     for vector in vectors:
-        approx = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10)}
-        exact = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10, exact=True)}
+        approx = {n.product.id for n in catalog.vectors.nearest(serving, vector, 10).neighbors}
+        exact = {
+            n.product.id for n in catalog.vectors.nearest(serving, vector, 10, exact=True).neighbors
+        }
         recalls.append(len(approx & exact) / 10)
     return (
         f"HNSW recall@10 vs exact search on {len(recalls)} text queries:"

@@ -268,6 +268,14 @@ class DatabaseSettings(_Group):
     pool_timeout_s: float = 5.0
     embedding_dim: int = 512
     hnsw_ef_search: int = 100
+    # Filtered vector search (decision 0047): a filter the planner estimates at most this many
+    # rows is ranked exactly over them; a larger one walks the HNSW index, reading at most
+    # hnsw_max_scan_tuples rows for k that pass (then exactly, if fewer did).
+    exact_max_rows: int = Field(10_000, ge=0)
+    hnsw_max_scan_tuples: int = Field(20_000, ge=1)
+    # maintenance_work_mem of the pool's sessions: an HNSW build whose graph outgrows it slows
+    # down several times (1M 512-d vectors need about 3 GB); only a build takes it.
+    index_build_memory_mb: int = Field(4096, ge=64)
     # Parallel tasks a bulk load or a rollout's catalog embedding splits into (Airflow mapped
     # tasks: any worker, against any model-server replica).
     shards: int = Field(2, ge=1, le=64)

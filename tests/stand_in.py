@@ -69,12 +69,9 @@ class StandInEmbedder:
 
 
 @contextmanager
-def stand_in_catalog(
-    stack_settings: Settings, fields: Sequence[ProductFields], name: str
-) -> Iterator[tuple[Settings, Catalog, np.ndarray]]:
-    """A database ``<stack's>_<name>`` (dropped after) holding ``fields`` embedded by their
-    titles as the stand-in version (:class:`StandInEmbedder`'s default); its settings (no
-    relevance cutoff), catalog and the vectors, in the order of ``fields``."""
+def scratch_settings(stack_settings: Settings, name: str) -> Iterator[Settings]:
+    """Settings of a new, migrated database ``<stack's>_<name>`` (dropped after) for
+    :data:`DIMENSION`-d embeddings, without a relevance cutoff."""
     settings = stack_settings.replace(
         database=database(stack_settings, f"{stack_settings.database.name}_{name}"),
         search={"min_score": None},
@@ -83,16 +80,7 @@ def stand_in_catalog(
     create_database(admin, settings.database.name)
     try:
         migrate(settings.database.url, DIMENSION)
-        with create_pool(settings) as pool:
-            catalog = Catalog.of(pool)
-            catalog.products.upsert_many(
-                [Product(**f.model_dump(), image_key=f"images/{f.id}.jpg") for f in fields]
-            )
-            vectors = np.stack([text_vector(f.product_display_name) for f in fields])
-            version = StandInEmbedder().version
-            catalog.versions.bootstrap(version, DIMENSION)
-            catalog.embeddings.set_embeddings(version, [f.id for f in fields], vectors)
-            yield settings, catalog, vectors
+        yield settings
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(
@@ -100,3 +88,22 @@ def stand_in_catalog(
                     sql.Identifier(settings.database.name)
                 )
             )
+
+
+@contextmanager
+def stand_in_catalog(
+    stack_settings: Settings, fields: Sequence[ProductFields], name: str
+) -> Iterator[tuple[Settings, Catalog, np.ndarray]]:
+    """A database ``<stack's>_<name>`` (dropped after) holding ``fields`` embedded by their
+    titles as the stand-in version (:class:`StandInEmbedder`'s default); its settings (no
+    relevance cutoff), catalog and the vectors, in the order of ``fields``."""
+    with scratch_settings(stack_settings, name) as settings, create_pool(settings) as pool:
+        catalog = Catalog.of(pool)
+        catalog.products.upsert_many(
+            [Product(**f.model_dump(), image_key=f"images/{f.id}.jpg") for f in fields]
+        )
+        vectors = np.stack([text_vector(f.product_display_name) for f in fields])
+        version = StandInEmbedder().version
+        catalog.versions.bootstrap(version, DIMENSION)
+        catalog.embeddings.set_embeddings(version, [f.id for f in fields], vectors)
+        yield settings, catalog, vectors

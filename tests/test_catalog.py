@@ -175,7 +175,7 @@ def test_nearest_returns_exact_top_k_for_stored_vectors(
         query = embeddings[int(product_id)]
         expected = _exact_top_k(embeddings, query, 10)
         for exact in (True, False):
-            hits = catalog.vectors.nearest(_v(catalog), query, k=10, exact=exact)
+            hits = catalog.vectors.nearest(_v(catalog), query, k=10, exact=exact).neighbors
             assert [h.product.id for h in hits] == expected
             assert hits[0].product.id == product_id
             assert hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -197,14 +197,18 @@ def test_nearest_returns_k_rows_under_a_one_percent_filter(
     assert 10 <= len(allowed) <= 40
     outsider = next(r["id"] for r in source_rows if r["articleType"] != article_type)
     query = embeddings[outsider]
-    hits = catalog.vectors.nearest(_v(catalog), query, k=10, filters={"articleType": article_type})
+    nearest = catalog.vectors.nearest(
+        _v(catalog), query, k=10, filters={"articleType": article_type}
+    )
+    assert nearest.exact  # a filter this small is ranked exactly, and the answer says so
+    hits = nearest.neighbors
     assert len(hits) == 10
     assert all(h.product.article_type == article_type for h in hits)
     assert [h.product.id for h in hits] == _exact_top_k(embeddings, query, 10, allowed)
     # More requested than match: every match, and no more.
     hits = catalog.vectors.nearest(
         _v(catalog), query, k=len(allowed) + 5, filters={"articleType": article_type}
-    )
+    ).neighbors
     assert {h.product.id for h in hits} == allowed
 
 
@@ -220,7 +224,7 @@ def test_the_repository_searches_with_its_pools_ef_search(
         assert len(labelled) == 3
         hits = catalog.vectors.nearest(
             _v(catalog), query, k=30
-        )  # k above ef_search: raised for this query
+        ).neighbors  # k above ef_search: raised for this query
         assert len(hits) == 30
         assert hits[0].product.id == min(embeddings)
         assert catalog.vectors.ef_search == 8

@@ -296,7 +296,10 @@ def test_fifty_uploads_become_classified_searchable_products(
         assert product.dataset == "uploads" and product.article_type == result["articleType"]
         # searchable: its own embedding finds it first, and its image is in the images bucket
         assert product.embedding is not None
-        assert catalog.vectors.nearest(serving, product.embedding, k=1)[0].product.id == product.id
+        assert (
+            catalog.vectors.nearest(serving, product.embedding, k=1).neighbors[0].product.id
+            == product.id
+        )
         assert store.exists(ingest_settings.storage.images_bucket, product.image_key)
     correct = sum(
         m["results"][0]["masterCategory"] == uploaded[m["key"]].fields.master_category
@@ -475,7 +478,9 @@ def test_a_deleted_upload_leaves_the_catalog_at_its_removal_event(
         ).fetchone() == (0,)
     with EmbeddingClient(ingest_settings.model_server.address) as client:
         vector = client.embed_images([held_out[53].image], serving.model_version).vectors[0]
-    assert product_id not in {n.product.id for n in catalog.vectors.nearest(serving, vector, 5)}
+    assert product_id not in {
+        n.product.id for n in catalog.vectors.nearest(serving, vector, 5).neighbors
+    }
 
 
 def test_a_corrupt_file_among_good_ones_is_dead_lettered_alone(

@@ -16,6 +16,7 @@ from psycopg import sql
 
 from fashion_search.catalog.experiments import ExperimentRepository
 from fashion_search.catalog.migrate import discover_migrations, migrate
+from fashion_search.catalog.models import FILTER_FIELDS
 from fashion_search.catalog.rules import RuleRepository
 from fashion_search.experiments.design import Design
 
@@ -138,3 +139,69 @@ def test_the_api_role_manages_rules_and_experiments_and_the_upload_path_cannot(
     assert not experiments.stop(started.id, "test", {"verdict": "keep running"}).running
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         ExperimentRepository(AsRole("fashion_ingest")).start(design, "test")  # type: ignore[arg-type]
+
+
+def test_filter_columns_move_beside_the_vectors_and_stay_in_step(scratch_database: str) -> None:
+    """0014 copies each product's filter columns into every version's embedding rows, without
+    re-embedding; later writes of products or embeddings, by any role, keep them in step."""
+    migrate(scratch_database, 8, upto=13)
+    vectors = np.random.default_rng(1).normal(size=(3, 8)).astype(np.float32)
+    with psycopg.connect(scratch_database) as conn:
+        register_vector(conn)
+        conn.execute("SELECT create_embedding_partition('v1', 8)")
+        for i in (1, 2, 3):
+            conn.execute(
+                "INSERT INTO products (id, product_display_name, image_key, dataset,"
+                " article_type, gender, year) VALUES (%s, 'x', 'products/1.jpg', 'catalog',"
+                " %s, 'Women', 2012)",
+                (i, "Sarees" if i == 1 else "Tops"),
+            )
+            if i < 3:
+                conn.execute(
+                    "INSERT INTO product_embeddings (model_version, product_id, embedding)"
+                    " VALUES ('v1', %s, %s)",
+                    (i, vectors[i - 1]),
+                )
+        conn.commit()
+    assert migrate(scratch_database, 8) == ["0014_filters_beside_vectors"]
+    copies = (
+        "SELECT product_id, article_type, gender, year, dataset FROM product_embeddings_v1"
+        " ORDER BY product_id"
+    )
+    with psycopg.connect(scratch_database) as conn:
+        register_vector(conn)
+        assert conn.execute(copies).fetchall() == [
+            (1, "Sarees", "Women", 2012, "catalog"),
+            (2, "Tops", "Women", 2012, "catalog"),
+        ]
+        stored = conn.execute("SELECT embedding FROM product_embeddings_v1 ORDER BY product_id")
+        for row, vector in zip(stored.fetchall(), vectors, strict=False):
+            np.testing.assert_array_equal(row[0].to_numpy(), vector)
+        columns = {
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'product_embeddings_v1'"
+            )
+        }
+        assert set(FILTER_FIELDS) <= columns  # a new filter field needs its copy too
+        inline = "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = %s"
+        conn.execute("SELECT create_embedding_partition('v2', 512)")
+        conn.execute(
+            "INSERT INTO product_embeddings_v2 (model_version, product_id, embedding)"
+            " VALUES ('v2', 1, %s)",
+            (np.ones(512, np.float32),),
+        )
+        assert conn.execute(inline, ("product_embeddings_v2",)).fetchone() == (0,)
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes")}
+        assert {"product_embeddings_v1_hnsw", "product_embeddings_v2_article_type_idx"} <= indexes
+        # The upload path relabels a product and embeds another; the copies follow.
+        conn.execute("SET ROLE fashion_ingest")
+        conn.execute("UPDATE products SET article_type = 'Kurtas' WHERE id = 2")
+        conn.execute(
+            "INSERT INTO product_embeddings_v1 (model_version, product_id, embedding)"
+            " VALUES ('v1', 3, %s)",
+            (vectors[2],),
+        )
+        conn.commit()
+        assert [r[1] for r in conn.execute(copies).fetchall()] == ["Sarees", "Kurtas", "Tops"]

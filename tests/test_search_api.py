@@ -100,7 +100,7 @@ def test_text_search_hits_are_the_nearest_products(api: TestClient, service: Sea
         service.embedder.embed_texts(["navy blue casual shirt for men"]).vectors[0],
         7,
         exact=True,
-    )
+    ).neighbors
     assert ids == [n.product.id for n in exact]
     posted = api.post("/search/text", json=query)
     assert [h["id"] for h in posted.json()["hits"]] == ids
@@ -173,7 +173,7 @@ def test_hybrid_search_adds_title_matches_to_the_similarity(
     version = service.catalog.versions.serving()
     vector = service.embedder.embed_texts([query]).vectors[0]
     titles = dict(service.catalog.vectors.title_match_ids(query, HYBRID_CANDIDATES, filters))
-    near = service.catalog.vectors.nearest(version, vector, 5, filters)
+    near = service.catalog.vectors.nearest(version, vector, 5, filters).neighbors
     near += service.catalog.vectors.of_ids(version, vector, list(titles))
     weight, best = service.settings.search.title_weight, max(titles.values())
     scores = {n.product.id: n.similarity + weight * titles.get(n.product.id, 0.0) / best

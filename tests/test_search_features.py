@@ -62,7 +62,9 @@ def nearest_ids(
     service: SearchService, vector: np.ndarray[Any, Any], k: int, **kw: Any
 ) -> list[int]:
     serving = service.catalog.versions.serving()
-    return [n.product.id for n in service.catalog.vectors.nearest(serving, vector, k, **kw)]
+    return [
+        n.product.id for n in service.catalog.vectors.nearest(serving, vector, k, **kw).neighbors
+    ]
 
 
 def ids(body: dict[str, Any]) -> list[int]:
@@ -88,7 +90,7 @@ def test_search_facets_count_the_ranked_candidates(api: TestClient, service: Sea
                                            "candidates": 60, "k": 5,
                                            "understand": "off"}).json()  # fmt: skip
     serving = service.catalog.versions.serving()
-    pool = service.catalog.vectors.nearest(serving, text_vector(service, query)[0], 60)
+    pool = service.catalog.vectors.nearest(serving, text_vector(service, query)[0], 60).neighbors
     expected = Counter(n.product.article_type for n in pool)
     got = {f["value"]: f["count"] for f in body["facets"]["articleType"]}
     assert got == dict(expected)

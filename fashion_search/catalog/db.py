@@ -25,9 +25,11 @@ def create_pool(
 
     Connections are in autocommit mode: a read is one round trip (no BEGIN and COMMIT), and
     writes open their transactions explicitly. Each session searches HNSW with
-    ``settings.database.hnsw_ef_search`` and relaxed-order iterative scans (so a filtered search
-    still finds k rows), so a search needs no ``SET`` of its own, and cancels any statement
-    that runs longer than ``settings.database.statement_timeout_ms``.
+    ``settings.database.hnsw_ef_search`` and relaxed-order iterative scans of at most
+    ``hnsw_max_scan_tuples`` rows, and knows the filtered search's ``exact_max_rows`` (read by
+    :class:`~fashion_search.catalog.vectors.VectorSearch`), so a search needs no ``SET`` of its
+    own; it builds indexes with ``index_build_memory_mb`` and cancels any statement that runs
+    longer than ``statement_timeout_ms``.
 
     A connection is checked as it is handed out (one broken by a database restart is replaced,
     not returned), and waiting for one ends after ``settings.database.pool_timeout_s`` with
@@ -38,17 +40,23 @@ def create_pool(
     request, not a stall while the service is built).
     """
 
+    database = settings.database
+
     def configure(conn: psycopg.Connection[Any]) -> None:
         register_vector(conn)
         conn.execute(
-            "SELECT set_config('hnsw.ef_search', %s, false)",
-            (str(settings.database.hnsw_ef_search),),
-        )
-        conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        conn.execute(
-            "SELECT set_config('statement_timeout', %s, false)",
-            (str(settings.database.statement_timeout_ms),),
-        )
+            "SELECT set_config('hnsw.ef_search', %s, false),"
+            " set_config('hnsw.iterative_scan', 'relaxed_order', false),"
+            " set_config('hnsw.max_scan_tuples', %s, false),"
+            " set_config('fashion_search.exact_max_rows', %s, false),"
+            " set_config('maintenance_work_mem', %s, false),"
+            " set_config('statement_timeout', %s, false)",
+            (
+                str(database.hnsw_ef_search), str(database.hnsw_max_scan_tuples),
+                str(database.exact_max_rows), f"{database.index_build_memory_mb}MB",
+                str(database.statement_timeout_ms),
+            ),
+        )  # fmt: skip
 
     pool: ConnectionPool[Any] = ConnectionPool(
         conninfo or settings.database.url,

@@ -46,8 +46,11 @@ def _check_value(field: str, value: object, integer: bool) -> str | int:
     return value
 
 
-def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any]]:
-    """``TRUE AND col = %(f_col)s AND col2 = ANY(%(f_col2)s)`` and its parameters.
+def where_clause(
+    filters: Filters | None, alias: str | None = None
+) -> tuple[sql.Composable, dict[str, Any]]:
+    """``TRUE AND col = %(f_col)s AND col2 = ANY(%(f_col2)s)`` and its parameters (the columns
+    of the table ``alias`` when given).
 
     Values are always bound as parameters, never spliced into the SQL text. Raises
     InvalidFilterError for an unknown field or an unusable value.
@@ -61,11 +64,12 @@ def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any
             raise InvalidFilterError(f"unknown filter field {field!r}; known fields: {known}")
         integer = FILTER_FIELDS[column] is int
         name = f"f_{column}"
+        identifier = sql.Identifier(column) if alias is None else sql.Identifier(alias, column)
         if name in params:
             raise InvalidFilterError(f"filter {field!r} is given twice (camelCase and snake_case)")
         if isinstance(raw, str | int):
             params[name] = _check_value(field, raw, integer)
-            parts.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(name)))
+            parts.append(sql.SQL("{} = {}").format(identifier, sql.Placeholder(name)))
             continue
         values = [_check_value(field, v, integer) for v in raw]
         if not values or len(values) > MAX_VALUES_PER_FIELD:
@@ -74,9 +78,7 @@ def where_clause(filters: Filters | None) -> tuple[sql.Composable, dict[str, Any
             )
         params[name] = values
         cast = sql.SQL("integer[]" if integer else "text[]")
-        parts.append(
-            sql.SQL("{} = ANY({}::{})").format(sql.Identifier(column), sql.Placeholder(name), cast)
-        )
+        parts.append(sql.SQL("{} = ANY({}::{})").format(identifier, sql.Placeholder(name), cast))
     return sql.SQL(" AND ").join(parts), params
 
 

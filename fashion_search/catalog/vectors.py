@@ -1,14 +1,16 @@
-"""Vector and hybrid search queries: nearest neighbours (HNSW, exact when the index scan ends
-short), the similarity of given products (a title search's matches), full-text title matches,
-and the labelled neighbours that vote on an upload's labels.
+"""Vector and hybrid search queries: nearest neighbours (a selective filter's rows ranked
+exactly, else HNSW, exact when the index scan ends short), the similarity of given products (a
+title search's matches), full-text title matches, and the labelled neighbours that vote on an
+upload's labels.
 
-Every vector query reads the embeddings of one model version (its partition, aliased ``e``),
-which the caller names: a query vector is only compared with vectors of the version that made
-it."""
+Every vector query reads the embeddings of one model version (its partition, aliased ``e``, which
+holds a copy of each product's filter columns), which the caller names: a query vector is only
+compared with vectors of the version that made it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ from fashion_search.catalog.limits import check_candidates, check_k
 from fashion_search.catalog.models import Neighbor, Product
 from fashion_search.catalog.table import READ_COLUMNS, Connections, Table
 from fashion_search.catalog.versions import CatalogVersion
+from fashion_search.settings import DatabaseSettings
 
 #: pgvector's largest ``hnsw.ef_search``.
 MAX_EF_SEARCH = 1000
@@ -27,21 +30,47 @@ MAX_EF_SEARCH = 1000
 HIT_COLUMNS = sql.SQL("{}, e.model_version").format(READ_COLUMNS)
 
 
+@dataclass(frozen=True)
+class Nearest:
+    """A nearest-neighbour search's hits, best first, and whether they are exactly the nearest
+    (False: from the HNSW index, approximate)."""
+
+    neighbors: list[Neighbor]
+    exact: bool
+
+
 class VectorSearch(Table):
     """Searches over the catalog's embeddings and titles."""
 
     def __init__(self, pool: Connections) -> None:
         super().__init__(pool)
-        self._ef_search: int | None = None
+        self._plan: tuple[int, int] | None = None
+
+    def _session_plan(self) -> tuple[int, int]:
+        """The pool's sessions' ``hnsw.ef_search`` and ``fashion_search.exact_max_rows``
+        (:func:`~fashion_search.catalog.db.create_pool`), read once."""
+        if self._plan is None:
+            with self.pool.connection() as conn:
+                row = conn.execute(
+                    "SELECT current_setting('hnsw.ef_search', true),"
+                    " current_setting('fashion_search.exact_max_rows', true)"
+                ).fetchone()
+            assert row is not None
+            self._plan = (
+                int(row[0]) if row[0] else 40,  # pgvector's default
+                int(row[1]) if row[1] else DatabaseSettings().exact_max_rows,
+            )
+        return self._plan
 
     @property
     def ef_search(self) -> int:
         """The HNSW candidate list size the pool's sessions search with."""
-        if self._ef_search is None:
-            with self.pool.connection() as conn:
-                row = conn.execute("SELECT current_setting('hnsw.ef_search', true)").fetchone()
-            self._ef_search = int(row[0]) if row and row[0] else 40  # pgvector's default
-        return self._ef_search
+        return self._session_plan()[0]
+
+    @property
+    def exact_max_rows(self) -> int:
+        """The most rows a filter may have (estimated) to be ranked exactly."""
+        return self._session_plan()[1]
 
     def nearest(
         self,
@@ -51,21 +80,59 @@ class VectorSearch(Table):
         filters: Filters | None = None,
         exact: bool = False,
         exclude_id: int | None = None,
-    ) -> list[Neighbor]:
+    ) -> Nearest:
         """The ``k`` products closest to ``vector`` by cosine similarity, best first (the
-        product ``exclude_id`` left out).
+        product ``exclude_id`` left out), and whether they are exactly the closest.
 
-        Uses the HNSW index with pgvector's iterative scan so that a selective filter still
-        yields ``k`` rows; if the index scan ends short, the query is answered exactly.
+        The plan (decision 0047): a filter whose rows the planner estimates at most
+        ``exact_max_rows`` is ranked exactly over those rows (through its indexes in the
+        partition); else the HNSW index is walked by pgvector's iterative scan, the filter
+        checked on each row, up to ``hnsw.max_scan_tuples``; if that ends short of ``k``, the
+        search is answered exactly. So ``k`` products come back whenever ``k`` match.
         """
-        candidates, params = self._candidates(
-            "hits", HIT_COLUMNS, version, vector, k, filters, exclude_id
-        )
-        query = sql.SQL("WITH {} SELECT * FROM hits ORDER BY distance, id").format(candidates)
-        rows = self._search(query, params, exact=exact)
+        check_candidates(k)
+        query_vector = version.check_vector(vector)
+        where, params = where_clause(filters, alias="e")
+        params.update(v=query_vector, k=k)
+        if exclude_id is not None:
+            where = sql.SQL("{} AND e.product_id <> %(exclude)s").format(where)
+            params["exclude"] = exclude_id
+        if not exact and filters:
+            exact = self._estimated_rows(version, where, params) <= self.exact_max_rows
+        rows = self._search(self._nearest_query(version, where, exact), params, exact)
         if len(rows) < k and not exact:
-            rows = self._search(query, params, exact=True)
-        return _by_similarity(rows)
+            exact = True
+            rows = self._search(self._nearest_query(version, where, exact), params, exact)
+        return Nearest(_by_similarity(rows), exact)
+
+    @staticmethod
+    def _nearest_query(version: CatalogVersion, where: sql.Composable, exact: bool) -> sql.Composed:
+        """The ``k`` nearest rows passing ``where``, then their products. Exact, the order is an
+        expression no HNSW index serves (``+ 0``): the planner ranks the filter's rows (its
+        B-trees, or every row), and still joins the products by their key."""
+        order = sql.SQL("({}) + 0" if exact else "{}").format(version.distance)
+        return sql.SQL(
+            "WITH hits AS MATERIALIZED ("
+            " SELECT e.product_id, e.model_version, {distance} AS distance FROM {table} e"
+            " WHERE {where} ORDER BY {order} LIMIT %(k)s)"
+            " SELECT {columns}, h.model_version, h.distance FROM hits h"
+            " JOIN products p ON p.id = h.product_id ORDER BY h.distance, p.id"
+        ).format(
+            distance=version.distance, table=version.table, where=where, order=order,
+            columns=READ_COLUMNS,
+        )  # fmt: skip
+
+    def _estimated_rows(
+        self, version: CatalogVersion, where: sql.Composable, params: dict[str, Any]
+    ) -> float:
+        """The planner's estimate of the rows of ``version``'s partition that pass ``where``."""
+        query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} e WHERE {}").format(
+            version.table, where
+        )
+        with self.pool.connection() as conn:
+            row = conn.execute(query, params).fetchone()
+        assert row is not None
+        return float(row[0][0]["Plan"]["Plan Rows"])
 
     def of_ids(
         self,
@@ -85,52 +152,18 @@ class VectorSearch(Table):
             rows = cur.execute(query, params).fetchall()
         return _by_similarity(rows)
 
-    def _candidates(
-        self,
-        name: str,
-        columns: sql.Composable,
-        version: CatalogVersion,
-        vector: np.ndarray[Any, Any] | Sequence[float],
-        k: int,
-        filters: Filters | None,
-        exclude_id: int | None = None,
-    ) -> tuple[sql.Composed, dict[str, Any]]:
-        """The common table expression ``name``: ``columns`` and ``distance`` of the ``k``
-        products nearest to ``vector`` among the embeddings of ``version`` that pass
-        ``filters``; and its parameters."""
-        check_candidates(k)
-        query_vector = version.check_vector(vector)
-        where, params = where_clause(filters)
-        params.update(v=query_vector, k=k)
-        if exclude_id is not None:
-            where = sql.SQL("{} AND p.id <> %(exclude)s").format(where)
-            params["exclude"] = exclude_id
-        cte = sql.SQL(
-            "{name} AS MATERIALIZED ("
-            " SELECT {columns}, {distance} AS distance FROM {table} e"
-            " JOIN products p ON p.id = e.product_id"
-            " WHERE {where} ORDER BY distance LIMIT %(k)s)"
-        ).format(
-            name=sql.Identifier(name), columns=columns, distance=version.distance,
-            table=version.table, where=where,
-        )  # fmt: skip
-        return cte, params
-
     def _search(
         self, query: sql.Composed, params: dict[str, Any], exact: bool
     ) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]]
         ef_search = self.ef_search  # first read before taking a connection: it takes one
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            if not exact and params["k"] <= ef_search:  # the session's HNSW settings
+            if exact or params["k"] <= ef_search:  # the session's HNSW settings
                 rows = cur.execute(query, params).fetchall()
                 return rows
             with conn.transaction():
-                if exact:
-                    cur.execute("SET LOCAL enable_indexscan = off")
-                else:
-                    cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                        sql.Literal(params["k"])))  # fmt: skip
+                cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                    sql.Literal(params["k"])))  # fmt: skip
                 rows = cur.execute(query, params).fetchall()
             return rows
 

@@ -312,10 +312,12 @@ class CatalogVersions(Table):
 
     def ensure_index(self, model_version: str) -> None:
         """Build a version's HNSW index if it is missing (after a bulk load, or a killed one),
-        however long that takes (no statement timeout)."""
+        however long that takes (no statement timeout), and gather its partition's statistics
+        (what filtered searches choose their plan by)."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SET LOCAL statement_timeout = 0")
             conn.execute("SELECT create_embedding_index(%s)", (model_version,))
+            conn.execute(sql.SQL("ANALYZE {}").format(version_record(conn, model_version).table))
 
     def storage_bytes(self, model_version: str) -> int:
         """Disk taken by a version's embeddings: its partition, index and TOAST."""

@@ -102,8 +102,9 @@ class SearchResult:
     facet counts over the kept candidates (when asked). ``below_cutoff``: no candidate passed
     the cutoff, so the hits are the nearest ones below it (never an empty page for a query
     the catalog has candidates for). ``rules``: the merchandising rules that applied, and
-    ``redirect``, the filters they sent the search to. ``experiment``: the experiment and arm
-    that answered, and the search's id there."""
+    ``redirect``, the filters they sent the search to. ``exact``: the vector candidates are
+    exactly the nearest that pass the filters (else from the HNSW index: approximate).
+    ``experiment``: the experiment and arm that answered, and the search's id there."""
 
     hits: list[Hit]
     mode: str
@@ -117,6 +118,7 @@ class SearchResult:
     rules: tuple[int, ...] = ()
     redirect: Filters | None = None
     experiment: Shown | None = None
+    exact: bool = False
 
 
 @contextmanager
@@ -440,26 +442,26 @@ class SearchService:
             values = {name: getattr(product, name) for name in IMAGE_ATTRIBUTES}
         return {to_camel(name): value for name, value in values.items() if value}
 
-    def _candidates(self, search: _Search) -> tuple[list[Neighbor], dict[int, float]]:
+    def _candidates(self, search: _Search) -> tuple[list[Neighbor], dict[int, float], bool]:
         """The search's candidates: the ``depth`` nearest, with (boosting) the nearest that
-        have every understood value and (hybrid) the title matches; and the title matches'
-        ranks."""
+        have every understood value and (hybrid) the title matches; the title matches' ranks;
+        and whether the nearest are exact."""
         vectors, version, vector = self.catalog.vectors, search.version, search.vector
         exclude_id = search.exclude_id
-        neighbors = vectors.nearest(
+        nearest = vectors.nearest(
             version, vector, search.depth, search.filters, exclude_id=exclude_id
         )
+        neighbors, exact = nearest.neighbors, nearest.exact
         if search.boosted:
             named = {**search.understood, **(search.filters or {})}
-            neighbors += vectors.nearest(
-                version, vector, search.depth, named, exclude_id=exclude_id
-            )
+            nearest = vectors.nearest(version, vector, search.depth, named, exclude_id=exclude_id)
+            neighbors, exact = neighbors + nearest.neighbors, exact and nearest.exact
         titles = dict(search.titles.result()) if search.titles is not None else {}
         unique = {n.product.id: n for n in neighbors}
         missing = [i for i in titles if i not in unique]
         if missing:
             unique |= {n.product.id: n for n in vectors.of_ids(version, vector, missing)}
-        return list(unique.values()), titles
+        return list(unique.values()), titles, exact
 
     def _pinned(self, search: _Search) -> dict[int, Neighbor]:
         """The products the rules pin, by position, with their similarity to the query;
@@ -483,7 +485,7 @@ class SearchService:
         counted, collapsed, grouped by style, the first k kept with their image URLs."""
         effects = search.effects
         with _timed(timings, "database"):
-            pool, titles = self._candidates(search)
+            pool, titles, exact = self._candidates(search)
             pool = [n for n in pool if n.product.id not in effects.hidden]
             pinned = self._pinned(search)
             pinned_ids = {n.product.id for n in pinned.values()}
@@ -535,7 +537,7 @@ class SearchService:
         return SearchResult(
             hits[: search.k], search.mode, search.version.model_version, timings,
             search.understood, ranking.cut, facets, min_score, ranking.below_cutoff,
-            effects.rule_ids, effects.redirect or None,
+            effects.rule_ids, effects.redirect or None, exact=exact,
         )  # fmt: skip
 
 

@@ -110,9 +110,11 @@ class SearchOut(_Body):
     """Hits, best first, with the model version that embedded the query and timings; the
     attribute values the query was understood to name (a value, or several), the relevance
     cutoff applied and how many candidates it dropped, whether no candidate passed it (then
-    the hits are the nearest below it), facet counts over the candidates (when asked), the
-    merchandising rules that applied and the filters they redirected the search to; in a running
-    experiment, the experiment and arm that answered."""
+    the hits are the nearest below it), whether the vector candidates are exactly the nearest
+    that pass the filters (else approximate, from the HNSW index), facet counts over the
+    candidates (when asked), the merchandising rules that applied and the filters they
+    redirected the search to; in a running experiment, the experiment and arm that
+    answered."""
 
     mode: str
     model_version: str | None
@@ -122,6 +124,7 @@ class SearchOut(_Body):
     cut: int
     min_score: float | None
     below_cutoff: bool
+    exact: bool
     facets: FacetCountsOut | None
     rules: list[int]
     redirect: dict[str, Any] | None
@@ -139,6 +142,7 @@ class SearchOut(_Body):
             cut=result.cut,
             min_score=result.min_score,
             below_cutoff=result.below_cutoff,
+            exact=result.exact,
             facets=None if result.facets is None else facet_counts_out(result.facets),
             rules=list(result.rules),
             redirect=None if result.redirect is None else dict(result.redirect),

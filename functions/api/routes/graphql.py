@@ -210,6 +210,10 @@ class SearchResults:
     below_cutoff: bool = strawberry.field(
         description="no candidate passed the cutoff: the hits are the nearest below it"
     )
+    exact: bool = strawberry.field(
+        description="the vector candidates are exactly the nearest that pass the filters"
+        " (false: approximate, from the HNSW index)"
+    )
     facets: list[Facet] | None = strawberry.field(description="counts over the candidates")
     rules: list[int] = strawberry.field(description="the merchandising rules that applied")
     redirect: list[FieldValue] | None = strawberry.field(
@@ -230,6 +234,7 @@ class SearchResults:
             cut=result.cut,
             min_score=result.min_score,
             below_cutoff=result.below_cutoff,
+            exact=result.exact,
             facets=None if result.facets is None else Facet.all_of(result.facets),
             rules=list(result.rules),
             redirect=None if result.redirect is None else _field_values(result.redirect),
