@@ -4,8 +4,8 @@ Builds a catalog of N synthetic products (default 1,000,000) in a scratch databa
 stack's PostgreSQL with the project's migrations and repositories: each product takes the
 metadata of a random product of the dataset (so every filter value keeps the dataset's
 frequency, and combinations their joint frequency) and a vector near its article type's,
-colour's and gender's random directions plus noise (products of one type cluster, as a model's
-embeddings do). Queries are further noisy products, not in the table, of any type: a filter
+colour's and gender's random directions, varied by a low-dimensional style and a little noise
+(products of one type cluster, as a model's embeddings do). Queries are further noisy products, not in the table, of any type: a filter
 mostly names products far from the query, the hard case for a graph index.
 
 For filters of shares from 0.1% to 50% of the catalog, single and combined, it searches through
