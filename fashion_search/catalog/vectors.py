@@ -230,8 +230,8 @@ class VectorSearch(Table):
         query = sql.SQL("{} ORDER BY distance LIMIT %(n)s").format(select)
         exact = sql.SQL(
             "{} WHERE p.source_key IS NULL AND p.id <> ALL(%(excluded)s)"
-            " ORDER BY distance LIMIT %(n)s"
-        ).format(select)
+            " ORDER BY ({}) + 0 LIMIT %(n)s"  # no HNSW index serves it: exact (_nearest_query)
+        ).format(select, version.distance)
         result = []
         session_ef_search = self.ef_search  # before taking a connection (see _search)
         with (
@@ -250,10 +250,8 @@ class VectorSearch(Table):
                         break
                     fetch *= 4
                 if len(kept) < k and len(rows) == fetch:  # crowded by uploads: exactly
-                    cur.execute("SET LOCAL enable_indexscan = off")
                     params = {"v": vector, "n": k, "excluded": list(excluded)}
                     kept = cur.execute(exact, params).fetchall()
-                    cur.execute("SET LOCAL enable_indexscan = on")
                 result.append(
                     [
                         Neighbor(product=Product.model_validate(r), score=1.0 - r["distance"])
