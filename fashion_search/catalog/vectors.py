@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from psycopg import sql
+from psycopg import Cursor, sql
 from psycopg.rows import dict_row
 
 from fashion_search.catalog.filters import Filters, where_clause
@@ -58,7 +58,7 @@ class VectorSearch(Table):
             assert row is not None
             self._plan = (
                 int(row[0]) if row[0] else 40,  # pgvector's default
-                int(row[1]) if row[1] else DatabaseSettings().exact_max_rows,
+                int(row[1]) if row[1] else DatabaseSettings.model_fields["exact_max_rows"].default,
             )
         return self._plan
 
@@ -66,11 +66,6 @@ class VectorSearch(Table):
     def ef_search(self) -> int:
         """The HNSW candidate list size the pool's sessions search with."""
         return self._session_plan()[0]
-
-    @property
-    def exact_max_rows(self) -> int:
-        """The most rows a filter may have (estimated) to be ranked exactly."""
-        return self._session_plan()[1]
 
     def nearest(
         self,
@@ -97,42 +92,15 @@ class VectorSearch(Table):
         if exclude_id is not None:
             where = sql.SQL("{} AND e.product_id <> %(exclude)s").format(where)
             params["exclude"] = exclude_id
-        if not exact and filters:
-            exact = self._estimated_rows(version, where, params) <= self.exact_max_rows
-        rows = self._search(self._nearest_query(version, where, exact), params, exact)
-        if len(rows) < k and not exact:
-            exact = True
-            rows = self._search(self._nearest_query(version, where, exact), params, exact)
+        ef_search, exact_max_rows = self._session_plan()  # before taking a connection
+        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            if not exact and filters:
+                exact = _estimated_rows(cur, version, where, params) <= exact_max_rows
+            rows = _fetch(cur, _nearest_query(version, where, exact), params, exact, ef_search)
+            if len(rows) < k and not exact:
+                exact = True
+                rows = _fetch(cur, _nearest_query(version, where, exact), params, exact, ef_search)
         return Nearest(_by_similarity(rows), exact)
-
-    @staticmethod
-    def _nearest_query(version: CatalogVersion, where: sql.Composable, exact: bool) -> sql.Composed:
-        """The ``k`` nearest rows passing ``where``, then their products. Exact, the order is an
-        expression no HNSW index serves (``+ 0``): the planner ranks the filter's rows (its
-        B-trees, or every row), and still joins the products by their key."""
-        order = sql.SQL("({}) + 0" if exact else "{}").format(version.distance)
-        return sql.SQL(
-            "WITH hits AS MATERIALIZED ("
-            " SELECT e.product_id, e.model_version, {distance} AS distance FROM {table} e"
-            " WHERE {where} ORDER BY {order} LIMIT %(k)s)"
-            " SELECT {columns}, h.model_version, h.distance FROM hits h"
-            " JOIN products p ON p.id = h.product_id ORDER BY h.distance, p.id"
-        ).format(
-            distance=version.distance, table=version.table, where=where, order=order,
-            columns=READ_COLUMNS,
-        )  # fmt: skip
-
-    def _estimated_rows(
-        self, version: CatalogVersion, where: sql.Composable, params: dict[str, Any]
-    ) -> float:
-        """The planner's estimate of the rows of ``version``'s partition that pass ``where``."""
-        query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} e WHERE {}").format(
-            version.table, where
-        )
-        with self.pool.connection() as conn:
-            row = conn.execute(query, params).fetchone()
-        assert row is not None
-        return float(row[0][0]["Plan"]["Plan Rows"])
 
     def of_ids(
         self,
@@ -151,21 +119,6 @@ class VectorSearch(Table):
         with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query, params).fetchall()
         return _by_similarity(rows)
-
-    def _search(
-        self, query: sql.Composed, params: dict[str, Any], exact: bool
-    ) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]]
-        ef_search = self.ef_search  # first read before taking a connection: it takes one
-        with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            if exact or params["k"] <= ef_search:  # the session's HNSW settings
-                rows = cur.execute(query, params).fetchall()
-                return rows
-            with conn.transaction():
-                cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                    sql.Literal(params["k"])))  # fmt: skip
-                rows = cur.execute(query, params).fetchall()
-            return rows
 
     def title_match_ids(
         self,
@@ -229,11 +182,10 @@ class VectorSearch(Table):
         ).format(columns=HIT_COLUMNS, distance=version.distance, table=version.table)
         query = sql.SQL("{} ORDER BY distance LIMIT %(n)s").format(select)
         exact = sql.SQL(
-            "{} WHERE p.source_key IS NULL AND p.id <> ALL(%(excluded)s)"
-            " ORDER BY ({}) + 0 LIMIT %(n)s"  # no HNSW index serves it: exact (_nearest_query)
-        ).format(select, version.distance)
+            "{} WHERE p.source_key IS NULL AND p.id <> ALL(%(excluded)s) ORDER BY {} LIMIT %(n)s"
+        ).format(select, _exact_order(version))
         result = []
-        session_ef_search = self.ef_search  # before taking a connection (see _search)
+        session_ef_search = self.ef_search  # before taking a connection (see nearest)
         with (
             self.pool.connection() as conn,
             conn.transaction(),
@@ -259,6 +211,54 @@ class VectorSearch(Table):
                     ]
                 )
         return result
+
+
+def _exact_order(version: CatalogVersion) -> sql.Composed:
+    """An ORDER BY of the cosine distance that no HNSW index serves (``+ 0``): the planner
+    ranks every row that passes the query's filters (their B-trees, or every row) exactly, and
+    still joins products by their key (``enable_indexscan = off`` would join them by hash)."""
+    return sql.SQL("({}) + 0").format(version.distance)
+
+
+def _nearest_query(version: CatalogVersion, where: sql.Composable, exact: bool) -> sql.Composed:
+    """The ``k`` nearest rows passing ``where`` (exactly, or through the HNSW index), then
+    their products."""
+    return sql.SQL(
+        "WITH hits AS MATERIALIZED ("
+        " SELECT e.product_id, e.model_version, {distance} AS distance FROM {table} e"
+        " WHERE {where} ORDER BY {order} LIMIT %(k)s)"
+        " SELECT {columns}, h.model_version, h.distance FROM hits h"
+        " JOIN products p ON p.id = h.product_id ORDER BY h.distance, p.id"
+    ).format(
+        distance=version.distance, table=version.table, where=where, columns=READ_COLUMNS,
+        order=_exact_order(version) if exact else version.distance,
+    )  # fmt: skip
+
+
+def _estimated_rows(
+    cur: Cursor[dict[str, Any]], version: CatalogVersion, where: sql.Composable,
+    params: dict[str, Any],
+) -> float:  # fmt: skip
+    """The planner's estimate of the rows of ``version``'s partition that pass ``where``."""
+    query = sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {} e WHERE {}").format(
+        version.table, where
+    )
+    row = cur.execute(query, params).fetchone()
+    assert row is not None
+    return float(row["QUERY PLAN"][0]["Plan"]["Plan Rows"])
+
+
+def _fetch(
+    cur: Cursor[dict[str, Any]], query: sql.Composed, params: dict[str, Any], exact: bool,
+    ef_search: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """``query``'s rows; through the HNSW index for more than the session's ``ef_search``
+    rows, with ``hnsw.ef_search`` raised to ``k`` for this query."""
+    if exact or params["k"] <= ef_search:
+        return cur.execute(query, params).fetchall()
+    with cur.connection.transaction():
+        cur.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(params["k"])))
+        return cur.execute(query, params).fetchall()
 
 
 def _by_similarity(rows: Sequence[dict[str, Any]]) -> list[Neighbor]:

@@ -15,7 +15,7 @@ ALTER TABLE product_embeddings
     ADD COLUMN dataset         text;
 
 -- Vectors are stored inline: at 512 dimensions a row passes TOAST's 2 kB threshold, and every
--- exact ranking read each vector from the TOAST table (about 5 us a row more at 100k rows).
+-- exact ranking read each vector from the TOAST table.
 ALTER TABLE product_embeddings ALTER COLUMN embedding SET STORAGE PLAIN;
 
 -- The existing catalog moves over without re-embedding: the copies are filled and the vectors
