@@ -5,8 +5,9 @@ stack's PostgreSQL with the project's migrations and repositories: each product 
 metadata of a random product of the dataset (so every filter value keeps the dataset's
 frequency, and combinations their joint frequency) and a vector near its article type's,
 colour's and gender's random directions, varied by a low-dimensional style and a little noise
-(products of one type cluster, as a model's embeddings do). Queries are further noisy products, not in the table, of any type: a filter
-mostly names products far from the query, the hard case for a graph index.
+(products of one type cluster, as a model's embeddings do). Queries are further products made
+the same way, not in the table, of any type: a filter mostly names products far from the
+query, the hard case for a graph index.
 
 For filters of shares from 0.1% to 50% of the catalog, single and combined, it searches through
 :class:`~fashion_search.search.service.SearchService` (vector mode, understanding off, the
@@ -152,6 +153,31 @@ def recall(found: Sequence[Sequence[int]], exact: Sequence[set[int]]) -> float:
 
 
 @dataclass(frozen=True)
+class Case:
+    """One filter (none: unfiltered), made once: its label, which products pass it, and the
+    exact top ``K`` of each query among them."""
+
+    filters: dict[str, Any]
+    label: str
+    mask: Vectors | None  # None: every product
+    truth: list[set[int]]
+
+    @classmethod
+    def of(cls, data: Synthetic, filters: dict[str, Any], n_queries: int) -> Case:
+        """``filters``' case on ``data``'s first ``n_queries`` queries."""
+        mask = mask_of(data, filters) if filters else None
+        label = ", ".join(f"{c}={v}" for c, v in filters.items()) or "unfiltered"
+        return cls(
+            filters, label, mask, exact_neighbours(data.vectors, data.queries[:n_queries], mask)
+        )
+
+    @property
+    def share(self) -> float:
+        """The share of the catalog that passes."""
+        return 1.0 if self.mask is None else float(self.mask.mean())
+
+
+@dataclass(frozen=True)
 class Timing:
     """Latencies of one run of the queries."""
 
@@ -283,10 +309,11 @@ def _server_memory(conninfo: str) -> int:
 
 
 def search_rows(
-    settings: Settings, data: Synthetic, filters: list[dict[str, Any]], n_queries: int,
+    settings: Settings, data: Synthetic, cases: list[Case], n_queries: int,
     floor: dict[str, float],
 ) -> list[list[Any]]:  # fmt: skip
-    """Each filter under each plan (concurrency 1; the product's also at 8)."""
+    """Each case under each plan (concurrency 1; the product's also at 8; unfiltered: the
+    product's only)."""
     rows: list[list[Any]] = []
     for plan, exact_max_rows in PLANS.items():
         planned = settings if exact_max_rows is None else settings.replace(
@@ -296,27 +323,24 @@ def search_rows(
             service = SearchService(
                 planned, Catalog.of(pool), ObjectStore(planned), QueryVectors(data.queries)
             )
-            for f in [{}, *filters] if plan == "product" else filters:  # unfiltered: one plan
-                mask = mask_of(data, f) if f else None
-                exact = exact_neighbours(data.vectors, data.queries[:n_queries], mask)
+            for case in cases if plan == "product" else [c for c in cases if c.filters]:
                 exactness: list[bool] = []
 
                 def search(
-                    i: int, f: dict[str, Any] = f, seen: list[bool] = exactness,
+                    i: int, f: dict[str, Any] = case.filters, seen: list[bool] = exactness,
                     service: SearchService = service,
                 ) -> list[int]:  # fmt: skip
                     result = service.text(f"q{i}", K, f, mode="vector", refine=QUIET)
                     seen.append(result.exact)
                     return [h.product.id - 1 for h in result.hits]
 
-                label = ", ".join(f"{c}={v}" for c, v in f.items()) or "unfiltered"
-                share = mask.mean() if mask is not None else 1.0
-                base = floor.get(label)
+                base = floor.get(case.label)
                 for concurrency in (1, 8) if plan == "product" else (1,):
                     t = timed(search, n_queries, concurrency)
                     rows.append([
-                        label, f"{share:.2%}", plan, concurrency, t.p50_ms, t.p95_ms,
-                        f"{t.qps:.0f}", recall(t.answers, exact), f"{np.mean(exactness):.0%}",
+                        case.label, f"{case.share:.2%}", plan, concurrency, t.p50_ms, t.p95_ms,
+                        f"{t.qps:.0f}", recall(t.answers, case.truth),
+                        f"{np.mean(exactness):.0%}",
                         f"{t.p50_ms / base:.1f}x" if base and concurrency == 1 else "-",
                     ])  # fmt: skip
                     exactness.clear()
@@ -324,7 +348,7 @@ def search_rows(
 
 
 def faiss_rows(
-    data: Synthetic, filters: list[dict[str, Any]], n_queries: int, ef_search: int
+    data: Synthetic, cases: list[Case], n_queries: int, ef_search: int
 ) -> tuple[list[list[Any]], dict[str, float]]:
     """FAISS exact over each filter's products, and HNSW unfiltered: rows and the floor."""
     import faiss
@@ -347,20 +371,19 @@ def faiss_rows(
     params = faiss.SearchParametersHNSW(efSearch=ef_search)
     t = timed(lambda i: [int(j) for j in hnsw.search(queries[i : i + 1], K, params=params)[1][0]],
               n_queries, 1)  # fmt: skip
-    floor["unfiltered"] = t.p50_ms
-    rows.append([f"HNSW (built in {build_s:.0f} s, +{hnsw_gib:.2f} GiB)", "unfiltered", ef_search,
-                 t.p50_ms, t.p95_ms, recall(t.answers, exact_neighbours(data.vectors, queries,
-                                                                          None))])  # fmt: skip
-    for f in filters:
-        mask = mask_of(data, f)
-        sel = faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.flatnonzero(mask)))
+    unfiltered, *filtered = cases
+    floor[unfiltered.label] = t.p50_ms
+    rows.append([f"HNSW (built in {build_s:.0f} s, +{hnsw_gib:.2f} GiB)", unfiltered.label,
+                 ef_search, t.p50_ms, t.p95_ms, recall(t.answers, unfiltered.truth)])  # fmt: skip
+    for case in filtered:
+        ids = np.flatnonzero(case.mask)
+        sel = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
         t = timed(lambda i, sel=sel: [int(j) for j in flat.search(queries[i : i + 1], K,
                                                                   params=sel)[1][0]],
                   n_queries, 1)  # fmt: skip
-        label = ", ".join(f"{c}={v}" for c, v in f.items())
-        floor[label] = t.p50_ms
-        rows.append(["exact over the filter's products", label, "-", t.p50_ms, t.p95_ms,
-                     recall(t.answers, exact_neighbours(data.vectors, queries, mask))])  # fmt: skip
+        floor[case.label] = t.p50_ms
+        rows.append(["exact over the filter's products", case.label, "-", t.p50_ms, t.p95_ms,
+                     recall(t.answers, case.truth)])  # fmt: skip
     return rows, floor
 
 
@@ -378,7 +401,7 @@ def main() -> None:
     stack = get_settings()
     started = time.perf_counter()
     data = synthesize(stack.dataset_source, args.products, args.queries, args.dim, args.noise)
-    filters = pick_filters(data)
+    cases = [Case.of(data, f, args.queries) for f in [{}, *pick_filters(data)]]
     n, dim = data.vectors.shape
     report.add(
         f"Synthetic catalog: {n:,} products with the metadata of random dataset products and"
@@ -392,7 +415,7 @@ def main() -> None:
         f" hnsw.max_scan_tuples={stack.database.hnsw_max_scan_tuples},"
         f" ef_search={stack.database.hnsw_ef_search}), HNSW only, exact only."
     )
-    faiss_table, floor = ([], {}) if args.no_faiss else faiss_rows(data, filters, args.queries, 100)
+    faiss_table, floor = ([], {}) if args.no_faiss else faiss_rows(data, cases, args.queries, 100)
     name = f"bench_scale_{uuid.uuid4().hex[:8]}"
     admin = make_conninfo(stack.database.url, dbname="postgres")
     create_database(admin, name)
@@ -405,7 +428,7 @@ def main() -> None:
     report.add(f"PostgreSQL shared_buffers: {buffers[0] if buffers else '?'}.")
     try:
         figures = build_catalog(settings, data)
-        rows = search_rows(settings, data, filters, args.queries, floor)
+        rows = search_rows(settings, data, cases, args.queries, floor)
         memory = _server_memory(settings.database.url)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
