@@ -39,7 +39,7 @@ def search_in(
 ) -> SearchResult:
     """The answer of ``session_id``'s arm (``search_arm``), or with interleaving both arms'
     hits merged, each naming the arm that put it there (the first arm's answer otherwise: its
-    mode, timings, understanding); recorded in ``searches``."""
+    mode, timings, understanding; exact only if both are); recorded in ``searches``."""
     if not experiment.design.interleave:
         arm = assign(experiment.id, experiment.design, session_id)
         result = search_arm(arm, request)
@@ -54,4 +54,5 @@ def search_in(
         results[0],
         hits=[dataclasses.replace(hits[team][id_], arm=arms[team].name) for id_, team in merged],
         experiment=Shown(experiment.id, INTERLEAVED, search_id),
+        exact=all(result.exact for result in results),
     )
