@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from fashion_search.background import background_pool
 from fashion_search.catalog.models import Product
+from fashion_search.catalog.precomputed import image_digest, load_image_embeddings
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.catalog.shards import WHOLE, Shard
 from fashion_search.catalog.versions import CatalogVersion
@@ -64,9 +65,17 @@ def embed_catalog(
 
     Resumable: each batch is committed on its own, and a re-run picks up what is left. Passes
     repeat until one finds nothing new to embed, so products added or re-uploaded meanwhile
-    are covered too; images that cannot be embedded are reported in ``failed``, once.
+    are covered too; images that cannot be embedded are reported in ``failed``, once. Images
+    whose embedding by ``version`` training stored (:mod:`fashion_search.catalog.precomputed`)
+    take it instead of a model server run, when the server serves the fp32 towers it equals.
     """
     summary = EmbedSummary(version.model_version)
+    info = client.info()
+    known = (
+        load_image_embeddings(store, info.registry_name, version.model_version)
+        if info.precision == "fp32"
+        else {}
+    )
     with (  # low priority: on a small machine the model server's runs keep the CPU
         background_pool(16, "embed-read") as readers,
         background_pool(IN_FLIGHT, "embed") as workers,
@@ -83,7 +92,7 @@ def embed_catalog(
             )
             ok = [(p.id, i) for p, i in zip(products, images, strict=True) if i is not None]
             if ok:
-                outcome.add(_embed_batch(catalog, client, version.model_version, ok))
+                outcome.add(_embed_batch(catalog, client, version.model_version, ok, known))
             return outcome
 
         pending: deque[tuple[int, Future[EmbedSummary]]] = deque()
@@ -158,10 +167,18 @@ def embed_batch(
 
 
 def _embed_batch(
-    catalog: Catalog, client: EmbeddingClient, version: str, items: list[tuple[int, bytes]]
+    catalog: Catalog,
+    client: EmbeddingClient,
+    version: str,
+    items: list[tuple[int, bytes]],
+    known: dict[str, Array],
 ) -> EmbedSummary:
-    """Embed one batch with ``version`` and store the vectors in its partition."""
-    batch = embed_batch(client, items, version)
+    """Embed one batch with ``version`` (the images in ``known`` by their digest, the rest on
+    the model server) and store the vectors in its partition."""
+    found = {i: known[d] for i, image in items if (d := image_digest(image)) in known}
+    rest = [(i, image) for i, image in items if i not in found]
+    batch = embed_batch(client, rest, version) if rest else EmbeddedBatch(version)
+    batch.vectors.update(found)
     embedded = 0
     if batch.vectors:
         vectors = np.stack(list(batch.vectors.values()))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from fashion_search.catalog.models import ProductFields
+from fashion_search.catalog.precomputed import image_digest
 from fashion_search.dataset import iter_dataset
 from fashion_search.model.preprocess import decode_image, resize_square
 
@@ -44,10 +45,12 @@ def attribute_caption(fields: ProductFields, template: str = TRAINING_PHRASING) 
 
 @dataclass
 class ProductImages:
-    """Products with their images resized to a square uint8 array ``[N, S, S, 3]``."""
+    """Products with their images resized to a square uint8 array ``[N, S, S, 3]``, and each
+    image's :func:`~fashion_search.catalog.precomputed.image_digest`."""
 
     fields: list[ProductFields]
     images: np.ndarray[Any, np.dtype[np.uint8]]
+    digests: list[str]
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -73,7 +76,7 @@ def load_split(
     :func:`in_test_split` puts there."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    fields, images = [], []
+    fields, images, digests = [], [], []
     for item in iter_dataset(source, offset=offset, limit=limit):
         if ids is not None:
             keep = item.fields.id in ids
@@ -82,6 +85,7 @@ def load_split(
         if not keep:
             continue
         fields.append(item.fields)
+        digests.append(image_digest(item.image))
         images.append(np.asarray(resize_square(decode_image(item.image), image_size), np.uint8))
     array = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return ProductImages(fields, array)
+    return ProductImages(fields, array, digests)

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 
+from fashion_search.catalog.precomputed import save_image_embeddings
 from fashion_search.errors import FashionSearchError
 from fashion_search.learning.judgements import Judgements, training_pairs
 from fashion_search.model.data import TEST_PERCENT, load_split
@@ -29,6 +31,7 @@ from fashion_search.model.registry import (
 )
 from fashion_search.model.train import TrainConfig, train, train_heads
 from fashion_search.settings import Settings
+from fashion_search.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 #: ``pretrained`` that starts from the champion's weights (what retraining does).
@@ -134,6 +137,11 @@ def train_and_register(
             client, clip, run.info.run_id, settings.registry.model_name, split_id, metrics
         )
         export(settings, client, version)
+        if embedded is not None:  # for embedding the catalog (fashion_search.catalog.precomputed)
+            save_image_embeddings(
+                ObjectStore(settings), version.name, version.version,
+                test_data.digests + train_data.digests, np.concatenate(embedded),
+            )  # fmt: skip
         current = champion(client, settings.registry.model_name, settings.registry.model_alias)
         champion_metrics = None
         if current is not None:
