@@ -356,6 +356,10 @@ class RegistrySettings(_Group):
     candidate_alias: str = "candidate"
     # How long finetune waits for the model server to serve a new champion.
     serve_timeout_s: float = 300.0
+    # Embedding the catalog by a version takes the image embeddings its training stored
+    # (fashion_search/catalog/precomputed.py, decision 0048); off: every image goes through
+    # the model server.
+    reuse_training_embeddings: bool = True
 
 
 class ModelServerSettings(_Group):

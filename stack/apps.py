@@ -2,7 +2,7 @@
 and Airflow.
 
 ``python -m stack.apps up`` trains the offline default model when the registry has no champion
-yet (about 25 minutes on 2 cores), starts the model server, embeds the catalog products that
+yet (about 8 minutes on 2 cores), starts the model server, embeds the catalog products that
 lack an embedding from the served version, then starts the API, the UI, the bucket-event
 dispatcher (uploads -> Kafka -> function; it relays feedback too) and Airflow (API server and
 UI, scheduler, DAG processor: :mod:`stack.airflow`), and prints their URLs and Airflow's admin

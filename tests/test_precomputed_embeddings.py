@@ -25,6 +25,7 @@ from fashion_search.model.pipeline import TrainingOutcome, train_and_register
 from fashion_search.model.train import TrainConfig
 from fashion_search.settings import Settings
 from fashion_search.storage import ObjectStore
+from fashion_search.workflows.catalog import load_products
 from model_server.export import export_version
 from stack.process import ManagedProcess
 from tests.conftest import catalog_database
@@ -80,22 +81,41 @@ def test_the_catalog_takes_the_embeddings_training_stored(
     assert min_cosine(np.stack([stored[d] for d in digests]), served) >= 0.9999
 
     # Stored vectors no server gives (negated), and none for the first five images: the
-    # catalog's embedding takes the former and asks the server for the latter.
+    # catalog's embedding, and a load's, take the former and ask the server for the latter.
     missing = set(digests[:5])
     kept = [d for d in stored if d not in missing]
     save_image_embeddings(store, name, version, kept, -np.stack([stored[d] for d in kept]))
-    with (
-        catalog_database(locked_settings, ROWS),
-        psycopg.connect(locked_settings.database.url) as conn,
-    ):
+    for embedded in (_embedded_catalog(locked_settings, version), _loaded(locked_settings)):
+        assert sorted(embedded) == sorted(item.fields.id for item in items)
+        for item, digest, vector in zip(items, digests, served, strict=True):
+            expected = vector if digest in missing else -vector
+            assert min_cosine(embedded[item.fields.id][None], expected[None]) >= 0.9999
+    # Not reused when the settings say so: every image through the server.
+    off = locked_settings.replace(registry={"reuse_training_embeddings": False})
+    embedded = _embedded_catalog(off, version)
+    ids = [item.fields.id for item in items]
+    assert min_cosine(np.stack([embedded[i] for i in ids]), served) >= 0.9999
+
+
+def _embeddings(settings: Settings, version: str) -> dict[int, np.ndarray]:
+    with psycopg.connect(settings.database.url) as conn:
         register_vector(conn)
         rows = conn.execute(
-            "SELECT product_id, embedding FROM product_embeddings WHERE model_version = %s"
-            " ORDER BY product_id",
+            "SELECT product_id, embedding FROM product_embeddings WHERE model_version = %s",
             (version,),
         ).fetchall()
-    catalog = dict(rows)
-    assert sorted(catalog) == sorted(item.fields.id for item in items)
-    for item, digest, vector in zip(items, digests, served, strict=True):
-        expected = vector if digest in missing else -vector
-        assert min_cosine(catalog[item.fields.id].to_numpy()[None], expected[None]) >= 0.9999
+    return {product_id: vector.to_numpy() for product_id, vector in rows}
+
+
+def _embedded_catalog(settings: Settings, version: str) -> dict[int, np.ndarray]:
+    """The embeddings of a catalog loaded, then embedded (:func:`embed_catalog`)."""
+    with catalog_database(settings, ROWS):
+        return _embeddings(settings, version)
+
+
+def _loaded(settings: Settings) -> dict[int, np.ndarray]:
+    """The embeddings of a catalog embedded as it loads (the ``recreate_prod_database`` way)."""
+    with catalog_database(settings, 0):
+        loaded = load_products(settings, settings.dataset_source, ROWS)
+        assert loaded.embedded == ROWS and not loaded.embed_failed
+        return _embeddings(settings, loaded.model_version or "")

@@ -28,6 +28,8 @@ from fashion_search.errors import ObjectNotFoundError
 from fashion_search.storage import ObjectStore
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
+#: Image embeddings by image digest (:mod:`fashion_search.catalog.precomputed`).
+Known = dict[str, Array]
 
 #: Batches in flight at once. With more, the next batch is read and the previous one written
 #: while the model server runs one; on 2 cores that slows the model runs more than it saves
@@ -70,12 +72,7 @@ def embed_catalog(
     take it instead of a model server run, when the server serves the fp32 towers it equals.
     """
     summary = EmbedSummary(version.model_version)
-    info = client.info()
-    known = (
-        load_image_embeddings(store, info.registry_name, version.model_version)
-        if info.precision == "fp32"
-        else {}
-    )
+    known = stored_embeddings(store, client, version.model_version)
     with (  # low priority: on a small machine the model server's runs keep the CPU
         background_pool(16, "embed-read") as readers,
         background_pool(IN_FLIGHT, "embed") as workers,
@@ -166,19 +163,43 @@ def embed_batch(
     return EmbeddedBatch(result.model_version, vectors)
 
 
+def stored_embeddings(store: ObjectStore, client: EmbeddingClient, version: str) -> Known:
+    """The image embeddings by ``version`` that its training stored
+    (:mod:`fashion_search.catalog.precomputed`), when the model server serves the fp32 towers
+    they equal; none otherwise, or when the settings say not to reuse them."""
+    if not store.settings.registry.reuse_training_embeddings:
+        return {}
+    info = client.info()
+    if info.precision != "fp32":
+        return {}
+    return load_image_embeddings(store, info.registry_name, version)
+
+
+def embed_known(
+    client: EmbeddingClient,
+    items: Sequence[tuple[int, bytes]],
+    version: str | None,
+    known: Known,
+) -> EmbeddedBatch:
+    """:func:`embed_batch`, except that an image whose digest is in ``known`` (vectors of
+    ``version``) takes that vector and no model server run."""
+    found = {i: known[d] for i, image in items if known and (d := image_digest(image)) in known}
+    rest = [(i, image) for i, image in items if i not in found]
+    batch = embed_batch(client, rest, version) if rest else EmbeddedBatch(version or "")
+    batch.vectors.update(found)
+    return batch
+
+
 def _embed_batch(
     catalog: Catalog,
     client: EmbeddingClient,
     version: str,
     items: list[tuple[int, bytes]],
-    known: dict[str, Array],
+    known: Known,
 ) -> EmbedSummary:
-    """Embed one batch with ``version`` (the images in ``known`` by their digest, the rest on
-    the model server) and store the vectors in its partition."""
-    found = {i: known[d] for i, image in items if (d := image_digest(image)) in known}
-    rest = [(i, image) for i, image in items if i not in found]
-    batch = embed_batch(client, rest, version) if rest else EmbeddedBatch(version)
-    batch.vectors.update(found)
+    """Embed one batch with ``version`` (:func:`embed_known`) and store the vectors in its
+    partition."""
+    batch = embed_known(client, items, version, known)
     embedded = 0
     if batch.vectors:
         vectors = np.stack(list(batch.vectors.values()))
@@ -191,15 +212,16 @@ def with_embeddings(
     items: Sequence[tuple[Product, bytes]],
     batch_size: int = 64,
     version: str | None = None,
+    known: Known | None = None,
 ) -> tuple[list[Product], EmbedSummary]:
     """The products with the embeddings of their images (in hand) by ``version`` (default:
     the champion), ``batch_size`` a request; a product whose image the server refuses stays
-    without one."""
+    without one. ``known``: :func:`stored_embeddings` of ``version``."""
     products: list[Product] = []
     summary = EmbedSummary("")
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
-        batch = embed_batch(client, [(p.id, image) for p, image in chunk], version)
+        batch = embed_known(client, [(p.id, image) for p, image in chunk], version, known or {})
         summary.add(EmbedSummary(batch.model_version, len(batch.vectors), batch.failed))
         products += [
             p.model_copy(

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import psycopg
 
 from fashion_search.catalog.db import create_pool
-from fashion_search.catalog.embed import EmbedSummary, embed_catalog, with_embeddings
+from fashion_search.catalog.embed import (
+    EmbedSummary,
+    Known,
+    embed_catalog,
+    stored_embeddings,
+    with_embeddings,
+)
 from fashion_search.catalog.load import load_catalog
 from fashion_search.catalog.migrate import migrate
 from fashion_search.catalog.models import Product
@@ -174,7 +180,7 @@ def load_part(
         EmbeddingClient(settings.model_server.address, timeout_s=120) as client,
     ):
         catalog = Catalog.of(pool)
-        embedder = _LoadEmbedder(catalog, client)
+        embedder = _LoadEmbedder(catalog, client, store)
         summary = load_catalog(
             catalog, store, source, offset=offset,
             limit=limit, skip_existing=True, progress=False, embed=embedder,
@@ -214,24 +220,28 @@ def load_products(settings: Settings, source: str, limit: int | None = None) -> 
 
 
 class _LoadEmbedder:
-    """A load's ``embed``: by the serving version (the champion becomes it in a new catalog);
-    at the first sign of an unreachable model server it stops embedding and says why in
-    ``stopped``."""
+    """A load's ``embed``: by the serving version (the champion becomes it in a new catalog),
+    taking the image embeddings its training stored; at the first sign of an unreachable model
+    server it stops embedding and says why in ``stopped``."""
 
-    def __init__(self, catalog: Catalog, client: EmbeddingClient) -> None:
+    def __init__(self, catalog: Catalog, client: EmbeddingClient, store: ObjectStore) -> None:
         self.client = client
         self.summary = EmbedSummary("")
         self.stopped: str | None = None
         self.version: str | None = None
+        self.known: Known = {}
         try:
             self.version = serving_version(catalog, client).model_version
+            self.known = stored_embeddings(store, client, self.version)
         except ModelServerUnavailableError as error:
             self.stopped = str(error)
 
     def __call__(self, items: list[tuple[Product, bytes]]) -> list[Product]:
         if not self.stopped:
             try:
-                products, summary = with_embeddings(self.client, items, version=self.version)
+                products, summary = with_embeddings(
+                    self.client, items, version=self.version, known=self.known
+                )
             except ModelServerUnavailableError as error:
                 self.stopped = str(error)
             else:
