@@ -125,8 +125,8 @@ def main() -> None:
         info = client.info()
         report.add(
             f"{len(items)} products, {len(held_out)} held out; model {info.registry_name}"
-            f" v{info.registry_version}; {args.uploads} uploads per case, {args.neighbours}"
-            " neighbours"
+            f" v{info.registry_version} ({info.model_name}); {args.uploads} uploads per case,"
+            f" {args.neighbours} neighbours"
         )
         k = args.neighbours
         cases = {
