@@ -32,15 +32,17 @@ from fashion_search.catalog.models import Neighbor, ProductFields
 from fashion_search.catalog.repositories import Catalog
 from fashion_search.dataset import iter_dataset
 from fashion_search.embedding_client import EmbeddingClient
-from fashion_search.ingest.classify import LabelRule, predict_labels
+from fashion_search.ingest.classify import LabelRule, duplicate_of, predict_labels
 from fashion_search.model.data import in_test_split
+from fashion_search.model.fingerprint import fingerprint_bytes
 from fashion_search.settings import get_settings
 
 LABELS = ("article_type", "base_colour", "master_category", "sub_category", "gender")
 BEFORE = LabelRule(duplicate_similarity=2.0, temperature=0.0)  # never a duplicate, linear vote
 TEMPERATURES = (0.0, 0.1, 0.05, 0.02, 0.01, 0.005)
 THRESHOLDS = (0.9, 0.95, 0.97, 0.98, 0.99)
-Case = list[tuple[ProductFields, list[Neighbor]]]
+#: Each upload's product, its nearest labelled catalog products, and its image fingerprint.
+Case = list[tuple[ProductFields, list[Neighbor], bytes]]
 
 
 def _jpeg(image: Image.Image, quality: int) -> bytes:
@@ -79,29 +81,41 @@ def neighbours_of(
     k: int,
     exclude: set[int],
 ) -> Case:
-    """Each upload's product and its k nearest labelled catalog products (not ``exclude``)."""
+    """Each upload's product, its k nearest labelled catalog products (not ``exclude``) and its
+    image fingerprint."""
     version = catalog.versions.serving()
     out: Case = []
     for start in range(0, len(products), 64):
         batch = products[start : start + 64]
         vectors = client.embed_images([image for _, image in batch], version.model_version).vectors
         near = catalog.vectors.labelled_neighbours(version, vectors, k, exclude)
-        out += [(fields, n) for (fields, _), n in zip(batch, near, strict=True)]
+        out += [
+            (fields, n, fingerprint_bytes(image))
+            for (fields, image), n in zip(batch, near, strict=True)
+        ]
     return out
 
 
-def accuracy(case: Case, rule: LabelRule) -> dict[str, float]:
-    """Share of uploads whose label is right, per label."""
+def accuracy(case: Case, rule: LabelRule, fingerprints: bool = False) -> dict[str, float]:
+    """Share of uploads whose label is right, per label (``fingerprints``: near-identical
+    fingerprints make duplicates too, as ingestion does)."""
     right = dict.fromkeys(LABELS, 0)
-    for fields, near in case:
-        for label, prediction in predict_labels(near, rule, LABELS).items():
+    for fields, near, image_print in case:
+        found = predict_labels(near, rule, LABELS, image_print if fingerprints else None)
+        for label, prediction in found.items():
             right[label] += prediction.value == getattr(fields, label)
     return {label: n / max(len(case), 1) for label, n in right.items()}
 
 
-def duplicate_share(case: Case, threshold: float) -> float:
-    """Share of uploads whose nearest labelled product is at least ``threshold`` similar."""
-    return sum(bool(near) and near[0].score >= threshold for _, near in case) / max(len(case), 1)
+def duplicates(case: Case, threshold: float, fingerprints: bool = False) -> Case:
+    """The uploads taken as duplicates: the nearest labelled product at least ``threshold``
+    similar (or, with ``fingerprints``, one with a near-identical fingerprint)."""
+    rule = LabelRule(threshold, 0.0)
+    return [
+        (fields, near, image_print)
+        for fields, near, image_print in case
+        if duplicate_of(near, rule, image_print if fingerprints else None) is not None
+    ]
 
 
 def main() -> None:
@@ -157,39 +171,49 @@ def main() -> None:
 
     near_cases = [cases[name] for name in ("flipped", "re-encoded", "cropped")]
     thresholds = Table(
-        "Duplicate threshold: share taken as duplicates (near duplicates; held-out products,"
+        "Duplicate rule: share taken as duplicates (near duplicates; held-out products,"
         " tuning half, wrongly), and accuracy with the rule",
-        ["cosine >=", "flipped", "re-encoded", "cropped", "held-out", "held-out copied right",
+        ["duplicate when", "flipped", "re-encoded", "cropped", "held-out", "held-out copied right",
          "held-out articleType", "baseColour", "flipped articleType", "baseColour"],
     )  # fmt: skip
-    for threshold in (*THRESHOLDS, 2.0):
-        taken = [(f, n) for f, n in tuning if n and n[0].score >= threshold]
-        copied = sum(n[0].product.article_type == f.article_type for f, n in taken)
+    shipped = settings.ingest.duplicate_similarity
+    rules = [(f"cosine >= {t}", t, False) for t in THRESHOLDS]
+    rules += [(f"cosine >= {shipped} or fingerprint", shipped, True), ("never", 2.0, False)]
+    for name, threshold, fingerprints in rules:
+        taken = duplicates(tuning, threshold, fingerprints)
+        copied = sum(
+            duplicate_of(
+                n, LabelRule(threshold, 0.0), p if fingerprints else None
+            ).product.article_type
+            == f.article_type  # type: ignore[union-attr]
+            for f, n, p in taken
+        )
         rule = LabelRule(threshold, settings.ingest.vote_temperature)
-        held, flip = accuracy(tuning, rule), accuracy(cases["flipped"], rule)
+        held = accuracy(tuning, rule, fingerprints)
+        flip = accuracy(cases["flipped"], rule, fingerprints)
         thresholds.rows.append([
-            threshold if threshold <= 1 else "never",
-            *(round(duplicate_share(c, threshold), 3) for c in near_cases),
-            round(duplicate_share(tuning, threshold), 3), f"{copied}/{len(taken)}",
+            name,
+            *(round(len(duplicates(c, threshold, fingerprints)) / len(c), 3) for c in near_cases),
+            round(len(taken) / len(tuning), 3), f"{copied}/{len(taken)}",
             *(round(a[x], 3) for a in (held, flip) for x in ("article_type", "base_colour")),
         ])  # fmt: skip
     report.add(thresholds)
 
-    after = LabelRule(settings.ingest.duplicate_similarity, settings.ingest.vote_temperature)
+    after = LabelRule(shipped, settings.ingest.vote_temperature)
     table = Table(
-        f"Upload labels, before (linear vote) and after (duplicate at cosine >="
-        f" {after.duplicate_similarity}, vote temperature {after.temperature or 'linear'})",
+        f"Upload labels, before (linear vote) and after (duplicate at cosine >= {shipped} or a"
+        f" near-identical fingerprint, vote temperature {after.temperature or 'linear'})",
         ["uploads", "articleType before", "after", "baseColour before", "after",
          "subCategory before", "after", "gender before", "after"],
     )  # fmt: skip
     for name, case in cases.items():
-        b, a = accuracy(case, BEFORE), accuracy(case, after)
+        b, a = accuracy(case, BEFORE), accuracy(case, after, fingerprints=True)
         table.rows.append([
             name, *(round(x, 3) for label in ("article_type", "base_colour", "sub_category",
                                                "gender") for x in (b[label], a[label]))
         ])  # fmt: skip
     report.add(table)
-    sims = np.array([n[0].score for _, n in cases["held-out product"] if n])
+    sims = np.array([n[0].score for _, n, _ in cases["held-out product"] if n])
     report.add(
         f"nearest labelled product of a held-out upload: cosine p50 {np.median(sims):.3f},"
         f" p95 {np.percentile(sims, 95):.3f}, max {sims.max():.3f}"

@@ -4,6 +4,7 @@ when bad, relayed to the feedback topic once; judgements made of it evaluate the
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -16,12 +17,15 @@ import pytest
 import torch
 from confluent_kafka import Consumer
 from fastapi.testclient import TestClient
+from PIL import Image, ImageOps
 
 from fashion_search.catalog.models import Neighbor, Product
+from fashion_search.catalog.vote import Prediction
 from fashion_search.ingest.classify import LabelRule, predict_labels
 from fashion_search.ingest.publisher import KafkaPublisher, kafka_config
 from fashion_search.learning.feedback import Feedback
 from fashion_search.learning.judgements import Judgements, evaluate_judgements, training_pairs
+from fashion_search.model.fingerprint import fingerprint_bytes
 from fashion_search.model.train import hard_negative_loss
 from fashion_search.search.service import SearchService
 from fashion_search.settings import REPO_ROOT, Settings
@@ -195,9 +199,11 @@ def test_the_hard_negative_term_prefers_the_relevant_image() -> None:
     )
 
 
-def _neighbour(article: str, colour: str, score: float) -> Neighbor:
+def _neighbour(
+    article: str, colour: str, score: float, image_print: bytes | None = None
+) -> Neighbor:
     product = Product(id=1, product_display_name="x", image_key="k", article_type=article,
-                      base_colour=colour)  # fmt: skip
+                      base_colour=colour, image_fingerprint=image_print)  # fmt: skip
     return Neighbor(product=product, score=score)
 
 
@@ -213,3 +219,24 @@ def test_a_duplicate_takes_its_products_labels_and_others_are_voted() -> None:
     # a low temperature lets the nearest outweigh the rest
     sharp = predict_labels(near, LabelRule(0.995, 0.01), ("article_type",))["article_type"]
     assert sharp.value == "Shirts" and sharp.confidence > 0.9
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def test_a_near_identical_fingerprint_makes_a_duplicate_whatever_the_cosine() -> None:
+    photo = Image.linear_gradient("L").rotate(90).convert("RGB").resize((60, 80))
+    original = fingerprint_bytes(_jpeg(photo, 95))
+    near = [*(_neighbour("Tshirts", "Black", 0.8) for _ in range(3)),
+            _neighbour("Shirts", "Navy Blue", 0.7, original)]  # fmt: skip
+    rule = LabelRule(duplicate_similarity=0.98, temperature=0.0)
+    for copy in (_jpeg(photo, 50), _jpeg(ImageOps.mirror(photo), 95)):  # re-encoded, flipped
+        label = predict_labels(near, rule, ("article_type",), fingerprint_bytes(copy))
+        assert label["article_type"] == Prediction("Shirts", 1.0)
+    turned = photo.rotate(90, expand=True).resize((60, 80))  # another photo
+    other = fingerprint_bytes(_jpeg(turned, 95))
+    assert predict_labels(near, rule, ("article_type",), other)["article_type"].value == "Tshirts"
+    assert predict_labels(near, rule, ("article_type",))["article_type"].value == "Tshirts"

@@ -252,7 +252,10 @@ class UploadProcessor:
         embeddings: dict[str, Array],
         neighbours: list[Neighbor],
     ) -> UploadProcessed | _Switched:
-        predicted = predict_labels(neighbours, self.settings.ingest.label_rule)
+        image_print = fingerprint_bytes(obj.data, self.settings.model_server.max_image_pixels)
+        predicted = predict_labels(
+            neighbours, self.settings.ingest.label_rule, image_fingerprint=image_print
+        )
         labels = {label: p.value for label, p in predicted.items()}
         confidence = {to_camel(label): round(p.confidence, 4) for label, p in predicted.items()}
         image_key = upload_image_key(event)
@@ -271,9 +274,7 @@ class UploadProcessor:
             confidence=confidence,
             product_display_name=_title(obj, labels),
             image_key=image_key,
-            image_fingerprint=fingerprint_bytes(
-                obj.data, self.settings.model_server.max_image_pixels
-            ),
+            image_fingerprint=image_print,
             model_version=model_version,
             embeddings=embeddings,
         )

@@ -21,6 +21,19 @@ SIDE = 8
 FINGERPRINT_BYTES = SIDE * SIDE * 3
 
 
+def near_identical(a: bytes, b: bytes) -> bool:
+    """Whether two fingerprints are of near-identical images, or of one image and its mirror
+    image (a flipped copy)."""
+    if len(a) != FINGERPRINT_BYTES or len(b) != FINGERPRINT_BYTES:
+        return False
+    first = np.frombuffer(a, dtype=np.uint8).astype(np.int16).reshape(SIDE, SIDE, 3)
+    second = np.frombuffer(b, dtype=np.uint8).astype(np.int16).reshape(SIDE, SIDE, 3)
+    return any(
+        int(np.abs(first - other).max()) <= NEAR_IDENTICAL_MAX_DIFF
+        for other in (second, second[:, ::-1])
+    )
+
+
 def collapse(items: Sequence[T], fingerprint: Callable[[T], bytes | None]) -> list[tuple[T, int]]:
     """The first item of each group of near-identical fingerprints, with the group's size, in
     the order given (an item without a fingerprint, or with one of another size, is a group of
