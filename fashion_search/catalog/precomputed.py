@@ -2,7 +2,7 @@
 
 Training a model with locked towers puts every image of the dataset through the image trunk
 once. With the trained head, that gives the image's embedding. It is the vector the served
-fp32 image tower returns for the same bytes (``tests/test_pretrained_towers.py`` checks
+fp32 image tower returns for the same bytes (``tests/test_precomputed_embeddings.py`` checks
 this). The vectors are stored in the models bucket beside the version's export, keyed by the
 SHA-256 of the image bytes. Embedding the catalog with that version uses them, and only an
 image with other bytes (a re-upload, a product not in the dataset) goes through the model
