@@ -107,15 +107,18 @@ def accuracy(case: Case, rule: LabelRule, fingerprints: bool = False) -> dict[st
     return {label: n / max(len(case), 1) for label, n in right.items()}
 
 
-def duplicates(case: Case, threshold: float, fingerprints: bool = False) -> Case:
-    """The uploads taken as duplicates: the nearest labelled product at least ``threshold``
-    similar (or, with ``fingerprints``, one with a near-identical fingerprint)."""
+def duplicates(
+    case: Case, threshold: float, fingerprints: bool = False
+) -> list[tuple[ProductFields, Neighbor]]:
+    """The uploads taken as duplicates, each with the product it copies: the nearest labelled
+    product at least ``threshold`` similar (or, with ``fingerprints``, one with a
+    near-identical fingerprint)."""
     rule = LabelRule(threshold, 0.0)
-    return [
-        (fields, near, image_print)
+    found = (
+        (fields, duplicate_of(near, rule, image_print if fingerprints else None))
         for fields, near, image_print in case
-        if duplicate_of(near, rule, image_print if fingerprints else None) is not None
-    ]
+    )
+    return [(fields, original) for fields, original in found if original is not None]
 
 
 def main() -> None:
@@ -181,13 +184,7 @@ def main() -> None:
     rules += [(f"cosine >= {shipped} or fingerprint", shipped, True), ("never", 2.0, False)]
     for name, threshold, fingerprints in rules:
         taken = duplicates(tuning, threshold, fingerprints)
-        copied = sum(
-            duplicate_of(
-                n, LabelRule(threshold, 0.0), p if fingerprints else None
-            ).product.article_type
-            == f.article_type  # type: ignore[union-attr]
-            for f, n, p in taken
-        )
+        copied = sum(o.product.article_type == f.article_type for f, o in taken)
         rule = LabelRule(threshold, settings.ingest.vote_temperature)
         held = accuracy(tuning, rule, fingerprints)
         flip = accuracy(cases["flipped"], rule, fingerprints)
